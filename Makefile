@@ -1,0 +1,38 @@
+# The two commands the README gives: `make run` and `make test`. Both build the virtualenv.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+PORT ?= 8000
+ANNLAB_HOME ?= ./.annlab
+export ANNLAB_HOME
+
+.PHONY: run test venv lint migrate datasets
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+venv: $(BIN)/.installed
+
+migrate: venv
+	$(BIN)/alembic upgrade head
+
+# Fashion-MNIST from Debian's package when we may install it; tests that need it say so otherwise.
+datasets:
+	@if [ ! -d /usr/share/datasets/fashion-mnist ] && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null \
+		|| echo "note: could not apt-get dataset-fashion-mnist"; fi
+
+run: venv migrate
+	@echo "annlab: API docs at http://127.0.0.1:$(PORT)/docs  (data in $(ANNLAB_HOME))"
+	@trap 'kill 0' EXIT INT TERM; \
+	$(BIN)/celery -A workers.celery_app worker --pool=solo --loglevel=info & \
+	$(BIN)/uvicorn api.main:app --host 0.0.0.0 --port $(PORT)
+
+test: venv datasets
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: venv
+	$(BIN)/ruff check .

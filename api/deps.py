@@ -1,0 +1,41 @@
+"""Typed dependencies: settings, a database session, and the job or model a path names."""
+
+from collections.abc import Iterator
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Path
+from sqlalchemy.orm import Session
+
+from core.db import Job, sessionmaker_for
+from core.settings import Settings, get_settings
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+
+def get_session(settings: SettingsDep) -> Iterator[Session]:
+    """A session per request; handlers that write commit explicitly, the rest roll back."""
+    with sessionmaker_for(settings.database_url)() as session:
+        yield session
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_job(session: SessionDep, job_id: Annotated[str, Path(max_length=64)]) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise HTTPException(404, f"no job {job_id!r}")
+    return job
+
+
+JobDep = Annotated[Job, Depends(get_job)]
+
+
+def get_trained_model(job: JobDep) -> Job:
+    """A job whose model can be served: it succeeded, so its final weights are stored."""
+    if job.status != "succeeded":
+        raise HTTPException(409, f"job {job.id} is {job.status}; only succeeded jobs have a model")
+    return job
+
+
+ModelDep = Annotated[Job, Depends(get_trained_model)]

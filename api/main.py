@@ -1,0 +1,63 @@
+"""Builds the FastAPI app: routers, the model cache, and errors that name the failing field."""
+
+from typing import Any
+
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from api.routes import datasets, health, jobs, models
+from api.serving import ModelCache
+from core.settings import get_settings
+from models.specs import FAMILY_NAMES
+
+_SOURCES = {"body", "query", "path", "header"}
+
+
+def field_name(loc: tuple[Any, ...], error_type: str) -> str:
+    """`train.optimizer.lr` from pydantic's ('body', 'mlp', 'train', 'optimizer', 'lr')."""
+    if error_type.startswith("union_tag"):
+        return "family"
+    parts = list(loc)
+    if parts and parts[0] in _SOURCES:
+        parts = parts[1:]
+    if parts and parts[0] in FAMILY_NAMES:  # the discriminated union's branch
+        parts = parts[1:]
+    return ".".join(str(p) for p in parts) or "body"
+
+
+def create_app() -> FastAPI:
+    settings = get_settings()
+    app = FastAPI(
+        title="annlab",
+        version="0.1.0",
+        description="Queue neural-network training jobs, follow them, and use the trained models.",
+    )
+    app.state.models = ModelCache(settings.model_cache_size)
+    for module in (jobs, models, datasets, health):
+        app.include_router(module.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {
+                "field": field_name(tuple(e["loc"]), e["type"]),
+                "message": e["msg"],
+                "type": e["type"],
+            }
+            for e in exc.errors()
+        ]
+        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
+        return JSONResponse({"detail": errors, "message": message}, status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+        body: dict[str, Any] = {"detail": exc.detail}
+        if isinstance(exc.detail, list):
+            body["message"] = "; ".join(f"{e['field']}: {e['message']}" for e in exc.detail)
+        return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
+
+    return app
+
+
+app = create_app()

@@ -1,0 +1,92 @@
+"""Jobs: submit, list, inspect, follow, cancel."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Query
+from sqlalchemy import func, select
+
+from api.deps import JobDep, SessionDep, SettingsDep
+from api.schemas import JobPublic, JobsPublic, JobStatus, MetricsPublic
+from core.catalog import CATALOG, is_available
+from core.db import FINISHED, Job, Metric
+from core.jobs import new_job, request_cancel
+from models.specs import JobSpec
+from workers.dispatch import try_send_job
+
+router = APIRouter(prefix="/jobs", tags=["jobs"])
+
+
+def unavailable_dataset(name: str) -> HTTPException:
+    info = CATALOG[name]
+    return HTTPException(
+        422,
+        [
+            {
+                "field": "dataset.name",
+                "type": "dataset_unavailable",
+                "message": f"dataset {name!r} is not available here: {info.how_to_get}",
+            }
+        ],
+    )
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep) -> Job:
+    """Queue a training job; answers at once with the job (status `queued`)."""
+    if not is_available(CATALOG[spec.dataset.name], settings):
+        raise unavailable_dataset(spec.dataset.name)
+    job = new_job(session, spec.model_dump(mode="json"))
+    session.commit()
+    try_send_job(job.id)
+    return job
+
+
+@router.get("", response_model=JobsPublic)
+def list_jobs(
+    session: SessionDep,
+    settings: SettingsDep,
+    status: JobStatus | None = None,
+    family: Annotated[str | None, Query(max_length=32)] = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> JobsPublic:
+    """Newest first, filtered by status and family."""
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if family is not None:
+        query = query.where(Job.family == family)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    jobs = session.scalars(
+        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
+    ).all()
+    return JobsPublic(
+        items=[JobPublic.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset
+    )
+
+
+@router.get("/{job_id}", response_model=JobPublic)
+def read_job(job: JobDep) -> Job:
+    return job
+
+
+@router.get("/{job_id}/metrics", response_model=MetricsPublic)
+def read_metrics(job: JobDep, session: SessionDep) -> MetricsPublic:
+    """One entry per finished epoch, in order."""
+    rows = session.scalars(select(Metric).where(Metric.job_id == job.id).order_by(Metric.epoch))
+    return MetricsPublic(
+        history=[
+            {"epoch": m.epoch, "seconds": m.seconds, "attempt": m.attempt, **m.values} for m in rows
+        ]
+    )
+
+
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
+def cancel_job(job: JobDep, session: SessionDep) -> Job:
+    """A queued job ends `cancelled` at once; a running one within a few seconds."""
+    if job.status in FINISHED:
+        raise HTTPException(409, f"job {job.id} already ended {job.status}")
+    request_cancel(session, job.id)
+    session.commit()
+    session.refresh(job)
+    return job

@@ -1,0 +1,114 @@
+"""Request and response bodies. Job documents themselves are models.specs.JobSpec."""
+
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from core.db import JOB_STATUSES
+
+JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
+
+
+class Progress(BaseModel):
+    epoch: int = 0
+    epochs: int | None = None
+    step: int | None = None
+    steps: int | None = None
+    percent: float = 0.0
+    eta_seconds: float | None = None
+
+
+class JobPublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: str
+    family: str
+    status: JobStatus
+    spec: dict[str, Any] = Field(description="the job document with every default filled in")
+    progress: Progress
+    n_params: int | None
+    result: dict[str, Any] | None
+    error: str | None
+    cancel_requested: bool
+    attempts: int
+    owner_id: str | None
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    updated_at: datetime
+
+
+class JobsPublic(BaseModel):
+    items: list[JobPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class MetricsPublic(BaseModel):
+    history: list[dict[str, Any]] = Field(
+        description="one entry per epoch: epoch, seconds, attempt and the metrics by name"
+    )
+
+
+class ModelPublic(BaseModel):
+    id: str
+    family: str
+    task: str | None
+    dataset: str
+    n_params: int | None
+    result: dict[str, Any] | None
+    verbs: list[str]
+    finished_at: datetime | None
+
+
+class ModelsPublic(BaseModel):
+    items: list[ModelPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class PredictRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    inputs: list[Any] = Field(
+        min_length=1,
+        max_length=10_000,
+        description="examples, each flat or shaped like the dataset's input_shape, scaled as the "
+        "dataset is served (images in [0, 1]); set raw=true to send raw pixel/feature values",
+    )
+    raw: bool = Field(False, description="inputs are raw values (pixels 0..255, digits 0..16)")
+
+
+class PredictResponse(BaseModel):
+    outputs: list[Any]
+    probabilities: list[list[float]] | None = None
+    class_names: list[str] | None = None
+
+
+class DatasetPublic(BaseModel):
+    name: str
+    kind: str
+    source: str
+    description: str
+    input_shape: list[int]
+    n_classes: int | None
+    target_dim: int | None
+    classes: list[str] | None
+    n_train: int | None
+    n_test: int | None
+    params: list[str]
+    available: bool
+    how_to_get: str | None
+
+
+class DatasetsPublic(BaseModel):
+    items: list[DatasetPublic]
+
+
+class Health(BaseModel):
+    status: Literal["ok", "degraded"]
+    database: str
+    broker: str

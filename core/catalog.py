@@ -1,0 +1,167 @@
+"""What datasets exist, their shapes and whether this machine has them; no torch needed."""
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from core.settings import Settings
+
+Kind = Literal["classification", "regression"]
+
+
+class DatasetUnavailable(Exception):
+    """The dataset's files are not here and may not be downloaded; the message says how."""
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    name: str
+    kind: Kind
+    input_shape: tuple[int, ...]  # one example, e.g. (1, 28, 28) for an image, (2,) for a point
+    source: Literal["torchvision", "scikit-learn", "synthetic"]
+    description: str
+    n_classes: int | None = None
+    target_dim: int | None = None
+    classes: tuple[str, ...] | None = None
+    # The raw value that the loader maps to 1.0 (pixel 255, digits 16); predict accepts raw inputs.
+    input_scale: float = 1.0
+    # Sizes of the official splits; synthetic sets take n_train/n_test from the job.
+    n_train: int | None = None
+    n_test: int | None = None
+    # Directory name torchvision uses under the data directory.
+    folder: str | None = None
+    how_to_get: str = ""
+    params: tuple[str, ...] = field(default=())
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "DatasetInfo":
+        """The inverse of dataclasses.asdict after a JSON round trip (lists back to tuples)."""
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+_FASHION = (
+    "T-shirt/top",
+    "Trouser",
+    "Pullover",
+    "Dress",
+    "Coat",
+    "Sandal",
+    "Shirt",
+    "Sneaker",
+    "Bag",
+    "Ankle boot",
+)
+_CIFAR = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+CATALOG: dict[str, DatasetInfo] = {
+    info.name: info
+    for info in (
+        DatasetInfo(
+            name="digits",
+            kind="classification",
+            input_shape=(1, 8, 8),
+            source="scikit-learn",
+            description="8x8 handwritten digits shipped with scikit-learn (1797 images)",
+            n_classes=10,
+            classes=tuple(str(i) for i in range(10)),
+            input_scale=16.0,
+        ),
+        DatasetInfo(
+            name="mnist",
+            kind="classification",
+            input_shape=(1, 28, 28),
+            source="torchvision",
+            description="MNIST handwritten digits, 28x28 grey",
+            n_classes=10,
+            classes=tuple(str(i) for i in range(10)),
+            input_scale=255.0,
+            n_train=60000,
+            n_test=10000,
+            folder="MNIST",
+            how_to_get="set ANNLAB_ALLOW_DOWNLOAD=true on a machine with a network, or put the "
+            "idx files (train-images-idx3-ubyte, ...) in <data_dir>/MNIST/raw",
+        ),
+        DatasetInfo(
+            name="fashion_mnist",
+            kind="classification",
+            input_shape=(1, 28, 28),
+            source="torchvision",
+            description="Fashion-MNIST clothing images, 28x28 grey",
+            n_classes=10,
+            classes=_FASHION,
+            input_scale=255.0,
+            n_train=60000,
+            n_test=10000,
+            folder="FashionMNIST",
+            how_to_get="apt-get install dataset-fashion-mnist (Debian; files in "
+            "/usr/share/datasets/fashion-mnist), or set ANNLAB_ALLOW_DOWNLOAD=true, or put the "
+            "idx files in <data_dir>/FashionMNIST/raw",
+        ),
+        DatasetInfo(
+            name="cifar10",
+            kind="classification",
+            input_shape=(3, 32, 32),
+            source="torchvision",
+            description="CIFAR-10 colour images, 32x32",
+            n_classes=10,
+            classes=_CIFAR,
+            input_scale=255.0,
+            n_train=50000,
+            n_test=10000,
+            folder="cifar-10-batches-py",
+            how_to_get="set ANNLAB_ALLOW_DOWNLOAD=true on a machine with a network, or unpack "
+            "cifar-10-python.tar.gz into <data_dir> (giving <data_dir>/cifar-10-batches-py)",
+        ),
+        DatasetInfo(
+            name="function1d",
+            kind="regression",
+            input_shape=(1,),
+            source="synthetic",
+            description="noisy samples of a 1-D function on [-1, 1]; train targets carry "
+            "Gaussian noise of std `noise`, test targets are the clean function",
+            target_dim=1,
+            params=("function", "noise", "n_train", "n_test"),
+        ),
+        DatasetInfo(
+            name="surface2d",
+            kind="regression",
+            input_shape=(2,),
+            source="synthetic",
+            description="a 2-D surface built from several nonlinear functions on [-1, 1]^2; "
+            "train and test points drawn independently (default 2000 / 1000)",
+            target_dim=1,
+            params=("noise", "n_train", "n_test"),
+        ),
+    )
+}
+
+
+def idx_files(prefix: str = "") -> tuple[str, ...]:
+    return tuple(
+        prefix + f
+        for f in (
+            "train-images-idx3-ubyte",
+            "train-labels-idx1-ubyte",
+            "t10k-images-idx3-ubyte",
+            "t10k-labels-idx1-ubyte",
+        )
+    )
+
+
+def is_available(info: DatasetInfo, settings: Settings) -> bool:
+    """True when the loader will find the files here, or may download them."""
+    if info.source != "torchvision" or settings.allow_download:
+        return True
+    root = settings.data_dir / info.folder
+    if info.name == "cifar10":
+        return (root / "test_batch").is_file()
+    if all((root / "raw" / f).is_file() for f in idx_files()):
+        return True
+    if info.name == "fashion_mnist":
+        system = settings.fashion_mnist_system_dir
+        return all((system / f).is_file() or (system / f"{f}.gz").is_file() for f in idx_files())
+    return False
+
+
+def require_available(info: DatasetInfo, settings: Settings) -> None:
+    if not is_available(info, settings):
+        raise DatasetUnavailable(f"dataset {info.name!r} is not available here: {info.how_to_get}")

@@ -1,0 +1,198 @@
+"""Worker-side dataset loading: a job's dataset as train / val / test tensors on a device."""
+
+import gzip
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from urllib.error import URLError
+
+import numpy as np
+import torch
+from sklearn.datasets import load_digits
+from torchvision import datasets as tv_datasets
+
+from core.catalog import CATALOG, DatasetInfo, DatasetUnavailable, idx_files, require_available
+from core.settings import Settings
+from core.spec import DatasetSpec
+
+_TORCHVISION = {
+    "mnist": tv_datasets.MNIST,
+    "fashion_mnist": tv_datasets.FashionMNIST,
+    "cifar10": tv_datasets.CIFAR10,
+}
+
+_FUNCTIONS_1D = {
+    "sin": lambda x: np.sin(2 * np.pi * x),
+    "sinc": lambda x: np.sinc(4 * x),  # sin(4 pi x) / (4 pi x): a peak with two side lobes
+    "cubic": lambda x: 4 * x**3 - 3 * x,  # Chebyshev T3: two turns, stays in [-1, 1]
+    "step": lambda x: np.where(x < 0, 0.0, 1.0),
+    "abs": np.abs,
+}
+_SYNTHETIC_SIZES = {"function1d": (200, 1000), "surface2d": (2000, 1000)}
+
+
+@dataclass
+class Split:
+    # Images: float32 (N, C, H, W) in [0, 1]; points: float32 (N, d).
+    x: torch.Tensor
+    # Classification: int64 (N,); regression: float32 (N, target_dim).
+    y: torch.Tensor
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass
+class Splits:
+    train: Split
+    val: Split | None  # None when val_fraction == 0
+    test: Split
+    info: DatasetInfo
+
+
+def load_dataset(
+    spec: DatasetSpec, settings: Settings, device: torch.device | str = "cpu"
+) -> Splits:
+    """Load spec's dataset, split it as the spec says and put every tensor on `device`.
+
+    Raises DatasetUnavailable (message says how to get the files) when the data is not here.
+    """
+    info = CATALOG[spec.name]
+    require_available(info, settings)
+    # Independent streams, so the test set does not move when n_train or val_fraction change.
+    train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
+    split_rng = np.random.default_rng(split_seq)
+
+    if info.source == "synthetic":
+        x, y = _synthetic(spec, np.random.default_rng(train_seq), train=True)
+        x_test, y_test = _synthetic(spec, np.random.default_rng(test_seq), train=False)
+    else:
+        x, y, x_test, y_test = _raw_arrays(
+            spec.name,
+            settings.data_dir,
+            settings.allow_download,
+            settings.fashion_mnist_system_dir,
+        )
+        if x_test is None:  # digits has no official test split: hold one out
+            order = torch.from_numpy(split_rng.permutation(len(y)))
+            n_test = round(spec.test_fraction * len(y))
+            x_test, y_test = x[order[:n_test]], y[order[:n_test]]
+            x, y = x[order[n_test:]], y[order[n_test:]]
+
+    order = torch.from_numpy(split_rng.permutation(len(y)))
+    n_val = max(1, round(spec.val_fraction * len(y))) if spec.val_fraction > 0 else 0
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    if spec.max_train is not None:
+        train_idx = train_idx[: spec.max_train]
+
+    def take(x: torch.Tensor, y: torch.Tensor, idx: torch.Tensor | None = None) -> Split:
+        if idx is not None:
+            x, y = x[idx], y[idx]
+        # Move first: uint8 images cross to a GPU at a quarter of the float32 size.
+        x = x.to(device).float() / info.input_scale
+        # copy=True: on the CPU, .to() would hand out the cached labels themselves.
+        return Split(x=x, y=y.to(device, copy=True))
+
+    return Splits(
+        train=take(x, y, train_idx),
+        val=take(x, y, val_idx) if n_val else None,
+        test=take(x_test, y_test),
+        info=info,
+    )
+
+
+@lru_cache(maxsize=4)
+def _raw_arrays(
+    name: str, data_dir: Path, allow_download: bool, system_dir: Path
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """A file-backed dataset's full raw arrays: (x_train, y_train, x_test, y_test).
+
+    x is uint8 (N, C, H, W) in raw units (see DatasetInfo.input_scale), y is int64 (N,);
+    the test pair is None for digits.
+    """
+    if name == "digits":
+        digits = load_digits()  # images float64 (1797, 8, 8) with integer values 0..16
+        x = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)
+        return x, torch.from_numpy(digits.target.astype(np.int64)), None, None
+
+    info = CATALOG[name]
+    if name == "fashion_mnist":
+        _install_system_fashion_mnist(data_dir / info.folder / "raw", system_dir)
+    parts: list[torch.Tensor] = []
+    for train in (True, False):
+        try:
+            ds = _TORCHVISION[name](root=data_dir, train=train, download=allow_download)
+        except (RuntimeError, URLError) as err:  # "Dataset not found or corrupted", no network
+            raise DatasetUnavailable(
+                f"dataset {name!r} could not be loaded from {data_dir}: {err}. {info.how_to_get}"
+            ) from err
+        if name == "cifar10":
+            x = torch.from_numpy(ds.data).permute(0, 3, 1, 2)  # numpy HWC -> CHW
+            y = torch.tensor(ds.targets, dtype=torch.int64)
+        else:
+            x = ds.data.unsqueeze(1)  # (N, 28, 28) -> (N, 1, 28, 28)
+            y = ds.targets.long()
+        parts += [x.contiguous(), y]
+    x_train, y_train, x_test, y_test = parts
+    return x_train, y_train, x_test, y_test
+
+
+def _install_system_fashion_mnist(raw_dir: Path, system_dir: Path) -> None:
+    """Copy the Debian package's idx files (gzipped or not) into torchvision's raw folder.
+
+    Each file is written under a temporary name and renamed, so a process racing this one
+    sees either no file or a whole one.
+    """
+    for name in idx_files():
+        target = raw_dir / name
+        if target.is_file():
+            continue
+        plain, packed = system_dir / name, system_dir / f"{name}.gz"
+        if plain.is_file():
+            opener, source = open, plain
+        elif packed.is_file():
+            opener, source = gzip.open, packed
+        else:
+            continue  # torchvision then reports what is missing
+        raw_dir.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=raw_dir, prefix=f".{name}.")
+        try:
+            with os.fdopen(fd, "wb") as out, opener(source, "rb") as src:
+                shutil.copyfileobj(src, out, length=1 << 20)
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _synthetic(
+    spec: DatasetSpec, rng: np.random.Generator, train: bool
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Points uniform on [-1, 1]^d and float32 targets (n, 1); noise on train targets only."""
+    default_train, default_test = _SYNTHETIC_SIZES[spec.name]
+    if train:
+        n = spec.n_train if spec.n_train is not None else default_train
+    else:
+        n = spec.n_test if spec.n_test is not None else default_test
+    if spec.name == "function1d":
+        x = rng.uniform(-1.0, 1.0, size=(n, 1))
+        y = _FUNCTIONS_1D[spec.function](x)
+    else:
+        x = rng.uniform(-1.0, 1.0, size=(n, 2))
+        y = _surface(x[:, 0], x[:, 1])[:, None]
+    if train and spec.noise > 0:
+        y = y + spec.noise * rng.standard_normal(y.shape)
+    return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+
+
+def _surface(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """A smooth surface on [-1, 1]^2: a wave, a central bump, a saddle and a diagonal ripple."""
+    return (
+        np.sin(np.pi * x1) * np.cos(np.pi * x2)
+        + np.exp(-2.0 * (x1**2 + x2**2))
+        + 0.5 * np.tanh(3.0 * x1 * x2)
+        + 0.3 * x2 * np.cos(np.pi * (x1 + x2))
+    )

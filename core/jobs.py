@@ -1,0 +1,239 @@
+"""Job state transitions in SQL. The database is the truth about who runs what.
+
+A worker owns a job while it holds the job's lease (a random token and an expiry). Every write a
+worker makes is guarded by that token, so a worker that lost its lease (stalled past the expiry,
+or the job was taken up again elsewhere) can no longer change the job: its write raises LeaseLost.
+Claiming is one conditional UPDATE, atomic on PostgreSQL (row lock) and SQLite (BEGIN IMMEDIATE).
+"""
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, or_, select, update
+from sqlalchemy.orm import Session
+
+from core.db import Checkpoint, Job, Metric, utcnow
+
+
+class LeaseLost(Exception):
+    """This worker no longer owns the job; it must stop without writing anything more."""
+
+
+@dataclass(frozen=True)
+class Lease:
+    job_id: str
+    token: str
+    attempt: int
+
+
+def new_job(session: Session, spec: dict[str, Any], *, owner_id: str | None = None) -> Job:
+    job = Job(
+        id=uuid.uuid4().hex,
+        family=spec["family"],
+        status="queued",
+        spec=spec,
+        owner_id=owner_id,
+        progress={"epoch": 0, "epochs": spec.get("train", {}).get("epochs"), "percent": 0.0},
+        dispatched_at=utcnow(),
+    )
+    session.add(job)
+    session.flush()
+    return job
+
+
+def claim(
+    session: Session, job_id: str, *, worker: str, lease_seconds: float, max_attempts: int
+) -> Lease | None:
+    """Take the job if it is queued, or running under an expired lease; None if not ours to run."""
+    now = utcnow()
+    token = uuid.uuid4().hex
+    claimable = or_(
+        Job.status == "queued",
+        and_(Job.status == "running", Job.lease_expires_at < now),
+    )
+    taken = session.execute(
+        update(Job)
+        .where(Job.id == job_id, claimable, Job.cancel_requested.is_(False))
+        .where(Job.attempts < max_attempts)
+        .values(
+            status="running",
+            lease_token=token,
+            worker=worker,
+            lease_expires_at=now + timedelta(seconds=lease_seconds),
+            attempts=Job.attempts + 1,
+            error=None,
+        )
+    ).rowcount
+    if not taken:
+        return None
+    job = session.get(Job, job_id, populate_existing=True)
+    if job.started_at is None:
+        job.started_at = now
+    return Lease(job_id=job_id, token=token, attempt=job.attempts)
+
+
+def _guarded(session: Session, lease: Lease, lease_seconds: float, **values: Any) -> None:
+    """Renew the lease and write `values`; raise LeaseLost if the job is no longer ours."""
+    renewed = session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
+        .values({"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds), **values})
+    ).rowcount
+    if not renewed:
+        raise LeaseLost(lease.job_id)
+
+
+def heartbeat(
+    session: Session, lease: Lease, *, lease_seconds: float, progress: dict[str, Any] | None = None
+) -> bool:
+    """Renew the lease (and publish progress); returns whether a cancel was asked for."""
+    values = {"progress": progress} if progress is not None else {}
+    _guarded(session, lease, lease_seconds, **values)
+    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == lease.job_id)))
+
+
+def set_model_facts(
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    n_params: int,
+    data_info: dict[str, Any],
+) -> None:
+    _guarded(session, lease, lease_seconds, n_params=n_params, data_info=data_info)
+
+
+def _put_checkpoint(
+    session: Session, job_id: str, kind: str, *, epoch: int, step: int, data: bytes
+) -> None:
+    row = session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind)
+    )
+    if row is None:
+        session.add(Checkpoint(job_id=job_id, kind=kind, epoch=epoch, step=step, data=data))
+    else:
+        row.epoch, row.step, row.data = epoch, step, data
+
+
+def save_checkpoint(
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    epoch: int,
+    step: int,
+    data: bytes,
+    progress: dict[str, Any],
+) -> None:
+    """A mid-epoch checkpoint: `latest` now resumes at (epoch, step)."""
+    _guarded(session, lease, lease_seconds, progress=progress)
+    _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=data)
+
+
+def record_epoch(
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    epoch: int,
+    seconds: float,
+    values: dict[str, float],
+    checkpoint: bytes,
+    progress: dict[str, Any],
+) -> None:
+    """The epoch's metric row and the checkpoint after it, in one transaction: both or neither."""
+    _guarded(session, lease, lease_seconds, progress=progress)
+    session.add(
+        Metric(
+            job_id=lease.job_id, epoch=epoch, seconds=seconds, attempt=lease.attempt, values=values
+        )
+    )
+    _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=0, data=checkpoint)
+
+
+def latest_checkpoint(session: Session, job_id: str, kind: str = "latest") -> Checkpoint | None:
+    return session.scalar(
+        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind)
+    )
+
+
+def finish(
+    session: Session,
+    lease: Lease,
+    status: str,
+    *,
+    result: dict[str, Any] | None = None,
+    error: str | None = None,
+    final_checkpoint: bytes | None = None,
+    epoch: int = 0,
+    progress: dict[str, Any] | None = None,
+) -> None:
+    """End the job as succeeded, failed or cancelled (guarded by the lease)."""
+    values: dict[str, Any] = {
+        "status": status,
+        "finished_at": utcnow(),
+        "lease_token": None,
+        "lease_expires_at": None,
+        "result": result,
+        "error": error,
+    }
+    if progress is not None:
+        values["progress"] = progress
+    _guarded(session, lease, 0.0, **values)
+    if final_checkpoint is not None:
+        _put_checkpoint(session, lease.job_id, "final", epoch=epoch, step=0, data=final_checkpoint)
+
+
+def request_cancel(session: Session, job_id: str) -> None:
+    """A queued job is cancelled at once; a running one is flagged and its worker stops it."""
+    session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))
+    session.execute(
+        update(Job)
+        .where(Job.id == job_id, Job.status == "queued")
+        .values(status="cancelled", finished_at=utcnow())
+    )
+
+
+def reap(
+    session: Session, *, max_attempts: int, redispatch_seconds: float, now: datetime | None = None
+) -> list[str]:
+    """Take back jobs whose worker vanished; return the ids whose task must be sent again.
+
+    A running job whose lease expired goes back to the queue (or ends: cancelled if a cancel was
+    asked for, failed once it has used up its attempts). A queued job not sent for
+    `redispatch_seconds` is sent again, in case the broker lost its message.
+    """
+    now = now or utcnow()
+    expired = session.scalars(
+        select(Job)
+        .where(Job.status == "running", Job.lease_expires_at < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    resend = []
+    for job in expired:
+        job.lease_token, job.lease_expires_at = None, None
+        if job.cancel_requested:
+            job.status, job.finished_at = "cancelled", now
+        elif job.attempts >= max_attempts:
+            job.status, job.finished_at = "failed", now
+            job.error = (
+                f"the worker running this job was lost {job.attempts} times "
+                "(killed, out of memory, or its machine went away)"
+            )
+        else:
+            job.status, job.dispatched_at = "queued", now
+            resend.append(job.id)
+    stale = session.scalars(
+        select(Job)
+        .where(
+            Job.status == "queued",
+            Job.dispatched_at < now - timedelta(seconds=redispatch_seconds),
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in stale:
+        job.dispatched_at = now
+        resend.append(job.id)
+    return resend

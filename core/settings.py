@@ -1,0 +1,70 @@
+"""One settings object, read once from the environment (upper-case names)."""
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import AliasChoices, Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ANNLAB_", extra="ignore")
+
+    environment: Literal["development", "production"] = "development"
+    # Where the embedded database, broker and data live.
+    home: Path = Path(".annlab")
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "ANNLAB_DATABASE_URL")
+    )
+    broker_url: str | None = Field(
+        None, validation_alias=AliasChoices("BROKER_URL", "ANNLAB_BROKER_URL")
+    )
+    queue: str = "annlab"
+    data_dir: Path | None = None
+    # Debian's dataset-fashion-mnist package installs the idx files here.
+    fashion_mnist_system_dir: Path = Path("/usr/share/datasets/fashion-mnist")
+    allow_download: bool = False
+
+    # Worker leases: a job whose lease is not renewed for lease_seconds is taken up again.
+    lease_seconds: float = Field(30.0, gt=0)
+    heartbeat_seconds: float = Field(2.0, gt=0)
+    reaper_seconds: float = Field(5.0, gt=0)
+    # A queued job whose message may have been lost (broker restart) is re-sent after this long.
+    redispatch_seconds: float = Field(600.0, gt=0)
+    # Mid-epoch checkpoints at most this far apart; every epoch end is checkpointed too.
+    checkpoint_seconds: float = Field(60.0, gt=0)
+    max_attempts: int = Field(3, ge=1)
+    model_cache_size: int = Field(8, ge=1)
+    max_page_size: int = 200
+
+    @model_validator(mode="after")
+    def _fill_and_refuse_unsafe(self) -> "Settings":
+        if self.environment == "production":
+            missing = [n for n in ("database_url", "broker_url") if getattr(self, n) is None]
+            if missing:
+                raise ValueError(
+                    f"ANNLAB_ENVIRONMENT=production needs {', '.join(m.upper() for m in missing)}; "
+                    "the embedded SQLite defaults are for development only"
+                )
+            if self.database_url.startswith("sqlite"):
+                raise ValueError("DATABASE_URL must not be SQLite in production")
+        self.home = self.home.expanduser().resolve()
+        if self.database_url is None:
+            self.database_url = f"sqlite:///{self.home / 'annlab.db'}"
+        if self.broker_url is None:
+            self.broker_url = f"sqla+sqlite:///{self.home / 'broker.db'}"
+        if self.data_dir is None:
+            self.data_dir = self.home / "data"
+        return self
+
+    def ensure_dirs(self) -> None:
+        self.home.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    settings = Settings()
+    settings.ensure_dirs()
+    return settings

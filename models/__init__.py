@@ -1,0 +1,1 @@
+"""Model families. `models.specs` needs no torch; importing `models.registry` loads them."""

@@ -1,0 +1,1 @@
+"""Celery app, thin tasks, and the runner that trains a job."""

@@ -1,0 +1,51 @@
+"""A thread in each worker that takes back jobs whose worker vanished and re-sends lost messages."""
+
+import logging
+import threading
+
+from core.db import session_scope
+from core.jobs import reap
+from core.settings import Settings
+from workers.dispatch import try_send_job
+
+log = logging.getLogger(__name__)
+
+
+class Reaper:
+    _running: "Reaper | None" = None
+
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="annlab-reaper", daemon=True)
+
+    @classmethod
+    def start_once(cls, settings: Settings) -> None:
+        if cls._running is None:
+            cls._running = cls(settings)
+            cls._running._thread.start()
+
+    @classmethod
+    def stop_running(cls) -> None:
+        if cls._running is not None:
+            cls._running._stop.set()
+            cls._running = None
+
+    def sweep(self) -> list[str]:
+        with session_scope(self.settings.database_url) as session:
+            ids = reap(
+                session,
+                max_attempts=self.settings.max_attempts,
+                redispatch_seconds=self.settings.redispatch_seconds,
+            )
+        for job_id in ids:
+            log.warning("re-sending job %s (its worker or its message was lost)", job_id)
+            try_send_job(job_id)
+        return ids
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.reaper_seconds):
+            try:
+                self.sweep()
+            except Exception:  # noqa: BLE001 - a database blip must not end the thread
+                log.exception("reaper sweep failed")
