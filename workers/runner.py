@@ -183,6 +183,12 @@ class _Clock:
         }
 
 
+def _refuse_non_finite(metrics: dict[str, float], where: str) -> None:
+    for name, value in metrics.items():
+        if not math.isfinite(value):
+            raise Diverged(f"training diverged: {name} became {value} {where}")
+
+
 def _checkpoint(trainer: Trainer, spec_doc: dict[str, Any], loop: dict[str, Any]) -> bytes:
     state = {
         "model": trainer.model.state_dict(),
@@ -272,6 +278,7 @@ def _train(lease: Lease, document: dict[str, Any], settings: Settings, control: 
         metrics = trainer.epoch_metrics(sums)
         if splits.val is not None:
             metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
+        _refuse_non_finite(metrics, f"at the end of epoch {epoch}")
         trainer.end_epoch(epoch, metrics)
         loop = {"epoch": epoch + 1, "batch": 0, "sums": {}, "seconds": 0.0, "last": metrics}
         control.check()
@@ -289,6 +296,7 @@ def _train(lease: Lease, document: dict[str, Any], settings: Settings, control: 
         last_saved = time.monotonic()
 
     test = {f"test_{k}": v for k, v in trainer.evaluate(splits.test).items()}
+    _refuse_non_finite(test, "on the test set")
     result = {**loop["last"], **test}
     weights = pack_weights(model, {"spec": document, "data_info": data_info})
     done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}

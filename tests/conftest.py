@@ -1,0 +1,34 @@
+"""Shared fixtures. In-process code gets a throwaway ANNLAB_HOME before anything reads settings."""
+
+import os
+import tempfile
+from pathlib import Path
+
+os.environ["ANNLAB_HOME"] = tempfile.mkdtemp(prefix="annlab-tests-")
+for name in ("DATABASE_URL", "BROKER_URL", "ANNLAB_DATABASE_URL", "ANNLAB_BROKER_URL"):
+    os.environ.pop(name, None)
+
+import pytest  # noqa: E402
+from alembic import command  # noqa: E402
+from alembic.config import Config  # noqa: E402
+
+from core.settings import Settings  # noqa: E402
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def migrate(url: str) -> None:
+    """Apply the Alembic migrations to `url`, as `alembic upgrade head` does."""
+    config = Config(str(ROOT / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings over a fresh, migrated SQLite database, with short leases."""
+    s = Settings(home=tmp_path, lease_seconds=5, heartbeat_seconds=0.5, checkpoint_seconds=60)
+    s.ensure_dirs()
+    migrate(s.database_url)
+    return s

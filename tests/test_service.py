@@ -1,0 +1,144 @@
+"""End to end over HTTP: a real API process and real Celery workers, on both backends."""
+
+import os
+import time
+
+import numpy as np
+import pytest
+from safetensors.numpy import load as load_safetensors
+from sklearn.datasets import load_digits
+
+from tests.service import Service, postgres_and_redis_reason
+
+pytestmark = pytest.mark.service
+
+
+@pytest.fixture(scope="module", params=["embedded", "postgres"])
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    if request.param == "postgres" and (reason := postgres_and_redis_reason()):
+        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    svc = Service(request.param, tmp_path_factory.mktemp(request.param))
+    try:
+        svc.migrate()
+        svc.start_api()
+        svc.start_worker()
+        yield svc
+    finally:
+        svc.stop()
+
+
+def test_health_and_datasets(service: Service) -> None:
+    health = service.client.get("/healthz").json()
+    assert health == {"status": "ok", "database": "ok", "broker": "ok"}
+    datasets = {d["name"]: d for d in service.client.get("/datasets").json()["items"]}
+    assert datasets["digits"]["available"] and datasets["digits"]["input_shape"] == [1, 8, 8]
+
+
+def test_mlp_on_digits_trains_records_and_serves(service: Service) -> None:
+    job = service.submit({"family": "mlp", "dataset": {"name": "digits"}})
+    assert job["status"] == "queued"
+    assert job["spec"]["train"]["epochs"] == 20 and job["spec"]["model"]["hidden"] == [128, 64]
+
+    done = service.wait_status(job["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["test_accuracy"] >= 0.9
+    assert done["n_params"] == 64 * 128 + 128 + 128 * 64 + 64 + 64 * 10 + 10
+    assert done["progress"]["percent"] == 100.0
+
+    history = service.metrics(job["id"])
+    assert [row["epoch"] for row in history] == list(range(1, 21))
+    assert all(row["seconds"] > 0 and "val_accuracy" in row for row in history)
+
+    models = service.client.get("/models").json()["items"]
+    assert job["id"] in {m["id"] for m in models}
+
+    digits = load_digits()
+    answer = service.client.post(
+        f"/models/{job['id']}/predict", json={"inputs": digits.data[:200].tolist(), "raw": True}
+    )
+    assert answer.status_code == 200, answer.text
+    body = answer.json()
+    assert np.mean(np.array(body["outputs"]) == digits.target[:200]) >= 0.9
+    assert np.allclose(np.sum(body["probabilities"], axis=1), 1.0, atol=1e-4)
+
+    blob = service.client.get(f"/models/{job['id']}/checkpoint")
+    assert blob.status_code == 200
+    weights = load_safetensors(blob.content)
+    assert weights["to_outputs.weight"].shape == (10, 64)
+
+
+def test_worker_killed_mid_run_resumes_from_checkpoint(service: Service) -> None:
+    epochs = 40
+    job = service.submit({
+        "family": "mlp", "dataset": {"name": "digits"},
+        "train": {"epochs": epochs, "batch_size": 4},
+    })
+    service.wait_for(lambda: len(service.metrics(job["id"])) >= 3, 120, "three epochs")
+    service.kill(service.workers[-1])
+    killed_at = len(service.metrics(job["id"]))
+    service.start_worker()
+
+    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["attempts"] == 2
+    history = service.metrics(job["id"])
+    assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+    # Epochs up to the kill came from the first attempt; the second resumed after them,
+    # from the checkpoint, instead of starting over.
+    resumed = [row["epoch"] for row in history if row["attempt"] == 2]
+    assert resumed and resumed[0] >= killed_at >= 3
+    assert done["result"]["test_accuracy"] >= 0.9
+
+
+def test_cancel_running_job(service: Service) -> None:
+    job = service.submit({"family": "mlp", "dataset": {"name": "digits"},
+                          "train": {"epochs": 5000, "batch_size": 8}})
+    service.wait_status(job["id"], {"running"}, timeout=60)
+    asked = time.monotonic()
+    response = service.client.post(f"/jobs/{job['id']}/cancel")
+    assert response.status_code == 202
+    done = service.wait_status(job["id"], {"cancelled", "failed", "succeeded"}, timeout=30)
+    assert done["status"] == "cancelled"
+    assert time.monotonic() - asked < 15
+    assert service.client.post(f"/jobs/{job['id']}/cancel").status_code == 409
+
+
+def test_diverging_job_fails_with_reason_and_worker_goes_on(service: Service) -> None:
+    bad = service.submit({"family": "mlp", "dataset": {"name": "function1d"},
+                          "train": {"optimizer": {"name": "sgd", "lr": 50.0}, "epochs": 5}})
+    good = service.submit({"family": "mlp", "dataset": {"name": "function1d", "noise": 0.1},
+                           "model": {"hidden": [30], "activation": "tanh"},
+                           "train": {"optimizer": {"name": "lbfgs"}, "epochs": 5}})
+    failed = service.wait_status(bad["id"], {"succeeded", "failed"})
+    assert failed["status"] == "failed" and "diverged" in failed["error"]
+    done = service.wait_status(good["id"], {"succeeded", "failed"})
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["test_mse"] < 0.05
+
+
+def test_cnn_on_fashion_mnist(service: Service) -> None:
+    datasets = {d["name"]: d for d in service.client.get("/datasets").json()["items"]}
+    if not datasets["fashion_mnist"]["available"]:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    job = service.submit({"family": "cnn", "dataset": {"name": "fashion_mnist",
+                                                       "max_train": 3000},
+                          "train": {"epochs": 2}})
+    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=240)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["test_accuracy"] > 0.7
+    image = np.zeros((1, 28, 28)).tolist()
+    answer = service.client.post(f"/models/{job['id']}/predict", json={"inputs": [image]}).json()
+    assert answer["class_names"][0] in datasets["fashion_mnist"]["classes"]
+
+
+def test_api_restart_loses_nothing(service: Service) -> None:
+    before = service.client.get("/jobs", params={"limit": 200}).json()
+    service.kill(service.api)
+    service.start_api()
+    after = service.client.get("/jobs", params={"limit": 200}).json()
+    assert after["total"] == before["total"] > 0
+    assert {j["id"]: j["status"] for j in after["items"]} == {
+        j["id"]: j["status"] for j in before["items"]
+    }
