@@ -2,6 +2,7 @@
 
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 os.environ["ANNLAB_HOME"] = tempfile.mkdtemp(prefix="annlab-tests-")
@@ -12,6 +13,7 @@ import pytest  # noqa: E402
 from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
 
+from core.db import engine_for  # noqa: E402
 from core.settings import Settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,3 +34,25 @@ def settings(tmp_path: Path) -> Settings:
     s.ensure_dirs()
     migrate(s.database_url)
     return s
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Settings]:
+    """Like `settings`, once on SQLite and once on a fresh database on the real PostgreSQL."""
+    if request.param == "sqlite":
+        yield request.getfixturevalue("settings")
+        return
+    from tests.service import PostgresDatabase, postgres_and_redis_reason
+
+    if reason := postgres_and_redis_reason():
+        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    database = PostgresDatabase()
+    try:
+        s = Settings(home=tmp_path, database_url=database.url, lease_seconds=5)
+        migrate(s.database_url)
+        yield s
+    finally:
+        engine_for(database.url).dispose()
+        database.drop()

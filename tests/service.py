@@ -95,20 +95,35 @@ class Service:
     def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")  # noqa: SIM115 - lives as long as the process
         return subprocess.Popen(
-            args, cwd=ROOT, env=self.env, stdout=log, stderr=subprocess.STDOUT,
+            args,
+            cwd=ROOT,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
     def migrate(self) -> None:
         subprocess.run(
-            [sys.executable, "-m", "alembic", "upgrade", "head"], cwd=ROOT, env=self.env,
-            check=True, capture_output=True,
+            [sys.executable, "-m", "alembic", "upgrade", "head"],
+            cwd=ROOT,
+            env=self.env,
+            check=True,
+            capture_output=True,
         )
 
     def start_api(self) -> None:
         self.api = self._spawn(
-            [sys.executable, "-m", "uvicorn", "api.main:app", "--host", "127.0.0.1",
-             "--port", str(self.port)],
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "api.main:app",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
             "api.log",
         )
         self.wait_for(lambda: self._healthy(), 90, "the API to answer /healthz")
@@ -123,13 +138,26 @@ class Service:
         n = len(self.workers) + 1
         log_name = f"worker{n}.log"
         worker = self._spawn(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--pool=solo",
-             "--loglevel=info", "--without-mingle", "--without-gossip", "-n", f"w{n}@%h"],
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--pool=solo",
+                "--loglevel=info",
+                "--without-mingle",
+                "--without-gossip",
+                "-n",
+                f"w{n}@%h",
+            ],
             log_name,
         )
         self.workers.append(worker)
-        self.wait_for(lambda: b" ready." in (self.home / log_name).read_bytes(), 90,
-                      f"worker {n} to be ready")
+        self.wait_for(
+            lambda: b" ready." in (self.home / log_name).read_bytes(), 90, f"worker {n} to be ready"
+        )
         return worker
 
     def kill(self, process: subprocess.Popen) -> None:
@@ -178,7 +206,8 @@ class Service:
 
     def wait_status(self, job_id: str, statuses: set[str], timeout: float = 120) -> dict[str, Any]:
         return self.wait_for(
-            lambda: (j := self.job(job_id))["status"] in statuses and j, timeout,
+            lambda: (j := self.job(job_id))["status"] in statuses and j,
+            timeout,
             f"job {job_id} to reach {statuses}",
         )
 

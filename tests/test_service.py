@@ -71,10 +71,13 @@ def test_mlp_on_digits_trains_records_and_serves(service: Service) -> None:
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(service: Service) -> None:
     epochs = 40
-    job = service.submit({
-        "family": "mlp", "dataset": {"name": "digits"},
-        "train": {"epochs": epochs, "batch_size": 4},
-    })
+    job = service.submit(
+        {
+            "family": "mlp",
+            "dataset": {"name": "digits"},
+            "train": {"epochs": epochs, "batch_size": 4},
+        }
+    )
     service.wait_for(lambda: len(service.metrics(job["id"])) >= 3, 120, "three epochs")
     service.kill(service.workers[-1])
     killed_at = len(service.metrics(job["id"]))
@@ -93,8 +96,9 @@ def test_worker_killed_mid_run_resumes_from_checkpoint(service: Service) -> None
 
 
 def test_cancel_running_job(service: Service) -> None:
-    job = service.submit({"family": "mlp", "dataset": {"name": "digits"},
-                          "train": {"epochs": 5000, "batch_size": 8}})
+    job = service.submit(
+        {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 5000, "batch_size": 8}}
+    )
     service.wait_status(job["id"], {"running"}, timeout=60)
     asked = time.monotonic()
     response = service.client.post(f"/jobs/{job['id']}/cancel")
@@ -106,11 +110,21 @@ def test_cancel_running_job(service: Service) -> None:
 
 
 def test_diverging_job_fails_with_reason_and_worker_goes_on(service: Service) -> None:
-    bad = service.submit({"family": "mlp", "dataset": {"name": "function1d"},
-                          "train": {"optimizer": {"name": "sgd", "lr": 50.0}, "epochs": 5}})
-    good = service.submit({"family": "mlp", "dataset": {"name": "function1d", "noise": 0.1},
-                           "model": {"hidden": [30], "activation": "tanh"},
-                           "train": {"optimizer": {"name": "lbfgs"}, "epochs": 5}})
+    bad = service.submit(
+        {
+            "family": "mlp",
+            "dataset": {"name": "function1d"},
+            "train": {"optimizer": {"name": "sgd", "lr": 50.0}, "epochs": 5},
+        }
+    )
+    good = service.submit(
+        {
+            "family": "mlp",
+            "dataset": {"name": "function1d", "noise": 0.1},
+            "model": {"hidden": [30], "activation": "tanh"},
+            "train": {"optimizer": {"name": "lbfgs"}, "epochs": 5},
+        }
+    )
     failed = service.wait_status(bad["id"], {"succeeded", "failed"})
     assert failed["status"] == "failed" and "diverged" in failed["error"]
     done = service.wait_status(good["id"], {"succeeded", "failed"})
@@ -122,9 +136,13 @@ def test_cnn_on_fashion_mnist(service: Service) -> None:
     datasets = {d["name"]: d for d in service.client.get("/datasets").json()["items"]}
     if not datasets["fashion_mnist"]["available"]:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
-    job = service.submit({"family": "cnn", "dataset": {"name": "fashion_mnist",
-                                                       "max_train": 3000},
-                          "train": {"epochs": 2}})
+    job = service.submit(
+        {
+            "family": "cnn",
+            "dataset": {"name": "fashion_mnist", "max_train": 3000},
+            "train": {"epochs": 2},
+        }
+    )
     done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=240)
     assert done["status"] == "succeeded", done["error"]
     assert done["result"]["test_accuracy"] > 0.7

@@ -1,0 +1,159 @@
+"""The lease state machine, on migrated SQLite and on the real PostgreSQL."""
+
+import threading
+
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import update
+from sqlalchemy.exc import IntegrityError
+
+from core.db import Job, Metric, session_scope, utcnow
+from core.jobs import (
+    LeaseLost,
+    claim,
+    finish,
+    heartbeat,
+    new_job,
+    reap,
+    record_epoch,
+    request_cancel,
+)
+from core.settings import Settings
+
+SPEC = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 3}}
+
+
+def make_job(db_settings: Settings) -> str:
+    with session_scope(db_settings.database_url) as session:
+        return new_job(session, SPEC).id
+
+
+def take(db_settings: Settings, job_id: str, worker: str = "w", max_attempts: int = 3):
+    with session_scope(db_settings.database_url) as session:
+        return claim(session, job_id, worker=worker, lease_seconds=30, max_attempts=max_attempts)
+
+
+def expire(db_settings: Settings, job_id: str) -> None:
+    with session_scope(db_settings.database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+def job_row(db_settings: Settings, job_id: str) -> Job:
+    with session_scope(db_settings.database_url) as session:
+        return session.get(Job, job_id)
+
+
+def test_a_job_is_claimed_once(db_settings: Settings) -> None:
+    job_id = make_job(db_settings)
+    lease = take(db_settings, job_id, "a")
+    assert lease is not None and lease.attempt == 1
+    assert take(db_settings, job_id, "b") is None
+    row = job_row(db_settings, job_id)
+    assert row.status == "running" and row.worker == "a" and row.started_at is not None
+
+
+def test_an_expired_lease_is_taken_over_and_the_old_holder_is_locked_out(
+    db_settings: Settings,
+) -> None:
+    job_id = make_job(db_settings)
+    old = take(db_settings, job_id, "a")
+    expire(db_settings, job_id)
+    new = take(db_settings, job_id, "b")
+    assert new is not None and new.attempt == 2 and new.token != old.token
+    with session_scope(db_settings.database_url) as session, pytest.raises(LeaseLost):
+        heartbeat(session, old, lease_seconds=30)
+    with session_scope(db_settings.database_url) as session:
+        assert heartbeat(session, new, lease_seconds=30) is False
+
+
+def test_epoch_rows_are_unique_per_job_and_epoch(db_settings: Settings) -> None:
+    job_id = make_job(db_settings)
+    lease = take(db_settings, job_id)
+    kwargs = dict(
+        lease_seconds=30, seconds=0.1, values={"train_loss": 1.0}, checkpoint=b"x", progress={}
+    )
+    with session_scope(db_settings.database_url) as session:
+        record_epoch(session, lease, epoch=1, **kwargs)
+    with pytest.raises(IntegrityError), session_scope(db_settings.database_url) as session:
+        record_epoch(session, lease, epoch=1, **kwargs)
+    with session_scope(db_settings.database_url) as session:
+        assert session.query(Metric).filter_by(job_id=job_id).count() == 1
+
+
+def test_a_finished_job_cannot_be_claimed_or_written(db_settings: Settings) -> None:
+    job_id = make_job(db_settings)
+    lease = take(db_settings, job_id)
+    with session_scope(db_settings.database_url) as session:
+        finish(session, lease, "succeeded", result={"test_accuracy": 1.0})
+    assert take(db_settings, job_id) is None
+    with session_scope(db_settings.database_url) as session, pytest.raises(LeaseLost):
+        heartbeat(session, lease, lease_seconds=30)
+    row = job_row(db_settings, job_id)
+    assert row.status == "succeeded" and row.lease_token is None and row.finished_at
+
+
+def test_cancel_ends_a_queued_job_and_flags_a_running_one(db_settings: Settings) -> None:
+    queued, running = make_job(db_settings), make_job(db_settings)
+    lease = take(db_settings, running)
+    with session_scope(db_settings.database_url) as session:
+        request_cancel(session, queued)
+        request_cancel(session, running)
+    assert job_row(db_settings, queued).status == "cancelled"
+    assert take(db_settings, queued) is None
+    assert job_row(db_settings, running).status == "running"
+    with session_scope(db_settings.database_url) as session:
+        assert heartbeat(session, lease, lease_seconds=30) is True
+
+
+def test_reaper_requeues_lost_jobs_and_ends_hopeless_ones(db_settings: Settings) -> None:
+    lost, cancelled, exhausted, live = (make_job(db_settings) for _ in range(4))
+    for job_id in (lost, cancelled, exhausted, live):
+        take(db_settings, job_id)
+    with session_scope(db_settings.database_url) as session:
+        request_cancel(session, cancelled)
+        session.execute(update(Job).where(Job.id == exhausted).values(attempts=3))
+    for job_id in (lost, cancelled, exhausted):
+        expire(db_settings, job_id)
+    with session_scope(db_settings.database_url) as session:
+        resend = reap(session, max_attempts=3, redispatch_seconds=600)
+    assert resend == [lost]
+    assert job_row(db_settings, lost).status == "queued"
+    assert job_row(db_settings, cancelled).status == "cancelled"
+    failed = job_row(db_settings, exhausted)
+    assert failed.status == "failed" and "lost 3 times" in failed.error
+    assert job_row(db_settings, live).status == "running"
+    assert take(db_settings, lost).attempt == 2
+
+
+def test_reaper_resends_queued_jobs_whose_message_may_be_lost(db_settings: Settings) -> None:
+    job_id = make_job(db_settings)
+    with session_scope(db_settings.database_url) as session:
+        assert reap(session, max_attempts=3, redispatch_seconds=600) == []
+        later = utcnow() + timedelta(seconds=601)
+        assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == [job_id]
+        assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == []
+
+
+def test_racing_claims_have_one_winner(db_settings: Settings) -> None:
+    job_ids = [make_job(db_settings) for _ in range(5)]
+    for job_id in job_ids:
+        leases: list = []
+        barrier = threading.Barrier(4)
+
+        def race(name: str, job_id: str = job_id, leases: list = leases) -> None:
+            barrier.wait()
+            leases.append(take(db_settings, job_id, name))
+
+        threads = [threading.Thread(target=race, args=(f"w{i}",)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        winners = [lease for lease in leases if lease is not None]
+        assert len(winners) == 1
+        assert job_row(db_settings, job_id).lease_token == winners[0].token

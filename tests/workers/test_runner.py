@@ -1,0 +1,132 @@
+"""The runner as a plain function over a migrated database: no broker involved."""
+
+from datetime import timedelta
+
+import pytest
+import torch
+from sqlalchemy import select, update
+
+from core.db import Checkpoint, Job, Metric, session_scope, utcnow
+from core.jobs import new_job
+from core.settings import Settings
+from models.specs import parse_job_spec
+from models.supervised import SupervisedTrainer
+from workers.runner import run_job
+
+
+def submit(settings: Settings, document: dict) -> str:
+    spec = parse_job_spec(document).model_dump(mode="json")
+    with session_scope(settings.database_url) as session:
+        return new_job(session, spec).id
+
+
+def load(settings: Settings, job_id: str) -> tuple[Job, list[Metric]]:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        rows = session.scalars(
+            select(Metric).where(Metric.job_id == job_id).order_by(Metric.epoch)
+        ).all()
+        return job, list(rows)
+
+
+DIGITS = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 5}}
+
+
+def test_a_job_runs_to_success_and_a_second_delivery_does_nothing(settings: Settings) -> None:
+    job_id = submit(settings, DIGITS)
+    assert run_job(job_id, settings=settings, worker="w1") == "succeeded"
+    assert run_job(job_id, settings=settings, worker="w2") == "skipped"
+    job, rows = load(settings, job_id)
+    assert job.status == "succeeded" and job.attempts == 1 and job.worker == "w1"
+    assert [r.epoch for r in rows] == [1, 2, 3, 4, 5]
+    assert job.result["test_accuracy"] > 0.85
+    assert job.data_info["input_shape"] == [1, 8, 8] and job.n_params > 0
+    with session_scope(settings.database_url) as session:
+        kinds = set(session.scalars(select(Checkpoint.kind).where(Checkpoint.job_id == job_id)))
+    assert kinds == {"latest", "final"}
+
+
+def test_divergence_fails_the_job_with_the_reason(settings: Settings) -> None:
+    job_id = submit(
+        settings,
+        {
+            "family": "mlp",
+            "dataset": {"name": "function1d"},
+            "train": {"optimizer": {"name": "sgd", "lr": 50.0}},
+        },
+    )
+    assert run_job(job_id, settings=settings, worker="w") == "failed"
+    job, _ = load(settings, job_id)
+    assert job.status == "failed" and job.error.startswith("training diverged")
+
+
+def test_a_missing_dataset_fails_with_how_to_get_it(settings: Settings) -> None:
+    job_id = submit(settings, {"family": "mlp", "dataset": {"name": "mnist"}})
+    assert run_job(job_id, settings=settings, worker="w") == "failed"
+    job, _ = load(settings, job_id)
+    assert "not available here" in job.error and "ANNLAB_ALLOW_DOWNLOAD" in job.error
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_asking_for_cuda_without_a_gpu_fails_clearly(settings: Settings) -> None:
+    job_id = submit(settings, {**DIGITS, "train": {"device": "cuda"}})
+    assert run_job(job_id, settings=settings, worker="w") == "failed"
+    assert "no GPU" in load(settings, job_id)[0].error
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing in the runner catches it."""
+
+
+def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = {
+        "family": "mlp",
+        "dataset": {"name": "digits"},
+        "model": {"hidden": [32], "dropout": 0.2},
+        "train": {"epochs": 3},
+    }
+    reference = submit(settings, document)
+    assert run_job(reference, settings=settings, worker="ref") == "succeeded"
+
+    resumed = submit(settings, document)
+    settings = settings.model_copy(update={"checkpoint_seconds": 1e-9})  # checkpoint every batch
+    real_step, calls = SupervisedTrainer.train_batch, []
+
+    def crash_in_epoch_two(self: SupervisedTrainer, epoch: int, index: int) -> dict:
+        calls.append((epoch, index))
+        if (epoch, index) == (2, 7):
+            raise Crash()
+        return real_step(self, epoch, index)
+
+    monkeypatch.setattr(SupervisedTrainer, "train_batch", crash_in_epoch_two)
+    with pytest.raises(Crash):
+        run_job(resumed, settings=settings, worker="doomed")
+    steps_after_crash: list[tuple[int, int]] = []
+
+    def counted(self: SupervisedTrainer, epoch: int, index: int) -> dict:
+        steps_after_crash.append((epoch, index))
+        return real_step(self, epoch, index)
+
+    monkeypatch.setattr(SupervisedTrainer, "train_batch", counted)
+    with session_scope(settings.database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == resumed)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert run_job(resumed, settings=settings, worker="rescuer") == "succeeded"
+
+    ref_job, ref_rows = load(settings, reference)
+    job, rows = load(settings, resumed)
+    assert job.attempts == 2
+    # It went on from the mid-epoch checkpoint: batch 7 of epoch 2, not the epoch's start.
+    assert steps_after_crash[0] == (2, 7)
+    per_epoch = sum(1 for epoch, _ in calls if epoch == 1)
+    assert len(steps_after_crash) == (per_epoch - 7) + per_epoch
+    assert [(r.epoch, r.attempt) for r in rows] == [(1, 1), (2, 2), (3, 2)]
+    # Same batches, same dropout masks, same optimizer state: the same numbers.
+    for ref, got in zip(ref_rows, rows, strict=True):
+        assert got.values == pytest.approx(ref.values, rel=1e-5)
+    assert job.result == pytest.approx(ref_job.result, rel=1e-5)
