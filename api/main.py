@@ -7,6 +7,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.routes import datasets, health, jobs, models
+from api.schemas import ValidationProblem
 from api.serving import ModelCache
 from core.settings import get_settings
 from models.specs import FAMILY_NAMES
@@ -18,6 +19,8 @@ def field_name(loc: tuple[Any, ...], error_type: str) -> str:
     """`train.optimizer.lr` from pydantic's ('body', 'mlp', 'train', 'optimizer', 'lr')."""
     if error_type.startswith("union_tag"):
         return "family"
+    if error_type == "json_invalid":  # its loc holds a character offset, not a field
+        return "body"
     parts = list(loc)
     if parts and parts[0] in _SOURCES:
         parts = parts[1:]
@@ -35,7 +38,7 @@ def create_app() -> FastAPI:
     )
     app.state.models = ModelCache(settings.model_cache_size)
     for module in (jobs, models, datasets, health):
-        app.include_router(module.router)
+        app.include_router(module.router, responses={422: {"model": ValidationProblem}})
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -112,3 +112,16 @@ class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: str
     broker: str
+
+
+class FieldError(BaseModel):
+    field: str = Field(description="dotted path of the failing field, e.g. train.optimizer.lr")
+    message: str
+    type: str
+
+
+class ValidationProblem(BaseModel):
+    """What every 422 answers: each failing field, and one line that lists them."""
+
+    detail: list[FieldError]
+    message: str

@@ -19,7 +19,8 @@ from core.catalog import CATALOG, Kind
 
 
 class StrictModel(BaseModel):
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+    # strict: `true` is not an epoch count and "5" is not a number; an int is still a float.
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 class DatasetSpec(StrictModel):
@@ -69,14 +70,14 @@ class OptimizerSpec(StrictModel):
     name: OptimizerName = "adam"
     lr: float | None = Field(None, gt=0.0, le=100.0)
     momentum: float | None = Field(None, ge=0.0, lt=1.0, description="momentum and nesterov")
-    betas: tuple[float, float] = Field((0.9, 0.999), description="adam")
+    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2, description="adam")
     rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta, rmsprop")
     max_iter: int = Field(20, ge=1, le=1000, description="lbfgs iterations per step")
     history_size: int = Field(100, ge=1, le=1000, description="lbfgs")
 
     @field_validator("betas")
     @classmethod
-    def _betas(cls, betas: tuple[float, float]) -> tuple[float, float]:
+    def _betas(cls, betas: list[float]) -> list[float]:
         if not all(0.0 <= b < 1.0 for b in betas):
             raise ValueError("each beta must be in [0, 1)")
         return betas

@@ -9,7 +9,14 @@ import math
 from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, TypeAdapter, ValidationInfo, field_validator
+from pydantic import (
+    Field,
+    PlainValidator,
+    TypeAdapter,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+)
 
 from core.catalog import CATALOG, DatasetInfo
 from core.spec import JobSpecBase, StrictModel
@@ -62,21 +69,30 @@ class MLPJob(JobSpecBase):
 # --- CNN --------------------------------------------------------------------------------------
 
 
+def _padding(value: object) -> int | str:
+    if value == "same" or (type(value) is int and 0 <= value <= 16):
+        return value
+    raise ValueError("padding must be 'same' or an integer 0..16")
+
+
+# One type, not a union, so a bad value is one error at `padding` rather than one per branch.
+Padding = Annotated[
+    int | str,
+    PlainValidator(_padding),
+    WithJsonSchema(
+        {"anyOf": [{"type": "integer", "minimum": 0, "maximum": 16}, {"const": "same"}]}
+    ),
+]
+
+
 class ConvLayer(StrictModel):
     filters: int = Field(ge=1, le=2048)
     kernel: int = Field(3, ge=1, le=15)
     stride: int = Field(1, ge=1, le=8)
-    padding: int | Literal["same"] = Field("same", description="'same' keeps the size at stride 1")
+    padding: Padding = Field("same", description="'same' keeps the size at stride 1")
     pool: Literal["max", "avg"] | None = None
     pool_size: int = Field(2, ge=1, le=8)
     batchnorm: bool = False
-
-    @field_validator("padding")
-    @classmethod
-    def _padding(cls, padding: int | str) -> int | str:
-        if isinstance(padding, int) and not 0 <= padding <= 16:
-            raise ValueError("padding must be 'same' or 0..16")
-        return padding
 
     def pad(self) -> int:
         return self.kernel // 2 if self.padding == "same" else self.padding

@@ -43,7 +43,7 @@ def make_optimizer(train: TrainSpec, params: list[nn.Parameter]) -> torch.optim.
                 weight_decay=wd,
             )
         case "adam":
-            return torch.optim.Adam(params, lr=opt.lr, betas=opt.betas, weight_decay=wd)
+            return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=wd)
         case "adadelta":
             return torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, weight_decay=wd)
         case "rmsprop":

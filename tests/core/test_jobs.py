@@ -1,7 +1,6 @@
 """The lease state machine, on migrated SQLite and on the real PostgreSQL."""
 
 import threading
-
 from datetime import timedelta
 
 import pytest
@@ -145,7 +144,7 @@ def test_racing_claims_have_one_winner(db_settings: Settings) -> None:
         leases: list = []
         barrier = threading.Barrier(4)
 
-        def race(name: str, job_id: str = job_id, leases: list = leases) -> None:
+        def race(name: str, job_id: str = job_id, leases: list = leases, barrier=barrier) -> None:
             barrier.wait()
             leases.append(take(db_settings, job_id, name))
 
