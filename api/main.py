@@ -36,7 +36,7 @@ def create_app() -> FastAPI:
         version="0.1.0",
         description="Queue neural-network training jobs, follow them, and use the trained models.",
     )
-    app.state.models = ModelCache(settings.model_cache_size)
+    app.state.models = ModelCache(settings)
     for module in (jobs, models, datasets, health):
         app.include_router(module.router, responses={422: {"model": ValidationProblem}})
 

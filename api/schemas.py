@@ -70,24 +70,6 @@ class ModelsPublic(BaseModel):
     offset: int
 
 
-class PredictRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    inputs: list[Any] = Field(
-        min_length=1,
-        max_length=10_000,
-        description="examples, each flat or shaped like the dataset's input_shape, scaled as the "
-        "dataset is served (images in [0, 1]); set raw=true to send raw pixel/feature values",
-    )
-    raw: bool = Field(False, description="inputs are raw values (pixels 0..255, digits 0..16)")
-
-
-class PredictResponse(BaseModel):
-    outputs: list[Any]
-    probabilities: list[list[float]] | None = None
-    class_names: list[str] | None = None
-
-
 class DatasetPublic(BaseModel):
     name: str
     kind: str

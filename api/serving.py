@@ -2,7 +2,7 @@
 
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -10,14 +10,7 @@ from sqlalchemy.orm import Session
 from core.catalog import DatasetInfo
 from core.db import Job
 from core.jobs import latest_checkpoint
-
-
-@dataclass(frozen=True)
-class LoadedModel:
-    family: Any  # models.base.Family
-    spec: Any  # the validated job spec
-    info: DatasetInfo
-    module: Any  # torch.nn.Module, in eval mode
+from core.settings import Settings
 
 
 def final_weights(session: Session, job_id: str) -> bytes:
@@ -27,11 +20,13 @@ def final_weights(session: Session, job_id: str) -> bytes:
     return checkpoint.data
 
 
-def load_model(job: Job, weights: bytes) -> LoadedModel:
-    # torch is imported on the first model served, not when the API starts.
+def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
+    """A models.base.Served for the job. torch is imported on the first model served."""
     import torch
 
     from core.checkpoint import unpack_weights
+    from core.datasets import load_dataset
+    from models.base import Served
     from models.registry import get_family
     from models.specs import parse_job_spec
 
@@ -42,23 +37,24 @@ def load_model(job: Job, weights: bytes) -> LoadedModel:
     tensors, _ = unpack_weights(weights)
     module.load_state_dict(tensors)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return LoadedModel(family=family, spec=spec, info=info, module=module.to(device).eval())
+    dataset = cache(lambda: load_dataset(spec.dataset, settings, device))
+    return Served(module=module.to(device).eval(), spec=spec, info=info, dataset=dataset)
 
 
 class ModelCache:
-    def __init__(self, size: int):
-        self.size = size
-        self._models: OrderedDict[str, LoadedModel] = OrderedDict()
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self._models: OrderedDict[str, Any] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, session: Session, job: Job) -> LoadedModel:
+    def get(self, session: Session, job: Job) -> Any:
         with self._lock:
             if job.id in self._models:
                 self._models.move_to_end(job.id)
                 return self._models[job.id]
-        loaded = load_model(job, final_weights(session, job.id))
+        served = load_model(job, final_weights(session, job.id), self.settings)
         with self._lock:
-            self._models[job.id] = loaded
-            while len(self._models) > self.size:
+            self._models[job.id] = served
+            while len(self._models) > self.settings.model_cache_size:
                 self._models.popitem(last=False)
-        return loaded
+        return served

@@ -67,8 +67,10 @@ def main() -> None:
 
     baseline, ours = best(loader_epoch), best(tensor_epoch)
     print(f"device={device} dataset={args.dataset} examples={len(splits.train)}")
-    print(f"DataLoader epoch {baseline * 1e3:.1f} ms, device tensors {ours * 1e3:.1f} ms, "
-          f"speed-up x{baseline / ours:.2f}")
+    print(
+        f"DataLoader epoch {baseline * 1e3:.1f} ms, device tensors {ours * 1e3:.1f} ms, "
+        f"speed-up x{baseline / ours:.2f}"
+    )
 
 
 if __name__ == "__main__":

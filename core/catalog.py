@@ -1,9 +1,12 @@
 """What datasets exist, their shapes and whether this machine has them; no torch needed."""
 
-from dataclasses import dataclass, field
-from typing import Literal
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Literal
 
 from core.settings import Settings
+
+if TYPE_CHECKING:
+    from core.spec import DatasetSpec
 
 Kind = Literal["classification", "regression"]
 
@@ -31,6 +34,11 @@ class DatasetInfo:
     folder: str | None = None
     how_to_get: str = ""
     params: tuple[str, ...] = field(default=())
+    # Time series: examples are windows of `lag` values of one series, the target the next value.
+    sequence: bool = False
+    # Time series are standardized with the training part's mean and std; kept to undo it.
+    series_mean: float | None = None
+    series_std: float | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "DatasetInfo":
@@ -131,8 +139,38 @@ CATALOG: dict[str, DatasetInfo] = {
             target_dim=1,
             params=("noise", "n_train", "n_test"),
         ),
+        DatasetInfo(
+            name="mackey_glass",
+            kind="regression",
+            input_shape=(30,),
+            source="synthetic",
+            description="the Mackey-Glass delay differential equation (tau 17 is chaotic), "
+            "sampled every time unit; examples are `lag` past values, the target the next",
+            target_dim=1,
+            sequence=True,
+            params=("lag", "n_points", "tau", "noise"),
+        ),
+        DatasetInfo(
+            name="lorenz",
+            kind="regression",
+            input_shape=(30,),
+            source="synthetic",
+            description="the x coordinate of the Lorenz system (sigma 10, rho 28, beta 8/3), "
+            "sampled every `dt`; examples are `lag` past values, the target the next",
+            target_dim=1,
+            sequence=True,
+            params=("lag", "n_points", "dt", "noise"),
+        ),
     )
 }
+
+
+def resolve(spec: "DatasetSpec") -> DatasetInfo:
+    """The dataset's facts for this job: a series' examples are `lag` values long."""
+    info = CATALOG[spec.name]
+    if info.sequence:
+        return replace(info, input_shape=(spec.lag,))
+    return info
 
 
 def idx_files(prefix: str = "") -> tuple[str, ...]:

@@ -4,7 +4,7 @@ import gzip
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from urllib.error import URLError
@@ -14,7 +14,14 @@ import torch
 from sklearn.datasets import load_digits
 from torchvision import datasets as tv_datasets
 
-from core.catalog import CATALOG, DatasetInfo, DatasetUnavailable, idx_files, require_available
+from core.catalog import (
+    CATALOG,
+    DatasetInfo,
+    DatasetUnavailable,
+    idx_files,
+    require_available,
+    resolve,
+)
 from core.settings import Settings
 from core.spec import DatasetSpec
 
@@ -60,8 +67,10 @@ def load_dataset(
 
     Raises DatasetUnavailable (message says how to get the files) when the data is not here.
     """
-    info = CATALOG[spec.name]
+    info = resolve(spec)
     require_available(info, settings)
+    if info.sequence:
+        return _load_series(spec, info, generate_series(spec), device)
     # Independent streams, so the test set does not move when n_train or val_fraction change.
     train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
     split_rng = np.random.default_rng(split_seq)
@@ -85,6 +94,8 @@ def load_dataset(
     order = torch.from_numpy(split_rng.permutation(len(y)))
     n_val = max(1, round(spec.val_fraction * len(y))) if spec.val_fraction > 0 else 0
     val_idx, train_idx = order[:n_val], order[n_val:]
+    if spec.n_per_class is not None:
+        train_idx = _per_class(train_idx, y, spec.n_per_class)
     if spec.max_train is not None:
         train_idx = train_idx[: spec.max_train]
 
@@ -196,3 +207,129 @@ def _surface(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
         + 0.5 * np.tanh(3.0 * x1 * x2)
         + 0.3 * x2 * np.cos(np.pi * (x1 + x2))
     )
+
+
+def _per_class(idx: torch.Tensor, y: torch.Tensor, n: int) -> torch.Tensor:
+    """The first `n` indices of each class, in the (already shuffled) order of `idx`."""
+    labels = y[idx]
+    keep = torch.zeros(len(idx), dtype=torch.bool)
+    for label in labels.unique():
+        keep[(labels == label).nonzero().flatten()[:n]] = True
+    return idx[keep]
+
+
+# --- time series ------------------------------------------------------------------------------
+
+
+def generate_series(spec: DatasetSpec) -> np.ndarray:
+    """The raw series, float64 (n_points,), with Gaussian noise of std `noise` if asked."""
+    rng = np.random.default_rng(spec.split_seed)
+    if spec.name == "mackey_glass":
+        series = _mackey_glass(spec.n_points, tau=spec.tau)
+    else:
+        series = _lorenz_x(spec.n_points, dt=spec.dt)
+    if spec.noise > 0:
+        series = series + spec.noise * series.std() * rng.standard_normal(series.shape)
+    return series
+
+
+def _mackey_glass(
+    n: int,
+    *,
+    tau: int,
+    beta: float = 0.2,
+    gamma: float = 0.1,
+    power: float = 10.0,
+    substeps: int = 10,
+    transient: int = 500,
+) -> np.ndarray:
+    """dx/dt = beta x(t - tau) / (1 + x(t - tau)^power) - gamma x(t), Euler with dt 1/substeps,
+    sampled once per time unit after a transient (Mackey and Glass, Science 1977)."""
+    dt, lag = 1.0 / substeps, tau * substeps
+    total = (n + transient) * substeps
+    x = np.empty(total + lag)
+    x[: lag + 1] = 1.2
+    for t in range(lag, total + lag - 1):
+        delayed = x[t - lag]
+        x[t + 1] = x[t] + dt * (beta * delayed / (1.0 + delayed**power) - gamma * x[t])
+    return x[lag + transient * substeps :: substeps][:n]
+
+
+def _lorenz_x(
+    n: int,
+    *,
+    dt: float,
+    sigma: float = 10.0,
+    rho: float = 28.0,
+    beta: float = 8.0 / 3.0,
+    transient: int = 1000,
+) -> np.ndarray:
+    """The x coordinate of the Lorenz system, fourth-order Runge-Kutta with step `dt`."""
+
+    def f(s: np.ndarray) -> np.ndarray:
+        x, y, z = s
+        return np.array([sigma * (y - x), x * (rho - z) - y, x * y - beta * z])
+
+    state, out = np.array([1.0, 1.0, 1.0]), np.empty(n + transient)
+    for i in range(n + transient):
+        k1 = f(state)
+        k2 = f(state + dt / 2 * k1)
+        k3 = f(state + dt / 2 * k2)
+        k4 = f(state + dt * k3)
+        state = state + dt / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
+        out[i] = state[0]
+    return out[transient:]
+
+
+def windows(series: torch.Tensor, lag: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(n - lag, lag) inputs of consecutive values and (n - lag, 1) next values."""
+    x = series.unfold(0, lag, 1)[:-1]
+    return x.contiguous(), series[lag:].unsqueeze(1).contiguous()
+
+
+def _load_series(
+    spec: DatasetSpec, info: DatasetInfo, series: np.ndarray, device: torch.device | str
+) -> Splits:
+    """Ordered splits: train, then val (the end of the training part), then test.
+
+    The series is standardized with the training part's mean and std (kept in the info), and
+    windows never shuffle across the split points' order.
+    """
+    n_windows = len(series) - spec.lag
+    n_test = max(1, round(spec.test_fraction * n_windows))
+    n_fit = n_windows - n_test
+    n_val = max(1, round(spec.val_fraction * n_fit)) if spec.val_fraction > 0 else 0
+    fit_part = series[: n_fit + spec.lag]
+    mean, std = float(fit_part.mean()), float(fit_part.std()) or 1.0
+    x, y = windows(torch.from_numpy(((series - mean) / std).astype(np.float32)), spec.lag)
+
+    def part(start: int, stop: int) -> Split:
+        return Split(x=x[start:stop].to(device), y=y[start:stop].to(device))
+
+    train_stop = n_fit - n_val
+    if spec.max_train is not None:
+        train_start = max(0, train_stop - spec.max_train)  # the most recent examples
+    else:
+        train_start = 0
+    return Splits(
+        train=part(train_start, train_stop),
+        val=part(train_stop, n_fit) if n_val else None,
+        test=part(n_fit, n_windows),
+        info=replace(info, series_mean=mean, series_std=std),
+    )
+
+
+def fold_splits(splits: Splits, k: int, fold: int) -> Splits:
+    """Fold `fold` of k over train+val: the fold's contiguous block validates, the rest trains.
+
+    Blocks are contiguous in the data's order, which is time for a series (so folds are ordered)
+    and an already shuffled order otherwise; the test split is untouched.
+    """
+    parts = [splits.train] + ([splits.val] if splits.val is not None else [])
+    x = torch.cat([p.x for p in parts])
+    y = torch.cat([p.y for p in parts])
+    bounds = np.linspace(0, len(y), k + 1).round().astype(int)
+    lo, hi = int(bounds[fold]), int(bounds[fold + 1])
+    keep = torch.ones(len(y), dtype=torch.bool, device=y.device)
+    keep[lo:hi] = False
+    return replace(splits, train=Split(x=x[keep], y=y[keep]), val=Split(x=x[lo:hi], y=y[lo:hi]))

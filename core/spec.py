@@ -41,6 +41,21 @@ class DatasetSpec(StrictModel):
     n_test: int | None = Field(None, ge=10, le=1_000_000)
     noise: float = Field(0.0, ge=0.0, le=10.0, description="std of Gaussian target noise")
     function: Literal["sin", "sinc", "cubic", "step", "abs"] = "sin"
+    # Time series (mackey_glass, lorenz): ordered splits, windows of `lag` values.
+    lag: int = Field(30, ge=1, le=1000, description="past values per example (time series)")
+    n_points: int = Field(2000, ge=50, le=1_000_000, description="series length (time series)")
+    tau: int = Field(17, ge=1, le=100, description="Mackey-Glass delay")
+    dt: float = Field(0.02, gt=0.0, le=1.0, description="Lorenz sampling step")
+    n_per_class: int | None = Field(
+        None, ge=1, le=100_000, description="train on at most this many examples of each class"
+    )
+    kfold: int | None = Field(
+        None,
+        ge=2,
+        le=20,
+        description="k-fold cross-validation over the training part (ordered folds for time "
+        "series); replaces val_fraction",
+    )
 
     @field_validator("name")
     @classmethod
@@ -48,6 +63,15 @@ class DatasetSpec(StrictModel):
         if name not in CATALOG:
             raise ValueError(f"unknown dataset {name!r}; built in: {', '.join(sorted(CATALOG))}")
         return name
+
+    @model_validator(mode="after")
+    def _fits(self) -> Self:
+        info = CATALOG[self.name]
+        if self.n_per_class is not None and info.kind != "classification":
+            raise ValueError("n_per_class needs a classification dataset")
+        if info.sequence and self.lag >= self.n_points // 4:
+            raise ValueError(f"lag {self.lag} is too long for a series of {self.n_points} points")
+        return self
 
 
 OptimizerName = Literal["gd", "sgd", "momentum", "nesterov", "adam", "adadelta", "rmsprop", "lbfgs"]
@@ -93,6 +117,28 @@ class OptimizerSpec(StrictModel):
         return self
 
 
+class ScheduleSpec(StrictModel):
+    """Learning-rate schedule, stepped once per epoch."""
+
+    name: Literal["step", "exponential", "plateau"]
+    step_size: int = Field(10, ge=1, le=10_000, description="step: epochs between decays")
+    gamma: float = Field(0.1, gt=0.0, le=1.0, description="step, exponential: decay factor")
+    factor: float = Field(0.1, gt=0.0, lt=1.0, description="plateau: decay factor")
+    patience: int = Field(5, ge=0, le=10_000, description="plateau: epochs without improvement")
+    min_lr: float = Field(0.0, ge=0.0, le=1.0, description="plateau: floor")
+
+
+class EarlyStoppingSpec(StrictModel):
+    monitor: str = Field(
+        "val_loss",
+        max_length=64,
+        description="a per-epoch metric; lower is better, except for accuracies",
+    )
+    patience: int = Field(10, ge=1, le=10_000, description="epochs without improvement")
+    min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts")
+    restore_best: bool = Field(True, description="serve the weights of the best epoch")
+
+
 class TrainSpec(StrictModel):
     epochs: int = Field(20, ge=1, le=10_000)
     batch_size: int = Field(
@@ -103,6 +149,11 @@ class TrainSpec(StrictModel):
     l1: float = Field(0.0, ge=0.0, le=10.0, description="L1 penalty (lambda)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    schedule: ScheduleSpec | None = None
+    early_stopping: EarlyStoppingSpec | None = None
+    input_noise: float = Field(
+        0.0, ge=0.0, le=10.0, description="std of Gaussian noise added to training inputs"
+    )
 
 
 class JobSpecBase(StrictModel):
@@ -113,7 +164,7 @@ class JobSpecBase(StrictModel):
     task: Kind | None = Field(
         None, validate_default=True, description="defaults to the dataset's kind"
     )
-    train: TrainSpec = TrainSpec()
+    train: TrainSpec = Field(TrainSpec(), validate_default=True)
 
     @field_validator("task")
     @classmethod
@@ -125,3 +176,18 @@ class JobSpecBase(StrictModel):
         if task is not None and task != kind:
             raise ValueError(f"task {task!r} does not fit dataset {dataset.name!r} ({kind})")
         return kind
+
+    @field_validator("train")
+    @classmethod
+    def _validation_data_for_early_stopping(
+        cls, train: TrainSpec, info: ValidationInfo
+    ) -> TrainSpec:
+        dataset = info.data.get("dataset")
+        stopping = train.early_stopping
+        if dataset is not None and stopping is not None and stopping.monitor.startswith("val_"):
+            if dataset.val_fraction == 0 and dataset.kfold is None:
+                raise ValueError(
+                    f"early_stopping monitors {stopping.monitor!r} but the dataset has "
+                    "val_fraction 0; give it a validation split or monitor a train_ metric"
+                )
+        return train

@@ -48,8 +48,34 @@ class Trainer:
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Called after each epoch with its metrics (learning-rate schedules hang here)."""
 
+    def result(self) -> dict[str, float]:
+        """Family-specific results added to the job's result at the end (after the test run)."""
+        return {}
 
-Verb = Callable[[nn.Module, JobSpecBase, DatasetInfo, Any], dict[str, Any]]
+
+@dataclass
+class Served:
+    """A trained model as the verbs see it, with the job's dataset on demand."""
+
+    module: nn.Module  # in eval mode
+    spec: JobSpecBase
+    info: DatasetInfo
+    dataset: Callable[[], Splits]  # loads (once) the job's dataset, for verbs that need it
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.module.parameters()).device
+
+
+class BadRequest(ValueError):
+    """A verb's input does not fit the model; the API answers 422 naming `field`."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+Verb = Callable[[Served, Any], dict[str, Any]]
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
 from models.base import Family, register
-from models.specs import CNNConfig, CNNJob
+from models.configs.cnn import CNNConfig, CNNJob
 from models.supervised import SupervisedTrainer, activation, predict
 
 

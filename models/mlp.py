@@ -9,8 +9,8 @@ from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
 from models.base import Family, register
-from models.specs import MLPConfig, MLPJob
-from models.supervised import SupervisedTrainer, activation, predict
+from models.configs.mlp import MLPConfig, MLPJob
+from models.supervised import SupervisedTrainer, activation, forecast, predict
 
 
 class MLP(nn.Module):
@@ -41,6 +41,10 @@ def build(spec: MLPJob, info: DatasetInfo) -> MLP:
 
 register(
     Family(
-        name="mlp", spec=MLPJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}
+        name="mlp",
+        spec=MLPJob,
+        build=build,
+        trainer=SupervisedTrainer,
+        verbs={"predict": predict, "forecast": forecast},
     )
 )

@@ -6,9 +6,18 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
 from api.deps import ModelDep, SessionDep
-from api.schemas import ModelPublic, ModelsPublic, PredictRequest, PredictResponse
-from api.serving import LoadedModel, final_weights
+from api.schemas import ModelPublic, ModelsPublic
+from api.serving import final_weights
 from core.db import Job
+from models.configs.verbs import (
+    DecodeRequest,
+    EncodeRequest,
+    ForecastRequest,
+    ForecastResponse,
+    PredictRequest,
+    PredictResponse,
+    ReconstructRequest,
+)
 from models.specs import SPECS
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -68,20 +77,50 @@ def download_checkpoint(job: ModelDep, session: SessionDep) -> Response:
     )
 
 
-def _serve(request: Request, session: SessionDep, job: Job, verb: str, body: Any) -> dict:
-    model: LoadedModel = request.app.state.models.get(session, job)
-    run = model.family.verbs.get(verb)
-    if run is None:
+def serve(request: Request, session: SessionDep, job: Job, verb: str, body: Any) -> dict:
+    """Run a family's verb on the cached model; a BadRequest from it is a 422 naming its field."""
+    # torch loads with the first model served, not when the API starts.
+    from models.base import BadRequest
+    from models.registry import get_family
+
+    if verb not in SPECS[job.family].verbs:
         raise HTTPException(404, f"a {job.family} model has no {verb!r}")
+    served = request.app.state.models.get(session, job)
     try:
-        return run(model.module, model.spec, model.info, body)
-    except ValueError as exc:
+        return get_family(job.family).verbs[verb](served, body)
+    except BadRequest as exc:
         raise HTTPException(
-            422, [{"field": "inputs", "type": "value_error", "message": str(exc)}]
+            422, [{"field": exc.field, "type": "value_error", "message": str(exc)}]
         ) from exc
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
 def predict(job: ModelDep, body: PredictRequest, request: Request, session: SessionDep) -> dict:
     """Class labels and probabilities for classifiers, values for regressors."""
-    return _serve(request, session, job, "predict", body)
+    return serve(request, session, job, "predict", body)
+
+
+@router.post("/{job_id}/forecast", response_model=ForecastResponse)
+def forecast(job: ModelDep, body: ForecastRequest, request: Request, session: SessionDep) -> dict:
+    """Forecast a time series `steps` values ahead, feeding each prediction back as input."""
+    return serve(request, session, job, "forecast", body)
+
+
+@router.post("/{job_id}/reconstruct")
+def reconstruct(
+    job: ModelDep, body: ReconstructRequest, request: Request, session: SessionDep
+) -> dict:
+    """Autoencoders: inputs through the bottleneck and back."""
+    return serve(request, session, job, "reconstruct", body)
+
+
+@router.post("/{job_id}/encode")
+def encode(job: ModelDep, body: EncodeRequest, request: Request, session: SessionDep) -> dict:
+    """Autoencoders: the latent codes of the inputs."""
+    return serve(request, session, job, "encode", body)
+
+
+@router.post("/{job_id}/decode")
+def decode(job: ModelDep, body: DecodeRequest, request: Request, session: SessionDep) -> dict:
+    """Autoencoders: images from latent codes, or from the mean code of a dataset split."""
+    return serve(request, session, job, "decode", body)

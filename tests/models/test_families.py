@@ -8,7 +8,8 @@ import torch
 from core.datasets import load_dataset
 from core.settings import Settings
 from core.spec import OptimizerName
-from models.base import REGISTRY, Family, get_family, register
+from models.base import REGISTRY, Family, Served, get_family, register
+from models.configs.verbs import PredictRequest
 from models.registry import REGISTRY as LOADED
 from models.specs import FAMILY_NAMES, SPECS
 from models.supervised import SupervisedTrainer
@@ -55,9 +56,8 @@ def test_family_builds_trains_and_predicts(name: str, settings: Settings) -> Non
     assert model(x).shape == (8, splits.info.n_classes)
     metrics = trainer.evaluate(splits.test)
     assert 0.0 <= metrics["accuracy"] <= 1.0
-    model.eval()
-    request = type("Request", (), {"inputs": x.tolist(), "raw": False})()
-    answer = family.verbs["predict"](model, spec, splits.info, request)
+    served = Served(module=model.eval(), spec=spec, info=splits.info, dataset=lambda: splits)
+    answer = family.verbs["predict"](served, PredictRequest(inputs=x.tolist()))
     assert len(answer["outputs"]) == 8 and len(answer["probabilities"][0]) == 10
 
 

@@ -1,0 +1,21 @@
+"""What the family configs share: activations, the parameter cap, the job's dataset facts."""
+
+from typing import Literal
+
+from pydantic import ValidationInfo
+
+from core.catalog import DatasetInfo, resolve
+
+Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu", "silu", "identity"]
+MAX_PARAMS = 50_000_000
+
+
+def dataset_of(info: ValidationInfo) -> DatasetInfo | None:
+    """The job's dataset (with its per-job shape), inside a `model` field validator."""
+    dataset = info.data.get("dataset")
+    return resolve(dataset) if dataset is not None else None
+
+
+def check_params(n: int) -> None:
+    if n > MAX_PARAMS:
+        raise ValueError(f"the model would have {n:,} parameters; the limit is {MAX_PARAMS:,}")
