@@ -96,13 +96,17 @@ class Job(Base):
 
 
 class Metric(Base):
-    """One row per (job, epoch): metrics by name, wall time, and the attempt that ran it."""
+    """One row per (job, fold, epoch): metrics by name, wall time, and the attempt that ran it.
+
+    `fold` is 0 for a job without cross-validation.
+    """
 
     __tablename__ = "metrics"
-    __table_args__ = (UniqueConstraint("job_id", "epoch"),)
+    __table_args__ = (UniqueConstraint("job_id", "fold", "epoch"),)
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    fold: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     epoch: Mapped[int] = mapped_column(Integer)
     seconds: Mapped[float] = mapped_column(Float)
     attempt: Mapped[int] = mapped_column(Integer)

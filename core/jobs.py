@@ -137,6 +137,7 @@ def record_epoch(
     lease: Lease,
     *,
     lease_seconds: float,
+    fold: int = 0,
     epoch: int,
     seconds: float,
     values: dict[str, float],
@@ -147,7 +148,8 @@ def record_epoch(
     _guarded(session, lease, lease_seconds, progress=progress)
     session.add(
         Metric(
-            job_id=lease.job_id, epoch=epoch, seconds=seconds, attempt=lease.attempt, values=values
+            job_id=lease.job_id, fold=fold, epoch=epoch, seconds=seconds, attempt=lease.attempt,
+            values=values,
         )
     )
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=0, data=checkpoint)

@@ -24,6 +24,10 @@ class Trainer:
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         self.spec, self.model, self.splits, self.device = spec, model, splits, device
 
+    def total_epochs(self) -> int:
+        """Runner epochs in the whole run (families with stages, like SAE, add theirs)."""
+        return self.spec.train.epochs
+
     def n_batches(self, epoch: int) -> int:
         raise NotImplementedError
 

@@ -10,10 +10,17 @@ from pydantic import Field, TypeAdapter
 
 from core.spec import JobSpecBase
 from models.configs.cnn import CNNJob
+from models.configs.lstm import LSTMJob
 from models.configs.mlp import MLPJob
+from models.configs.vit import ViTJob
 
-JobSpec = Annotated[MLPJob | CNNJob, Field(discriminator="family")]
-SPECS: dict[str, type[JobSpecBase]] = {"mlp": MLPJob, "cnn": CNNJob}
+JobSpec = Annotated[MLPJob | CNNJob | LSTMJob | ViTJob, Field(discriminator="family")]
+SPECS: dict[str, type[JobSpecBase]] = {
+    "mlp": MLPJob,
+    "cnn": CNNJob,
+    "lstm": LSTMJob,
+    "vit": ViTJob,
+}
 FAMILY_NAMES: tuple[str, ...] = tuple(SPECS)
 
 _adapter: TypeAdapter[Any] = TypeAdapter(JobSpec)

@@ -17,7 +17,7 @@ import torch
 
 from core.catalog import DatasetUnavailable
 from core.checkpoint import pack, pack_weights, unpack
-from core.datasets import load_dataset
+from core.datasets import fold_splits, load_dataset
 from core.db import Job, session_scope
 from core.jobs import (
     Lease,
@@ -137,7 +137,7 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> str:
     control = Control()
     try:
         with Heartbeat(settings, lease, control):
-            _train(lease, document, settings, control)
+            _Run(lease, document, settings, control).run()
         return "succeeded"
     except LeaseLost:
         log.warning("job %s: lease lost; another worker owns it now", job_id)
@@ -164,16 +164,21 @@ def _end(settings: Settings, lease: Lease, status: str, error: str | None = None
 
 
 class _Clock:
-    """Progress and ETA over the part of the run this attempt does."""
+    """Progress and ETA over the part of the run this attempt does (all folds together)."""
 
-    def __init__(self, epochs: int, start_fraction: float):
-        self.epochs, self.start_fraction, self.t0 = epochs, start_fraction, time.monotonic()
+    def __init__(self, *, folds: int, epochs: int):
+        self.folds, self.epochs = folds, epochs
+        self.start_fraction, self.t0 = 0.0, time.monotonic()
 
-    def progress(self, epoch: int, step: int, steps: int) -> dict[str, Any]:
-        fraction = ((epoch - 1) + step / steps) / self.epochs
+    def fraction(self, fold: int, epoch: int, step: int, steps: int) -> float:
+        within = min(1.0, ((epoch - 1) + step / steps) / self.epochs)
+        return (fold + within) / self.folds
+
+    def progress(self, fold: int, epoch: int, step: int, steps: int) -> dict[str, Any]:
+        fraction = self.fraction(fold, epoch, step, steps)
         done_here = fraction - self.start_fraction
         eta = (time.monotonic() - self.t0) / done_here * (1 - fraction) if done_here > 0 else None
-        return {
+        progress = {
             "epoch": epoch,
             "epochs": self.epochs,
             "step": step,
@@ -181,132 +186,289 @@ class _Clock:
             "percent": round(100 * fraction, 2),
             "eta_seconds": round(eta, 1) if eta is not None else None,
         }
+        if self.folds > 1:
+            progress |= {"fold": fold + 1, "folds": self.folds}
+        return progress
+
+
+@dataclasses.dataclass
+class Position:
+    """Where a run stands, stored in every checkpoint (JSON-able): resume starts here."""
+
+    fold: int = 0
+    epoch: int = 1
+    batch: int = 0
+    sums: dict[str, float] = dataclasses.field(default_factory=dict)
+    seconds: float = 0.0  # of the current epoch, so far
+    last: dict[str, float] = dataclasses.field(default_factory=dict)  # last epoch's metrics
+    best: float | None = None  # early stopping / fold selection: best monitored value
+    best_epoch: int = 0
+    bad_epochs: int = 0
+    stopped_epoch: int | None = None
+    folds: list[dict[str, float]] = dataclasses.field(default_factory=list)  # finished folds
+    best_fold: int | None = None
+    best_fold_score: float | None = None
+
+    def next_fold(self, fold: int) -> "Position":
+        return Position(
+            fold=fold,
+            folds=self.folds,
+            best_fold=self.best_fold,
+            best_fold_score=self.best_fold_score,
+        )
+
+
+def _better(monitor: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:
+    if best is None:
+        return True
+    if "accuracy" in monitor:
+        return value > best + min_delta
+    return value < best - min_delta
 
 
 def _refuse_non_finite(metrics: dict[str, float], where: str) -> None:
     for name, value in metrics.items():
-        if not math.isfinite(value):
+        if isinstance(value, float) and not math.isfinite(value):
             raise Diverged(f"training diverged: {name} became {value} {where}")
 
 
-def _checkpoint(trainer: Trainer, spec_doc: dict[str, Any], loop: dict[str, Any]) -> bytes:
-    state = {
-        "model": trainer.model.state_dict(),
-        "trainer": trainer.state(),
-        "rng": torch.get_rng_state(),
-        "loop": loop,
-    }
-    return pack(state, {"spec": spec_doc})
+def _mean_std(folds: list[dict[str, Any]]) -> dict[str, float]:
+    """`name_mean` and `name_std` over the folds for every number they all report."""
+    names = [n for n, v in folds[0].items() if isinstance(v, (int, float))]
+    out: dict[str, float] = {}
+    for name in names:
+        values = np.array([f[name] for f in folds if name in f], dtype=float)
+        out[f"{name}_mean"] = float(values.mean())
+        out[f"{name}_std"] = float(values.std(ddof=1)) if len(values) > 1 else 0.0
+    return out
 
 
-def _train(lease: Lease, document: dict[str, Any], settings: Settings, control: Control) -> None:
-    url, lease_seconds = settings.database_url, settings.lease_seconds
-    spec = parse_job_spec(document)
-    device = pick_device(spec.train.device)
-    seed_everything(spec.train.seed)
-    family = get_family(spec.family)
-    splits = load_dataset(spec.dataset, settings, device)
-    model = family.build(spec, splits.info).to(device)
-    trainer = family.trainer(spec, model, splits, device)
-    data_info = dataclasses.asdict(splits.info)
-    with session_scope(url) as session:
-        set_model_facts(
-            session,
-            lease,
-            lease_seconds=lease_seconds,
-            n_params=n_params(model),
-            data_info=data_info,
-        )
-        stored = latest_checkpoint(session, lease.job_id)
-        blob = stored.data if stored is not None else None
+class _Run:
+    """One attempt at a job: folds (one without cross-validation), epochs, batches."""
 
-    loop: dict[str, Any] = {"epoch": 1, "batch": 0, "sums": {}, "seconds": 0.0, "last": {}}
-    if blob is not None:
-        state, meta = unpack(blob)
-        if meta.get("spec") != document:
-            raise RuntimeError("the stored checkpoint was made for a different job spec")
-        model.load_state_dict(state["model"])
-        trainer.load_state(state["trainer"])
-        torch.set_rng_state(state["rng"])
-        loop = state["loop"]
-        log.info(
-            "job %s: resuming at epoch %d, batch %d", lease.job_id, loop["epoch"], loop["batch"]
-        )
+    def __init__(
+        self, lease: Lease, document: dict[str, Any], settings: Settings, control: Control
+    ):
+        self.lease, self.document, self.settings, self.control = lease, document, settings, control
+        self.spec = parse_job_spec(document)
+        self.family = get_family(self.spec.family)
+        self.device = pick_device(self.spec.train.device)
+        self.folds = self.spec.dataset.kfold or 1
+        stopping = self.spec.train.early_stopping
+        self.stopping = stopping
+        self.monitor = stopping.monitor if stopping else None
 
-    epochs = spec.train.epochs
-    clock = _Clock(
-        epochs, ((loop["epoch"] - 1) + loop["batch"] / trainer.n_batches(loop["epoch"])) / epochs
-    )
-    last_saved = time.monotonic()
-    for epoch in range(loop["epoch"], epochs + 1):
-        steps = trainer.n_batches(epoch)
-        first_batch = loop["batch"] if epoch == loop["epoch"] else 0
-        sums: dict[str, float] = dict(loop["sums"]) if first_batch else {}
-        seconds = loop["seconds"] if first_batch else 0.0
-        started = time.perf_counter()
-        for batch in range(first_batch, steps):
-            control.check()
-            stats = trainer.train_batch(epoch, batch)
-            if not math.isfinite(stats["loss"]):
-                raise Diverged(
-                    f"training diverged: the loss became {stats['loss']} "
-                    f"at epoch {epoch}, batch {batch + 1}"
-                )
-            for name, value in stats.items():
-                sums[name] = sums.get(name, 0.0) + value
-            control.progress = clock.progress(epoch, batch + 1, steps)
-            if time.monotonic() - last_saved > settings.checkpoint_seconds and batch + 1 < steps:
-                here = {
-                    "epoch": epoch,
-                    "batch": batch + 1,
-                    "sums": sums,
-                    "seconds": seconds + time.perf_counter() - started,
-                    "last": loop["last"],
-                }
-                with session_scope(url) as session:
-                    save_checkpoint(
-                        session,
-                        lease,
-                        lease_seconds=lease_seconds,
-                        epoch=epoch,
-                        step=batch + 1,
-                        data=_checkpoint(trainer, document, here),
-                        progress=control.progress,
-                    )
-                last_saved = time.monotonic()
-        seconds += time.perf_counter() - started
-        metrics = trainer.epoch_metrics(sums)
-        if splits.val is not None:
-            metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
-        _refuse_non_finite(metrics, f"at the end of epoch {epoch}")
-        trainer.end_epoch(epoch, metrics)
-        loop = {"epoch": epoch + 1, "batch": 0, "sums": {}, "seconds": 0.0, "last": metrics}
-        control.check()
-        with session_scope(url) as session:
-            record_epoch(
-                session,
-                lease,
-                lease_seconds=lease_seconds,
-                epoch=epoch,
-                seconds=seconds,
-                values=metrics,
-                checkpoint=_checkpoint(trainer, document, loop),
-                progress=clock.progress(epoch, steps, steps),
+    def session(self) -> Any:
+        return session_scope(self.settings.database_url)
+
+    def checkpoint(self, trainer: Trainer, position: Position, extra: dict[str, Any]) -> bytes:
+        state = {
+            "model": trainer.model.state_dict(),
+            "trainer": trainer.state(),
+            "rng": torch.get_rng_state(),
+            "loop": dataclasses.asdict(position),
+            **extra,
+        }
+        return pack(state, {"spec": self.document})
+
+    def run(self) -> None:
+        data = load_dataset(self.spec.dataset, self.settings, self.device)
+        with self.session() as session:
+            stored = latest_checkpoint(session, self.lease.job_id)
+            blob = stored.data if stored is not None else None
+        saved: dict[str, Any] | None = None
+        position = Position()
+        if blob is not None:
+            saved, meta = unpack(blob)
+            if meta.get("spec") != self.document:
+                raise RuntimeError("the stored checkpoint was made for a different job spec")
+            position = Position(**saved["loop"])
+            log.info(
+                "job %s: resuming at fold %d, epoch %d, batch %d",
+                self.lease.job_id,
+                position.fold + 1,
+                position.epoch,
+                position.batch,
             )
-        last_saved = time.monotonic()
+        best_fold_model = saved.get("best_fold_model") if saved else None
 
-    test = {f"test_{k}": v for k, v in trainer.evaluate(splits.test).items()}
-    _refuse_non_finite(test, "on the test set")
-    result = {**loop["last"], **test}
-    weights = pack_weights(model, {"spec": document, "data_info": data_info})
-    done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
-    with session_scope(url) as session:
-        finish(
-            session,
-            lease,
-            "succeeded",
-            result=result,
-            final_checkpoint=weights,
-            epoch=epochs,
-            progress=done,
+        clock: _Clock | None = None
+        for fold in range(position.fold, self.folds):
+            splits = fold_splits(data, self.folds, fold) if self.folds > 1 else data
+            seed_everything(self.spec.train.seed + fold)
+            model = self.family.build(self.spec, splits.info).to(self.device)
+            trainer = self.family.trainer(self.spec, model, splits, self.device)
+            if clock is None:  # the first fold this attempt runs
+                clock = _Clock(folds=self.folds, epochs=trainer.total_epochs())
+                clock.start_fraction = clock.fraction(
+                    position.fold, position.epoch, position.batch, trainer.n_batches(1)
+                )
+                with self.session() as session:
+                    set_model_facts(
+                        session,
+                        self.lease,
+                        n_params=n_params(model),
+                        data_info=dataclasses.asdict(data.info),
+                        lease_seconds=self.settings.lease_seconds,
+                    )
+            best_model = None
+            started = position.epoch > 1 or position.batch > 0
+            if saved is not None and fold == position.fold and started:
+                model.load_state_dict(saved["model"])
+                trainer.load_state(saved["trainer"])
+                torch.set_rng_state(saved["rng"])
+                best_model = saved.get("best_model")
+            else:
+                position = position.next_fold(fold)
+            saved = None
+
+            fold_result, best_model = self.fit(
+                trainer, splits, position, clock, best_model, best_fold_model
+            )
+            if best_model is not None and self.stopping and self.stopping.restore_best:
+                model.load_state_dict(best_model)
+            test = {f"test_{k}": v for k, v in trainer.evaluate(splits.test).items()}
+            _refuse_non_finite(test, "on the test set")
+            fold_result |= test | trainer.result()
+            position.folds.append(fold_result)
+            if self.folds > 1:
+                score_name = self.monitor or (
+                    "val_loss" if "val_loss" in fold_result else "train_loss"
+                )
+                if _better(score_name, fold_result[score_name], position.best_fold_score):
+                    position.best_fold, position.best_fold_score = fold, fold_result[score_name]
+                    best_fold_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                if fold + 1 < self.folds:  # the next fold starts from this checkpoint
+                    after = position.next_fold(fold + 1)
+                    blob = self.checkpoint(trainer, after, {"best_fold_model": best_fold_model})
+                    with self.session() as session:
+                        save_checkpoint(
+                            session,
+                            self.lease,
+                            lease_seconds=self.settings.lease_seconds,
+                            epoch=0,
+                            step=0,
+                            data=blob,
+                            progress=self.control.progress,
+                        )
+
+        if self.folds > 1:
+            result = _mean_std(position.folds) | {
+                "folds": position.folds,
+                "best_fold": position.best_fold + 1,
+            }
+            model.load_state_dict(best_fold_model)
+        else:
+            result = position.folds[0]
+        weights = pack_weights(
+            model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
         )
+        done = {"epoch": clock.epochs, "epochs": clock.epochs, "percent": 100.0, "eta_seconds": 0.0}
+        with self.session() as session:
+            finish(
+                session,
+                self.lease,
+                "succeeded",
+                result=result,
+                final_checkpoint=weights,
+                epoch=clock.epochs,
+                progress=done,
+            )
+
+    def fit(
+        self,
+        trainer: Trainer,
+        splits: Any,
+        position: Position,
+        clock: _Clock,
+        best_model: dict[str, torch.Tensor] | None,
+        best_fold_model: dict[str, torch.Tensor] | None,
+    ) -> tuple[dict[str, float], dict[str, torch.Tensor] | None]:
+        """Train one fold from `position` to its last epoch (or an early stop)."""
+        settings, lease, fold = self.settings, self.lease, position.fold
+        epochs = trainer.total_epochs()
+        extra = {"best_fold_model": best_fold_model} if best_fold_model is not None else {}
+        last_saved = time.monotonic()
+        while position.epoch <= epochs and position.stopped_epoch is None:
+            epoch, steps = position.epoch, trainer.n_batches(position.epoch)
+            started = time.perf_counter()
+            for batch in range(position.batch, steps):
+                self.control.check()
+                stats = trainer.train_batch(epoch, batch)
+                if not math.isfinite(stats["loss"]):
+                    raise Diverged(
+                        f"training diverged: the loss became {stats['loss']} "
+                        f"at epoch {epoch}, batch {batch + 1}"
+                    )
+                for name, value in stats.items():
+                    position.sums[name] = position.sums.get(name, 0.0) + value
+                self.control.progress = clock.progress(fold, epoch, batch + 1, steps)
+                if (
+                    time.monotonic() - last_saved > settings.checkpoint_seconds
+                    and batch + 1 < steps
+                ):
+                    position.batch = batch + 1
+                    position.seconds += time.perf_counter() - started
+                    started = time.perf_counter()
+                    blob = self.checkpoint(trainer, position, extra | self._best(best_model))
+                    with self.session() as session:
+                        save_checkpoint(
+                            session,
+                            lease,
+                            lease_seconds=settings.lease_seconds,
+                            epoch=epoch,
+                            step=batch + 1,
+                            data=blob,
+                            progress=self.control.progress,
+                        )
+                    last_saved = time.monotonic()
+            seconds = position.seconds + time.perf_counter() - started
+            metrics = trainer.epoch_metrics(position.sums)
+            if splits.val is not None:
+                metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
+            _refuse_non_finite(metrics, f"at the end of epoch {epoch}")
+            trainer.end_epoch(epoch, metrics)
+            if self.stopping is not None:
+                if self.monitor not in metrics:
+                    raise ValueError(
+                        f"early_stopping monitors {self.monitor!r}, which this job "
+                        f"does not report; it reports {sorted(metrics)}"
+                    )
+                value = metrics[self.monitor]
+                if _better(self.monitor, value, position.best, self.stopping.min_delta):
+                    position.best, position.best_epoch, position.bad_epochs = value, epoch, 0
+                    if self.stopping.restore_best:
+                        best_model = {
+                            k: v.detach().clone() for k, v in trainer.model.state_dict().items()
+                        }
+                else:
+                    position.bad_epochs += 1
+                    if position.bad_epochs >= self.stopping.patience:
+                        position.stopped_epoch = epoch
+            position.epoch, position.batch, position.sums = epoch + 1, 0, {}
+            position.seconds, position.last = 0.0, metrics
+            self.control.check()
+            blob = self.checkpoint(trainer, position, extra | self._best(best_model))
+            with self.session() as session:
+                record_epoch(
+                    session,
+                    lease,
+                    lease_seconds=settings.lease_seconds,
+                    fold=fold,
+                    epoch=epoch,
+                    seconds=seconds,
+                    values=metrics,
+                    checkpoint=blob,
+                    progress=clock.progress(fold, epoch, steps, steps),
+                )
+            last_saved = time.monotonic()
+        result = dict(position.last)
+        if self.stopping is not None:
+            result |= {
+                "best_epoch": position.best_epoch,
+                "stopped_epoch": position.stopped_epoch or epochs,
+            }
+        return result, best_model
+
+    def _best(self, best_model: dict[str, torch.Tensor] | None) -> dict[str, Any]:
+        return {"best_model": best_model} if best_model is not None else {}

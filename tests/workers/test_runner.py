@@ -130,3 +130,87 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
     for ref, got in zip(ref_rows, rows, strict=True):
         assert got.values == pytest.approx(ref.values, rel=1e-5)
     assert job.result == pytest.approx(ref_job.result, rel=1e-5)
+
+
+def test_early_stopping_stops_and_serves_the_best_epoch(settings: Settings) -> None:
+    job_id = submit(
+        settings,
+        {
+            "family": "mlp",
+            "dataset": {"name": "function1d", "noise": 0.5, "n_train": 60},
+            "model": {"hidden": [256, 256]},
+            "train": {
+                "epochs": 300,
+                "batch_size": 8,
+                "optimizer": {"name": "adam", "lr": 0.01},
+                "early_stopping": {"patience": 5},
+            },
+        },
+    )
+    assert run_job(job_id, settings=settings, worker="w") == "succeeded"
+    job, rows = load(settings, job_id)
+    stopped, best = job.result["stopped_epoch"], job.result["best_epoch"]
+    assert len(rows) == stopped < 300 and stopped == best + 5
+    assert min(r.values["val_loss"] for r in rows) == rows[best - 1].values["val_loss"]
+
+
+def test_schedules_change_the_learning_rate(settings: Settings) -> None:
+    job_id = submit(
+        settings,
+        {
+            "family": "mlp",
+            "dataset": {"name": "digits"},
+            "train": {
+                "epochs": 4,
+                "optimizer": {"name": "sgd", "lr": 0.1},
+                "schedule": {"name": "step", "step_size": 2, "gamma": 0.5},
+            },
+        },
+    )
+    assert run_job(job_id, settings=settings, worker="w") == "succeeded"
+    _, rows = load(settings, job_id)
+    assert [r.values["lr"] for r in rows] == pytest.approx([0.1, 0.05, 0.05, 0.025])
+
+
+def test_kfold_reports_mean_and_std_over_ordered_folds(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    document = {
+        "family": "mlp",
+        "dataset": {"name": "mackey_glass", "lag": 10, "kfold": 3},
+        "model": {"hidden": [16]},
+        "train": {"epochs": 2},
+    }
+    job_id = submit(settings, document)
+    # Die at the start of the second fold, then let another worker finish the job.
+    real_step = SupervisedTrainer.train_batch
+    folds_started: list[int] = []
+
+    def die_in_fold_two(self: SupervisedTrainer, epoch: int, index: int) -> dict:
+        if epoch == 1 and index == 0:
+            folds_started.append(len(self.splits.val))
+            if len(folds_started) == 2:
+                raise Crash()
+        return real_step(self, epoch, index)
+
+    monkeypatch.setattr(SupervisedTrainer, "train_batch", die_in_fold_two)
+    with pytest.raises(Crash):
+        run_job(job_id, settings=settings, worker="doomed")
+    monkeypatch.setattr(SupervisedTrainer, "train_batch", real_step)
+    with session_scope(settings.database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+    assert run_job(job_id, settings=settings, worker="rescuer") == "succeeded"
+
+    job, rows = load(settings, job_id)
+    assert sorted((r.fold, r.epoch) for r in rows) == [(f, e) for f in range(3) for e in (1, 2)]
+    assert [r.attempt for r in sorted(rows, key=lambda r: (r.fold, r.epoch))] == [1, 1, 2, 2, 2, 2]
+    folds = job.result["folds"]
+    assert len(folds) == 3 and job.result["best_fold"] in (1, 2, 3)
+    test_mse = [f["test_mse"] for f in folds]
+    assert job.result["test_mse_mean"] == pytest.approx(sum(test_mse) / 3)
+    assert job.result["test_mse_std"] > 0
+    assert "test_nmse_mean" in job.result

@@ -1,0 +1,60 @@
+"""LSTM (Hochreiter & Schmidhuber 1997): one-step forecasting of a time series from its last
+`lag` values, and sequence classification of images read row by row."""
+
+from torch import Tensor, nn
+
+from core.catalog import DatasetInfo
+from models.base import Family, register
+from models.configs.lstm import LSTMConfig, LSTMJob, sequence_shape
+from models.supervised import SupervisedTrainer, activation, forecast, predict
+
+
+class LSTM(nn.Module):
+    def __init__(self, *, input_shape: tuple[int, ...], n_out: int, config: LSTMConfig):
+        super().__init__()
+        self.steps, self.features = sequence_shape(input_shape)
+        self.directions = 2 if config.bidirectional else 1
+        self.lstm = nn.LSTM(
+            self.features,
+            config.hidden,
+            num_layers=config.layers,
+            dropout=config.dropout,
+            bidirectional=config.bidirectional,
+            batch_first=True,
+        )
+        head: list[nn.Module] = []
+        width = self.directions * config.hidden
+        for size in config.head:
+            head += [nn.Linear(width, size), activation(config.activation)]
+            width = size
+        head.append(nn.Linear(width, n_out))
+        self.to_outputs = nn.Sequential(*head)
+
+    def forward(self, x: Tensor) -> Tensor:  # (batch, *input_shape) -> (batch, n_out)
+        if x.dim() == 4:  # an image, read row by row: (batch, height, channels, width)
+            x = x.permute(0, 2, 1, 3)
+        sequence = x.reshape(len(x), self.steps, self.features)  # (batch, steps, features)
+        _, (final, _) = self.lstm(sequence)  # (layers * directions, batch, hidden)
+        # The last layer's final states: forward after the last step and, if bidirectional,
+        # backward after the first step, so each direction has read the whole sequence.
+        last = final[-self.directions :].transpose(0, 1)  # (batch, directions, hidden)
+        return self.to_outputs(last.reshape(len(x), -1))
+
+
+def build(spec: LSTMJob, info: DatasetInfo) -> LSTM:
+    return LSTM(
+        input_shape=info.input_shape,
+        n_out=info.n_classes or info.target_dim,
+        config=spec.model,
+    )
+
+
+register(
+    Family(
+        name="lstm",
+        spec=LSTMJob,
+        build=build,
+        trainer=SupervisedTrainer,
+        verbs={"predict": predict, "forecast": forecast},
+    )
+)
