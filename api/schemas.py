@@ -82,6 +82,7 @@ class DatasetPublic(BaseModel):
     n_train: int | None
     n_test: int | None
     params: list[str]
+    sequence: bool = Field(False, description="a time series: examples are `lag` past values")
     available: bool
     how_to_get: str | None
 

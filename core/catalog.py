@@ -1,5 +1,6 @@
 """What datasets exist, their shapes and whether this machine has them; no torch needed."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Literal
 
@@ -20,7 +21,7 @@ class DatasetInfo:
     name: str
     kind: Kind
     input_shape: tuple[int, ...]  # one example, e.g. (1, 28, 28) for an image, (2,) for a point
-    source: Literal["torchvision", "scikit-learn", "synthetic"]
+    source: Literal["torchvision", "scikit-learn", "synthetic", "upload"]
     description: str
     n_classes: int | None = None
     target_dim: int | None = None
@@ -165,10 +166,13 @@ CATALOG: dict[str, DatasetInfo] = {
 }
 
 
-def resolve(spec: "DatasetSpec") -> DatasetInfo:
-    """The dataset's facts for this job: a series' examples are `lag` values long."""
-    info = CATALOG[spec.name]
-    if info.sequence:
+def resolve(
+    spec: "DatasetSpec", uploads: Mapping[str, DatasetInfo] | None = None
+) -> DatasetInfo | None:
+    """The dataset's facts for this job (a series' examples are `lag` values long); None for an
+    upload whose facts the caller did not pass."""
+    info = CATALOG.get(spec.name) or (uploads or {}).get(spec.name)
+    if info is not None and info.sequence:
         return replace(info, input_shape=(spec.lag,))
     return info
 
@@ -187,7 +191,7 @@ def idx_files(prefix: str = "") -> tuple[str, ...]:
 
 def is_available(info: DatasetInfo, settings: Settings) -> bool:
     """True when the loader will find the files here, or may download them."""
-    if info.source != "torchvision" or settings.allow_download:
+    if info.source not in ("torchvision",) or settings.allow_download:
         return True
     root = settings.data_dir / info.folder
     if info.name == "cifar10":

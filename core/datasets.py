@@ -14,6 +14,7 @@ import torch
 from sklearn.datasets import load_digits
 from torchvision import datasets as tv_datasets
 
+from core import uploads
 from core.catalog import (
     CATALOG,
     DatasetInfo,
@@ -67,6 +68,8 @@ def load_dataset(
 
     Raises DatasetUnavailable (message says how to get the files) when the data is not here.
     """
+    if spec.name.startswith(uploads.PREFIX):
+        return _load_upload(spec, settings, device)
     info = resolve(spec)
     require_available(info, settings)
     if info.sequence:
@@ -85,11 +88,35 @@ def load_dataset(
             settings.allow_download,
             settings.fashion_mnist_system_dir,
         )
-        if x_test is None:  # digits has no official test split: hold one out
-            order = torch.from_numpy(split_rng.permutation(len(y)))
-            n_test = round(spec.test_fraction * len(y))
-            x_test, y_test = x[order[:n_test]], y[order[:n_test]]
-            x, y = x[order[n_test:]], y[order[n_test:]]
+    return _split(spec, info, x, y, x_test, y_test, split_rng, device)
+
+
+def _load_upload(spec: DatasetSpec, settings: Settings, device: torch.device | str) -> Splits:
+    stored, arrays = uploads.read(settings.database_url, spec.name)
+    info = resolve(spec, {spec.name: stored})
+    if info.sequence:
+        return _load_series(spec, info, arrays["series"], device)
+    split_rng = np.random.default_rng(np.random.SeedSequence(spec.split_seed).spawn(3)[2])
+    x, y = torch.from_numpy(arrays["X"]), torch.from_numpy(arrays["y"])
+    return _split(spec, info, x, y, None, None, split_rng, device)
+
+
+def _split(
+    spec: DatasetSpec,
+    info: DatasetInfo,
+    x: torch.Tensor,
+    y: torch.Tensor,
+    x_test: torch.Tensor | None,
+    y_test: torch.Tensor | None,
+    split_rng: np.random.Generator,
+    device: torch.device | str,
+) -> Splits:
+    """Hold out a test part if the data has none, then val; subset the training part."""
+    if x_test is None:  # no official test split (digits, uploads): hold one out
+        order = torch.from_numpy(split_rng.permutation(len(y)))
+        n_test = round(spec.test_fraction * len(y))
+        x_test, y_test = x[order[:n_test]], y[order[:n_test]]
+        x, y = x[order[n_test:]], y[order[n_test:]]
 
     order = torch.from_numpy(split_rng.permutation(len(y)))
     n_val = max(1, round(spec.val_fraction * len(y))) if spec.val_fraction > 0 else 0

@@ -172,3 +172,18 @@ def session_scope(url: str) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error."""
     with sessionmaker_for(url)() as session, session.begin():
         yield session
+
+
+class Upload(Base):
+    """A dataset a user uploaded: its facts (a DatasetInfo) and its arrays as an .npz."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    name: Mapped[str] = mapped_column(String(80), unique=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    size_bytes: Mapped[int] = mapped_column(Integer)
+    owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

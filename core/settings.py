@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     checkpoint_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1)
     model_cache_size: int = Field(8, ge=1)
+    max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":

@@ -4,6 +4,8 @@ Pydantic only (no torch), so the API validates a job and publishes its schema wi
 Every float refuses NaN and Inf; every number has bounds; unknown keys are errors.
 """
 
+import re
+from collections.abc import Mapping
 from typing import Literal, Self
 
 from pydantic import (
@@ -15,7 +17,12 @@ from pydantic import (
     model_validator,
 )
 
-from core.catalog import CATALOG, Kind
+from core.catalog import CATALOG, DatasetInfo, Kind, resolve
+
+
+def uploads_of(info: ValidationInfo) -> Mapping[str, DatasetInfo] | None:
+    """Facts of uploaded datasets, passed as validation context by whoever knows them."""
+    return (info.context or {}).get("uploads")
 
 
 class StrictModel(BaseModel):
@@ -60,13 +67,18 @@ class DatasetSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in CATALOG:
-            raise ValueError(f"unknown dataset {name!r}; built in: {', '.join(sorted(CATALOG))}")
+        if name not in CATALOG and not re.match(r"^upload:[a-z0-9][a-z0-9_-]{0,63}$", name):
+            raise ValueError(
+                f"unknown dataset {name!r}; built in: {', '.join(sorted(CATALOG))}, "
+                "or upload:<name> for an uploaded one (POST /datasets)"
+            )
         return name
 
     @model_validator(mode="after")
-    def _fits(self) -> Self:
-        info = CATALOG[self.name]
+    def _fits(self, info: ValidationInfo) -> Self:
+        info = resolve(self, uploads_of(info))
+        if info is None:  # an upload the API resolves before the job is stored
+            return self
         if self.n_per_class is not None and info.kind != "classification":
             raise ValueError("n_per_class needs a classification dataset")
         if info.sequence and self.lag >= self.n_points // 4:
@@ -172,7 +184,10 @@ class JobSpecBase(StrictModel):
         dataset = info.data.get("dataset")
         if dataset is None:  # the dataset section failed and reports its own error
             return task
-        kind = CATALOG[dataset.name].kind
+        data = resolve(dataset, uploads_of(info))
+        if data is None:
+            return task
+        kind = data.kind
         if task is not None and task != kind:
             raise ValueError(f"task {task!r} does not fit dataset {dataset.name!r} ({kind})")
         return kind

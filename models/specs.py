@@ -4,10 +4,12 @@ No torch here: the API validates jobs and publishes their JSON schema from this 
 Each family's config lives in models/configs/<family>.py; a new family adds its job class here.
 """
 
+from collections.abc import Mapping
 from typing import Annotated, Any
 
 from pydantic import Field, TypeAdapter
 
+from core.catalog import DatasetInfo
 from core.spec import JobSpecBase
 from models.configs.cnn import CNNJob
 from models.configs.lstm import LSTMJob
@@ -26,5 +28,8 @@ FAMILY_NAMES: tuple[str, ...] = tuple(SPECS)
 _adapter: TypeAdapter[Any] = TypeAdapter(JobSpec)
 
 
-def parse_job_spec(document: dict[str, Any]) -> JobSpecBase:
-    return _adapter.validate_python(document)
+def parse_job_spec(
+    document: dict[str, Any], uploads: Mapping[str, DatasetInfo] | None = None
+) -> JobSpecBase:
+    """Validate a job document; `uploads` gives the facts of uploaded datasets it may name."""
+    return _adapter.validate_python(document, context={"uploads": uploads or {}})

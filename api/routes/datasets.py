@@ -1,34 +1,81 @@
-"""The built-in datasets, their shapes, and whether this deployment has them."""
+"""Datasets: the built-in ones and those users upload (.npz with X and y, or a CSV series)."""
 
-from fastapi import APIRouter
+from typing import Annotated, Literal
 
-from api.deps import SettingsDep
+from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from sqlalchemy import select
+
+from api.deps import SessionDep, SettingsDep
 from api.schemas import DatasetPublic, DatasetsPublic
-from core.catalog import CATALOG, is_available
+from core import uploads
+from core.catalog import CATALOG, DatasetInfo, is_available
+from core.db import Upload
 
 router = APIRouter(prefix="/datasets", tags=["datasets"])
 
 
+def dataset_public(info: DatasetInfo, available: bool = True) -> DatasetPublic:
+    return DatasetPublic(
+        name=info.name,
+        kind=info.kind,
+        source=info.source,
+        description=info.description,
+        input_shape=list(info.input_shape),
+        n_classes=info.n_classes,
+        target_dim=info.target_dim,
+        classes=list(info.classes) if info.classes else None,
+        n_train=info.n_train,
+        n_test=info.n_test,
+        params=list(info.params),
+        sequence=info.sequence,
+        available=available,
+        how_to_get=None if available else info.how_to_get,
+    )
+
+
 @router.get("", response_model=DatasetsPublic)
-def list_datasets(settings: SettingsDep) -> DatasetsPublic:
-    items = []
-    for info in CATALOG.values():
-        available = is_available(info, settings)
-        items.append(
-            DatasetPublic(
-                name=info.name,
-                kind=info.kind,
-                source=info.source,
-                description=info.description,
-                input_shape=list(info.input_shape),
-                n_classes=info.n_classes,
-                target_dim=info.target_dim,
-                classes=list(info.classes) if info.classes else None,
-                n_train=info.n_train,
-                n_test=info.n_test,
-                params=list(info.params),
-                available=available,
-                how_to_get=None if available else info.how_to_get,
+def list_datasets(settings: SettingsDep, session: SessionDep) -> DatasetsPublic:
+    items = [dataset_public(info, is_available(info, settings)) for info in CATALOG.values()]
+    for row in session.scalars(select(Upload).order_by(Upload.created_at)):
+        items.append(dataset_public(DatasetInfo.from_dict(row.info)))
+    return DatasetsPublic(items=items)
+
+
+def upload_problem(exc: uploads.UploadError) -> HTTPException:
+    return HTTPException(
+        exc.status, [{"field": exc.field, "type": "upload_invalid", "message": str(exc)}]
+    )
+
+
+@router.post("", status_code=201, response_model=DatasetPublic)
+def upload_dataset(
+    file: Annotated[UploadFile, File(description=".npz with arrays X and y, or a one-column CSV")],
+    name: Annotated[str, Form(pattern=uploads.NAME_PATTERN, description="jobs use upload:<name>")],
+    session: SessionDep,
+    settings: SettingsDep,
+    kind: Annotated[Literal["classification", "regression"] | None, Form()] = None,
+) -> DatasetPublic:
+    """Upload a dataset; jobs then name it `upload:<name>`. Uploads are kept in the database."""
+    raw = file.file.read(settings.max_upload_bytes + 1)
+    if len(raw) > settings.max_upload_bytes:
+        raise upload_problem(
+            uploads.UploadError(
+                "file", f"the upload is larger than {settings.max_upload_bytes} bytes", status=413
             )
         )
-    return DatasetsPublic(items=items)
+    filename = (file.filename or "").lower()
+    try:
+        full_name = uploads.dataset_name(name)
+        if uploads.find(session, full_name) is not None:
+            raise uploads.UploadError("name", f"a dataset {full_name!r} exists already", 409)
+        if filename.endswith(".csv"):
+            info, data = uploads.parse_csv(raw, name)
+        elif filename.endswith(".npz"):
+            info, data = uploads.parse_npz(raw, name, kind)
+        else:
+            raise uploads.UploadError("file", "upload a .npz (X, y) or a .csv (one column)")
+    except uploads.UploadError as exc:
+        raise upload_problem(exc) from exc
+    uploads.store(session, info, data)
+    session.commit()
+    return dataset_public(info)

@@ -3,6 +3,8 @@
 from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi.exceptions import RequestValidationError
+from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api.deps import JobDep, SessionDep, SettingsDep
@@ -10,7 +12,9 @@ from api.schemas import JobPublic, JobsPublic, JobStatus, MetricsPublic
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
 from core.jobs import new_job, request_cancel
-from models.specs import JobSpec
+from core.spec import JobSpecBase
+from core.uploads import upload_infos
+from models.specs import JobSpec, parse_job_spec
 from workers.dispatch import try_send_job
 
 router = APIRouter(prefix="/jobs", tags=["jobs"])
@@ -30,11 +34,35 @@ def unavailable_dataset(name: str) -> HTTPException:
     )
 
 
+def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
+    """Check a job on an uploaded dataset against the upload's shape and kind (and fill task)."""
+    name = spec.dataset.name
+    known = upload_infos(session, [name])
+    if not known:
+        raise HTTPException(
+            422,
+            [
+                {
+                    "field": "dataset.name",
+                    "type": "dataset_unknown",
+                    "message": f"no uploaded dataset {name!r}; see GET /datasets",
+                }
+            ],
+        )
+    try:
+        return parse_job_spec(spec.model_dump(mode="json"), uploads=known)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors()) from exc
+
+
 @router.post("", status_code=202, response_model=JobPublic)
 def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep) -> Job:
     """Queue a training job; answers at once with the job (status `queued`)."""
-    if not is_available(CATALOG[spec.dataset.name], settings):
-        raise unavailable_dataset(spec.dataset.name)
+    if spec.dataset.name in CATALOG:
+        if not is_available(CATALOG[spec.dataset.name], settings):
+            raise unavailable_dataset(spec.dataset.name)
+    else:
+        spec = with_upload(spec, session)
     job = new_job(session, spec.model_dump(mode="json"))
     session.commit()
     try_send_job(job.id)

@@ -5,15 +5,17 @@ from typing import Literal
 from pydantic import ValidationInfo
 
 from core.catalog import DatasetInfo, resolve
+from core.spec import uploads_of
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu", "silu", "identity"]
 MAX_PARAMS = 50_000_000
 
 
 def dataset_of(info: ValidationInfo) -> DatasetInfo | None:
-    """The job's dataset (with its per-job shape), inside a `model` field validator."""
+    """The job's dataset (with its per-job shape), inside a `model` field validator; None when
+    it is unknown yet (the dataset section failed, or an upload not resolved yet)."""
     dataset = info.data.get("dataset")
-    return resolve(dataset) if dataset is not None else None
+    return resolve(dataset, uploads_of(info)) if dataset is not None else None
 
 
 def check_params(n: int) -> None:

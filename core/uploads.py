@@ -1,0 +1,193 @@
+"""Datasets users upload: .npz (X, y) or a one-column CSV series, checked, then kept in SQL.
+
+Nothing is unpickled (np.load with allow_pickle=False). Every problem is an UploadError that
+names what is wrong, which the API turns into a 4xx.
+"""
+
+import io
+import re
+import zipfile
+from dataclasses import asdict
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.catalog import DatasetInfo, DatasetUnavailable
+from core.db import Upload, session_scope
+
+PREFIX = "upload:"
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+MAX_EXAMPLES = 1_000_000
+MAX_VALUES_PER_EXAMPLE = 3 * 256 * 256
+MAX_CLASSES = 1000
+
+
+class UploadError(ValueError):
+    def __init__(self, field: str, message: str, status: int = 422):
+        super().__init__(message)
+        self.field, self.status = field, status
+
+
+def dataset_name(name: str) -> str:
+    """The name jobs use for an upload: `upload:<name>`."""
+    if not re.match(NAME_PATTERN, name):
+        raise UploadError("name", "use 1-64 lower-case letters, digits, '-' or '_'")
+    return PREFIX + name
+
+
+def parse_npz(raw: bytes, name: str, kind: str | None) -> tuple[DatasetInfo, bytes]:
+    """Validate an .npz with arrays X (examples) and y (labels or targets)."""
+    try:
+        archive = np.load(io.BytesIO(raw), allow_pickle=False)
+    except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:
+        raise UploadError("file", f"not a valid .npz archive: {exc}") from exc
+    if not isinstance(archive, np.lib.npyio.NpzFile):
+        raise UploadError("file", "expected an .npz archive (np.savez), got a single .npy array")
+    with archive:
+        missing = [k for k in ("X", "y") if k not in archive.files]
+        if missing:
+            raise UploadError(
+                "file", f"the archive needs arrays X and y; it has {sorted(archive.files)}"
+            )
+        try:
+            x, y = archive["X"], archive["y"]
+        except ValueError as exc:  # object arrays refuse to load without pickle
+            raise UploadError("file", f"only numeric arrays are accepted: {exc}") from exc
+    x = _examples(x)
+    if y.ndim not in (1, 2) or len(y) != len(x):
+        raise UploadError(
+            "file", f"y must be (n,) or (n, targets) with n = {len(x)} like X; it is {y.shape}"
+        )
+    if not (np.issubdtype(y.dtype, np.number) or y.dtype == np.bool_):
+        raise UploadError("file", f"y must be numeric, not {y.dtype}")
+    integer_labels = np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_
+    kind = kind or ("classification" if integer_labels and y.ndim == 1 else "regression")
+    if kind == "classification":
+        if y.ndim != 1 or not integer_labels:
+            raise UploadError("file", "classification needs integer labels y of shape (n,)")
+        y = y.astype(np.int64)
+        if y.min() < 0 or y.max() >= MAX_CLASSES:
+            raise UploadError("file", f"labels must be in 0..{MAX_CLASSES - 1}")
+        n_classes, target_dim = int(y.max()) + 1, None
+    else:
+        y = y.astype(np.float32).reshape(len(y), -1)
+        if not np.isfinite(y).all():
+            raise UploadError("file", "y holds NaN or infinite values")
+        n_classes, target_dim = None, y.shape[1]
+    info = DatasetInfo(
+        name=PREFIX + name,
+        kind=kind,
+        input_shape=tuple(x.shape[1:]),
+        source="upload",
+        description=f"uploaded .npz, {len(x)} examples",
+        n_classes=n_classes,
+        target_dim=target_dim,
+        input_scale=255.0 if x.dtype == np.uint8 else 1.0,
+        n_train=len(x),
+    )
+    return info, _save(X=x, y=y)
+
+
+def _examples(x: np.ndarray) -> np.ndarray:
+    """X as (n, d) vectors or (n, channels, height, width) images."""
+    if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
+        raise UploadError("file", f"X must be numeric, not {x.dtype}")
+    if x.ndim not in (2, 3, 4):
+        raise UploadError("file", f"X must be (n, d), (n, h, w) or (n, c, h, w); it is {x.shape}")
+    if not 10 <= len(x) <= MAX_EXAMPLES:
+        raise UploadError("file", f"X must hold 10..{MAX_EXAMPLES} examples; it holds {len(x)}")
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4 and x.shape[1] not in (1, 3) and x.shape[3] in (1, 3):
+        x = x.transpose(0, 3, 1, 2)  # channels last -> first
+    if int(np.prod(x.shape[1:])) > MAX_VALUES_PER_EXAMPLE:
+        raise UploadError("file", f"each example may hold at most {MAX_VALUES_PER_EXAMPLE} values")
+    if x.dtype != np.uint8:
+        x = x.astype(np.float32)
+        if not np.isfinite(x).all():
+            raise UploadError("file", "X holds NaN or infinite values")
+    return np.ascontiguousarray(x)
+
+
+def parse_csv(raw: bytes, name: str) -> tuple[DatasetInfo, bytes]:
+    """A time series: one numeric column, one value per line, an optional header line."""
+    try:
+        lines = [line.strip() for line in raw.decode("utf-8-sig").splitlines() if line.strip()]
+    except UnicodeDecodeError as exc:
+        raise UploadError("file", "a CSV upload must be UTF-8 text") from exc
+    values = []
+    for number, line in enumerate(lines, start=1):
+        cells = line.split(",")
+        if len(cells) != 1:
+            raise UploadError(
+                "file", f"the CSV must have one column; line {number} has {len(cells)}"
+            )
+        try:
+            values.append(float(cells[0]))
+        except ValueError:
+            if number == 1:
+                continue  # a header
+            raise UploadError("file", f"line {number} is not a number: {cells[0][:40]!r}") from None
+    series = np.asarray(values, dtype=np.float64)
+    if not 50 <= len(series) <= MAX_EXAMPLES:
+        raise UploadError(
+            "file", f"the series must hold 50..{MAX_EXAMPLES} values; it has {len(series)}"
+        )
+    if not np.isfinite(series).all():
+        raise UploadError("file", "the series holds NaN or infinite values")
+    info = DatasetInfo(
+        name=PREFIX + name,
+        kind="regression",
+        input_shape=(30,),
+        source="upload",
+        description=f"uploaded series, {len(series)} values",
+        target_dim=1,
+        sequence=True,
+        n_train=len(series),
+        params=("lag",),
+    )
+    return info, _save(series=series)
+
+
+def _save(**arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def store(session: Session, info: DatasetInfo, data: bytes, owner_id: str | None = None) -> Upload:
+    row = Upload(
+        name=info.name,
+        kind=info.kind,
+        info=asdict(info),
+        data=data,
+        size_bytes=len(data),
+        owner_id=owner_id,
+    )
+    session.add(row)
+    session.flush()
+    return row
+
+
+def find(session: Session, name: str) -> Upload | None:
+    return session.scalar(select(Upload).where(Upload.name == name))
+
+
+def upload_infos(session: Session, names: list[str]) -> dict[str, DatasetInfo]:
+    rows = session.scalars(select(Upload).where(Upload.name.in_(names)))
+    return {row.name: DatasetInfo.from_dict(row.info) for row in rows}
+
+
+@lru_cache(maxsize=4)
+def read(database_url: str, name: str) -> tuple[DatasetInfo, dict[str, Any]]:
+    """An upload's facts and arrays (uploads never change, so caching by name is safe)."""
+    with session_scope(database_url) as session:
+        row = find(session, name)
+        if row is None:
+            raise DatasetUnavailable(f"no uploaded dataset {name!r}; see GET /datasets")
+        info, data = DatasetInfo.from_dict(row.info), row.data
+    with np.load(io.BytesIO(data), allow_pickle=False) as archive:
+        return info, {key: archive[key] for key in archive.files}
