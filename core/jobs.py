@@ -148,7 +148,11 @@ def record_epoch(
     _guarded(session, lease, lease_seconds, progress=progress)
     session.add(
         Metric(
-            job_id=lease.job_id, fold=fold, epoch=epoch, seconds=seconds, attempt=lease.attempt,
+            job_id=lease.job_id,
+            fold=fold,
+            epoch=epoch,
+            seconds=seconds,
+            attempt=lease.attempt,
             values=values,
         )
     )
