@@ -1,12 +1,13 @@
 """Jobs: submit, list, inspect, follow, cancel."""
 
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, HTTPException, Query
+from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
 
+from api import plots
 from api.deps import JobDep, SessionDep, SettingsDep
 from api.schemas import JobPublic, JobsPublic, JobStatus, MetricsPublic
 from core.catalog import CATALOG, is_available
@@ -98,15 +99,46 @@ def read_job(job: JobDep) -> Job:
     return job
 
 
+def history(session: SessionDep, job: Job) -> list[dict[str, Any]]:
+    rows = session.scalars(
+        select(Metric).where(Metric.job_id == job.id).order_by(Metric.fold, Metric.epoch)
+    )
+    folded = bool(job.spec["dataset"].get("kfold"))
+    return [
+        {
+            "epoch": m.epoch,
+            **({"fold": m.fold} if folded else {}),
+            "seconds": m.seconds,
+            "attempt": m.attempt,
+            **m.values,
+        }
+        for m in rows
+    ]
+
+
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 def read_metrics(job: JobDep, session: SessionDep) -> MetricsPublic:
-    """One entry per finished epoch, in order."""
-    rows = session.scalars(select(Metric).where(Metric.job_id == job.id).order_by(Metric.epoch))
-    return MetricsPublic(
-        history=[
-            {"epoch": m.epoch, "seconds": m.seconds, "attempt": m.attempt, **m.values} for m in rows
-        ]
-    )
+    """One entry per finished epoch (and fold, for cross-validation), in order."""
+    return MetricsPublic(history=history(session, job))
+
+
+PLOTS = ("learning_curves",)
+
+
+@router.get(
+    "/{job_id}/plots/{name}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def read_plot(job: JobDep, session: SessionDep, name: str) -> Response:
+    """Pictures of a job's record: `learning_curves` (train and val metrics per epoch)."""
+    if name not in PLOTS:
+        raise HTTPException(404, f"no plot {name!r}; plots: {', '.join(PLOTS)}")
+    rows = history(session, job)
+    if not rows:
+        raise HTTPException(409, f"job {job.id} has no finished epoch yet")
+    png = plots.learning_curves(rows, f"{job.family} on {job.spec['dataset']['name']}")
+    return Response(png, media_type="image/png")
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)

@@ -2,9 +2,11 @@
 
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
+from api import plots
 from api.deps import ModelDep, SessionDep
 from api.schemas import ModelPublic, ModelsPublic
 from api.serving import final_weights
@@ -124,3 +126,44 @@ def encode(job: ModelDep, body: EncodeRequest, request: Request, session: Sessio
 def decode(job: ModelDep, body: DecodeRequest, request: Request, session: SessionDep) -> dict:
     """Autoencoders: images from latent codes, or from the mean code of a dataset split."""
     return serve(request, session, job, "decode", body)
+
+
+IMAGES = ("forecast", "reconstructions")
+
+
+@router.get(
+    "/{job_id}/images/{name}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def read_image(
+    job: ModelDep,
+    name: str,
+    request: Request,
+    session: SessionDep,
+    steps: Annotated[int, Query(ge=1, le=5000)] = 200,
+    n: Annotated[int, Query(ge=1, le=32)] = 10,
+) -> Response:
+    """`forecast`: the recursive forecast from the start of the test period against the truth
+    (time-series models); `reconstructions`: test images and their reconstructions (autoencoders).
+    """
+    title = f"{job.family} on {job.spec['dataset']['name']}"
+    if name == "forecast":
+        answer = serve(request, session, job, "forecast", ForecastRequest(steps=steps))
+        png = plots.forecast(answer["forecast"], answer["truth"], title)
+    elif name == "reconstructions":
+        served = request.app.state.models.get(session, job)
+        if len(served.info.input_shape) != 3:
+            raise HTTPException(409, "reconstructions are drawn for image datasets only")
+        originals = served.dataset().test.x[:n].cpu()
+        body = ReconstructRequest(inputs=originals.tolist())
+        answer = serve(request, session, job, "reconstruct", body)
+        shape = (len(originals), *served.info.input_shape)
+        rows = [
+            ("test", originals.numpy().reshape(shape)),
+            ("reconstructed", np.asarray(answer["outputs"], dtype=np.float32).reshape(shape)),
+        ]
+        png = plots.image_rows(rows, title)
+    else:
+        raise HTTPException(404, f"no image {name!r}; images: {', '.join(IMAGES)}")
+    return Response(png, media_type="image/png")

@@ -1,0 +1,80 @@
+"""PNG pictures (matplotlib, no display): learning curves, forecasts, image grids."""
+
+import io
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def _png(figure: Any) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def learning_curves(history: list[dict[str, Any]], title: str) -> bytes:
+    """One panel per metric kind (loss, accuracy, mse, ...), train and val (and each fold)."""
+    kinds = sorted(
+        {k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))}
+    )
+    # For regression `mse` repeats `loss`; nmse is the scale-free view.
+    kinds = [k for k in ("loss", "accuracy", "nmse") if k in kinds] or kinds[:1]
+    figure, axes = plt.subplots(
+        1, max(1, len(kinds)), figsize=(5 * max(1, len(kinds)), 3.6), squeeze=False
+    )
+    folds = sorted({row.get("fold", 0) for row in history})
+    for ax, kind in zip(axes[0], kinds, strict=False):
+        for fold in folds:
+            rows = [r for r in history if r.get("fold", 0) == fold]
+            suffix = f" (fold {fold + 1})" if len(folds) > 1 else ""
+            for split, style in (("train", "-"), ("val", "--")):
+                name = f"{split}_{kind}"
+                points = [(r["epoch"], r[name]) for r in rows if name in r]
+                if points:
+                    epochs, values = zip(*points, strict=True)
+                    ax.plot(epochs, values, style, label=split + suffix)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(kind)
+        if kind in ("loss", "mse", "nmse") and all(r.get(f"train_{kind}", 1) > 0 for r in history):
+            ax.set_yscale("log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    figure.suptitle(title)
+    return _png(figure)
+
+
+def forecast(forecast: Sequence[float], truth: Sequence[float] | None, title: str) -> bytes:
+    figure, ax = plt.subplots(figsize=(8, 3.6))
+    steps = np.arange(1, len(forecast) + 1)
+    if truth:
+        ax.plot(steps[: len(truth)], truth, label="truth", color="black", linewidth=1)
+    ax.plot(steps, forecast, label="forecast (recursive)", color="tab:red", linewidth=1)
+    ax.set_xlabel("steps ahead")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    ax.set_title(title)
+    return _png(figure)
+
+
+def image_rows(rows: Sequence[tuple[str, np.ndarray]], title: str) -> bytes:
+    """A grid with one labelled row per array of images, each (n, channels, height, width)."""
+    n = max(len(images) for _, images in rows)
+    figure, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    for (label, images), row_axes in zip(rows, axes, strict=True):
+        for i, ax in enumerate(row_axes):
+            ax.axis("off")
+            if i < len(images):
+                image = np.clip(images[i], 0, 1)
+                if image.shape[0] == 1:
+                    ax.imshow(image[0], cmap="gray", vmin=0, vmax=1)
+                else:
+                    ax.imshow(image.transpose(1, 2, 0))
+        row_axes[0].set_title(label, fontsize=8, loc="left")
+    figure.suptitle(title)
+    return _png(figure)
