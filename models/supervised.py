@@ -94,6 +94,8 @@ def inputs_tensor(served: Served, inputs: list[Any], *, raw: bool) -> torch.Tens
 @torch.inference_mode()
 def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
     """Class labels and probabilities for a classifier, values for a regressor."""
+    if request.attention and not hasattr(served.module, "attention_maps"):
+        raise BadRequest("attention", f"a {served.spec.family} model has no attention maps")
     outputs = served.module(inputs_tensor(served, request.inputs, raw=request.raw))
     if served.spec.task != "classification":
         return {"outputs": outputs.cpu().tolist()}

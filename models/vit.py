@@ -27,8 +27,9 @@ class Patches(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (batch, C, H, W) -> (batch, patches, C * p * p)
         p = self.patch
         x = x.unfold(2, p, p).unfold(3, p, p)  # (batch, C, H/p, W/p, p, p)
+        batch, channels, rows, columns = x.shape[:4]
         x = x.permute(0, 2, 3, 1, 4, 5)  # (batch, H/p, W/p, C, p, p)
-        return x.reshape(len(x), -1, x[0, 0, 0].numel())
+        return x.reshape(batch, rows * columns, channels * p * p)
 
 
 class Block(nn.Module):
@@ -48,15 +49,13 @@ class Block(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: Tensor, *, weights: bool = False) -> tuple[Tensor, Tensor | None]:
-        """(batch, tokens, dim) -> the same, and (batch, tokens, tokens) attention averaged over
-        heads if `weights` (else None, which lets torch use its fused attention)."""
+    def forward(self, x: Tensor, *, attention: bool = False) -> tuple[Tensor, Tensor | None]:
+        """(batch, tokens, dim) -> the same, and if `attention` the attention weights averaged
+        over heads (batch, tokens, tokens); else None, which lets torch use fused attention."""
         h = self.attention_norm(x)
-        h, attention = self.attention(
-            h, h, h, need_weights=weights, average_attn_weights=True
-        )  # attention[b, i, j]: how much token i reads token j
-        x = x + self.dropout(h)
-        return x + self.mlp(self.mlp_norm(x)), attention
+        h, weights = self.attention(h, h, h, need_weights=attention, average_attn_weights=True)
+        x = x + self.dropout(h)  # weights[b, i, j]: how much token i reads token j
+        return x + self.mlp(self.mlp_norm(x)), weights
 
 
 class ViT(nn.Module):
@@ -73,17 +72,19 @@ class ViT(nn.Module):
         nn.init.trunc_normal_(self.position, std=0.02)
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(
-            Block(dim=config.dim, heads=config.heads, mlp_dim=config.mlp_dim, dropout=config.dropout)
+            Block(
+                dim=config.dim, heads=config.heads, mlp_dim=config.mlp_dim, dropout=config.dropout
+            )
             for _ in range(config.depth)
         )
         self.norm = nn.LayerNorm(config.dim)
         self.to_logits = nn.Linear(config.dim, n_out)
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, C, H, W) -> (batch, n_out)
-        return self.run(x, weights=False)[0]
+        return self.run(x, attention=False)[0]
 
-    def run(self, x: Tensor, *, weights: bool) -> tuple[Tensor, Tensor | None]:
-        """Logits and, if `weights`, each block's attention averaged over heads
+    def run(self, x: Tensor, *, attention: bool) -> tuple[Tensor, Tensor | None]:
+        """Logits and, if `attention`, each block's attention averaged over heads
         (batch, depth, tokens, tokens), tokens being [CLS,] patch 0, patch 1, ... row by row."""
         tokens = self.to_embeddings(self.to_patches(x))  # (batch, patches, dim)
         if self.cls is not None:
@@ -92,21 +93,21 @@ class ViT(nn.Module):
         tokens = self.dropout(tokens + self.position)
         maps = []
         for block in self.blocks:
-            tokens, attention = block(tokens, weights=weights)
-            maps.append(attention)
+            tokens, weights = block(tokens, attention=attention)
+            maps.append(weights)
         tokens = self.norm(tokens)
         pooled = tokens[:, 0] if self.cls is not None else tokens.mean(dim=1)  # (batch, dim)
-        return self.to_logits(pooled), torch.stack(maps, dim=1) if weights else None
+        return self.to_logits(pooled), torch.stack(maps, dim=1) if attention else None
 
     def attention_maps(self, x: Tensor) -> Tensor:
         """(batch, depth, H/p, W/p): per block, the attention over the patches of what the head
         reads — the CLS token (which also attends to itself, so a map sums to 1 minus that), or
         with mean pooling the patch tokens' attention averaged over them (a map sums to 1)."""
-        attention = self.run(x, weights=True)[1]  # (batch, depth, tokens, tokens)
+        weights = self.run(x, attention=True)[1]  # (batch, depth, tokens, tokens)
         if self.cls is not None:
-            over_patches = attention[:, :, 0, 1:]  # the CLS row, patch columns
+            over_patches = weights[:, :, 0, 1:]  # the CLS row, patch columns
         else:
-            over_patches = attention.mean(dim=2)
+            over_patches = weights.mean(dim=2)
         return over_patches.reshape(len(x), len(self.blocks), *self.grid)
 
 
@@ -129,5 +130,7 @@ def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
 
 
 register(
-    Family(name="vit", spec=ViTJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict})
+    Family(
+        name="vit", spec=ViTJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}
+    )
 )

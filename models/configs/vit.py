@@ -37,9 +37,9 @@ class ViTConfig(StrictModel):
 
     def n_params(self, input_shape: tuple[int, ...], n_out: int) -> int:
         rows, columns = self.grid(input_shape)
-        dim, hidden = self.dim, self.mlp_dim
-        tokens = rows * columns + (self.pool == "cls")
-        embed = (input_shape[0] * self.patch**2 + 1) * dim + tokens * dim + dim * (self.pool == "cls")
+        dim, hidden, cls = self.dim, self.mlp_dim, int(self.pool == "cls")
+        embed = (input_shape[0] * self.patch**2 + 1) * dim  # patches to tokens
+        embed += (rows * columns + cls) * dim + cls * dim  # position embeddings, CLS token
         # Per block: two layer norms, q/k/v and output projections, the MLP.
         block = 4 * dim + 4 * (dim * dim + dim) + (dim + 1) * hidden + (hidden + 1) * dim
         return embed + self.depth * block + 2 * dim + (dim + 1) * n_out
