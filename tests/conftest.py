@@ -6,6 +6,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 os.environ["ANNLAB_HOME"] = tempfile.mkdtemp(prefix="annlab-tests-")
+# One torch thread per process: the suite runs the test process, an API and workers side by side
+# on small machines, where torch's threads would only fight each other (and the models are tiny).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 for name in ("DATABASE_URL", "BROKER_URL", "ANNLAB_DATABASE_URL", "ANNLAB_BROKER_URL"):
     os.environ.pop(name, None)
 

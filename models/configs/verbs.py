@@ -64,8 +64,8 @@ class PredictResponse(BaseModel):
     class_names: list[str] | None = None
     attention: list[Any] | None = Field(
         None,
-        description="ViT: per example, per layer, the CLS token's attention over patches, "
-        "averaged over heads, as a (grid, grid) map",
+        description="ViT: per example, per layer, the attention over the patches of the "
+        "token(s) the head reads, averaged over heads, as an (H/patch, W/patch) map",
     )
 
 
