@@ -160,3 +160,46 @@ def test_api_restart_loses_nothing(service: Service) -> None:
     assert {j["id"]: j["status"] for j in after["items"]} == {
         j["id"]: j["status"] for j in before["items"]
     }
+
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_time_series_forecasters_and_their_pictures(service: Service) -> None:
+    jobs = {
+        family: service.submit({"family": family, "dataset": {"name": "mackey_glass", "lag": 30}})
+        for family in ("mlp", "lstm")
+    }
+    for family, job in jobs.items():
+        done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=300)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["result"]["test_nmse"] < 0.05, (family, done["result"])
+        answer = service.client.post(f"/models/{job['id']}/forecast", json={"steps": 50}).json()
+        assert len(answer["forecast"]) == 50 and len(answer["truth"]) == 50
+        # The first steps of a recursive forecast stay on the series.
+        assert np.abs(np.array(answer["forecast"][:5]) - answer["truth"][:5]).max() < 0.1
+        picture = service.client.get(f"/models/{job['id']}/images/forecast.png?steps=100")
+        assert picture.status_code == 200 and picture.content.startswith(PNG)
+    curves = service.client.get(f"/jobs/{jobs['mlp']['id']}/plots/learning_curves.png")
+    assert curves.status_code == 200 and curves.content.startswith(PNG)
+
+
+def test_kfold_job_on_an_uploaded_series(service: Service) -> None:
+    t = np.arange(800)
+    csv = "\n".join(f"{v:.6f}" for v in np.sin(t / 10.0) + 0.5 * np.sin(t / 23.0))
+    name = f"wave{service.port}"
+    uploaded = service.client.post(
+        "/datasets", data={"name": name}, files={"file": ("wave.csv", csv.encode())}
+    )
+    assert uploaded.status_code == 201, uploaded.text
+    job = service.submit({"family": "mlp", "dataset": {"name": f"upload:{name}", "lag": 20,
+                                                       "kfold": 3},
+                          "train": {"epochs": 10}})
+    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    result = done["result"]
+    assert len(result["folds"]) == 3 and result["test_nmse_mean"] < 0.05
+    history = service.metrics(job["id"])
+    assert sorted({(row["fold"], row["epoch"]) for row in history}) == [
+        (f, e) for f in range(3) for e in range(1, 11)
+    ]
