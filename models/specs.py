@@ -11,17 +11,22 @@ from pydantic import Field, TypeAdapter
 
 from core.catalog import DatasetInfo
 from core.spec import JobSpecBase
+from models.configs.autoencoder import AEJob, SAEJob
 from models.configs.cnn import CNNJob
 from models.configs.lstm import LSTMJob
 from models.configs.mlp import MLPJob
 from models.configs.vit import ViTJob
 
-JobSpec = Annotated[MLPJob | CNNJob | LSTMJob | ViTJob, Field(discriminator="family")]
+JobSpec = Annotated[
+    MLPJob | CNNJob | LSTMJob | ViTJob | AEJob | SAEJob, Field(discriminator="family")
+]
 SPECS: dict[str, type[JobSpecBase]] = {
     "mlp": MLPJob,
     "cnn": CNNJob,
     "lstm": LSTMJob,
     "vit": ViTJob,
+    "ae": AEJob,
+    "sae": SAEJob,
 }
 FAMILY_NAMES: tuple[str, ...] = tuple(SPECS)
 

@@ -1,0 +1,180 @@
+"""Autoencoder configs: "ae" (a dense or convolutional autoencoder) and "sae" (a stacked
+autoencoder, pretrained greedily layer by layer, then fine-tuned as a classifier)."""
+
+import math
+from itertools import pairwise
+from typing import Annotated, ClassVar, Literal
+
+from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator
+
+from core.catalog import DatasetInfo
+from core.spec import JobSpecBase, StrictModel
+from models.configs.common import Activation, check_params, dataset_of
+
+Size = Annotated[int, Field(ge=1, le=16_384)]
+ReconstructionLoss = Literal["l1", "mse", "bce"]
+
+
+class _AEBase(StrictModel):
+    kind: Literal["dense", "conv"]  # narrowed by each kind; declared here so it comes first
+    latent: int = Field(32, ge=1, le=4096, description="size of the code (the bottleneck)")
+    activation: Activation = "relu"
+    output: Literal["sigmoid", "identity"] | None = Field(
+        None,
+        description="activation of the reconstruction; default sigmoid for images (in [0, 1]), "
+        "identity for other inputs",
+    )
+    loss: ReconstructionLoss = Field(
+        "mse", description="reconstruction loss, averaged over the values of an example"
+    )
+
+    def output_for(self, input_shape: tuple[int, ...]) -> Literal["sigmoid", "identity"]:
+        return self.output or ("sigmoid" if len(input_shape) == 3 else "identity")
+
+
+class DenseAEConfig(_AEBase):
+    kind: Literal["dense"] = "dense"
+    hidden: list[Size] = Field(
+        [196, 49],
+        max_length=16,
+        description="encoder sizes, input to bottleneck; the decoder mirrors them",
+    )
+
+    def sizes(self, n_in: int) -> list[int]:
+        """Encoder widths, input to code: 784-196-49-32 for the defaults on 28x28 images."""
+        return [n_in, *self.hidden, self.latent]
+
+    def n_params(self, input_shape: tuple[int, ...]) -> int:
+        # The decoder mirrors the encoder: the same weights' count, the other side's biases.
+        sizes = self.sizes(math.prod(input_shape))
+        return sum((a + 1) * b + (b + 1) * a for a, b in pairwise(sizes))
+
+
+class ConvAEConfig(_AEBase):
+    kind: Literal["conv"]
+    filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        [16, 32], min_length=1, max_length=8, description="channels of each downsampling conv"
+    )
+    kernel: int = Field(3, ge=1, le=9, description="padding is kernel // 2")
+    stride: int = Field(2, ge=1, le=4, description="convs shrink by it, transposed convs grow")
+
+    def feature_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
+        """(channels, height, width) after each conv; ValueError when one has nothing to shrink."""
+        c, h, w = input_shape
+        shapes = []
+        for i, filters in enumerate(self.filters):
+            if h < self.stride or w < self.stride:
+                raise ValueError(
+                    f"conv layer {i} gets a {h}x{w} map, too small for stride {self.stride}: "
+                    f"the stack shrinks the {input_shape} input to nothing"
+                )
+            pad = self.kernel // 2
+            h = (h + 2 * pad - self.kernel) // self.stride + 1
+            w = (w + 2 * pad - self.kernel) // self.stride + 1
+            c = filters
+            shapes.append((c, h, w))
+        return shapes
+
+    def n_params(self, input_shape: tuple[int, ...]) -> int:
+        channels = [input_shape[0], *self.filters]
+        k2 = self.kernel**2
+        convs = sum(a * k2 * b + b + b * k2 * a + a for a, b in pairwise(channels))
+        flat = math.prod(self.feature_shapes(input_shape)[-1])
+        return convs + (flat + 1) * self.latent + (self.latent + 1) * flat
+
+
+def _kind(value: object) -> str:
+    """A model section without `kind` is a dense autoencoder."""
+    if isinstance(value, dict):
+        return value.get("kind", "dense")
+    return getattr(value, "kind", "dense")
+
+
+AEConfig = Annotated[
+    Annotated[DenseAEConfig, Tag("dense")] | Annotated[ConvAEConfig, Tag("conv")],
+    Discriminator(_kind),
+]
+
+
+def _is_image(data: DatasetInfo) -> bool:
+    return len(data.input_shape) == 3
+
+
+class AEJob(JobSpecBase):
+    """An autoencoder: it learns to reconstruct the dataset's inputs and ignores the labels."""
+
+    verbs: ClassVar[tuple[str, ...]] = ("reconstruct", "encode", "decode")
+    family: Literal["ae"]
+    model: AEConfig = Field(DenseAEConfig(), validate_default=True)
+
+    @field_validator("model")
+    @classmethod
+    def _fits_dataset(
+        cls, model: DenseAEConfig | ConvAEConfig, info: ValidationInfo
+    ) -> DenseAEConfig | ConvAEConfig:
+        if (data := dataset_of(info)) is None:
+            return model
+        image = _is_image(data)
+        if model.kind == "conv" and not image:
+            raise ValueError(
+                f"a conv autoencoder needs image inputs; {data.name!r} has shape {data.input_shape}"
+            )
+        if model.output is None:  # filled in, so the stored job says what it trained
+            model = model.model_copy(update={"output": model.output_for(data.input_shape)})
+        if model.output == "sigmoid" and not image:
+            raise ValueError(
+                f"output 'sigmoid' reconstructs values in [0, 1], but {data.name!r} inputs are "
+                "not; use output 'identity'"
+            )
+        if model.loss == "bce" and model.output != "sigmoid":
+            raise ValueError("loss 'bce' needs output 'sigmoid' (targets and outputs in [0, 1])")
+        check_params(model.n_params(data.input_shape))
+        return model
+
+
+class SAEConfig(StrictModel):
+    layers: list[Size] = Field(
+        [128, 64], min_length=1, max_length=8, description="encoder sizes, input to top code"
+    )
+    activation: Activation = "relu"
+    pretrain_epochs: int = Field(
+        20, ge=0, le=1000, description="epochs of greedy pretraining for each layer (0: none)"
+    )
+    head_epochs: int = Field(
+        10, ge=1, le=1000, description="epochs training the classifier on the frozen encoders"
+    )
+    loss: Literal["l1", "mse"] = Field("mse", description="reconstruction loss of pretraining")
+
+    def n_params(self, n_in: int, n_classes: int) -> int:
+        sizes = [n_in, *self.layers]
+        autoencoders = sum((a + 1) * b + (b + 1) * a for a, b in pairwise(sizes))
+        return autoencoders + (sizes[-1] + 1) * n_classes
+
+
+class SAEJob(JobSpecBase):
+    """A stacked autoencoder classifier. The run's epochs are, in order: `pretrain_epochs` for
+    each layer, `head_epochs` for the classifier on frozen features, then `train.epochs` of
+    fine-tuning everything."""
+
+    verbs: ClassVar[tuple[str, ...]] = ("predict", "reconstruct")
+    family: Literal["sae"]
+    model: SAEConfig = Field(SAEConfig(), validate_default=True)
+
+    @field_validator("model")
+    @classmethod
+    def _fits_dataset(cls, model: SAEConfig, info: ValidationInfo) -> SAEConfig:
+        if (data := dataset_of(info)) is not None:
+            if data.kind != "classification" or not _is_image(data):
+                raise ValueError(
+                    f"a stacked autoencoder classifies images; {data.name!r} is {data.kind} "
+                    f"with inputs of shape {data.input_shape}"
+                )
+            check_params(model.n_params(math.prod(data.input_shape), data.n_classes))
+        return model
+
+    def total_epochs(self) -> int:
+        return (
+            len(self.model.layers) * self.model.pretrain_epochs
+            + self.model.head_epochs
+            + self.train.epochs
+        )
