@@ -299,6 +299,11 @@ class SAETrainer(GradientTrainer):
     def total_epochs(self) -> int:
         return self.spec.total_epochs()
 
+    def monitor_from(self) -> int:
+        # Before fine-tuning, val_loss is an untrained or frozen head's: early stopping waits.
+        model = self.spec.model
+        return model.pretrain_epochs * len(model.layers) + model.head_epochs + 1
+
     def parameters(self) -> list[nn.Parameter]:
         model, stage = self.model, self.stage
         if stage < self.n_layers:

@@ -28,6 +28,10 @@ class Trainer:
         """Runner epochs in the whole run (families with stages, like SAE, add theirs)."""
         return self.spec.train.epochs
 
+    def monitor_from(self) -> int:
+        """The first epoch early stopping judges (a staged family skips its pretraining)."""
+        return 1
+
     def n_batches(self, epoch: int) -> int:
         raise NotImplementedError
 

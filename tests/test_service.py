@@ -192,9 +192,13 @@ def test_kfold_job_on_an_uploaded_series(service: Service) -> None:
         "/datasets", data={"name": name}, files={"file": ("wave.csv", csv.encode())}
     )
     assert uploaded.status_code == 201, uploaded.text
-    job = service.submit({"family": "mlp", "dataset": {"name": f"upload:{name}", "lag": 20,
-                                                       "kfold": 3},
-                          "train": {"epochs": 10}})
+    job = service.submit(
+        {
+            "family": "mlp",
+            "dataset": {"name": f"upload:{name}", "lag": 20, "kfold": 3},
+            "train": {"epochs": 10},
+        }
+    )
     done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=180)
     assert done["status"] == "succeeded", done["error"]
     result = done["result"]
@@ -203,3 +207,71 @@ def test_kfold_job_on_an_uploaded_series(service: Service) -> None:
     assert sorted({(row["fold"], row["epoch"]) for row in history}) == [
         (f, e) for f in range(3) for e in range(1, 11)
     ]
+
+
+def test_autoencoder_serves_reconstructions_codes_and_the_mean_image(service: Service) -> None:
+    job = service.submit(
+        {
+            "family": "ae",
+            "dataset": {"name": "digits"},
+            "model": {"hidden": [32], "latent": 8},
+            "train": {"epochs": 10},
+        }
+    )
+    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["test_loss"] < done["result"].get("train_loss", 1) * 2
+    images = load_digits().data[:4] / 16.0
+    base = f"/models/{job['id']}"
+    rebuilt = service.client.post(f"{base}/reconstruct", json={"inputs": images.tolist()}).json()
+    assert np.asarray(rebuilt["outputs"]).shape == (4, 64) and len(rebuilt["loss"]) == 4
+    codes = service.client.post(f"{base}/encode", json={"inputs": images.tolist()}).json()
+    assert np.asarray(codes["codes"]).shape == (4, 8)
+    mean = service.client.post(f"{base}/decode", json={"mean_of": "train"}).json()
+    picture = np.asarray(mean["outputs"])
+    assert picture.size == 64 and 0.0 <= picture.min() and picture.max() <= 1.0
+    wrong = service.client.post(f"{base}/decode", json={"codes": [[0.0] * 3]})
+    assert wrong.status_code == 422 and wrong.json()["detail"][0]["field"] == "codes"
+    grid = service.client.get(f"{base}/images/reconstructions.png?n=6")
+    assert grid.status_code == 200 and grid.content.startswith(PNG)
+    assert (
+        service.client.post(f"{base}/predict", json={"inputs": images.tolist()}).status_code == 404
+    )
+
+
+def test_stacked_autoencoder_improves_with_fine_tuning(service: Service) -> None:
+    job = service.submit(
+        {
+            "family": "sae",
+            "dataset": {"name": "digits"},
+            "model": {"layers": [64], "pretrain_epochs": 5, "head_epochs": 5},
+        }
+    )
+    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    result = done["result"]
+    assert result["test_accuracy"] > result["test_accuracy_before_finetune"]
+    stages = [row["stage"] for row in service.metrics(job["id"])]
+    assert stages == sorted(stages) and stages[0] == 0 and stages[-1] == 2
+
+
+def test_vit_predicts_with_attention_maps(service: Service) -> None:
+    job = service.submit(
+        {
+            "family": "vit",
+            "dataset": {"name": "digits"},
+            "model": {"patch": 2, "depth": 2},
+            "train": {"epochs": 8},
+        }
+    )
+    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=180)
+    assert done["status"] == "succeeded", done["error"]
+    assert done["result"]["test_accuracy"] > 0.8
+    images = (load_digits().data[:3] / 16.0).tolist()
+    answer = service.client.post(
+        f"/models/{job['id']}/predict", json={"inputs": images, "attention": True}
+    ).json()
+    maps = np.asarray(answer["attention"])
+    assert maps.shape == (3, 2, 4, 4)  # examples, layers, 8/2 x 8/2 patches
+    plain = service.client.post(f"/models/{job['id']}/predict", json={"inputs": images}).json()
+    assert "attention" not in plain and plain["outputs"] == answer["outputs"]

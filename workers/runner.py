@@ -428,7 +428,7 @@ class _Run:
                 metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
             _refuse_non_finite(metrics, f"at the end of epoch {epoch}")
             trainer.end_epoch(epoch, metrics)
-            if self.stopping is not None:
+            if self.stopping is not None and epoch >= trainer.monitor_from():
                 if self.monitor not in metrics:
                     raise ValueError(
                         f"early_stopping monitors {self.monitor!r}, which this job "

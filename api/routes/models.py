@@ -13,12 +13,15 @@ from api.serving import final_weights
 from core.db import Job
 from models.configs.verbs import (
     DecodeRequest,
+    DecodeResponse,
     EncodeRequest,
+    EncodeResponse,
     ForecastRequest,
     ForecastResponse,
     PredictRequest,
     PredictResponse,
     ReconstructRequest,
+    ReconstructResponse,
 )
 from models.specs import SPECS
 
@@ -108,7 +111,7 @@ def forecast(job: ModelDep, body: ForecastRequest, request: Request, session: Se
     return serve(request, session, job, "forecast", body)
 
 
-@router.post("/{job_id}/reconstruct")
+@router.post("/{job_id}/reconstruct", response_model=ReconstructResponse)
 def reconstruct(
     job: ModelDep, body: ReconstructRequest, request: Request, session: SessionDep
 ) -> dict:
@@ -116,13 +119,13 @@ def reconstruct(
     return serve(request, session, job, "reconstruct", body)
 
 
-@router.post("/{job_id}/encode")
+@router.post("/{job_id}/encode", response_model=EncodeResponse)
 def encode(job: ModelDep, body: EncodeRequest, request: Request, session: SessionDep) -> dict:
     """Autoencoders: the latent codes of the inputs."""
     return serve(request, session, job, "encode", body)
 
 
-@router.post("/{job_id}/decode")
+@router.post("/{job_id}/decode", response_model=DecodeResponse)
 def decode(job: ModelDep, body: DecodeRequest, request: Request, session: SessionDep) -> dict:
     """Autoencoders: images from latent codes, or from the mean code of a dataset split."""
     return serve(request, session, job, "decode", body)

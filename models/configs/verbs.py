@@ -73,3 +73,17 @@ class ForecastResponse(BaseModel):
     forecast: list[float]
     truth: list[float] | None = Field(None, description="the series' true continuation, if known")
     start: Literal["test", "history"]
+
+
+class ReconstructResponse(BaseModel):
+    outputs: list[Any] = Field(description="reconstructions, shaped and scaled like the inputs")
+    loss: list[float] = Field(description="each example's reconstruction loss")
+
+
+class EncodeResponse(BaseModel):
+    codes: list[list[float]]
+
+
+class DecodeResponse(BaseModel):
+    outputs: list[Any] = Field(description="decoded examples, shaped like the dataset's inputs")
+    codes: list[list[float]] = Field(description="the codes decoded (the mean code for mean_of)")

@@ -214,3 +214,21 @@ def test_kfold_reports_mean_and_std_over_ordered_folds(
     assert job.result["test_mse_mean"] == pytest.approx(sum(test_mse) / 3)
     assert job.result["test_mse_std"] > 0
     assert "test_nmse_mean" in job.result
+
+
+def test_early_stopping_waits_for_the_stacked_autoencoders_fine_tuning(settings: Settings) -> None:
+    job_id = submit(
+        settings,
+        {
+            "family": "sae",
+            "dataset": {"name": "digits"},
+            "model": {"layers": [64], "pretrain_epochs": 3, "head_epochs": 3},
+            "train": {"epochs": 40, "early_stopping": {"patience": 1, "min_delta": 10.0}},
+        },
+    )
+    assert run_job(job_id, settings=settings, worker="w") == "succeeded"
+    job, rows = load(settings, job_id)
+    # Epochs 1-6 pretrain and train the head; a huge min_delta stops at the second judged epoch.
+    assert job.result["stopped_epoch"] == 8 and len(rows) == 8
+    assert job.result["best_epoch"] == 7
+    assert job.result["test_accuracy"] > job.result["test_accuracy_before_finetune"]
