@@ -280,3 +280,23 @@ def test_surface2d_sizes_points_and_noise(tmp_path):
     assert torch.equal(noisy.train.x, clean.train.x)
     assert 0.25 < (noisy.train.y - clean.train.y).std().item() < 0.35
     assert torch.equal(noisy.test.x, clean.test.x) and torch.equal(noisy.test.y, clean.test.y)
+
+
+def test_n_per_class_keeps_that_many_of_each_class(tmp_path: Path) -> None:
+    settings = make_settings(tmp_path)
+    splits = load_dataset(DatasetSpec(name="digits", n_per_class=7), settings)
+    assert splits.train.y.bincount().tolist() == [7] * 10
+    full = load_dataset(DatasetSpec(name="digits"), settings)
+    assert torch.equal(splits.test.y, full.test.y)  # only the training part shrinks
+
+
+def test_time_series_splits_are_ordered_windows(tmp_path: Path) -> None:
+    splits = load_dataset(DatasetSpec(name="mackey_glass", lag=12), make_settings(tmp_path))
+    train, val, test = splits.train, splits.val, splits.test
+    assert train.x.shape[1] == 12 and splits.info.input_shape == (12,)
+    # Each window's target is the next window's last input: nothing was shuffled.
+    assert torch.equal(train.y[:-1, 0], train.x[1:, -1])
+    assert torch.equal(val.x[0, -1:], train.y[-1])
+    assert torch.equal(test.x[0, -1:], val.y[-1])
+    mean, std = splits.info.series_mean, splits.info.series_std
+    assert abs(train.y.mean().item()) < 0.2 and 0.1 < std and 0.5 < mean < 1.2
