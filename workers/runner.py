@@ -232,6 +232,11 @@ def _refuse_non_finite(metrics: dict[str, float], where: str) -> None:
             raise Diverged(f"training diverged: {name} became {value} {where}")
 
 
+def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """A copy of the weights as they are now (for restore-best and the best fold)."""
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
 def _mean_std(folds: list[dict[str, Any]]) -> dict[str, float]:
     """`name_mean` and `name_std` over the folds for every number they all report."""
     names = [n for n, v in folds[0].items() if isinstance(v, (int, float))]
@@ -337,7 +342,7 @@ class _Run:
                 )
                 if _better(score_name, fold_result[score_name], position.best_fold_score):
                     position.best_fold, position.best_fold_score = fold, fold_result[score_name]
-                    best_fold_model = {k: v.detach().clone() for k, v in model.state_dict().items()}
+                    best_fold_model = _snapshot(model)
                 if fold + 1 < self.folds:  # the next fold starts from this checkpoint
                     after = position.next_fold(fold + 1)
                     blob = self.checkpoint(trainer, after, {"best_fold_model": best_fold_model})
@@ -438,9 +443,7 @@ class _Run:
                 if _better(self.monitor, value, position.best, self.stopping.min_delta):
                     position.best, position.best_epoch, position.bad_epochs = value, epoch, 0
                     if self.stopping.restore_best:
-                        best_model = {
-                            k: v.detach().clone() for k, v in trainer.model.state_dict().items()
-                        }
+                        best_model = _snapshot(trainer.model)
                 else:
                     position.bad_epochs += 1
                     if position.bad_epochs >= self.stopping.patience:

@@ -16,7 +16,7 @@ from core.checkpoint import pack, unpack
 from core.datasets import Split, Splits, load_dataset
 from core.settings import Settings
 from models.autoencoder import AETrainer, SAETrainer, build_ae, build_sae
-from models.base import BadRequest, Served, Trainer, get_family, n_params
+from models.base import BadRequest, Served, get_family, n_params
 from models.configs.autoencoder import AEJob, ConvAEConfig, SAEJob
 from models.configs.verbs import (
     DecodeRequest,
@@ -24,25 +24,10 @@ from models.configs.verbs import (
     PredictRequest,
     ReconstructRequest,
 )
+from tests.models.support import fit
 
 CPU = torch.device("cpu")
 DIGITS = {"name": "digits"}
-
-
-def fit(trainer: Trainer, splits: Splits, epochs: range | None = None) -> list[dict[str, float]]:
-    """What the runner does with a trainer, epoch by epoch, minus the database."""
-    history = []
-    for epoch in range(1, trainer.total_epochs() + 1) if epochs is None else epochs:
-        sums: dict[str, float] = {}
-        for index in range(trainer.n_batches(epoch)):
-            for name, value in trainer.train_batch(epoch, index).items():
-                sums[name] = sums.get(name, 0.0) + value
-        metrics = trainer.epoch_metrics(sums)
-        if splits.val is not None:
-            metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
-        trainer.end_epoch(epoch, metrics)
-        history.append(metrics)
-    return history
 
 
 @pytest.fixture(scope="module")

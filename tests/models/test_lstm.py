@@ -5,7 +5,7 @@ import torch
 from pydantic import ValidationError
 
 from core.catalog import CATALOG
-from core.datasets import Splits, load_dataset
+from core.datasets import Splits
 from core.settings import Settings
 from models.base import Served, Trainer, n_params
 from models.configs.lstm import LSTMJob
@@ -13,22 +13,9 @@ from models.configs.verbs import ForecastRequest, PredictRequest
 from models.lstm import LSTM
 from models.registry import get_family
 from models.specs import parse_job_spec
+from tests.models.support import train
 
 MACKEY_GLASS = {"name": "mackey_glass", "lag": 30}
-
-
-def train(document: dict, settings: Settings) -> tuple[Trainer, Splits]:
-    """Train a job in-process for its epochs, batch by batch as the runner does."""
-    torch.manual_seed(0)
-    family = get_family(document["family"])
-    spec = family.spec.model_validate(document)
-    splits = load_dataset(spec.dataset, settings)
-    trainer = family.trainer(spec, family.build(spec, splits.info), splits, torch.device("cpu"))
-    for epoch in range(1, spec.train.epochs + 1):
-        for index in range(trainer.n_batches(epoch)):
-            trainer.train_batch(epoch, index)
-    trainer.model.eval()
-    return trainer, splits
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,7 @@ from models.configs.vit import ViTJob
 from models.registry import get_family
 from models.specs import parse_job_spec
 from models.vit import MAX_ATTENTION_INPUTS, Patches
-
-
-def train(document: dict, settings: Settings) -> tuple[Trainer, Splits]:
-    """Train a job in-process for its epochs, batch by batch as the runner does."""
-    torch.manual_seed(0)
-    family = get_family(document["family"])
-    spec = family.spec.model_validate(document)
-    splits = load_dataset(spec.dataset, settings)
-    trainer = family.trainer(spec, family.build(spec, splits.info), splits, torch.device("cpu"))
-    for epoch in range(1, spec.train.epochs + 1):
-        for index in range(trainer.n_batches(epoch)):
-            trainer.train_batch(epoch, index)
-    trainer.model.eval()
-    return trainer, splits
+from tests.models.support import train
 
 
 def served(trainer: Trainer, splits: Splits) -> Served:

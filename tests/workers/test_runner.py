@@ -29,6 +29,16 @@ def load(settings: Settings, job_id: str) -> tuple[Job, list[Metric]]:
         return job, list(rows)
 
 
+def expire_lease(settings: Settings, job_id: str) -> None:
+    """What a dead worker leaves behind once its lease runs out."""
+    with session_scope(settings.database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
 DIGITS = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 5}}
 
 
@@ -110,12 +120,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
         return real_step(self, epoch, index)
 
     monkeypatch.setattr(SupervisedTrainer, "train_batch", counted)
-    with session_scope(settings.database_url) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == resumed)
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-        )
+    expire_lease(settings, resumed)
     assert run_job(resumed, settings=settings, worker="rescuer") == "succeeded"
 
     ref_job, ref_rows = load(settings, reference)
@@ -197,12 +202,7 @@ def test_kfold_reports_mean_and_std_over_ordered_folds(
     with pytest.raises(Crash):
         run_job(job_id, settings=settings, worker="doomed")
     monkeypatch.setattr(SupervisedTrainer, "train_batch", real_step)
-    with session_scope(settings.database_url) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-        )
+    expire_lease(settings, job_id)
     assert run_job(job_id, settings=settings, worker="rescuer") == "succeeded"
 
     job, rows = load(settings, job_id)
