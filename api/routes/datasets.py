@@ -6,6 +6,7 @@ from fastapi import APIRouter, File, Form, HTTPException, UploadFile
 from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep
+from api.errors import field_error
 from api.schemas import DatasetPublic, DatasetsPublic
 from core import uploads
 from core.catalog import CATALOG, DatasetInfo, is_available
@@ -42,9 +43,7 @@ def list_datasets(settings: SettingsDep, session: SessionDep) -> DatasetsPublic:
 
 
 def upload_problem(exc: uploads.UploadError) -> HTTPException:
-    return HTTPException(
-        exc.status, [{"field": exc.field, "type": "upload_invalid", "message": str(exc)}]
-    )
+    return field_error(exc.status, exc.field, str(exc), "upload_invalid")
 
 
 @router.post("", status_code=201, response_model=DatasetPublic)

@@ -9,6 +9,7 @@ from sqlalchemy import func, select
 
 from api import plots
 from api.deps import JobDep, SessionDep, SettingsDep
+from api.errors import field_error
 from api.schemas import JobPublic, JobsPublic, JobStatus, MetricsPublic
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
@@ -21,34 +22,16 @@ from workers.dispatch import try_send_job
 router = APIRouter(prefix="/jobs", tags=["jobs"])
 
 
-def unavailable_dataset(name: str) -> HTTPException:
-    info = CATALOG[name]
-    return HTTPException(
-        422,
-        [
-            {
-                "field": "dataset.name",
-                "type": "dataset_unavailable",
-                "message": f"dataset {name!r} is not available here: {info.how_to_get}",
-            }
-        ],
-    )
-
-
 def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
     """Check a job on an uploaded dataset against the upload's shape and kind (and fill task)."""
     name = spec.dataset.name
     known = upload_infos(session, [name])
     if not known:
-        raise HTTPException(
+        raise field_error(
             422,
-            [
-                {
-                    "field": "dataset.name",
-                    "type": "dataset_unknown",
-                    "message": f"no uploaded dataset {name!r}; see GET /datasets",
-                }
-            ],
+            "dataset.name",
+            f"no uploaded dataset {name!r}; see GET /datasets",
+            "dataset_unknown",
         )
     try:
         return parse_job_spec(spec.model_dump(mode="json"), uploads=known)
@@ -60,8 +43,14 @@ def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
 def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep) -> Job:
     """Queue a training job; answers at once with the job (status `queued`)."""
     if spec.dataset.name in CATALOG:
-        if not is_available(CATALOG[spec.dataset.name], settings):
-            raise unavailable_dataset(spec.dataset.name)
+        info = CATALOG[spec.dataset.name]
+        if not is_available(info, settings):
+            raise field_error(
+                422,
+                "dataset.name",
+                f"dataset {info.name!r} is not available here: {info.how_to_get}",
+                "dataset_unavailable",
+            )
     else:
         spec = with_upload(spec, session)
     job = new_job(session, spec.model_dump(mode="json"))

@@ -8,6 +8,7 @@ from sqlalchemy import func, select
 
 from api import plots
 from api.deps import ModelDep, SessionDep
+from api.errors import field_error
 from api.schemas import ModelPublic, ModelsPublic
 from api.serving import final_weights
 from core.db import Job
@@ -94,9 +95,7 @@ def serve(request: Request, session: SessionDep, job: Job, verb: str, body: Any)
     try:
         return get_family(job.family).verbs[verb](served, body)
     except BadRequest as exc:
-        raise HTTPException(
-            422, [{"field": exc.field, "type": "value_error", "message": str(exc)}]
-        ) from exc
+        raise field_error(422, exc.field, str(exc)) from exc
 
 
 @router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
