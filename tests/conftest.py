@@ -3,7 +3,10 @@
 import os
 import tempfile
 from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 os.environ["ANNLAB_HOME"] = tempfile.mkdtemp(prefix="annlab-tests-")
 # One torch thread per process: the suite runs the test process, an API and workers side by side
@@ -15,9 +18,11 @@ for name in ("DATABASE_URL", "BROKER_URL", "ANNLAB_DATABASE_URL", "ANNLAB_BROKER
 import pytest  # noqa: E402
 from alembic import command  # noqa: E402
 from alembic.config import Config  # noqa: E402
+from fastapi.testclient import TestClient  # noqa: E402
+from sqlalchemy import update  # noqa: E402
 
-from core.db import engine_for  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.db import Job, engine_for, session_scope, utcnow  # noqa: E402
+from core.settings import Settings, get_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -28,6 +33,31 @@ def migrate(url: str) -> None:
     config.attributes["database_url"] = url
     config.attributes["configure_logger"] = False
     command.upgrade(config, "head")
+
+
+def expire_lease(settings: Settings, job_id: str) -> None:
+    """What a dead worker leaves behind once its lease runs out."""
+    with session_scope(settings.database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
+        )
+
+
+@contextmanager
+def api_client(**overrides: Any) -> Iterator[TestClient]:
+    """The real app over the migrated test database, with these settings changed."""
+    migrate(get_settings().database_url)
+    from api.main import app
+
+    changed = get_settings().model_copy(update=overrides)
+    app.dependency_overrides[get_settings] = lambda: changed
+    try:
+        with TestClient(app) as client:
+            yield client
+    finally:
+        app.dependency_overrides.pop(get_settings, None)
 
 
 @pytest.fixture

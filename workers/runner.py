@@ -259,9 +259,8 @@ class _Run:
         self.family = get_family(self.spec.family)
         self.device = pick_device(self.spec.train.device)
         self.folds = self.spec.dataset.kfold or 1
-        stopping = self.spec.train.early_stopping
-        self.stopping = stopping
-        self.monitor = stopping.monitor if stopping else None
+        self.stopping = self.spec.train.early_stopping
+        self.monitor = self.stopping.monitor if self.stopping else None
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)

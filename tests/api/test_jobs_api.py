@@ -15,9 +15,8 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.catalog import CATALOG
-from core.settings import Settings, get_settings
 from models.specs import SPECS
-from tests.conftest import migrate
+from tests.conftest import api_client
 
 DIGITS = {"name": "digits"}
 MINIMAL = {"family": "mlp", "dataset": DIGITS}
@@ -26,23 +25,13 @@ RAW_JSON = {"content-type": "application/json"}
 
 @pytest.fixture(scope="module")
 def client(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TestClient]:
-    migrate(get_settings().database_url)
-    from api.main import app
-
     empty = tmp_path_factory.mktemp("no-datasets")
-    pinned: Settings = get_settings().model_copy(
-        update={
-            "allow_download": False,
-            "data_dir": empty,
-            "fashion_mnist_system_dir": Path(empty) / "no-system-fashion-mnist",
-        }
-    )
-    app.dependency_overrides[get_settings] = lambda: pinned
-    try:
-        with TestClient(app) as test_client:
-            yield test_client
-    finally:
-        app.dependency_overrides.pop(get_settings, None)
+    with api_client(
+        allow_download=False,
+        data_dir=empty,
+        fashion_mnist_system_dir=Path(empty) / "no-system-fashion-mnist",
+    ) as client:
+        yield client
 
 
 def post_job(client: TestClient, document: Any) -> Any:

@@ -8,7 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import get_settings
-from tests.conftest import migrate
+from tests.conftest import api_client
 from workers.runner import run_job
 
 LIMIT = 200_000
@@ -16,17 +16,8 @@ LIMIT = 200_000
 
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient]:
-    settings = get_settings()
-    migrate(settings.database_url)
-    from api.main import app
-
-    small = settings.model_copy(update={"max_upload_bytes": LIMIT})
-    app.dependency_overrides[get_settings] = lambda: small
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.pop(get_settings, None)
+    with api_client(max_upload_bytes=LIMIT) as client:
+        yield client
 
 
 def npz(**arrays: np.ndarray) -> bytes:

@@ -19,6 +19,7 @@ from core.jobs import (
     request_cancel,
 )
 from core.settings import Settings
+from tests.conftest import expire_lease
 
 SPEC = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 3}}
 
@@ -31,15 +32,6 @@ def make_job(db_settings: Settings) -> str:
 def take(db_settings: Settings, job_id: str, worker: str = "w", max_attempts: int = 3):
     with session_scope(db_settings.database_url) as session:
         return claim(session, job_id, worker=worker, lease_seconds=30, max_attempts=max_attempts)
-
-
-def expire(db_settings: Settings, job_id: str) -> None:
-    with session_scope(db_settings.database_url) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-        )
 
 
 def job_row(db_settings: Settings, job_id: str) -> Job:
@@ -61,7 +53,7 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_is_locked_out(
 ) -> None:
     job_id = make_job(db_settings)
     old = take(db_settings, job_id, "a")
-    expire(db_settings, job_id)
+    expire_lease(db_settings, job_id)
     new = take(db_settings, job_id, "b")
     assert new is not None and new.attempt == 2 and new.token != old.token
     with session_scope(db_settings.database_url) as session, pytest.raises(LeaseLost):
@@ -117,7 +109,7 @@ def test_reaper_requeues_lost_jobs_and_ends_hopeless_ones(db_settings: Settings)
         request_cancel(session, cancelled)
         session.execute(update(Job).where(Job.id == exhausted).values(attempts=3))
     for job_id in (lost, cancelled, exhausted):
-        expire(db_settings, job_id)
+        expire_lease(db_settings, job_id)
     with session_scope(db_settings.database_url) as session:
         resend = reap(session, max_attempts=3, redispatch_seconds=600)
     assert resend == [lost]

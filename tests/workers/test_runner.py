@@ -1,16 +1,15 @@
 """The runner as a plain function over a migrated database: no broker involved."""
 
-from datetime import timedelta
-
 import pytest
 import torch
-from sqlalchemy import select, update
+from sqlalchemy import select
 
-from core.db import Checkpoint, Job, Metric, session_scope, utcnow
+from core.db import Checkpoint, Job, Metric, session_scope
 from core.jobs import new_job
 from core.settings import Settings
 from models.specs import parse_job_spec
 from models.supervised import SupervisedTrainer
+from tests.conftest import expire_lease
 from workers.runner import run_job
 
 
@@ -27,16 +26,6 @@ def load(settings: Settings, job_id: str) -> tuple[Job, list[Metric]]:
             select(Metric).where(Metric.job_id == job_id).order_by(Metric.epoch)
         ).all()
         return job, list(rows)
-
-
-def expire_lease(settings: Settings, job_id: str) -> None:
-    """What a dead worker leaves behind once its lease runs out."""
-    with session_scope(settings.database_url) as session:
-        session.execute(
-            update(Job)
-            .where(Job.id == job_id)
-            .values(lease_expires_at=utcnow() - timedelta(seconds=1))
-        )
 
 
 DIGITS = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 5}}
