@@ -191,7 +191,7 @@ def idx_files(prefix: str = "") -> tuple[str, ...]:
 
 def is_available(info: DatasetInfo, settings: Settings) -> bool:
     """True when the loader will find the files here, or may download them."""
-    if info.source not in ("torchvision",) or settings.allow_download:
+    if info.source != "torchvision" or settings.allow_download:
         return True
     root = settings.data_dir / info.folder
     if info.name == "cifar10":

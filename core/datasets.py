@@ -68,15 +68,15 @@ def load_dataset(
 
     Raises DatasetUnavailable (message says how to get the files) when the data is not here.
     """
+    # Independent streams, so the test set does not move when n_train or val_fraction change.
+    train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
+    split_rng = np.random.default_rng(split_seq)
     if spec.name.startswith(uploads.PREFIX):
-        return _load_upload(spec, settings, device)
+        return _load_upload(spec, settings, split_rng, device)
     info = resolve(spec)
     require_available(info, settings)
     if info.sequence:
         return _load_series(spec, info, generate_series(spec), device)
-    # Independent streams, so the test set does not move when n_train or val_fraction change.
-    train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
-    split_rng = np.random.default_rng(split_seq)
 
     if info.source == "synthetic":
         x, y = _synthetic(spec, np.random.default_rng(train_seq), train=True)
@@ -91,12 +91,16 @@ def load_dataset(
     return _split(spec, info, x, y, x_test, y_test, split_rng, device)
 
 
-def _load_upload(spec: DatasetSpec, settings: Settings, device: torch.device | str) -> Splits:
+def _load_upload(
+    spec: DatasetSpec,
+    settings: Settings,
+    split_rng: np.random.Generator,
+    device: torch.device | str,
+) -> Splits:
     stored, arrays = uploads.read(settings.database_url, spec.name)
     info = resolve(spec, {spec.name: stored})
     if info.sequence:
         return _load_series(spec, info, arrays["series"], device)
-    split_rng = np.random.default_rng(np.random.SeedSequence(spec.split_seed).spawn(3)[2])
     x, y = torch.from_numpy(arrays["X"]), torch.from_numpy(arrays["y"])
     return _split(spec, info, x, y, None, None, split_rng, device)
 
