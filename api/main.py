@@ -15,8 +15,9 @@ from models.specs import FAMILY_NAMES
 _SOURCES = {"body", "query", "path", "header"}
 
 
-def field_name(loc: tuple[Any, ...], error_type: str) -> str:
-    """`train.optimizer.lr` from pydantic's ('body', 'mlp', 'train', 'optimizer', 'lr')."""
+def field_name(loc: tuple[Any, ...], error_type: str, ctx: dict[str, Any] | None = None) -> str:
+    """`train.optimizer.lr` from pydantic's ('body', 'mlp', 'train', 'optimizer', 'lr');
+    an error raised with core.spec.error_at adds its path below the validated field."""
     if error_type.startswith("union_tag"):
         return "family"
     if error_type == "json_invalid":  # its loc holds a character offset, not a field
@@ -26,6 +27,8 @@ def field_name(loc: tuple[Any, ...], error_type: str) -> str:
         parts = parts[1:]
     if parts and parts[0] in FAMILY_NAMES:  # the discriminated union's branch
         parts = parts[1:]
+    if ctx and "at" in ctx:
+        parts.append(ctx["at"])
     return ".".join(str(p) for p in parts) or "body"
 
 
@@ -44,7 +47,7 @@ def create_app() -> FastAPI:
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {
-                "field": field_name(tuple(e["loc"]), e["type"]),
+                "field": field_name(tuple(e["loc"]), e["type"], e.get("ctx")),
                 "message": e["msg"],
                 "type": e["type"],
             }

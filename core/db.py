@@ -187,3 +187,31 @@ class Upload(Base):
     size_bytes: Mapped[int] = mapped_column(Integer)
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Artifact(Base):
+    """Tensors kept with an epoch's metric row (a GAN's samples at the epochs the job names),
+    written in the same transaction, as an annlab checkpoint blob (safetensors)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("job_id", "fold", "epoch", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
+    fold: Mapped[int] = mapped_column(Integer)
+    epoch: Mapped[int] = mapped_column(Integer)
+    name: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FeatureNet(Base):
+    """The small classifier whose features measure sample quality, trained once per dataset
+    (keyed by dataset and recipe version) and shared by every worker."""
+
+    __tablename__ = "feature_nets"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    info: Mapped[dict[str, Any]] = mapped_column(JSON)
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
-from core.db import Checkpoint, Job, Metric, utcnow
+from core.db import Artifact, Checkpoint, Job, Metric, utcnow
 
 
 class LeaseLost(Exception):
@@ -143,8 +143,10 @@ def record_epoch(
     values: dict[str, float],
     checkpoint: bytes,
     progress: dict[str, Any],
+    artifacts: dict[str, bytes] | None = None,
 ) -> None:
-    """The epoch's metric row and the checkpoint after it, in one transaction: both or neither."""
+    """The epoch's metric row, its artifacts and the checkpoint after it, in one transaction:
+    all or none."""
     _guarded(session, lease, lease_seconds, progress=progress)
     session.add(
         Metric(
@@ -156,7 +158,15 @@ def record_epoch(
             values=values,
         )
     )
+    for name, data in (artifacts or {}).items():
+        session.add(Artifact(job_id=lease.job_id, fold=fold, epoch=epoch, name=name, data=data))
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=0, data=checkpoint)
+
+
+def artifacts_of(session: Session, job_id: str, name: str) -> list[Artifact]:
+    """A job's artifacts called `name`, by fold and epoch."""
+    query = select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)
+    return list(session.scalars(query.order_by(Artifact.fold, Artifact.epoch)))
 
 
 def latest_checkpoint(session: Session, job_id: str, kind: str = "latest") -> Checkpoint | None:

@@ -6,7 +6,8 @@ Every float refuses NaN and Inf; every number has bounds; unknown keys are error
 
 import re
 from collections.abc import Mapping
-from typing import Literal, Self
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -16,6 +17,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from core.catalog import CATALOG, DatasetInfo, Kind, resolve
 
@@ -23,6 +25,12 @@ from core.catalog import CATALOG, DatasetInfo, Kind, resolve
 def uploads_of(info: ValidationInfo) -> Mapping[str, DatasetInfo] | None:
     """Facts of uploaded datasets, passed as validation context by whoever knows them."""
     return (info.context or {}).get("uploads")
+
+
+def error_at(path: str, message: str) -> PydanticCustomError:
+    """A validation error for `path` below the field being validated: the API names
+    `<field>.<path>` (a field validator's own location stops at the field)."""
+    return PydanticCustomError("value_error", "{message}", {"at": path, "message": message})
 
 
 class StrictModel(BaseModel):
@@ -144,7 +152,8 @@ class EarlyStoppingSpec(StrictModel):
     monitor: str = Field(
         "val_loss",
         max_length=64,
-        description="a per-epoch metric; lower is better, except for accuracies",
+        description="a per-epoch metric the family reports (GET /families lists them with "
+        "their direction: lower or higher is better)",
     )
     patience: int = Field(10, ge=1, le=10_000, description="epochs without improvement")
     min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts")
@@ -157,6 +166,11 @@ class TrainSpec(StrictModel):
         64, ge=1, le=65_536, description="ignored by gd and lbfgs, which use the full batch"
     )
     optimizer: OptimizerSpec = OptimizerSpec()
+    optimizers: dict[str, OptimizerSpec] = Field(
+        {},
+        description="per named optimizer of a family that has several (gan: generator and "
+        "discriminator); a name left out uses `optimizer`, or the family's default for it",
+    )
     weight_decay: float = Field(0.0, ge=0.0, le=10.0, description="L2 penalty (lambda)")
     l1: float = Field(0.0, ge=0.0, le=10.0, description="L1 penalty (lambda)")
     seed: int = Field(0, ge=0, le=2**31 - 1)
@@ -168,8 +182,30 @@ class TrainSpec(StrictModel):
     )
 
 
+Direction = Literal["min", "max"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A run of consecutive epochs with one meaning (pretraining a layer, fine-tuning, ...)."""
+
+    name: str
+    epochs: int
+    monitored: bool = True  # early stopping and fold selection judge its epochs
+
+
 class JobSpecBase(StrictModel):
-    """A job document; each family narrows `family` and adds its `model` section."""
+    """A job document; each family narrows `family`, adds its `model` section and declares
+    what the runner and the API need to know of it without torch: its inference verbs, its
+    named optimizers, its stages and its metrics with their direction."""
+
+    verbs: ClassVar[tuple[str, ...]] = ()
+    # The optimizers its trainer steps, by name; () for a family with no gradient training.
+    optimizer_names: ClassVar[tuple[str, ...]] = ("model",)
+    # Family defaults for named optimizers (used unless the job sets them or `optimizer`).
+    default_optimizers: ClassVar[dict[str, dict[str, Any]]] = {}
+    # LBFGS needs one loss to re-evaluate; families that update otherwise refuse it.
+    allows_lbfgs: ClassVar[bool] = True
 
     family: str
     dataset: DatasetSpec
@@ -177,6 +213,56 @@ class JobSpecBase(StrictModel):
         None, validate_default=True, description="defaults to the dataset's kind"
     )
     train: TrainSpec = Field(TrainSpec(), validate_default=True)
+
+    @classmethod
+    def family_name(cls) -> str:
+        (name,) = get_args(cls.model_fields["family"].annotation)
+        return name
+
+    # --- what the runner needs ----------------------------------------------------------
+
+    def stages(self) -> list[Stage]:
+        """The run's epochs in order; one stage unless the family trains in several."""
+        return [Stage("train", self.train.epochs)]
+
+    def total_epochs(self) -> int:
+        return sum(stage.epochs for stage in self.stages())
+
+    def monitor_from(self) -> int | None:
+        """The first epoch that early stopping judges (None: no stage is monitored)."""
+        first = 1
+        for stage in self.stages():
+            if stage.monitored and stage.epochs:
+                return first
+            first += stage.epochs
+        return None
+
+    def train_metrics(self) -> dict[str, Direction]:
+        """What an epoch reports of its training batches (`train_` + name)."""
+        return {"loss": "min"}
+
+    def eval_metrics(self) -> dict[str, Direction]:
+        """What evaluating a split reports (`val_` + name per epoch, `test_` + name at the end)."""
+        return {"loss": "min"}
+
+    def has_validation(self) -> bool:
+        return self.dataset.val_fraction > 0 or self.dataset.kfold is not None
+
+    def metrics(self) -> dict[str, Direction]:
+        """Every per-epoch metric and whether lower or higher is better."""
+        metrics = {f"train_{k}": d for k, d in self.train_metrics().items()}
+        if self.has_validation():
+            metrics |= {f"val_{k}": d for k, d in self.eval_metrics().items()}
+        return metrics
+
+    def selection_metric(self) -> str:
+        """What picks the best fold of a cross-validated job when no monitor is set."""
+        return "val_loss" if "val_loss" in self.metrics() else "train_loss"
+
+    def optimizer_for(self, name: str) -> OptimizerSpec:
+        return self.train.optimizers.get(name, self.train.optimizer)
+
+    # --- validation ---------------------------------------------------------------------
 
     @field_validator("task")
     @classmethod
@@ -194,15 +280,46 @@ class JobSpecBase(StrictModel):
 
     @field_validator("train")
     @classmethod
-    def _validation_data_for_early_stopping(
-        cls, train: TrainSpec, info: ValidationInfo
-    ) -> TrainSpec:
-        dataset = info.data.get("dataset")
-        stopping = train.early_stopping
-        if dataset is not None and stopping is not None and stopping.monitor.startswith("val_"):
-            if dataset.val_fraction == 0 and dataset.kfold is None:
-                raise ValueError(
-                    f"early_stopping monitors {stopping.monitor!r} but the dataset has "
-                    "val_fraction 0; give it a validation split or monitor a train_ metric"
-                )
+    def _named_optimizers(cls, train: TrainSpec) -> TrainSpec:
+        unknown = sorted(set(train.optimizers) - set(cls.optimizer_names))
+        if unknown:
+            known = ", ".join(cls.optimizer_names) or "none"
+            raise error_at(
+                f"optimizers.{unknown[0]}",
+                f"{cls.family_name()} has no optimizer {unknown[0]!r}; its optimizers: {known}",
+            )
+        explicit = "optimizer" in train.model_fields_set
+        for name, default in cls.default_optimizers.items():
+            if name not in train.optimizers:  # filled in, so the stored job says what it used
+                train.optimizers[name] = train.optimizer if explicit else OptimizerSpec(**default)
+        if not cls.allows_lbfgs:
+            for name in ("", *train.optimizers):
+                spec = train.optimizers[name] if name else train.optimizer
+                if spec.name == "lbfgs":
+                    path = f"optimizers.{name}.name" if name else "optimizer.name"
+                    raise error_at(
+                        path,
+                        f"{cls.family_name()} does not train by one loss; lbfgs cannot step it",
+                    )
         return train
+
+    @model_validator(mode="after")
+    def _monitor_is_a_metric(self) -> Self:
+        stopping = self.train.early_stopping
+        if stopping is None or self.task is None:  # task None: an upload not resolved yet
+            return self
+        if self.monitor_from() is None:
+            raise error_at(
+                "train.early_stopping", f"{self.family} has no epochs that early stopping judges"
+            )
+        metrics = self.metrics()
+        if stopping.monitor not in metrics:
+            hint = ""
+            if stopping.monitor.startswith("val_") and not self.has_validation():
+                hint = " (the dataset has val_fraction 0: no validation split)"
+            raise error_at(
+                "train.early_stopping.monitor",
+                f"{self.family} does not report {stopping.monitor!r}{hint}; "
+                f"it reports {', '.join(metrics)}",
+            )
+        return self

@@ -1,11 +1,8 @@
-"""Autoencoders: "ae", a dense or convolutional autoencoder serving reconstruct, encode and
-decode; and "sae", a stacked autoencoder classifier, pretrained greedily one layer at a time
-(Hinton & Salakhutdinov 2006; Bengio et al. 2007), then fine-tuned end to end.
-"""
+"""Autoencoders ("ae"): a dense or convolutional autoencoder serving reconstruct, encode and
+decode. With `train.input_noise` it is a denoising autoencoder (Vincent et al. 2008)."""
 
 import math
 from collections.abc import Callable
-from dataclasses import replace
 from itertools import pairwise
 from typing import Any
 
@@ -16,10 +13,10 @@ from torch.nn import functional as F
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
 from models.base import BadRequest, Family, Served, register
-from models.configs.autoencoder import AEJob, ConvAEConfig, DenseAEConfig, SAEConfig, SAEJob
+from models.configs.autoencoder import AEJob, ConvAEConfig, DenseAEConfig
 from models.configs.verbs import DecodeRequest, EncodeRequest, ReconstructRequest
-from models.supervised import activation, inputs_tensor, predict
-from models.training import GradientTrainer, make_optimizer, make_scheduler
+from models.supervised import activation, inputs_tensor
+from models.training import GradientTrainer
 
 CHUNK = 4096  # examples per forward pass when evaluating or encoding a whole split
 
@@ -39,9 +36,6 @@ def per_example_loss(name: str, out: Tensor, x: Tensor, pre: Tensor | None = Non
         case _:
             raise ValueError(f"unknown reconstruction loss {name!r}")
     return values.flatten(1).mean(1)
-
-
-# --- "ae" -----------------------------------------------------------------------------------
 
 
 class AutoEncoder(nn.Module):
@@ -113,20 +107,26 @@ def build_ae(spec: AEJob, info: DatasetInfo) -> AutoEncoder:
 
 
 class AETrainer(GradientTrainer):
-    """Reconstruct the inputs; labels are ignored. With `train.input_noise` it is a denoising
-    autoencoder (Vincent et al. 2008): noisy inputs in, the clean ones as targets."""
+    """Reconstruct the inputs; labels are ignored. Noisy inputs in (with `train.input_noise`),
+    the clean ones as targets."""
 
     model: AutoEncoder
 
     def __init__(self, spec: AEJob, model: AutoEncoder, splits: Splits, device: torch.device):
-        # The batches' "labels" are the clean inputs: GradientTrainer.batch adds noise to x only.
-        train = Split(x=splits.train.x, y=splits.train.x)
-        super().__init__(spec, model, replace(splits, train=train), device)
+        super().__init__(spec, model, splits, device)
         self.loss_name = spec.model.loss
 
-    def batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-        pre, out = self.model.reconstruct(x)
-        return per_example_loss(self.loss_name, out, y, pre).mean(), {}
+    def train_batch(self, epoch: int, index: int) -> dict[str, float]:
+        batch = self.batch(epoch, index)
+        self.model.train()
+
+        def loss_fn() -> tuple[Tensor, dict[str, float]]:
+            pre, out = self.model.reconstruct(batch.x)
+            return per_example_loss(self.loss_name, out, batch.clean, pre).mean(), {}
+
+        loss, _ = self.step("model", loss_fn)
+        n = len(batch.x)
+        return {"loss": loss * n, "count": float(n)}
 
     @torch.inference_mode()
     def evaluate(self, split: Split) -> dict[str, float]:
@@ -152,7 +152,7 @@ def _shape_of(inputs: list[Any]) -> list[int]:
 Reconstruction = Callable[[Tensor], tuple[Tensor, Tensor]]  # x -> (outputs, per-example loss)
 
 
-def _reconstruct(served: Served, request: ReconstructRequest, run: Reconstruction) -> dict:
+def reconstruct_with(served: Served, request: ReconstructRequest, run: Reconstruction) -> dict:
     """Reconstructions shaped and scaled like the request's inputs, and each one's loss."""
     x = inputs_tensor(served, request.inputs, raw=request.raw)
     parts = [run(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]
@@ -170,7 +170,7 @@ def reconstruct(served: Served, request: ReconstructRequest) -> dict[str, Any]:
         pre, out = served.module.reconstruct(x)
         return out, per_example_loss(served.spec.model.loss, out, x, pre)
 
-    return _reconstruct(served, request, run)
+    return reconstruct_with(served, request, run)
 
 
 @torch.inference_mode()
@@ -202,210 +202,9 @@ def decode(served: Served, request: DecodeRequest) -> dict[str, Any]:
 
 register(
     Family(
-        name="ae",
         spec=AEJob,
         build=build_ae,
         trainer=AETrainer,
         verbs={"reconstruct": reconstruct, "encode": encode, "decode": decode},
-    )
-)
-
-
-# --- "sae" ----------------------------------------------------------------------------------
-
-
-class StackedAutoEncoder(nn.Module):
-    """Encoders 784-128-64 (for example), each with its own one-layer decoder back to its input,
-    and a linear classifier on the top code. forward: (batch, *input_shape) -> (batch, n_classes)
-    logits."""
-
-    def __init__(self, *, input_shape: tuple[int, ...], n_classes: int, config: SAEConfig):
-        super().__init__()
-        sizes = [math.prod(input_shape), *config.layers]
-        self.input_shape = input_shape
-        self.encoders = nn.ModuleList(
-            nn.Sequential(nn.Linear(a, b), activation(config.activation))
-            for a, b in pairwise(sizes)
-        )
-        # Decoder 0 rebuilds pixels in [0, 1]; the others rebuild the codes below them, linearly.
-        self.decoders = nn.ModuleList(
-            nn.Sequential(nn.Linear(b, a), nn.Sigmoid() if k == 0 else nn.Identity())
-            for k, (a, b) in enumerate(pairwise(sizes))
-        )
-        self.head = nn.Linear(sizes[-1], n_classes)
-
-    def encode(self, x: Tensor, depth: int | None = None) -> Tensor:
-        """(batch, *input_shape) -> the code of encoder `depth - 1` (default: the top one)."""
-        h = x.flatten(1)
-        for encoder in self.encoders[:depth]:
-            h = encoder(h)
-        return h
-
-    def reconstruct(self, x: Tensor, depth: int | None = None) -> Tensor:
-        """Up through `depth` encoders and back down through their decoders, in reverse."""
-        depth = len(self.encoders) if depth is None else depth
-        h = self.encode(x, depth)
-        for decoder in reversed(self.decoders[:depth]):
-            h = decoder(h)
-        return h.view(len(x), *self.input_shape)
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encode(x))
-
-
-def build_sae(spec: SAEJob, info: DatasetInfo) -> StackedAutoEncoder:
-    return StackedAutoEncoder(
-        input_shape=info.input_shape, n_classes=info.n_classes, config=spec.model
-    )
-
-
-class SAETrainer(GradientTrainer):
-    """Stages, each a run of epochs and a fresh optimizer over what it trains:
-    stage k < L (L = number of layers): autoencoder k (encoder k and decoder k) learns to
-    reconstruct the codes of the frozen encoders below it (stage 0: the pixels);
-    stage L ("head"): the classifier on the frozen encoders;
-    stage L + 1 ("fine-tune"): everything but the decoders, end to end, by cross-entropy.
-
-    The stage of an epoch depends on the epoch number alone; state() says which stage the
-    optimizer belongs to, so a resumed run continues with the right one.
-    """
-
-    model: StackedAutoEncoder
-
-    def __init__(
-        self, spec: SAEJob, model: StackedAutoEncoder, splits: Splits, device: torch.device
-    ):
-        self.n_layers = len(spec.model.layers)
-        self.stage = self.stage_of(spec, 1)
-        self.loss_name = spec.model.loss
-        self.labels, self.clean = splits.train.y, splits.train.x
-        self.noisy = spec.train.input_noise > 0
-        self.before_finetune: dict[str, float] = {}
-        # The batches' "labels" are example indices, which give both the labels and the clean
-        # inputs (GradientTrainer.batch adds `input_noise` to x only).
-        indices = torch.arange(len(splits.train), device=splits.train.x.device)
-        super().__init__(spec, model, replace(splits, train=Split(splits.train.x, indices)), device)
-        self.test = splits.test
-
-    @staticmethod
-    def stage_of(spec: SAEJob, epoch: int) -> int:
-        pretraining = spec.model.pretrain_epochs * len(spec.model.layers)
-        if epoch <= pretraining:
-            return (epoch - 1) // spec.model.pretrain_epochs
-        if epoch <= pretraining + spec.model.head_epochs:
-            return len(spec.model.layers)
-        return len(spec.model.layers) + 1
-
-    def total_epochs(self) -> int:
-        return self.spec.total_epochs()
-
-    def monitor_from(self) -> int:
-        # Before fine-tuning, val_loss is an untrained or frozen head's: early stopping waits.
-        model = self.spec.model
-        return model.pretrain_epochs * len(model.layers) + model.head_epochs + 1
-
-    def parameters(self) -> list[nn.Parameter]:
-        model, stage = self.model, self.stage
-        if stage < self.n_layers:
-            return [*model.encoders[stage].parameters(), *model.decoders[stage].parameters()]
-        if stage == self.n_layers:
-            return list(model.head.parameters())
-        return [*model.encoders.parameters(), *model.head.parameters()]
-
-    def _enter(self, stage: int) -> None:
-        if stage != self.stage:
-            self.stage = stage
-            self.optimizer = make_optimizer(self.spec.train, self.parameters())
-            self.scheduler = make_scheduler(self.spec.train.schedule, self.optimizer)
-
-    def train_batch(self, epoch: int, index: int) -> dict[str, float]:
-        self._enter(self.stage_of(self.spec, epoch))
-        return super().train_batch(epoch, index)
-
-    def batch_loss(self, x: Tensor, y: Tensor) -> tuple[Tensor, dict[str, float]]:
-        model, stage = self.model, self.stage
-        if stage < self.n_layers:
-            with torch.no_grad():  # the encoders below are frozen
-                h = model.encode(x, stage)
-                target = model.encode(self.clean[y], stage) if self.noisy else h
-            out = model.decoders[stage](model.encoders[stage](h))
-            return per_example_loss(self.loss_name, out, target).mean(), {}
-        if stage == self.n_layers:
-            with torch.no_grad():
-                h = model.encode(x)
-            logits = model.head(h)
-        else:
-            logits = model(x)
-        labels = self.labels[y]
-        correct = (logits.argmax(1) == labels).sum().item()
-        return F.cross_entropy(logits, labels), {"correct": float(correct)}
-
-    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        metrics = super().epoch_metrics(sums) | {"stage": float(self.stage)}
-        if self.stage >= self.n_layers:
-            metrics["train_accuracy"] = sums["correct"] / sums["count"]
-        return metrics
-
-    @torch.inference_mode()
-    def evaluate(self, split: Split) -> dict[str, float]:
-        """The classifier's loss and accuracy, and the reconstruction loss through the layers
-        pretrained so far (all of them once pretraining is over)."""
-        self.model.eval()
-        depth = min(self.stage + 1, self.n_layers)
-        loss_sum, correct, reconstruction_sum = 0.0, 0, 0.0
-        for start in range(0, len(split), CHUNK):
-            x, y = split.x[start : start + CHUNK], split.y[start : start + CHUNK]
-            logits = self.model(x)
-            loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
-            correct += (logits.argmax(1) == y).sum().item()
-            out = self.model.reconstruct(x, depth)
-            reconstruction_sum += per_example_loss(self.loss_name, out, x).sum().item()
-        n = len(split)
-        return {
-            "loss": loss_sum / n,
-            "accuracy": correct / n,
-            "reconstruction": reconstruction_sum / n,
-        }
-
-    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        super().end_epoch(epoch, metrics)
-        if self.stage == self.n_layers and self.stage_of(self.spec, epoch + 1) != self.stage:
-            # The last head epoch: the test score of the pretrained features, before fine-tuning.
-            test = self.evaluate(self.test)
-            self.before_finetune = {
-                "test_accuracy_before_finetune": test["accuracy"],
-                "test_loss_before_finetune": test["loss"],
-            }
-
-    def state(self) -> dict[str, Any]:
-        return super().state() | {"stage": self.stage, "before_finetune": self.before_finetune}
-
-    def load_state(self, state: dict[str, Any]) -> None:
-        self._enter(state["stage"])
-        super().load_state(state)
-        self.before_finetune = dict(state["before_finetune"])
-
-    def result(self) -> dict[str, float]:
-        return dict(self.before_finetune)
-
-
-@torch.inference_mode()
-def reconstruct_sae(served: Served, request: ReconstructRequest) -> dict[str, Any]:
-    """Inputs up through every encoder and back down through the decoders."""
-
-    def run(x: Tensor) -> tuple[Tensor, Tensor]:
-        out = served.module.reconstruct(x)
-        return out, per_example_loss(served.spec.model.loss, out, x)
-
-    return _reconstruct(served, request, run)
-
-
-register(
-    Family(
-        name="sae",
-        spec=SAEJob,
-        build=build_sae,
-        trainer=SAETrainer,
-        verbs={"predict": predict, "reconstruct": reconstruct_sae},
     )
 )

@@ -1,64 +1,148 @@
-"""What a family is (spec, module builder, trainer, inference verbs) and the registry of them."""
+"""What a family is (job class, module builder, trainer, inference verbs) and the registry.
 
+A family is one `Family` declaration at the end of its module. Its job class (torch-free, in
+models/configs) declares the verbs, the named optimizers, the stages and the metrics with their
+direction; the trainer here says what one batch of training means. The worker's runner owns
+everything else (the loop, checkpoints, metric rows, leases, cancel) and treats every family
+alike: it saves and restores `optimizers`, `schedulers`, `stage` and `state()` generically.
+"""
+
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from core.spec import JobSpecBase
+from core.spec import FULL_BATCH, JobSpecBase
+
+
+@dataclass
+class Batch:
+    x: Tensor  # the inputs the model trains on (with `train.input_noise` added, if any)
+    y: Tensor  # their labels or targets
+    clean: Tensor  # the inputs without noise (what an autoencoder reconstructs)
+    index: Tensor  # their positions in the training split
 
 
 class Trainer:
     """A family's training run, stepped batch by batch by the worker's runner.
 
-    The runner owns the loop, checkpoints, metrics rows, leases and cancellation; a trainer owns
-    the model, its optimizers and what one batch of training means for its family.
+    A subclass builds its optimizers into `optimizers` (and `schedulers`), and says what a
+    batch of training is (`train_batch`) and how a split is evaluated (`evaluate`).
     """
 
     model: nn.Module
 
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         self.spec, self.model, self.splits, self.device = spec, model, splits, device
+        self.stages = spec.stages()
+        self.stage = self.stage_at(1)
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.schedulers: dict[str, Any] = {}
+        n = len(splits.train)
+        names = spec.optimizer_names
+        full = any(spec.optimizer_for(name).name in FULL_BATCH for name in names)
+        self.batch_size = n if full else min(spec.train.batch_size, n)
+        self._order: tuple[int, Tensor] | None = None
 
-    def total_epochs(self) -> int:
-        """Runner epochs in the whole run (families with stages, like SAE, add theirs)."""
-        return self.spec.train.epochs
+    # --- stages ---------------------------------------------------------------------------
 
-    def monitor_from(self) -> int:
-        """The first epoch early stopping judges (a staged family skips its pretraining)."""
-        return 1
+    def stage_at(self, epoch: int) -> int:
+        """The index in `stages` of the stage that runs `epoch` (past the end: the last one)."""
+        last = 0
+        for k, stage in enumerate(self.stages):
+            if stage.epochs:
+                last = k
+                if epoch <= stage.epochs:
+                    return k
+                epoch -= stage.epochs
+        return last
+
+    def begin_epoch(self, epoch: int) -> None:
+        """The runner calls this before an epoch's first batch (also when it resumes)."""
+        self.enter(self.stage_at(epoch))
+
+    def enter(self, stage: int) -> None:
+        if stage != self.stage:
+            self.stage = stage
+            self.on_stage(stage)
+
+    def on_stage(self, stage: int) -> None:
+        """A new stage begins (a staged family builds that stage's optimizers here)."""
+
+    # --- batches --------------------------------------------------------------------------
 
     def n_batches(self, epoch: int) -> int:
-        raise NotImplementedError
+        return math.ceil(len(self.splits.train) / self.batch_size)
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        # The order of an epoch depends on (seed, epoch) alone, so a run resumed mid-epoch
+        # sees exactly the batches it would have seen.
+        if self._order is None or self._order[0] != epoch:
+            generator = torch.Generator().manual_seed(self.spec.train.seed * 100_003 + epoch)
+            order = torch.randperm(len(self.splits.train), generator=generator)
+            self._order = (epoch, order.to(self.device))
+        idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
+        train = self.splits.train
+        clean = train.x[idx]
+        x = clean
+        if self.spec.train.input_noise:
+            x = clean + self.spec.train.input_noise * torch.randn_like(clean)
+        return Batch(x=x, y=train.y[idx], clean=clean, index=idx)
 
     def train_batch(self, epoch: int, index: int) -> dict[str, float]:
-        """Train on batch `index` of `epoch`; return sums over the batch (must include `loss`)."""
+        """Train on batch `index` of `epoch`; return sums over its examples and their `count`
+        (the epoch's `train_<name>` is the sum over batches divided by the count)."""
         raise NotImplementedError
 
     def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        """Per-epoch training metrics from the summed batch statistics."""
-        raise NotImplementedError
+        count = sums["count"]
+        return {f"train_{k}": v / count for k, v in sums.items() if k != "count"}
 
     def evaluate(self, split: Split) -> dict[str, float]:
         raise NotImplementedError
 
+    # --- epochs and the end ---------------------------------------------------------------
+
+    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        """Called after each epoch with its metrics (learning-rate schedules step here)."""
+        for scheduler in self.schedulers.values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                watched = self.plateau_metric()
+                if watched in metrics:
+                    scheduler.step(metrics[watched])
+            else:
+                scheduler.step()
+        for name, optimizer in self.optimizers.items():
+            metrics["lr" if name == "model" else f"lr_{name}"] = optimizer.param_groups[0]["lr"]
+
+    def plateau_metric(self) -> str:
+        stopping = self.spec.train.early_stopping
+        return stopping.monitor if stopping else self.spec.selection_metric()
+
     def state(self) -> dict[str, Any]:
-        """Everything but the model weights that a resumed run needs (optimizer state, ...)."""
+        """What else a resumed run needs besides weights, optimizers and stage (PCD chains...)."""
         return {}
 
     def load_state(self, state: dict[str, Any]) -> None:
         pass
 
-    def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        """Called after each epoch with its metrics (learning-rate schedules hang here)."""
-
-    def result(self) -> dict[str, float]:
+    def result(self) -> dict[str, Any]:
         """Family-specific results added to the job's result at the end (after the test run)."""
         return {}
+
+    def epoch_artifacts(self, epoch: int) -> dict[str, Tensor]:
+        """Tensors to keep with this epoch's metric row (a GAN's samples at chosen epochs)."""
+        return {}
+
+    def samples(self, n: int, generator: torch.Generator) -> Tensor | None:
+        """n new examples shaped like the inputs, in [0, 1], for a generative family (their
+        quality is measured at the end of the job); None for the others."""
+        return None
 
 
 @dataclass
@@ -88,11 +172,16 @@ Verb = Callable[[Served, Any], dict[str, Any]]
 
 @dataclass(frozen=True)
 class Family:
-    name: str
+    """Everything about a family in one declaration; its name is its job class's `family`."""
+
     spec: type[JobSpecBase]
-    build: Callable[[JobSpecBase, DatasetInfo], nn.Module]
+    build: Callable[[Any, DatasetInfo], nn.Module]
     trainer: type[Trainer]
     verbs: Mapping[str, Verb] = field(default_factory=dict)
+
+    @property
+    def name(self) -> str:
+        return self.spec.family_name()
 
 
 REGISTRY: dict[str, Family] = {}
@@ -101,6 +190,11 @@ REGISTRY: dict[str, Family] = {}
 def register(family: Family) -> Family:
     if family.name in REGISTRY:
         raise ValueError(f"model family {family.name!r} is registered twice")
+    if set(family.verbs) != set(family.spec.verbs):
+        raise ValueError(
+            f"family {family.name!r} serves {sorted(family.verbs)} but its job class "
+            f"declares {sorted(family.spec.verbs)}"
+        )
     REGISTRY[family.name] = family
     return family
 

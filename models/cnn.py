@@ -47,8 +47,4 @@ def build(spec: CNNJob, info: DatasetInfo) -> CNN:
     return CNN(input_shape=info.input_shape, n_out=info.n_classes, config=spec.model)
 
 
-register(
-    Family(
-        name="cnn", spec=CNNJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}
-    )
-)
+register(Family(spec=CNNJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}))

@@ -51,7 +51,6 @@ def build(spec: LSTMJob, info: DatasetInfo) -> LSTM:
 
 register(
     Family(
-        name="lstm",
         spec=LSTMJob,
         build=build,
         trainer=SupervisedTrainer,

@@ -41,7 +41,6 @@ def build(spec: MLPJob, info: DatasetInfo) -> MLP:
 
 register(
     Family(
-        name="mlp",
         spec=MLPJob,
         build=build,
         trainer=SupervisedTrainer,

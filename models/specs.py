@@ -1,34 +1,44 @@
 """Every family's job document, combined into one union on `family`.
 
 No torch here: the API validates jobs and publishes their JSON schema from this module alone.
-Each family's config lives in models/configs/<family>.py; a new family adds its job class here.
+Each family's job class lives in models/configs/<family>.py and is found there: a module of
+that package that defines a JobSpecBase subclass with a literal `family` adds a family.
 """
 
+import importlib
+import pkgutil
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Annotated, Any, Union
 
 from pydantic import Field, TypeAdapter
 
 from core.catalog import DatasetInfo
 from core.spec import JobSpecBase
-from models.configs.autoencoder import AEJob, SAEJob
-from models.configs.cnn import CNNJob
-from models.configs.lstm import LSTMJob
-from models.configs.mlp import MLPJob
-from models.configs.vit import ViTJob
+from models import configs
 
-JobSpec = Annotated[
-    MLPJob | CNNJob | LSTMJob | ViTJob | AEJob | SAEJob, Field(discriminator="family")
-]
-SPECS: dict[str, type[JobSpecBase]] = {
-    "mlp": MLPJob,
-    "cnn": CNNJob,
-    "lstm": LSTMJob,
-    "vit": ViTJob,
-    "ae": AEJob,
-    "sae": SAEJob,
-}
+
+def _job_classes() -> dict[str, type[JobSpecBase]]:
+    found: dict[str, type[JobSpecBase]] = {}
+    for module_info in sorted(pkgutil.iter_modules(configs.__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{configs.__name__}.{module_info.name}")
+        for value in vars(module).values():
+            if (
+                isinstance(value, type)
+                and issubclass(value, JobSpecBase)
+                and value.__module__ == module.__name__
+                and "family" in value.__annotations__
+            ):
+                name = value.family_name()
+                if name in found:
+                    raise ValueError(f"two job classes for family {name!r}")
+                found[name] = value
+    return found
+
+
+SPECS: dict[str, type[JobSpecBase]] = _job_classes()
 FAMILY_NAMES: tuple[str, ...] = tuple(SPECS)
+
+JobSpec = Annotated[Union[tuple(SPECS.values())], Field(discriminator="family")]  # noqa: UP007
 
 _adapter: TypeAdapter[Any] = TypeAdapter(JobSpec)
 

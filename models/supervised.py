@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from core.datasets import Split, Splits
 from core.spec import JobSpecBase
-from models.base import BadRequest, Served
+from models.base import BadRequest, Batch, Served
 from models.configs.verbs import ForecastRequest, PredictRequest
 from models.training import GradientTrainer
 
@@ -40,18 +40,19 @@ class SupervisedTrainer(GradientTrainer):
     def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(outputs, y) if self.classify else F.mse_loss(outputs, y)
 
-    def batch_loss(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.model(x)
-        extra = {"correct": (outputs.argmax(1) == y).sum().item()} if self.classify else {}
-        return self.loss(outputs, y), extra
-
-    def epoch_metrics(self, sums: dict[str, float]) -> dict[str, float]:
-        metrics = super().epoch_metrics(sums)
+    def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        outputs = self.model(batch.x)
+        loss = self.loss(outputs, batch.y)
         if self.classify:
-            metrics["train_accuracy"] = sums["correct"] / sums["count"]
-        else:
-            metrics["train_mse"] = metrics["train_loss"]
-        return metrics
+            return loss, {"accuracy": (outputs.argmax(1) == batch.y).sum().item()}
+        return loss, {"mse": loss.item() * len(batch.y)}
+
+    def train_batch(self, epoch: int, index: int) -> dict[str, float]:
+        batch = self.batch(epoch, index)
+        self.model.train()
+        loss, sums = self.step("model", lambda: self.batch_loss(batch))
+        n = len(batch.y)
+        return {"loss": loss * n, "count": float(n), **sums}
 
     @torch.inference_mode()
     def evaluate(self, split: Split) -> dict[str, float]:

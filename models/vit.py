@@ -129,8 +129,4 @@ def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
     return answer
 
 
-register(
-    Family(
-        name="vit", spec=ViTJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}
-    )
-)
+register(Family(spec=ViTJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}))

@@ -17,7 +17,7 @@ import torch
 
 from core.catalog import DatasetUnavailable
 from core.checkpoint import pack, pack_weights, unpack
-from core.datasets import fold_splits, load_dataset
+from core.datasets import Splits, fold_splits, load_dataset
 from core.db import Job, session_scope
 from core.jobs import (
     Lease,
@@ -31,6 +31,7 @@ from core.jobs import (
     set_model_facts,
 )
 from core.settings import Settings
+from models import quality
 from models.base import Trainer, n_params
 from models.registry import get_family
 from models.specs import parse_job_spec
@@ -218,10 +219,10 @@ class Position:
         )
 
 
-def _better(monitor: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:
+def _better(direction: str, value: float, best: float | None, min_delta: float = 0.0) -> bool:
     if best is None:
         return True
-    if "accuracy" in monitor:
+    if direction == "max":
         return value > best + min_delta
     return value < best - min_delta
 
@@ -230,6 +231,37 @@ def _refuse_non_finite(metrics: dict[str, float], where: str) -> None:
     for name, value in metrics.items():
         if isinstance(value, float) and not math.isfinite(value):
             raise Diverged(f"training diverged: {name} became {value} {where}")
+
+
+def trainer_state(trainer: Trainer) -> dict[str, Any]:
+    """What a resumed run needs of a trainer, alike for every family: weights, the stage,
+    every named optimizer and schedule, the family's own state, and the random streams."""
+    state = {
+        "model": trainer.model.state_dict(),
+        "stage": trainer.stage,
+        "optimizers": {k: o.state_dict() for k, o in trainer.optimizers.items()},
+        "schedulers": {k: s.state_dict() for k, s in trainer.schedulers.items()},
+        "trainer": trainer.state(),
+        "rng": torch.get_rng_state(),
+    }
+    if trainer.device.type == "cuda":
+        state["cuda_rng"] = torch.cuda.get_rng_state(trainer.device)
+    return state
+
+
+def restore_trainer(trainer: Trainer, saved: dict[str, Any]) -> None:
+    """The inverse of trainer_state. The stage comes before the optimizers: their saved state
+    belongs to the stage the checkpoint was taken in."""
+    trainer.model.load_state_dict(saved["model"])
+    trainer.enter(saved["stage"])
+    for name, optimizer in trainer.optimizers.items():
+        optimizer.load_state_dict(saved["optimizers"][name])
+    for name, scheduler in trainer.schedulers.items():
+        scheduler.load_state_dict(saved["schedulers"][name])
+    trainer.load_state(saved["trainer"])
+    torch.set_rng_state(saved["rng"])
+    if "cuda_rng" in saved and trainer.device.type == "cuda":
+        torch.cuda.set_rng_state(saved["cuda_rng"], trainer.device)
 
 
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -261,18 +293,13 @@ class _Run:
         self.folds = self.spec.dataset.kfold or 1
         self.stopping = self.spec.train.early_stopping
         self.monitor = self.stopping.monitor if self.stopping else None
+        self.directions = self.spec.metrics()
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
 
     def checkpoint(self, trainer: Trainer, position: Position, extra: dict[str, Any]) -> bytes:
-        state = {
-            "model": trainer.model.state_dict(),
-            "trainer": trainer.state(),
-            "rng": torch.get_rng_state(),
-            "loop": dataclasses.asdict(position),
-            **extra,
-        }
+        state = trainer_state(trainer) | {"loop": dataclasses.asdict(position), **extra}
         return pack(state, {"spec": self.document})
 
     def run(self) -> None:
@@ -303,7 +330,7 @@ class _Run:
             model = self.family.build(self.spec, splits.info).to(self.device)
             trainer = self.family.trainer(self.spec, model, splits, self.device)
             if clock is None:  # the first fold this attempt runs
-                clock = _Clock(folds=self.folds, epochs=trainer.total_epochs())
+                clock = _Clock(folds=self.folds, epochs=self.spec.total_epochs())
                 clock.start_fraction = clock.fraction(
                     position.fold, position.epoch, position.batch, trainer.n_batches(1)
                 )
@@ -318,9 +345,7 @@ class _Run:
             best_model = None
             started = position.epoch > 1 or position.batch > 0
             if saved is not None and fold == position.fold and started:
-                model.load_state_dict(saved["model"])
-                trainer.load_state(saved["trainer"])
-                torch.set_rng_state(saved["rng"])
+                restore_trainer(trainer, saved)
                 best_model = saved.get("best_model")
             else:
                 position = position.next_fold(fold)
@@ -333,13 +358,12 @@ class _Run:
                 model.load_state_dict(best_model)
             test = {f"test_{k}": v for k, v in trainer.evaluate(splits.test).items()}
             _refuse_non_finite(test, "on the test set")
-            fold_result |= test | trainer.result()
+            fold_result |= test | trainer.result() | self.sample_quality(trainer, splits)
             position.folds.append(fold_result)
             if self.folds > 1:
-                score_name = self.monitor or (
-                    "val_loss" if "val_loss" in fold_result else "train_loss"
-                )
-                if _better(score_name, fold_result[score_name], position.best_fold_score):
+                score_name = self.monitor or self.spec.selection_metric()
+                direction = self.directions[score_name]
+                if _better(direction, fold_result[score_name], position.best_fold_score):
                     position.best_fold, position.best_fold_score = fold, fold_result[score_name]
                     best_fold_model = _snapshot(model)
                 if fold + 1 < self.folds:  # the next fold starts from this checkpoint
@@ -390,20 +414,24 @@ class _Run:
     ) -> tuple[dict[str, float], dict[str, torch.Tensor] | None]:
         """Train one fold from `position` to its last epoch (or an early stop)."""
         settings, lease, fold = self.settings, self.lease, position.fold
-        epochs = trainer.total_epochs()
+        epochs = self.spec.total_epochs()
+        monitor_from = self.spec.monitor_from()
         extra = {"best_fold_model": best_fold_model} if best_fold_model is not None else {}
         last_saved = time.monotonic()
         while position.epoch <= epochs and position.stopped_epoch is None:
-            epoch, steps = position.epoch, trainer.n_batches(position.epoch)
+            epoch = position.epoch
+            trainer.begin_epoch(epoch)
+            steps = trainer.n_batches(epoch)
             started = time.perf_counter()
             for batch in range(position.batch, steps):
                 self.control.check()
                 stats = trainer.train_batch(epoch, batch)
-                if not math.isfinite(stats["loss"]):
-                    raise Diverged(
-                        f"training diverged: the loss became {stats['loss']} "
-                        f"at epoch {epoch}, batch {batch + 1}"
-                    )
+                for name, value in stats.items():
+                    if not math.isfinite(value):
+                        raise Diverged(
+                            f"training diverged: the {name} became {value} "
+                            f"at epoch {epoch}, batch {batch + 1}"
+                        )
                 for name, value in stats.items():
                     position.sums[name] = position.sums.get(name, 0.0) + value
                 self.control.progress = clock.progress(fold, epoch, batch + 1, steps)
@@ -432,14 +460,17 @@ class _Run:
                 metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
             _refuse_non_finite(metrics, f"at the end of epoch {epoch}")
             trainer.end_epoch(epoch, metrics)
-            if self.stopping is not None and epoch >= trainer.monitor_from():
+            if len(trainer.stages) > 1:
+                metrics["stage"] = float(trainer.stage)
+            if self.stopping is not None and monitor_from is not None and epoch >= monitor_from:
                 if self.monitor not in metrics:
                     raise ValueError(
                         f"early_stopping monitors {self.monitor!r}, which this job "
                         f"does not report; it reports {sorted(metrics)}"
                     )
                 value = metrics[self.monitor]
-                if _better(self.monitor, value, position.best, self.stopping.min_delta):
+                direction = self.directions[self.monitor]
+                if _better(direction, value, position.best, self.stopping.min_delta):
                     position.best, position.best_epoch, position.bad_epochs = value, epoch, 0
                     if self.stopping.restore_best:
                         best_model = _snapshot(trainer.model)
@@ -449,6 +480,7 @@ class _Run:
                         position.stopped_epoch = epoch
             position.epoch, position.batch, position.sums = epoch + 1, 0, {}
             position.seconds, position.last = 0.0, metrics
+            artifacts = trainer.epoch_artifacts(epoch)
             self.control.check()
             blob = self.checkpoint(trainer, position, extra | self._best(best_model))
             with self.session() as session:
@@ -462,6 +494,7 @@ class _Run:
                     values=metrics,
                     checkpoint=blob,
                     progress=clock.progress(fold, epoch, steps, steps),
+                    artifacts={k: pack({"tensor": v}) for k, v in artifacts.items()},
                 )
             last_saved = time.monotonic()
         result = dict(position.last)
@@ -471,6 +504,15 @@ class _Run:
                 "stopped_epoch": position.stopped_epoch or epochs,
             }
         return result, best_model
+
+    def sample_quality(self, trainer: Trainer, splits: Splits) -> dict[str, Any]:
+        """For a generative family: how its samples compare with the test images."""
+        generator = torch.Generator(self.device).manual_seed(self.spec.train.seed)
+        samples = trainer.samples(quality.N_SAMPLES, generator)
+        if samples is None or not quality.applies(splits.info):
+            return {}
+        net = quality.feature_net(self.spec.dataset, self.settings, self.device)
+        return quality.measure(net, samples, splits.test)
 
     def _best(self, best_model: dict[str, torch.Tensor] | None) -> dict[str, Any]:
         return {"best_model": best_model} if best_model is not None else {}

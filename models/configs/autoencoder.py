@@ -1,5 +1,4 @@
-"""Autoencoder configs: "ae" (a dense or convolutional autoencoder) and "sae" (a stacked
-autoencoder, pretrained greedily layer by layer, then fine-tuned as a classifier)."""
+"""Autoencoder config ("ae"): a dense or convolutional autoencoder."""
 
 import math
 from itertools import pairwise
@@ -8,7 +7,7 @@ from typing import Annotated, ClassVar, Literal
 from pydantic import Discriminator, Field, Tag, ValidationInfo, field_validator
 
 from core.catalog import DatasetInfo
-from core.spec import JobSpecBase, StrictModel
+from core.spec import Direction, JobSpecBase, StrictModel
 from models.configs.common import Activation, check_params, dataset_of
 
 Size = Annotated[int, Field(ge=1, le=16_384)]
@@ -96,7 +95,7 @@ AEConfig = Annotated[
 ]
 
 
-def _is_image(data: DatasetInfo) -> bool:
+def is_image(data: DatasetInfo) -> bool:
     return len(data.input_shape) == 3
 
 
@@ -105,6 +104,10 @@ class AEJob(JobSpecBase):
 
     verbs: ClassVar[tuple[str, ...]] = ("reconstruct", "encode", "decode")
     family: Literal["ae"]
+
+    def eval_metrics(self) -> dict[str, Direction]:
+        return {"loss": "min", "mse": "min"}
+
     model: AEConfig = Field(DenseAEConfig(), validate_default=True)
 
     @field_validator("model")
@@ -114,7 +117,7 @@ class AEJob(JobSpecBase):
     ) -> DenseAEConfig | ConvAEConfig:
         if (data := dataset_of(info)) is None:
             return model
-        image = _is_image(data)
+        image = is_image(data)
         if model.kind == "conv" and not image:
             raise ValueError(
                 f"a conv autoencoder needs image inputs; {data.name!r} has shape {data.input_shape}"
@@ -130,51 +133,3 @@ class AEJob(JobSpecBase):
             raise ValueError("loss 'bce' needs output 'sigmoid' (targets and outputs in [0, 1])")
         check_params(model.n_params(data.input_shape))
         return model
-
-
-class SAEConfig(StrictModel):
-    layers: list[Size] = Field(
-        [128, 64], min_length=1, max_length=8, description="encoder sizes, input to top code"
-    )
-    activation: Activation = "relu"
-    pretrain_epochs: int = Field(
-        20, ge=0, le=1000, description="epochs of greedy pretraining for each layer (0: none)"
-    )
-    head_epochs: int = Field(
-        10, ge=1, le=1000, description="epochs training the classifier on the frozen encoders"
-    )
-    loss: Literal["l1", "mse"] = Field("mse", description="reconstruction loss of pretraining")
-
-    def n_params(self, n_in: int, n_classes: int) -> int:
-        sizes = [n_in, *self.layers]
-        autoencoders = sum((a + 1) * b + (b + 1) * a for a, b in pairwise(sizes))
-        return autoencoders + (sizes[-1] + 1) * n_classes
-
-
-class SAEJob(JobSpecBase):
-    """A stacked autoencoder classifier. The run's epochs are, in order: `pretrain_epochs` for
-    each layer, `head_epochs` for the classifier on frozen features, then `train.epochs` of
-    fine-tuning everything."""
-
-    verbs: ClassVar[tuple[str, ...]] = ("predict", "reconstruct")
-    family: Literal["sae"]
-    model: SAEConfig = Field(SAEConfig(), validate_default=True)
-
-    @field_validator("model")
-    @classmethod
-    def _fits_dataset(cls, model: SAEConfig, info: ValidationInfo) -> SAEConfig:
-        if (data := dataset_of(info)) is not None:
-            if data.kind != "classification" or not _is_image(data):
-                raise ValueError(
-                    f"a stacked autoencoder classifies images; {data.name!r} is {data.kind} "
-                    f"with inputs of shape {data.input_shape}"
-                )
-            check_params(model.n_params(math.prod(data.input_shape), data.n_classes))
-        return model
-
-    def total_epochs(self) -> int:
-        return (
-            len(self.model.layers) * self.model.pretrain_epochs
-            + self.model.head_epochs
-            + self.train.epochs
-        )

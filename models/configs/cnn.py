@@ -6,8 +6,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
 
-from core.spec import JobSpecBase, StrictModel
-from models.configs.common import Activation, check_params, dataset_of
+from core.spec import StrictModel
+from models.configs.common import Activation, SupervisedJob, check_params, dataset_of
 
 
 def _padding(value: object) -> int | str:
@@ -74,7 +74,7 @@ class CNNConfig(StrictModel):
         return total + sum((a + 1) * b for a, b in pairwise(sizes))
 
 
-class CNNJob(JobSpecBase):
+class CNNJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict",)
     family: Literal["cnn"]
     model: CNNConfig = Field(CNNConfig(), validate_default=True)

@@ -9,8 +9,8 @@ from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from core.spec import JobSpecBase, StrictModel
-from models.configs.common import Activation, check_params, dataset_of
+from core.spec import StrictModel
+from models.configs.common import Activation, SupervisedJob, check_params, dataset_of
 
 
 def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -51,7 +51,7 @@ class LSTMConfig(StrictModel):
         return total + sum((a + 1) * b for a, b in pairwise(sizes))
 
 
-class LSTMJob(JobSpecBase):
+class LSTMJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
     family: Literal["lstm"]
     model: LSTMConfig = Field(LSTMConfig(), validate_default=True)

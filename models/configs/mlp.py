@@ -6,8 +6,8 @@ from typing import Annotated, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from core.spec import JobSpecBase, StrictModel
-from models.configs.common import Activation, check_params, dataset_of
+from core.spec import StrictModel
+from models.configs.common import Activation, SupervisedJob, check_params, dataset_of
 
 
 class MLPConfig(StrictModel):
@@ -24,7 +24,7 @@ class MLPConfig(StrictModel):
         return linear + (2 * sum(self.hidden) if self.batchnorm else 0)
 
 
-class MLPJob(JobSpecBase):
+class MLPJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
     family: Literal["mlp"]
     model: MLPConfig = Field(MLPConfig(), validate_default=True)

@@ -4,8 +4,8 @@ from typing import ClassVar, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from core.spec import JobSpecBase, StrictModel
-from models.configs.common import check_params, dataset_of
+from core.spec import StrictModel
+from models.configs.common import SupervisedJob, check_params, dataset_of
 
 
 class ViTConfig(StrictModel):
@@ -45,7 +45,7 @@ class ViTConfig(StrictModel):
         return embed + self.depth * block + 2 * dim + (dim + 1) * n_out
 
 
-class ViTJob(JobSpecBase):
+class ViTJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict",)
     family: Literal["vit"]
     model: ViTConfig = Field(ViTConfig(), validate_default=True)

@@ -81,7 +81,7 @@ BUILT_IN = ", ".join(sorted(CATALOG))
 
 MALFORMED = [
     pytest.param(
-        {"family": "rnn", "dataset": DIGITS}, "family", "'mlp', 'cnn'", id="unknown-family"
+        {"family": "rnn", "dataset": DIGITS}, "family", "'lstm', 'mlp'", id="unknown-family"
     ),
     pytest.param({"dataset": DIGITS}, "family", "discriminator 'family'", id="missing-family"),
     pytest.param({"family": "mlp"}, "dataset", "required", id="missing-dataset"),

@@ -11,7 +11,8 @@ from models.registry import get_family
 def fit(trainer: Trainer, splits: Splits, epochs: range | None = None) -> list[dict[str, float]]:
     """Run the trainer epoch by epoch (all of them by default); return each epoch's metrics."""
     history = []
-    for epoch in range(1, trainer.total_epochs() + 1) if epochs is None else epochs:
+    for epoch in range(1, trainer.spec.total_epochs() + 1) if epochs is None else epochs:
+        trainer.begin_epoch(epoch)
         sums: dict[str, float] = {}
         for index in range(trainer.n_batches(epoch)):
             for name, value in trainer.train_batch(epoch, index).items():
@@ -20,6 +21,8 @@ def fit(trainer: Trainer, splits: Splits, epochs: range | None = None) -> list[d
         if splits.val is not None:
             metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
         trainer.end_epoch(epoch, metrics)
+        if len(trainer.stages) > 1:
+            metrics["stage"] = float(trainer.stage)
         history.append(metrics)
     return history
 

@@ -2,26 +2,22 @@
 then fine-tuned) on digits; their configs, verbs, and a resumed run that matches an unbroken one.
 """
 
-import math
 from collections.abc import Iterator
 from dataclasses import replace
-from pathlib import Path
 
 import pytest
 import torch
 from pydantic import ValidationError
 
 from core.catalog import CATALOG, is_available
-from core.checkpoint import pack, unpack
 from core.datasets import Split, Splits, load_dataset
 from core.settings import Settings
-from models.autoencoder import AETrainer, SAETrainer, build_ae, build_sae
+from models.autoencoder import AETrainer, build_ae
 from models.base import BadRequest, Served, get_family, n_params
-from models.configs.autoencoder import AEJob, ConvAEConfig, SAEJob
+from models.configs.autoencoder import AEJob, ConvAEConfig
 from models.configs.verbs import (
     DecodeRequest,
     EncodeRequest,
-    PredictRequest,
     ReconstructRequest,
 )
 from tests.models.support import fit
@@ -59,8 +55,6 @@ def test_ae_config_defaults_fit_the_dataset() -> None:
     assert points.model.output == "identity"
     conv = AEJob.model_validate({"family": "ae", "dataset": DIGITS, "model": {"kind": "conv"}})
     assert isinstance(conv.model, ConvAEConfig) and conv.model.filters == [16, 32]
-    sae = SAEJob.model_validate({"family": "sae", "dataset": DIGITS, "train": {"epochs": 7}})
-    assert sae.total_epochs() == 2 * 20 + 10 + 7
 
 
 @pytest.mark.parametrize(
@@ -79,13 +73,6 @@ def test_ae_config_defaults_fit_the_dataset() -> None:
 def test_ae_config_refuses(dataset: dict, model: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         AEJob.model_validate({"family": "ae", "dataset": dataset, "model": model})
-
-
-def test_sae_config_refuses_non_image_classification() -> None:
-    with pytest.raises(ValidationError, match="classifies images"):
-        SAEJob.model_validate({"family": "sae", "dataset": {"name": "surface2d"}})
-    with pytest.raises(ValidationError, match="greater than or equal to 1"):
-        SAEJob.model_validate({"family": "sae", "dataset": DIGITS, "model": {"head_epochs": 0}})
 
 
 @pytest.mark.parametrize("dataset", ["digits", "fashion_mnist", "cifar10"])
@@ -190,102 +177,9 @@ def test_a_conv_ae_learns_fashion(fashion: Splits) -> None:
 def test_a_denoising_ae_reconstructs_the_clean_inputs(digits: Splits) -> None:
     spec = AEJob.model_validate({"family": "ae", "dataset": DIGITS, "train": {"input_noise": 0.5}})
     trainer = AETrainer(spec, build_ae(spec, digits.info), digits, CPU)
-    x, target = trainer.batch(1, 0)
-    index = trainer._order[1][: len(x)]
-    assert torch.equal(target, digits.train.x[index]) and not torch.equal(x, target)
-
-
-# --- "sae" on digits -----------------------------------------------------------------------
-
-
-def sae(seed: int, epochs: int = 20, **model: object) -> SAEJob:
-    return SAEJob.model_validate(
-        {
-            "family": "sae",
-            "dataset": DIGITS,
-            "model": model,
-            "train": {"seed": seed, "epochs": epochs},
-        }
-    )
-
-
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_fine_tuning_beats_the_frozen_pretrained_features(seed: int, digits: Splits) -> None:
-    spec = sae(seed)
-    torch.manual_seed(seed)
-    trainer = SAETrainer(spec, build_sae(spec, digits.info), digits, CPU)
-    history = fit(trainer, digits)
-    stages = [m["stage"] for m in history]
-    assert stages == [0.0] * 20 + [1.0] * 20 + [2.0] * 10 + [3.0] * 20
-    assert history[19]["train_loss"] < history[0]["train_loss"]  # layer 0 learned to reconstruct
-    before = trainer.result()["test_accuracy_before_finetune"]
-    after = trainer.evaluate(digits.test)["accuracy"]
-    assert 0.7 < before < after - 0.03 and after > 0.93, (before, after)
-
-
-def test_sae_serves_predict_and_reconstruct(digits: Splits) -> None:
-    spec = sae(0, layers=[32, 16], pretrain_epochs=1, head_epochs=1)
-    model = build_sae(spec, digits.info).eval()
-    served = Served(module=model, spec=spec, info=digits.info, dataset=lambda: digits)
-    verbs = get_family("sae").verbs
-    x = digits.test.x[:4].tolist()
-    assert len(verbs["predict"](served, PredictRequest(inputs=x))["probabilities"][0]) == 10
-    answer = verbs["reconstruct"](served, ReconstructRequest(inputs=x))
-    assert torch.tensor(answer["outputs"]).shape == (4, 1, 8, 8) and len(answer["loss"]) == 4
-
-
-@pytest.mark.parametrize(
-    "stop",
-    [
-        (2, 5),  # mid-epoch, pretraining layer 1 (epoch 1 pretrained layer 0)
-        (3, 0),  # between pretraining and the head (epochs 3 and 4)
-        (4, 3),  # mid-epoch, the last head epoch
-        (5, 0),  # between the head and fine-tuning (epochs 5 and 6)
-        (6, 7),  # mid fine-tuning, after the before-fine-tuning score was taken
-    ],
-)
-def test_a_resumed_sae_run_matches_an_unbroken_one(
-    stop: tuple[int, int], digits: Splits, tmp_path: Path
-) -> None:
-    spec = sae(3, epochs=2, layers=[32, 16], pretrain_epochs=1, head_epochs=2)
-    epochs = spec.total_epochs()
-    assert epochs == 6
-
-    torch.manual_seed(0)
-    unbroken = SAETrainer(spec, build_sae(spec, digits.info), digits, CPU)
-    fit(unbroken, digits)
-
-    torch.manual_seed(0)
-    first = SAETrainer(spec, build_sae(spec, digits.info), digits, CPU)
-    epoch, batch = stop
-    fit(first, digits, range(1, epoch))
-    for index in range(batch):
-        first.train_batch(epoch, index)
-    blob = pack({"model": first.model.state_dict(), "trainer": first.state()})
-
-    state, _ = unpack(blob)
-    torch.manual_seed(1)  # a fresh process; the weights come from the checkpoint
-    resumed = SAETrainer(spec, build_sae(spec, digits.info), digits, CPU)
-    resumed.model.load_state_dict(state["model"])
-    resumed.load_state(state["trainer"])
-    if batch:  # finish the broken epoch
-        for index in range(batch, resumed.n_batches(epoch)):
-            resumed.train_batch(epoch, index)
-        resumed.end_epoch(epoch, {"train_loss": 0.0})
-        epoch += 1
-    fit(resumed, digits, range(epoch, epochs + 1))
-
-    for name, tensor in unbroken.model.state_dict().items():
-        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
-    assert resumed.result() == unbroken.result()
-    assert set(unbroken.result()) == {"test_accuracy_before_finetune", "test_loss_before_finetune"}
-    assert math.isfinite(resumed.result()["test_accuracy_before_finetune"])
-
-
-def test_the_stacked_model_is_a_classifier_over_its_encoders(digits: Splits) -> None:
-    spec = sae(0, layers=[24, 12])
-    model = build_sae(spec, digits.info)
-    assert [m[0].out_features for m in model.encoders] == [24, 12]
-    assert [m[0].out_features for m in model.decoders] == [64, 24]
-    x = digits.test.x[:5]
-    assert model(x).shape == (5, 10) and model.reconstruct(x).shape == x.shape
+    batch = trainer.batch(1, 0)
+    assert torch.equal(batch.clean, digits.train.x[batch.index])
+    assert torch.equal(batch.y, digits.train.y[batch.index])
+    assert not torch.equal(batch.x, batch.clean)
+    # The noise is what the trainer adds: its std is the job's input_noise.
+    assert (batch.x - batch.clean).std().item() == pytest.approx(0.5, rel=0.1)

@@ -51,11 +51,7 @@ def test_unknown_or_duplicate_family_fails_loudly() -> None:
     with pytest.raises(KeyError, match="unknown model family 'nope'"):
         get_family("nope")
     with pytest.raises(ValueError, match="registered twice"):
-        register(
-            Family(
-                name="mlp", spec=SPECS["mlp"], build=lambda s, i: None, trainer=SupervisedTrainer
-            )
-        )
+        register(Family(spec=SPECS["mlp"], build=lambda s, i: None, trainer=SupervisedTrainer))
     assert REGISTRY["mlp"].name == "mlp"
 
 

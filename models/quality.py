@@ -1,0 +1,169 @@
+"""Sample quality of generative families: FID's recipe (Heusel et al. 2017) on the features of
+a small classifier instead of Inception (whose weights cannot be downloaded here), and the class
+histogram of the samples under that classifier, whose entropy shows mode collapse as a number.
+
+The classifier is trained once per dataset, deterministically, and kept in SQL (feature_nets),
+so every worker measures with the same one and no job pays for it twice.
+"""
+
+import dataclasses
+import math
+from typing import Any
+
+import numpy as np
+import torch
+from scipy import linalg
+from sqlalchemy.exc import IntegrityError
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+from core.catalog import DatasetInfo
+from core.checkpoint import pack_weights, unpack_weights
+from core.datasets import Split, load_dataset
+from core.db import FeatureNet, session_scope
+from core.settings import Settings
+from core.spec import DatasetSpec
+
+RECIPE = "cnn32-64-128/v1"  # part of the stored key: a new recipe trains new nets
+N_SAMPLES = 1000  # samples drawn at the end of a job to measure
+STEPS, BATCH, MAX_TRAIN = 800, 64, 20_000
+CHUNK = 2048
+
+
+def applies(info: DatasetInfo) -> bool:
+    """Quality is measured for labelled image datasets (the classifier needs the labels)."""
+    return info.kind == "classification" and len(info.input_shape) == 3 and bool(info.n_classes)
+
+
+class FeatureClassifier(nn.Module):
+    """Two conv blocks and a 128-unit layer whose activations are the features."""
+
+    def __init__(self, *, input_shape: tuple[int, ...], n_classes: int):
+        super().__init__()
+        channels, height, width = input_shape
+        self.to_maps = nn.Sequential(
+            nn.Conv2d(channels, 32, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(32, 64, 3, padding=1),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+        )
+        flat = 64 * (height // 4) * (width // 4)
+        self.to_features = nn.Sequential(nn.Flatten(), nn.Linear(flat, 128), nn.ReLU())
+        self.to_logits = nn.Linear(128, n_classes)
+
+    def features(self, x: Tensor) -> Tensor:  # (batch, C, H, W) -> (batch, 128)
+        return self.to_features(self.to_maps(x))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.to_logits(self.features(x))
+
+
+def _key(spec: DatasetSpec) -> str:
+    return f"{spec.name}/{RECIPE}"
+
+
+def train_feature_net(
+    spec: DatasetSpec, settings: Settings, device: torch.device
+) -> tuple[FeatureClassifier, dict[str, Any]]:
+    """Train the classifier on the dataset's default split, without touching the caller's RNG."""
+    splits = load_dataset(DatasetSpec(name=spec.name, val_fraction=0.0), settings, device)
+    train, info = splits.train, splits.info
+    n = min(len(train), MAX_TRAIN)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(0)
+        net = FeatureClassifier(input_shape=info.input_shape, n_classes=info.n_classes).to(device)
+        optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
+        generator = torch.Generator().manual_seed(0)
+        net.train()
+        for step in range(STEPS):
+            if step % max(1, n // BATCH) == 0:
+                order = torch.randperm(n, generator=generator).to(device)
+            start = (step % max(1, n // BATCH)) * BATCH
+            idx = order[start : start + BATCH]
+            loss = F.cross_entropy(net(train.x[idx]), train.y[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    net.eval()
+    with torch.inference_mode():
+        logits = torch.cat(
+            [net(splits.test.x[i : i + CHUNK]) for i in range(0, len(splits.test), CHUNK)]
+        )
+        accuracy = (logits.argmax(1) == splits.test.y).float().mean().item()
+    facts = {
+        "dataset": spec.name,
+        "recipe": RECIPE,
+        "test_accuracy": accuracy,
+        "data_info": dataclasses.asdict(info),
+    }
+    return net, facts
+
+
+def feature_net(spec: DatasetSpec, settings: Settings, device: torch.device) -> FeatureClassifier:
+    """The dataset's feature classifier: the stored one, or trained now and stored."""
+    key = _key(spec)
+    with session_scope(settings.database_url) as session:
+        row = session.get(FeatureNet, key)
+        stored = (row.data, row.info) if row is not None else None
+    if stored is None:
+        net, facts = train_feature_net(spec, settings, device)
+        try:
+            with session_scope(settings.database_url) as session:
+                session.add(FeatureNet(key=key, info=facts, data=pack_weights(net, facts)))
+            return net
+        except IntegrityError:  # another worker stored one first: use that one, like everyone
+            with session_scope(settings.database_url) as session:
+                row = session.get(FeatureNet, key)
+                stored = (row.data, row.info)
+    data, facts = stored
+    info = DatasetInfo.from_dict(facts["data_info"])
+    net = FeatureClassifier(input_shape=info.input_shape, n_classes=info.n_classes)
+    net.load_state_dict(unpack_weights(data)[0])
+    return net.to(device).eval()
+
+
+@torch.inference_mode()
+def _features(net: FeatureClassifier, x: Tensor) -> tuple[np.ndarray, Tensor]:
+    """(features as float64 numpy, predicted classes) over x in chunks."""
+    feats, classes = [], []
+    for start in range(0, len(x), CHUNK):
+        f = net.features(x[start : start + CHUNK])
+        feats.append(f.double().cpu())
+        classes.append(net.to_logits(f).argmax(1).cpu())
+    return torch.cat(feats).numpy(), torch.cat(classes)
+
+
+def frechet_distance(a: np.ndarray, b: np.ndarray) -> float:
+    """||mu_a - mu_b||^2 + Tr(S_a + S_b - 2 (S_a S_b)^(1/2)) of two feature sets (n, d)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    cov_a, cov_b = np.cov(a, rowvar=False), np.cov(b, rowvar=False)
+    root, _ = linalg.sqrtm(cov_a @ cov_b, disp=False)
+    if not np.isfinite(root).all():  # nearly singular product: nudge both, as FID code does
+        offset = np.eye(len(cov_a)) * 1e-6
+        root = linalg.sqrtm((cov_a + offset) @ (cov_b + offset))
+    root = root.real
+    return float(((mu_a - mu_b) ** 2).sum() + np.trace(cov_a + cov_b - 2 * root))
+
+
+def measure(net: FeatureClassifier, samples: Tensor, test: Split) -> dict[str, Any]:
+    """Frechet distance of the samples to the test images, the same for uniform noise (the
+    scale to read it against), and the samples' class histogram and its normalized entropy
+    (1: every class equally often; 0: one class only, a collapsed generator)."""
+    device = next(net.parameters()).device
+    samples = samples.to(device).float()
+    test_feats, _ = _features(net, test.x.to(device))
+    sample_feats, classes = _features(net, samples)
+    noise = torch.rand(samples.shape, generator=torch.Generator().manual_seed(0)).to(device)
+    noise_feats, _ = _features(net, noise)
+    n_classes = net.to_logits.out_features
+    histogram = torch.bincount(classes, minlength=n_classes).double() / len(classes)
+    nonzero = histogram[histogram > 0]
+    entropy = float(-(nonzero * nonzero.log()).sum() / math.log(n_classes))
+    return {
+        "frechet_distance": frechet_distance(sample_feats, test_feats),
+        "frechet_distance_noise": frechet_distance(noise_feats, test_feats),
+        "sample_class_histogram": [round(v, 4) for v in histogram.tolist()],
+        "sample_class_entropy": entropy,
+    }
