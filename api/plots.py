@@ -49,23 +49,41 @@ def learning_curves(history: list[dict[str, Any]], title: str) -> bytes:
     return _png(figure)
 
 
-def forecast(forecast: Sequence[float], truth: Sequence[float] | None, title: str) -> bytes:
+def lines(
+    series: dict[str, Sequence[float] | None], title: str, xlabel: str, ylabel: str = ""
+) -> bytes:
+    """Curves over x = 1, 2, ...; a series whose name starts with "truth" is drawn in black."""
     figure, ax = plt.subplots(figsize=(8, 3.6))
-    steps = np.arange(1, len(forecast) + 1)
-    if truth:
-        ax.plot(steps[: len(truth)], truth, label="truth", color="black", linewidth=1)
-    ax.plot(steps, forecast, label="forecast (recursive)", color="tab:red", linewidth=1)
-    ax.set_xlabel("steps ahead")
+    for name, values in series.items():
+        if not values:
+            continue
+        x = np.arange(1, len(values) + 1)
+        style = {"color": "black"} if name.startswith("truth") else {}
+        ax.plot(x, values, label=name, linewidth=1, **style)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8)
     ax.set_title(title)
     return _png(figure)
+
+
+def render(picture: Any, title: str) -> bytes:
+    """A models.base.Picture as PNG."""
+    from models.base import ImageGrid  # a picture exists only once a model was loaded
+
+    if isinstance(picture, ImageGrid):
+        return image_rows(picture.rows, title)
+    return lines(picture.series, title, picture.xlabel, picture.ylabel)
 
 
 def image_rows(rows: Sequence[tuple[str, np.ndarray]], title: str) -> bytes:
     """A grid with one labelled row per array of images, each (n, channels, height, width)."""
     n = max(len(images) for _, images in rows)
-    figure, axes = plt.subplots(len(rows), n, figsize=(1.2 * n, 1.3 * len(rows)), squeeze=False)
+    size = 1.2 if n <= 16 else 0.6
+    figure, axes = plt.subplots(
+        len(rows), n, figsize=(size * n, (size + 0.1) * len(rows)), squeeze=False
+    )
     for (label, images), row_axes in zip(rows, axes, strict=True):
         for i, ax in enumerate(row_axes):
             ax.axis("off")

@@ -60,6 +60,7 @@ class ModelPublic(BaseModel):
     n_params: int | None
     result: dict[str, Any] | None
     verbs: list[str]
+    images: list[str] = Field(description="names of GET /models/{id}/images/<name>.png")
     finished_at: datetime | None
 
 

@@ -200,6 +200,7 @@ class JobSpecBase(StrictModel):
     named optimizers, its stages and its metrics with their direction."""
 
     verbs: ClassVar[tuple[str, ...]] = ()
+    images: ClassVar[tuple[str, ...]] = ()  # GET /models/{id}/images/<name>.png
     # The optimizers its trainer steps, by name; () for a family with no gradient training.
     optimizer_names: ClassVar[tuple[str, ...]] = ("model",)
     # Family defaults for named optimizers (used unless the job sets them or `optimizer`).

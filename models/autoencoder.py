@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from models.base import BadRequest, Family, Served, register
+from models.base import BadRequest, Family, ImageGrid, ImageQuery, Served, register
 from models.configs.autoencoder import AEJob, ConvAEConfig, DenseAEConfig
 from models.configs.verbs import DecodeRequest, EncodeRequest, ReconstructRequest
 from models.supervised import activation, inputs_tensor
@@ -154,6 +154,8 @@ Reconstruction = Callable[[Tensor], tuple[Tensor, Tensor]]  # x -> (outputs, per
 
 def reconstruct_with(served: Served, request: ReconstructRequest, run: Reconstruction) -> dict:
     """Reconstructions shaped and scaled like the request's inputs, and each one's loss."""
+    if request.mask is not None:
+        raise BadRequest("mask", f"a {served.spec.family} model does not inpaint (rbm, dbm do)")
     x = inputs_tensor(served, request.inputs, raw=request.raw)
     parts = [run(x[i : i + CHUNK]) for i in range(0, len(x), CHUNK)]
     out, losses = torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
@@ -200,11 +202,26 @@ def decode(served: Served, request: DecodeRequest) -> dict[str, Any]:
     return {"outputs": outputs.cpu().tolist(), "codes": codes.cpu().tolist()}
 
 
+def reconstructions_picture(served: Served, query: ImageQuery) -> ImageGrid:
+    """Test images over their reconstructions (any family with a `reconstruct` verb)."""
+    from models.base import get_family  # the family of `served`, which may be another one
+
+    shape = served.info.input_shape
+    if len(shape) != 3:
+        raise BadRequest("name", "reconstructions are drawn for image datasets only")
+    originals = served.dataset().test.x[: query.n].cpu()
+    request = ReconstructRequest(inputs=originals.tolist(), seed=query.seed)
+    answer = get_family(served.spec.family).verbs["reconstruct"](served, request)
+    rebuilt = torch.tensor(answer["outputs"]).reshape(len(originals), *shape)
+    return ImageGrid([("test", originals.numpy()), ("reconstructed", rebuilt.numpy())])
+
+
 register(
     Family(
         spec=AEJob,
         build=build_ae,
         trainer=AETrainer,
         verbs={"reconstruct": reconstruct, "encode": encode, "decode": decode},
+        images={"reconstructions": reconstructions_picture},
     )
 )

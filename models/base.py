@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor, nn
 
@@ -170,14 +171,48 @@ class BadRequest(ValueError):
 Verb = Callable[[Served, Any], dict[str, Any]]
 
 
+@dataclass
+class ImageGrid:
+    """Labelled rows of images, each row an array (n, channels, height, width) in [0, 1]."""
+
+    rows: list[tuple[str, np.ndarray]]
+
+
+@dataclass
+class Lines:
+    """Curves over x = 1, 2, ...: name -> values (a name starting "truth" is drawn in black)."""
+
+    series: dict[str, list[float]]
+    xlabel: str
+    ylabel: str = ""
+
+
+Picture = ImageGrid | Lines
+
+
+@dataclass(frozen=True)
+class ImageQuery:
+    """The query of GET /models/{id}/images/{name}.png; each picture reads what it needs."""
+
+    n: int = 10  # examples or samples shown
+    seed: int = 0
+    steps: int = 200  # forecast steps, Gibbs steps, recall iterations
+    layer: int = 1  # dbm: whose filters
+
+
+ImageFn = Callable[[Served, ImageQuery], Picture]
+
+
 @dataclass(frozen=True)
 class Family:
-    """Everything about a family in one declaration; its name is its job class's `family`."""
+    """Everything about a family in one declaration; its name is its job class's `family`,
+    and its verbs and images are the ones that class declares."""
 
     spec: type[JobSpecBase]
     build: Callable[[Any, DatasetInfo], nn.Module]
     trainer: type[Trainer]
     verbs: Mapping[str, Verb] = field(default_factory=dict)
+    images: Mapping[str, ImageFn] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -190,11 +225,15 @@ REGISTRY: dict[str, Family] = {}
 def register(family: Family) -> Family:
     if family.name in REGISTRY:
         raise ValueError(f"model family {family.name!r} is registered twice")
-    if set(family.verbs) != set(family.spec.verbs):
-        raise ValueError(
-            f"family {family.name!r} serves {sorted(family.verbs)} but its job class "
-            f"declares {sorted(family.spec.verbs)}"
-        )
+    for what, served, declared in (
+        ("verbs", family.verbs, family.spec.verbs),
+        ("images", family.images, family.spec.images),
+    ):
+        if set(served) != set(declared):
+            raise ValueError(
+                f"family {family.name!r} serves {what} {sorted(served)} but its job class "
+                f"declares {sorted(declared)}"
+            )
     REGISTRY[family.name] = family
     return family
 

@@ -6,7 +6,13 @@ from torch import Tensor, nn
 from core.catalog import DatasetInfo
 from models.base import Family, register
 from models.configs.lstm import LSTMConfig, LSTMJob, sequence_shape
-from models.supervised import SupervisedTrainer, activation, forecast, predict
+from models.supervised import (
+    SupervisedTrainer,
+    activation,
+    forecast,
+    forecast_picture,
+    predict,
+)
 
 
 class LSTM(nn.Module):
@@ -55,5 +61,6 @@ register(
         build=build,
         trainer=SupervisedTrainer,
         verbs={"predict": predict, "forecast": forecast},
+        images={"forecast": forecast_picture},
     )
 )

@@ -10,7 +10,13 @@ from torch import Tensor, nn
 from core.catalog import DatasetInfo
 from models.base import Family, register
 from models.configs.mlp import MLPConfig, MLPJob
-from models.supervised import SupervisedTrainer, activation, forecast, predict
+from models.supervised import (
+    SupervisedTrainer,
+    activation,
+    forecast,
+    forecast_picture,
+    predict,
+)
 
 
 class MLP(nn.Module):
@@ -45,5 +51,6 @@ register(
         build=build,
         trainer=SupervisedTrainer,
         verbs={"predict": predict, "forecast": forecast},
+        images={"forecast": forecast_picture},
     )
 )

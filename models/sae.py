@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from models.autoencoder import CHUNK, per_example_loss, reconstruct_with
+from models.autoencoder import CHUNK, per_example_loss, reconstruct_with, reconstructions_picture
 from models.base import Family, Served, register
 from models.configs.sae import SAEConfig, SAEJob
 from models.configs.verbs import ReconstructRequest
@@ -177,5 +177,6 @@ register(
         build=build_sae,
         trainer=SAETrainer,
         verbs={"predict": predict, "reconstruct": reconstruct_sae},
+        images={"reconstructions": reconstructions_picture},
     )
 )

@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from core.datasets import Split, Splits
 from core.spec import JobSpecBase
-from models.base import BadRequest, Batch, Served
+from models.base import BadRequest, Batch, ImageQuery, Lines, Served
 from models.configs.verbs import ForecastRequest, PredictRequest
 from models.training import GradientTrainer
 
@@ -136,3 +136,12 @@ def forecast(served: Served, request: ForecastRequest) -> dict[str, Any]:
         "truth": truth,
         "start": "history" if request.history is not None else "test",
     }
+
+
+def forecast_picture(served: Served, query: ImageQuery) -> Lines:
+    """The recursive forecast from the start of the test period against the truth."""
+    answer = forecast(served, ForecastRequest(steps=query.steps))
+    return Lines(
+        {"truth": answer["truth"], "forecast (recursive)": answer["forecast"]},
+        xlabel="steps ahead",
+    )

@@ -2,6 +2,7 @@
 
 from typing import Annotated, Any
 
+import numpy as np
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
@@ -13,7 +14,7 @@ from api.errors import field_error
 from api.schemas import JobPublic, JobsPublic, JobStatus, MetricsPublic
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
-from core.jobs import new_job, request_cancel
+from core.jobs import artifacts_of, new_job, request_cancel
 from core.spec import JobSpecBase
 from core.uploads import upload_infos
 from models.specs import JobSpec, parse_job_spec
@@ -111,7 +112,19 @@ def read_metrics(job: JobDep, session: SessionDep) -> MetricsPublic:
     return MetricsPublic(history=history(session, job))
 
 
-PLOTS = ("learning_curves",)
+PLOTS = ("learning_curves", "samples")
+
+
+def samples_over_epochs(session: SessionDep, job: Job, n: int) -> list[tuple[str, np.ndarray]]:
+    """One row per epoch that kept samples (GAN, VAE: the epochs the job names)."""
+    from core.checkpoint import unpack  # loads torch, which the API loads only when needed
+
+    rows = []
+    for artifact in artifacts_of(session, job.id, "samples"):
+        images = unpack(artifact.data)[0]["tensor"][:n].numpy()
+        fold = f"fold {artifact.fold + 1}, " if job.spec["dataset"].get("kfold") else ""
+        rows.append((f"{fold}epoch {artifact.epoch}", images))
+    return rows
 
 
 @router.get(
@@ -119,15 +132,27 @@ PLOTS = ("learning_curves",)
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def read_plot(job: JobDep, session: SessionDep, name: str) -> Response:
-    """Pictures of a job's record: `learning_curves` (train and val metrics per epoch)."""
+def read_plot(
+    job: JobDep,
+    session: SessionDep,
+    name: str,
+    n: Annotated[int, Query(ge=1, le=32, description="samples: how many per epoch")] = 12,
+) -> Response:
+    """Pictures of a job's record, drawn while it runs too: `learning_curves` (train and val
+    metrics per epoch); `samples` (GAN, VAE: the same latent points decoded at each epoch the
+    job keeps samples of, to watch training and spot collapse)."""
     if name not in PLOTS:
         raise HTTPException(404, f"no plot {name!r}; plots: {', '.join(PLOTS)}")
+    title = f"{job.family} on {job.spec['dataset']['name']}"
+    if name == "samples":
+        rows = samples_over_epochs(session, job, n)
+        if not rows:
+            raise HTTPException(409, f"job {job.id} has kept no samples (yet)")
+        return Response(plots.image_rows(rows, title), media_type="image/png")
     rows = history(session, job)
     if not rows:
         raise HTTPException(409, f"job {job.id} has no finished epoch yet")
-    png = plots.learning_curves(rows, f"{job.family} on {job.spec['dataset']['name']}")
-    return Response(png, media_type="image/png")
+    return Response(plots.learning_curves(rows, title), media_type="image/png")
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)

@@ -2,7 +2,6 @@
 
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
@@ -13,16 +12,26 @@ from api.schemas import ModelPublic, ModelsPublic
 from api.serving import final_weights
 from core.db import Job
 from models.configs.verbs import (
+    AttractorsRequest,
+    AttractorsResponse,
     DecodeRequest,
     DecodeResponse,
     EncodeRequest,
     EncodeResponse,
     ForecastRequest,
     ForecastResponse,
+    InterpolateRequest,
+    InterpolateResponse,
     PredictRequest,
     PredictResponse,
+    RecallRequest,
+    RecallResponse,
     ReconstructRequest,
     ReconstructResponse,
+    SampleRequest,
+    SampleResponse,
+    ScoreRequest,
+    ScoreResponse,
 )
 from models.specs import SPECS
 
@@ -38,6 +47,7 @@ def model_public(job: Job) -> ModelPublic:
         n_params=job.n_params,
         result=job.result,
         verbs=list(SPECS[job.family].verbs),
+        images=list(SPECS[job.family].images),
         finished_at=job.finished_at,
     )
 
@@ -114,23 +124,56 @@ def forecast(job: ModelDep, body: ForecastRequest, request: Request, session: Se
 def reconstruct(
     job: ModelDep, body: ReconstructRequest, request: Request, session: SessionDep
 ) -> dict:
-    """Autoencoders: inputs through the bottleneck and back."""
+    """Autoencoders, VAE: inputs through the bottleneck and back. RBM, DBM: one pass up and
+    down, or with a `mask` the missing values Gibbs-sampled with the known ones clamped."""
     return serve(request, session, job, "reconstruct", body)
 
 
 @router.post("/{job_id}/encode", response_model=EncodeResponse)
 def encode(job: ModelDep, body: EncodeRequest, request: Request, session: SessionDep) -> dict:
-    """Autoencoders: the latent codes of the inputs."""
+    """Autoencoders: the latent codes of the inputs (VAE: posterior means and std devs)."""
     return serve(request, session, job, "encode", body)
 
 
 @router.post("/{job_id}/decode", response_model=DecodeResponse)
 def decode(job: ModelDep, body: DecodeRequest, request: Request, session: SessionDep) -> dict:
-    """Autoencoders: images from latent codes, or from the mean code of a dataset split."""
+    """Autoencoders, VAE: images from latent codes, or from the mean code of a dataset split."""
     return serve(request, session, job, "decode", body)
 
 
-IMAGES = ("forecast", "reconstructions")
+@router.post("/{job_id}/sample", response_model=SampleResponse, response_model_exclude_none=True)
+def sample(job: ModelDep, body: SampleRequest, request: Request, session: SessionDep) -> dict:
+    """New examples: RBM, DBM by Gibbs sampling; GAN, VAE from latent vectors (drawn with
+    `seed`, or given)."""
+    return serve(request, session, job, "sample", body)
+
+
+@router.post("/{job_id}/interpolate", response_model=InterpolateResponse)
+def interpolate(
+    job: ModelDep, body: InterpolateRequest, request: Request, session: SessionDep
+) -> dict:
+    """GAN, VAE: decoded examples along a straight line between two latent points."""
+    return serve(request, session, job, "interpolate", body)
+
+
+@router.post("/{job_id}/score", response_model=ScoreResponse)
+def score(job: ModelDep, body: ScoreRequest, request: Request, session: SessionDep) -> dict:
+    """RBM: each input's log pseudo-likelihood and free energy."""
+    return serve(request, session, job, "score", body)
+
+
+@router.post("/{job_id}/recall", response_model=RecallResponse, response_model_exclude_none=True)
+def recall(job: ModelDep, body: RecallRequest, request: Request, session: SessionDep) -> dict:
+    """Hopfield: run the network from given or noised states; states, energy, attractor."""
+    return serve(request, session, job, "recall", body)
+
+
+@router.post("/{job_id}/attractors", response_model=AttractorsResponse)
+def attractors(
+    job: ModelDep, body: AttractorsRequest, request: Request, session: SessionDep
+) -> dict:
+    """Hopfield (up to 16 neurons): where each of the 2^n states ends, and how often."""
+    return serve(request, session, job, "attractors", body)
 
 
 @router.get(
@@ -143,29 +186,30 @@ def read_image(
     name: str,
     request: Request,
     session: SessionDep,
-    steps: Annotated[int, Query(ge=1, le=5000)] = 200,
-    n: Annotated[int, Query(ge=1, le=32)] = 10,
+    n: Annotated[int, Query(ge=1, le=64, description="examples or samples shown")] = 10,
+    seed: Annotated[int, Query(ge=0, le=2**31 - 1)] = 0,
+    steps: Annotated[
+        int, Query(ge=1, le=5000, description="forecast steps, Gibbs steps, iterations")
+    ] = 200,
+    layer: Annotated[int, Query(ge=1, le=8, description="dbm: whose filters")] = 1,
 ) -> Response:
-    """`forecast`: the recursive forecast from the start of the test period against the truth
-    (time-series models); `reconstructions`: test images and their reconstructions (autoencoders).
-    """
-    title = f"{job.family} on {job.spec['dataset']['name']}"
-    if name == "forecast":
-        answer = serve(request, session, job, "forecast", ForecastRequest(steps=steps))
-        png = plots.forecast(answer["forecast"], answer["truth"], title)
-    elif name == "reconstructions":
-        served = request.app.state.models.get(session, job)
-        if len(served.info.input_shape) != 3:
-            raise HTTPException(409, "reconstructions are drawn for image datasets only")
-        originals = served.dataset().test.x[:n].cpu()
-        body = ReconstructRequest(inputs=originals.tolist())
-        answer = serve(request, session, job, "reconstruct", body)
-        shape = (len(originals), *served.info.input_shape)
-        rows = [
-            ("test", originals.numpy().reshape(shape)),
-            ("reconstructed", np.asarray(answer["outputs"], dtype=np.float32).reshape(shape)),
-        ]
-        png = plots.image_rows(rows, title)
-    else:
-        raise HTTPException(404, f"no image {name!r}; images: {', '.join(IMAGES)}")
-    return Response(png, media_type="image/png")
+    """The pictures a model's family draws (GET /models/{id} lists them): `forecast`,
+    `reconstructions`, `samples`, `filters`, `inpainting`, `interpolation`, `latent_grid`,
+    `recall`, `energy`."""
+    from models.base import BadRequest, ImageQuery
+    from models.registry import get_family
+
+    declared = SPECS[job.family].images
+    if name not in declared:
+        raise HTTPException(
+            404,
+            f"a {job.family} model draws no {name!r}; it draws: {', '.join(declared) or 'none'}",
+        )
+    served = request.app.state.models.get(session, job)
+    query = ImageQuery(n=n, seed=seed, steps=steps, layer=layer)
+    try:
+        picture = get_family(job.family).images[name](served, query)
+    except BadRequest as exc:
+        raise field_error(422, exc.field, str(exc)) from exc
+    title = f"{job.family} on {job.spec['dataset']['name']}: {name}"
+    return Response(plots.render(picture, title), media_type="image/png")

@@ -103,6 +103,7 @@ class AEJob(JobSpecBase):
     """An autoencoder: it learns to reconstruct the dataset's inputs and ignores the labels."""
 
     verbs: ClassVar[tuple[str, ...]] = ("reconstruct", "encode", "decode")
+    images: ClassVar[tuple[str, ...]] = ("reconstructions",)
     family: Literal["ae"]
 
     def eval_metrics(self) -> dict[str, Direction]:

@@ -53,6 +53,7 @@ class LSTMConfig(StrictModel):
 
 class LSTMJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
+    images: ClassVar[tuple[str, ...]] = ("forecast",)
     family: Literal["lstm"]
     model: LSTMConfig = Field(LSTMConfig(), validate_default=True)
 

@@ -26,6 +26,7 @@ class MLPConfig(StrictModel):
 
 class MLPJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
+    images: ClassVar[tuple[str, ...]] = ("forecast",)
     family: Literal["mlp"]
     model: MLPConfig = Field(MLPConfig(), validate_default=True)
 

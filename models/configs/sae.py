@@ -37,6 +37,7 @@ class SAEJob(SupervisedJob):
     fine-tuning everything."""
 
     verbs: ClassVar[tuple[str, ...]] = ("predict", "reconstruct")
+    images: ClassVar[tuple[str, ...]] = ("reconstructions",)
     family: Literal["sae"]
     model: SAEConfig = Field(SAEConfig(), validate_default=True)
 

@@ -1,10 +1,14 @@
 """Request bodies of the inference verbs (POST /models/{id}/<verb>); no torch here."""
 
-from typing import Any, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 MAX_INPUTS = 10_000
+MAX_SAMPLES = 1000  # examples one sample call draws
+MAX_GIBBS_STEPS = 10_000
+MAX_LATENT = 4096
+Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
 class VerbRequest(BaseModel):
@@ -26,7 +30,16 @@ class PredictRequest(InputsRequest):
 
 
 class ReconstructRequest(InputsRequest):
-    pass
+    mask: list[Any] | None = Field(
+        None,
+        description="rbm, dbm: 1 where a value is known, 0 where it is missing; one mask shaped "
+        "like one input (for every input) or one per input. Known values are clamped and the "
+        "missing ones Gibbs-sampled (inpainting)",
+    )
+    steps: int = Field(
+        200, ge=1, le=MAX_GIBBS_STEPS, description="rbm, dbm with a mask: Gibbs steps"
+    )
+    seed: Seed = 0
 
 
 class EncodeRequest(InputsRequest):
@@ -46,6 +59,84 @@ class DecodeRequest(VerbRequest):
         if (self.codes is None) == (self.mean_of is None):
             raise ValueError("give exactly one of codes and mean_of")
         return self
+
+
+class SampleRequest(VerbRequest):
+    n: int = Field(16, ge=1, le=MAX_SAMPLES, description="how many samples")
+    seed: Seed = Field(0, description="the same seed gives the same samples")
+    steps: int | None = Field(
+        None,
+        ge=1,
+        le=MAX_GIBBS_STEPS,
+        description="rbm, dbm: Gibbs steps from a random start (default 1000)",
+    )
+    latents: list[list[float]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SAMPLES,
+        description="gan, vae: decode these latent vectors (each of the model's latent size) "
+        "instead of drawing n from the prior",
+    )
+
+
+class InterpolateRequest(VerbRequest):
+    start: list[float] | None = Field(
+        None, max_length=MAX_LATENT, description="a latent vector; drawn from the prior if absent"
+    )
+    end: list[float] | None = Field(
+        None, max_length=MAX_LATENT, description="a latent vector; drawn from the prior if absent"
+    )
+    inputs: list[Any] | None = Field(
+        None,
+        min_length=2,
+        max_length=2,
+        description="vae: two inputs whose latent means are the endpoints (instead of start, end)",
+    )
+    steps: int = Field(10, ge=2, le=100, description="points on the path, endpoints included")
+    seed: Seed = Field(0, description="draws the endpoints that are not given")
+    raw: bool = Field(False, description="inputs are raw values (pixels 0..255, digits 0..16)")
+
+
+class RecallRequest(VerbRequest):
+    inputs: list[Any] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="start states: +/-1 values, or images in [0, 1] (thresholded at 0.5)",
+    )
+    patterns: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=256,
+        description="start from these stored patterns (by index)",
+    )
+    noise: float = Field(
+        0.0, ge=0.0, le=1.0, description="fraction of units flipped at random before recall"
+    )
+    seed: Seed = 0
+    mode: Literal["async", "sync"] = Field(
+        "async",
+        description="async: one unit at a time in a random order per sweep (energy never "
+        "rises); sync: every unit at once",
+    )
+    max_iterations: int = Field(100, ge=1, le=1000, description="sweeps (async) or updates (sync)")
+    trajectory: bool = Field(True, description="return the state after every iteration")
+
+    @model_validator(mode="after")
+    def _one_start(self) -> Self:
+        if (self.inputs is None) == (self.patterns is None):
+            raise ValueError("give exactly one of inputs and patterns")
+        return self
+
+
+class AttractorsRequest(VerbRequest):
+    mode: Literal["async", "sync"] = "async"
+    max_iterations: int = Field(100, ge=1, le=1000)
+    seed: Seed = 0
+
+
+class ScoreRequest(InputsRequest):
+    seed: Seed = Field(0, description="which unit the pseudo-likelihood flips")
 
 
 class ForecastRequest(VerbRequest):
@@ -81,9 +172,57 @@ class ReconstructResponse(BaseModel):
 
 
 class EncodeResponse(BaseModel):
-    codes: list[list[float]]
+    codes: list[list[float]] = Field(description="latent codes (vae: the posterior means)")
+    std: list[list[float]] | None = Field(None, description="vae: the posterior std devs")
 
 
 class DecodeResponse(BaseModel):
     outputs: list[Any] = Field(description="decoded examples, shaped like the dataset's inputs")
     codes: list[list[float]] = Field(description="the codes decoded (the mean code for mean_of)")
+
+
+class SampleResponse(BaseModel):
+    samples: list[Any] = Field(description="shaped like the dataset's inputs, values in [0, 1]")
+    latents: list[list[float]] | None = Field(None, description="gan, vae: the latents decoded")
+    steps: int | None = Field(None, description="rbm, dbm: the Gibbs steps run")
+
+
+class InterpolateResponse(BaseModel):
+    outputs: list[Any] = Field(description="decoded examples along the path, start to end")
+    latents: list[list[float]]
+
+
+class Recall(BaseModel):
+    final: list[int] = Field(description="the state reached")
+    iterations: int
+    converged: bool = Field(description="a fixed point was reached within max_iterations")
+    pattern: int | None = Field(description="the stored pattern reached, if any")
+    inverted: bool = Field(description="the state reached is a stored pattern's negative")
+    overlaps: list[float] = Field(description="m = s.p / n with each stored pattern")
+    energy: list[float] = Field(
+        description="E = -1/2 s W s - b s, at the start and after each iteration"
+    )
+    states: list[list[int]] | None = Field(None, description="the start and each iteration's state")
+
+
+class RecallResponse(BaseModel):
+    results: list[Recall]
+
+
+class Attractor(BaseModel):
+    state: list[int]
+    energy: float
+    basin: int = Field(description="how many of the 2^n starts end here")
+    stored: bool = Field(description="it is one of the stored patterns")
+    kind: Literal["fixed_point", "cycle"]
+
+
+class AttractorsResponse(BaseModel):
+    n_neurons: int
+    starts: int
+    attractors: list[Attractor]
+
+
+class ScoreResponse(BaseModel):
+    pseudo_likelihood: list[float] = Field(description="log pseudo-likelihood of each input")
+    free_energy: list[float]

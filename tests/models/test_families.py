@@ -1,50 +1,95 @@
-"""Every registered family: builds from defaults, trains a step, serves its verbs."""
+"""Every registered family: builds from defaults, trains a step, reports the metrics its job
+class declares, and serves every verb and picture it declares."""
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
 from core.datasets import load_dataset
 from core.settings import Settings
 from core.spec import OptimizerName
-from models.base import REGISTRY, Family, Served, get_family, register
-from models.configs.verbs import InputsRequest, PredictRequest
+from models.base import (
+    REGISTRY,
+    BadRequest,
+    Family,
+    ImageGrid,
+    ImageQuery,
+    Lines,
+    Served,
+    get_family,
+    register,
+)
+from models.configs import verbs as v
 from models.registry import REGISTRY as LOADED
 from models.specs import FAMILY_NAMES, SPECS
 from models.supervised import SupervisedTrainer
+from tests.models.support import fit
 
+TINY = {"name": "digits", "max_train": 32}
 # A small job per family; a family added without one fails test_every_family_has_an_example.
 EXAMPLES = {
-    "mlp": {"family": "mlp", "dataset": {"name": "digits", "max_train": 32}},
+    "mlp": {"family": "mlp", "dataset": TINY},
     "cnn": {
         "family": "cnn",
-        "dataset": {"name": "digits", "max_train": 32},
+        "dataset": TINY,
         "model": {"conv": [{"filters": 4, "pool": "max"}], "dense": [16]},
     },
-    "lstm": {"family": "lstm", "dataset": {"name": "digits", "max_train": 32}},
+    "lstm": {"family": "lstm", "dataset": TINY},
     "vit": {
         "family": "vit",
-        "dataset": {"name": "digits", "max_train": 32},
+        "dataset": TINY,
         "model": {"patch": 2, "dim": 16, "depth": 1, "heads": 2, "mlp_dim": 32},
     },
-    "ae": {
-        "family": "ae",
-        "dataset": {"name": "digits", "max_train": 32},
-        "model": {"hidden": [16], "latent": 4},
-    },
+    "ae": {"family": "ae", "dataset": TINY, "model": {"hidden": [16], "latent": 4}},
     "sae": {
         "family": "sae",
-        "dataset": {"name": "digits", "max_train": 32},
+        "dataset": TINY,
         "model": {"layers": [16], "pretrain_epochs": 1, "head_epochs": 1},
     },
+    "rbm": {"family": "rbm", "dataset": TINY, "model": {"hidden": 16}},
+    "dbm": {
+        "family": "dbm",
+        "dataset": TINY,
+        "model": {"layers": [16, 8], "pretrain_epochs": 1},
+        "train": {"epochs": 1},
+    },
+    "gan": {"family": "gan", "dataset": TINY, "model": {"latent": 4}},
+    "vae": {"family": "vae", "dataset": TINY, "model": {"latent": 2}},
+    "hopfield": {
+        "family": "hopfield",
+        "dataset": {"name": "patterns", "patterns": [[1, 1], [-1, -1], [1, -1]]},
+    },
 }
+
+
+def request_for(verb: str, x: torch.Tensor) -> object:
+    """A small valid request of each verb, on inputs x."""
+    inputs = x.tolist()
+    return {
+        "predict": lambda: v.PredictRequest(inputs=inputs),
+        "forecast": lambda: v.ForecastRequest(steps=3),
+        "reconstruct": lambda: v.ReconstructRequest(inputs=inputs),
+        "encode": lambda: v.EncodeRequest(inputs=inputs),
+        "decode": lambda: v.DecodeRequest(mean_of="test"),
+        "sample": lambda: v.SampleRequest(n=4, steps=3),
+        "interpolate": lambda: v.InterpolateRequest(steps=3),
+        "score": lambda: v.ScoreRequest(inputs=inputs),
+        "recall": lambda: v.RecallRequest(patterns=[0], noise=0.0),
+        "attractors": lambda: v.AttractorsRequest(),
+    }[verb]()
+
+
+# Verbs and pictures that refuse these examples by design (a 422 naming a field).
+REFUSED = {("mlp", "forecast"), ("lstm", "forecast")}
 
 
 def test_every_family_has_an_example_and_matching_verbs() -> None:
     assert set(LOADED) == set(FAMILY_NAMES) == set(EXAMPLES)
     for name, family in LOADED.items():
         assert set(family.verbs) == set(SPECS[name].verbs)
+        assert set(family.images) == set(SPECS[name].images)
 
 
 def test_unknown_or_duplicate_family_fails_loudly() -> None:
@@ -55,28 +100,62 @@ def test_unknown_or_duplicate_family_fails_loudly() -> None:
     assert REGISTRY["mlp"].name == "mlp"
 
 
+def test_a_family_must_serve_what_its_job_class_declares() -> None:
+    class Odd(SPECS["mlp"]):  # a job class that declares one verb more than it serves
+        verbs = ("predict", "forecast", "sample")
+
+    mlp = REGISTRY.pop("mlp")
+    try:
+        with pytest.raises(ValueError, match="serves verbs"):
+            register(Family(spec=Odd, build=lambda s, i: None, trainer=SupervisedTrainer))
+    finally:
+        REGISTRY["mlp"] = mlp
+
+
 @pytest.mark.parametrize("name", sorted(EXAMPLES))
-def test_family_builds_trains_and_predicts(name: str, settings: Settings) -> None:
+def test_family_trains_reports_its_declared_metrics_and_serves(
+    name: str, settings: Settings
+) -> None:
+    torch.manual_seed(0)
     family = get_family(name)
     spec = family.spec.model_validate(EXAMPLES[name])
     splits = load_dataset(spec.dataset, settings)
     model = family.build(spec, splits.info)
     trainer = family.trainer(spec, model, splits, torch.device("cpu"))
+    trainer.begin_epoch(1)
     stats = trainer.train_batch(1, 0)
-    assert math.isfinite(stats["loss"]) and stats["count"] > 0
-    x = splits.test.x[:8]
-    if "predict" not in family.verbs:  # an autoencoder: its first verb takes inputs, no labels
-        assert model(x).shape == x.shape and math.isfinite(trainer.evaluate(splits.test)["loss"])
-        served = Served(module=model.eval(), spec=spec, info=splits.info, dataset=lambda: splits)
-        verb = next(iter(family.verbs))
-        assert len(family.verbs[verb](served, InputsRequest(inputs=x.tolist()))["outputs"]) == 8
-        return
-    assert model(x).shape == (8, splits.info.n_classes)
-    metrics = trainer.evaluate(splits.test)
-    assert 0.0 <= metrics["accuracy"] <= 1.0
-    served = Served(module=model.eval(), spec=spec, info=splits.info, dataset=lambda: splits)
-    answer = family.verbs["predict"](served, PredictRequest(inputs=x.tolist()))
-    assert len(answer["outputs"]) == 8 and len(answer["probabilities"][0]) == 10
+    assert stats["count"] > 0 and all(math.isfinite(x) for x in stats.values()), stats
+
+    # Every epoch reports only metrics the job class declares, each of them at some epoch.
+    history = fit(trainer, splits)
+    declared = spec.metrics()
+    reported = {k for row in history for k in row if k != "stage" and not k.startswith("lr")}
+    assert reported == set(declared), (reported, declared)
+    assert all(math.isfinite(x) for row in history for x in row.values())
+    test = trainer.evaluate(splits.test)
+    assert set(test) == set(spec.eval_metrics())
+
+    # Every verb and picture answers a small request.
+    model.eval()
+    served = Served(module=model, spec=spec, info=splits.info, dataset=lambda: splits)
+    x = splits.test.x[:4]
+    for verb, run in family.verbs.items():
+        if (name, verb) in REFUSED:
+            with pytest.raises(BadRequest):
+                run(served, request_for(verb, x))
+            continue
+        answer = run(served, request_for(verb, x))
+        assert answer and isinstance(answer, dict), (verb, answer)
+    for image, draw in family.images.items():
+        if (name, image) in REFUSED:
+            with pytest.raises(BadRequest):
+                draw(served, ImageQuery(n=4, steps=3))
+            continue
+        picture = draw(served, ImageQuery(n=4, steps=3))
+        assert isinstance(picture, ImageGrid | Lines), image
+        if isinstance(picture, ImageGrid):
+            for _, images in picture.rows:
+                assert images.ndim == 4 and np.isfinite(images).all(), image
 
 
 @pytest.mark.parametrize(
