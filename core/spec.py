@@ -152,8 +152,8 @@ class EarlyStoppingSpec(StrictModel):
     monitor: str = Field(
         "val_loss",
         max_length=64,
-        description="a per-epoch metric the family reports (GET /families lists them with "
-        "their direction: lower or higher is better)",
+        description="a per-epoch metric the family reports; its job class says whether lower "
+        "or higher is better (an unknown name is refused with the list of known ones)",
     )
     patience: int = Field(10, ge=1, le=10_000, description="epochs without improvement")
     min_delta: float = Field(0.0, ge=0.0, description="smallest change that counts")

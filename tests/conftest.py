@@ -89,3 +89,23 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sett
     finally:
         engine_for(database.url).dispose()
         database.drop()
+
+
+@pytest.fixture(scope="session", params=["embedded", "postgres"])
+def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
+    """The real API and a Celery worker as processes, on one backend; shared by the service
+    test modules (a test that kills a process starts a new one before it ends)."""
+    from tests.service import Service, postgres_and_redis_reason
+
+    if request.param == "postgres" and (reason := postgres_and_redis_reason()):
+        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    svc = Service(request.param, tmp_path_factory.mktemp(request.param))
+    try:
+        svc.migrate()
+        svc.start_api()
+        svc.start_worker()
+        yield svc
+    finally:
+        svc.stop()

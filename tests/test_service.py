@@ -1,6 +1,5 @@
 """End to end over HTTP: a real API process and real Celery workers, on both backends."""
 
-import os
 import time
 
 import numpy as np
@@ -8,25 +7,9 @@ import pytest
 from safetensors.numpy import load as load_safetensors
 from sklearn.datasets import load_digits
 
-from tests.service import Service, postgres_and_redis_reason
+from tests.service import Service
 
 pytestmark = pytest.mark.service
-
-
-@pytest.fixture(scope="module", params=["embedded", "postgres"])
-def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
-    if request.param == "postgres" and (reason := postgres_and_redis_reason()):
-        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    svc = Service(request.param, tmp_path_factory.mktemp(request.param))
-    try:
-        svc.migrate()
-        svc.start_api()
-        svc.start_worker()
-        yield svc
-    finally:
-        svc.stop()
 
 
 def test_health_and_datasets(service: Service) -> None:

@@ -476,3 +476,89 @@ def test_union_field_error_names_the_field_once(client: TestClient) -> None:
     assert_invalid(
         post_job(client, cnn([{"filters": 8, "padding": "valid"}])), "model.conv.0.padding"
     )
+
+
+# ------------------------------------------------------------------ family declarations
+
+
+@pytest.mark.parametrize(
+    ("document", "field", "fragment"),
+    [
+        pytest.param(
+            mlp(train={"early_stopping": {"monitor": "val_acc"}}),
+            "train.early_stopping.monitor",
+            "val_accuracy",  # the message lists what the family reports
+            id="unknown-monitor",
+        ),
+        pytest.param(
+            mlp(dataset={"name": "digits", "val_fraction": 0}, train={"early_stopping": {}}),
+            "train.early_stopping.monitor",
+            "no validation split",
+            id="val-monitor-without-val",
+        ),
+        pytest.param(
+            {
+                "family": "ae",
+                "dataset": DIGITS,
+                "train": {"early_stopping": {"monitor": "val_accuracy"}},
+            },
+            "train.early_stopping.monitor",
+            "val_mse",
+            id="ae-has-no-accuracy",
+        ),
+        pytest.param(
+            mlp(train={"optimizers": {"generator": {"name": "sgd"}}}),
+            "train.optimizers.generator",
+            "its optimizers: model",
+            id="unknown-named-optimizer",
+        ),
+        pytest.param(
+            {"family": "gan", "dataset": DIGITS, "train": {"optimizer": {"name": "lbfgs"}}},
+            "train.optimizer.name",
+            "lbfgs",
+            id="gan-refuses-lbfgs",
+        ),
+        pytest.param(
+            {"family": "hopfield", "dataset": DIGITS, "train": {"early_stopping": {}}},
+            "train.early_stopping",
+            "no epochs that early stopping judges",
+            id="hopfield-has-no-monitored-epochs",
+        ),
+    ],
+)
+def test_what_a_family_declares_is_checked_at_submission(
+    client: TestClient, document: dict, field: str, fragment: str
+) -> None:
+    assert_invalid(post_job(client, document), field, fragment)
+
+
+def test_metric_directions_decide_early_stopping_not_names() -> None:
+    # "accuracy" was once recognised by name; now each family declares what is better.
+    sae = SPECS["sae"].model_validate({"family": "sae", "dataset": DIGITS})
+    assert sae.metrics()["val_accuracy"] == "max" and sae.metrics()["val_reconstruction"] == "min"
+    regression = SPECS["mlp"].model_validate({"family": "mlp", "dataset": {"name": "surface2d"}})
+    assert regression.metrics() == {
+        "train_loss": "min",
+        "train_mse": "min",
+        "val_loss": "min",
+        "val_mse": "min",
+        "val_nmse": "min",
+    }
+
+
+def test_named_optimizers_are_filled_in_for_the_stored_job(client: TestClient) -> None:
+    gan = queue_job(client, {"family": "gan", "dataset": DIGITS})["spec"]["train"]
+    assert set(gan["optimizers"]) == {"generator", "discriminator"}
+    assert gan["optimizers"]["generator"]["betas"] == [0.5, 0.999]
+    # An explicit `optimizer` is what every named optimizer uses unless named separately.
+    one = {"name": "rmsprop", "lr": 0.001}
+    both = queue_job(
+        client,
+        {
+            "family": "gan",
+            "dataset": DIGITS,
+            "train": {"optimizer": one, "optimizers": {"discriminator": {"name": "sgd"}}},
+        },
+    )["spec"]["train"]["optimizers"]
+    assert both["generator"]["name"] == "rmsprop" and both["discriminator"]["name"] == "sgd"
+    assert queue_job(client)["spec"]["train"]["optimizers"] == {}
