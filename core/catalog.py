@@ -47,6 +47,10 @@ class DatasetInfo:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+# Hopfield pattern sets (`patterns`): how many given patterns, and how long each may be.
+MAX_PATTERNS = 256
+MAX_PATTERN_DIM = 4096
+
 _FASHION = (
     "T-shirt/top",
     "Trouser",
@@ -162,6 +166,18 @@ CATALOG: dict[str, DatasetInfo] = {
             sequence=True,
             params=("lag", "n_points", "dt", "noise"),
         ),
+        DatasetInfo(
+            name="patterns",
+            kind="classification",
+            input_shape=(100,),
+            source="synthetic",
+            description="+/-1 patterns for Hopfield networks: the job's own `patterns` (lists of "
+            "-1/1), or `n_patterns` random ones of `dim` values drawn with `split_seed`; each "
+            "pattern is one example labelled by its index, and train and test are all of them "
+            "(no validation split)",
+            n_classes=5,
+            params=("patterns", "n_patterns", "dim"),
+        ),
     )
 }
 
@@ -169,11 +185,15 @@ CATALOG: dict[str, DatasetInfo] = {
 def resolve(
     spec: "DatasetSpec", uploads: Mapping[str, DatasetInfo] | None = None
 ) -> DatasetInfo | None:
-    """The dataset's facts for this job (a series' examples are `lag` values long); None for an
-    upload whose facts the caller did not pass."""
+    """The dataset's facts for this job (a series' examples are `lag` values long, a pattern
+    set has its own size); None for an upload whose facts the caller did not pass."""
     info = CATALOG.get(spec.name) or (uploads or {}).get(spec.name)
     if info is not None and info.sequence:
         return replace(info, input_shape=(spec.lag,))
+    if info is not None and info.name == "patterns":
+        if spec.patterns is not None:
+            return replace(info, input_shape=(len(spec.patterns[0]),), n_classes=len(spec.patterns))
+        return replace(info, input_shape=(spec.dim,), n_classes=spec.n_patterns)
     return info
 
 

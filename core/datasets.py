@@ -77,6 +77,8 @@ def load_dataset(
     require_available(info, settings)
     if info.sequence:
         return _load_series(spec, info, generate_series(spec), device)
+    if spec.name == "patterns":
+        return _load_patterns(spec, info, np.random.default_rng(train_seq), device)
 
     if info.source == "synthetic":
         x, y = _synthetic(spec, np.random.default_rng(train_seq), train=True)
@@ -228,6 +230,24 @@ def _synthetic(
     if train and spec.noise > 0:
         y = y + spec.noise * rng.standard_normal(y.shape)
     return torch.from_numpy(x.astype(np.float32)), torch.from_numpy(y.astype(np.float32))
+
+
+def _load_patterns(
+    spec: DatasetSpec, info: DatasetInfo, rng: np.random.Generator, device: torch.device | str
+) -> Splits:
+    """+/-1 patterns, float32 (n_patterns, dim), each its own class; train and test are all of
+    them (a memory is tested on what it stored), and there is no validation split."""
+    if spec.patterns is not None:
+        x = np.asarray(spec.patterns, dtype=np.float32)
+    else:
+        x = np.where(rng.random((spec.n_patterns, spec.dim)) < 0.5, -1.0, 1.0).astype(np.float32)
+    x_all, y_all = torch.from_numpy(x).to(device), torch.arange(len(x), device=device)
+    return Splits(
+        train=Split(x=x_all, y=y_all),
+        val=None,
+        test=Split(x=x_all.clone(), y=y_all.clone()),
+        info=info,
+    )
 
 
 def _surface(x1: np.ndarray, x2: np.ndarray) -> np.ndarray:

@@ -19,7 +19,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
-from core.catalog import CATALOG, DatasetInfo, Kind, resolve
+from core.catalog import CATALOG, MAX_PATTERN_DIM, MAX_PATTERNS, DatasetInfo, Kind, resolve
 
 
 def uploads_of(info: ValidationInfo) -> Mapping[str, DatasetInfo] | None:
@@ -71,6 +71,39 @@ class DatasetSpec(StrictModel):
         description="k-fold cross-validation over the training part (ordered folds for time "
         "series); replaces val_fraction",
     )
+    # Hopfield pattern sets: given, or `n_patterns` random ones of `dim` values.
+    patterns: list[list[int]] | None = Field(
+        None,
+        description="patterns: the +/-1 patterns themselves (1..256 of 2..4096 values, all the "
+        "same length); leave out for random ones",
+    )
+    n_patterns: int = Field(5, ge=1, le=1000, description="patterns: how many random patterns")
+    dim: int = Field(100, ge=2, le=4096, description="patterns: values per random pattern")
+
+    @field_validator("patterns")
+    @classmethod
+    def _plus_minus_one(cls, patterns: list[list[int]] | None) -> list[list[int]] | None:
+        if patterns is None:
+            return None
+        if not 1 <= len(patterns) <= MAX_PATTERNS:
+            raise ValueError(f"give 1 to {MAX_PATTERNS} patterns, not {len(patterns)}")
+        dim = len(patterns[0])
+        if not 2 <= dim <= MAX_PATTERN_DIM:
+            raise ValueError(f"a pattern holds 2 to {MAX_PATTERN_DIM} values; pattern 0 has {dim}")
+        for k, pattern in enumerate(patterns):
+            if len(pattern) != dim:
+                raise ValueError(
+                    f"every pattern must have as many values as the first ({dim}); "
+                    f"pattern {k} has {len(pattern)}"
+                )
+            odd = [x for x in pattern if x not in (-1, 1)]
+            if odd and set(pattern) <= {0, 1}:
+                raise ValueError(
+                    f"pattern {k} holds 0/1 values; patterns are -1/1 (write each 0 as -1)"
+                )
+            if odd:
+                raise ValueError(f"pattern {k} holds {odd[0]}; patterns hold -1 and 1 only")
+        return patterns
 
     @field_validator("name")
     @classmethod
@@ -91,6 +124,18 @@ class DatasetSpec(StrictModel):
             raise ValueError("n_per_class needs a classification dataset")
         if info.sequence and self.lag >= self.n_points // 4:
             raise ValueError(f"lag {self.lag} is too long for a series of {self.n_points} points")
+        if self.name == "patterns":
+            given = {"n_patterns", "dim"} & self.model_fields_set
+            if self.patterns is not None and given:
+                raise ValueError(
+                    f"give either patterns or {' and '.join(sorted(given))} (random ones), not both"
+                )
+            if self.kfold is not None:
+                raise ValueError("patterns trains and tests on the same patterns: no kfold")
+            # Train and test are every pattern; there is nothing to hold out.
+            self.val_fraction = 0.0
+        elif self.patterns is not None:
+            raise ValueError("patterns are for the dataset 'patterns'")
         return self
 
 

@@ -1,7 +1,7 @@
 """Gradient training shared by every family that learns by backpropagation: optimizers,
 learning-rate schedules, penalties, and the step of a named optimizer."""
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import torch
@@ -83,7 +83,8 @@ class GradientTrainer(Trainer):
 
     A subclass says which parameters each optimizer trains (`trained_parameters`; one
     "model" optimizer over everything by default) and calls `step(name, loss_fn)` in its
-    `train_batch`.
+    `train_batch`, or `apply_gradients(name, grads)` where it computes the gradient itself
+    (contrastive divergence has no loss to differentiate).
     """
 
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
@@ -134,3 +135,17 @@ class GradientTrainer(Trainer):
             optimizer.step()
         loss, sums = first[0]
         return loss.item(), sums
+
+    def apply_gradients(self, name: str, grads: Mapping[nn.Parameter, Tensor]) -> None:
+        """One step of optimizer `name` along gradients computed without autograd (a
+        parameter left out is not moved); L1 adds its subgradient on the weights, and
+        weight decay is the optimizer's own."""
+        optimizer = self.optimizers[name]
+        l1 = self.spec.train.l1
+        for group in optimizer.param_groups:
+            for p in group["params"]:
+                grad = grads.get(p)
+                if grad is not None and l1 and p.dim() > 1:
+                    grad = grad + l1 * p.detach().sign()
+                p.grad = grad
+        optimizer.step()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from core.checkpoint import pack, unpack
 from core.datasets import load_dataset
 from core.settings import Settings
 from core.spec import OptimizerName
@@ -26,6 +27,7 @@ from models.registry import REGISTRY as LOADED
 from models.specs import FAMILY_NAMES, SPECS
 from models.supervised import SupervisedTrainer
 from tests.models.support import fit
+from workers.runner import restore_trainer, trainer_state
 
 TINY = {"name": "digits", "max_train": 32}
 # A small job per family; a family added without one fails test_every_family_has_an_example.
@@ -82,7 +84,7 @@ def request_for(verb: str, x: torch.Tensor) -> object:
 
 
 # Verbs and pictures that refuse these examples by design (a 422 naming a field).
-REFUSED = {("mlp", "forecast"), ("lstm", "forecast")}
+REFUSED = {("mlp", "forecast"), ("lstm", "forecast"), ("gan", "sample"), ("vae", "sample")}
 
 
 def test_every_family_has_an_example_and_matching_verbs() -> None:
@@ -185,3 +187,54 @@ def test_every_optimizer_lowers_the_loss(optimizer: OptimizerName, settings: Set
             trainer.train_batch(epoch, index)
     after = trainer.evaluate(splits.train)["mse"]
     assert after < 0.8 * before, (before, after)
+
+
+# Persistent chains are trainer state the checkpoint must carry.
+RESUMED = EXAMPLES | {
+    "rbm (persistent)": {
+        "family": "rbm",
+        "dataset": TINY,
+        "model": {"hidden": 16, "persistent": True},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(RESUMED))
+def test_a_run_resumed_from_a_checkpoint_mid_epoch_matches_an_unbroken_one(
+    name: str, settings: Settings
+) -> None:
+    """Every family, stopped in the middle of its last epoch, saved as the runner saves it
+    (weights, stage, named optimizers, the family's own state, the RNG), restored into a
+    fresh trainer in a process whose RNG is elsewhere, ends with the same weights."""
+    document = dict(RESUMED[name])
+    document["train"] = {**document.get("train", {}), "batch_size": 8, "seed": 3}
+    family = get_family(document["family"])
+    spec = family.spec.model_validate(document)
+    splits = load_dataset(spec.dataset, settings)
+    last = spec.total_epochs()
+
+    def fresh(seed: int) -> object:
+        torch.manual_seed(seed)
+        model = family.build(spec, splits.info)
+        return family.trainer(spec, model, splits, torch.device("cpu"))
+
+    unbroken = fresh(0)
+    fit(unbroken, splits)
+
+    first = fresh(0)
+    fit(first, splits, range(1, last))
+    first.begin_epoch(last)
+    stop = first.n_batches(last) // 2
+    for index in range(stop):
+        first.train_batch(last, index)
+    saved, _ = unpack(pack(trainer_state(first)))
+
+    resumed = fresh(1)
+    restore_trainer(resumed, saved)
+    resumed.begin_epoch(last)
+    for index in range(stop, resumed.n_batches(last)):
+        resumed.train_batch(last, index)
+    expected, got = unbroken.model.state_dict(), resumed.model.state_dict()
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.allclose(got[key], expected[key], rtol=1e-5, atol=1e-6), key

@@ -1,0 +1,140 @@
+"""Generative adversarial network config ("gan"): a dense or DCGAN-style convolutional generator
+and its mirrored discriminator, for image datasets."""
+
+import math
+from itertools import pairwise
+from typing import Annotated, Any, ClassVar, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from core.spec import Direction, JobSpecBase, StrictModel
+from models.configs.autoencoder import Size, is_image
+from models.configs.common import check_params, dataset_of
+
+MAX_SAMPLE_EPOCHS = 100
+KERNEL = 4  # DCGAN's 4x4 kernels, stride 2, padding 1: each layer halves or doubles a side
+
+
+def default_sample_epochs(epochs: int) -> list[int]:
+    """Five evenly spaced epochs from the first to the last (fewer for a short run)."""
+    return sorted({1 + math.floor(k * (epochs - 1) / 4 + 0.5) for k in range(5)})
+
+
+class GANConfig(StrictModel):
+    kind: Literal["mlp", "conv"] = Field(
+        "mlp",
+        description="mlp: dense layers; conv: the DCGAN backbone (transposed convs with "
+        "batchnorm in the generator, strided convs with leaky relu in the discriminator)",
+    )
+    latent: int = Field(16, ge=1, le=1024, description="size of z, drawn from N(0, I)")
+    hidden: list[Size] = Field(
+        [128, 256],
+        min_length=1,
+        max_length=8,
+        description="mlp: generator widths, latent to image (each with batchnorm and leaky "
+        "ReLU); the discriminator mirrors them",
+    )
+    filters: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        [64, 32],
+        min_length=1,
+        max_length=6,
+        description="conv: generator channels, from the smallest map to the image; each layer "
+        "doubles the map; the discriminator mirrors them",
+    )
+    sample_epochs: list[Annotated[int, Field(ge=1)]] | None = Field(
+        None,
+        min_length=1,
+        max_length=MAX_SAMPLE_EPOCHS,
+        description="epochs after which samples of fixed latent points are kept; default: five "
+        "evenly spaced epochs, the first and the last included",
+    )
+    n_kept: int = Field(16, ge=1, le=64, description="samples kept at each of sample_epochs")
+
+    def map_sizes(self, input_shape: tuple[int, ...]) -> list[tuple[int, int]]:
+        """conv: (height, width) of the maps from the image down to the generator's first map,
+        each side halved (rounded down) per layer; ValueError where one reaches nothing."""
+        _, h, w = input_shape
+        sizes = [(h, w)]
+        for _ in self.filters:
+            h, w = h // 2, w // 2
+            if h < 1 or w < 1:
+                raise ValueError(
+                    f"{len(self.filters)} conv layers halve a {input_shape[1]}x{input_shape[2]} "
+                    "image to nothing; use fewer filters"
+                )
+            sizes.append((h, w))
+        return sizes
+
+    def n_params(self, input_shape: tuple[int, ...]) -> int:
+        n_in = math.prod(input_shape)
+        if self.kind == "mlp":
+            generator = [self.latent, *self.hidden, n_in]
+            discriminator = [n_in, *self.hidden[::-1], 1]
+            batchnorm = 2 * sum(self.hidden)  # the generator's hidden layers
+            return (
+                sum((a + 1) * b for a, b in pairwise(generator))
+                + batchnorm
+                + sum((a + 1) * b for a, b in pairwise(discriminator))
+            )
+        h, w = self.map_sizes(input_shape)[-1]
+        channels = [*self.filters, input_shape[0]]
+        k2 = KERNEL**2
+        flat = self.filters[0] * h * w
+        # Generator: z -> first map (with its batchnorm), transposed convs (batchnorm on all
+        # but the last); discriminator: the convs mirrored, then one logit.
+        generator = (self.latent + 1) * flat + 2 * self.filters[0]
+        generator += sum(a * k2 * b + b for a, b in pairwise(channels))
+        generator += 2 * sum(self.filters[1:])
+        discriminator = sum(b * k2 * a + a for a, b in pairwise(channels)) + flat + 1
+        return generator + discriminator
+
+
+class GANJob(JobSpecBase):
+    """A generative adversarial network (Goodfellow et al. 2014; DCGAN: Radford et al. 2016) of
+    an image dataset; the labels are ignored. Each batch steps the discriminator (real against
+    generated, by binary cross-entropy), then the generator (the non-saturating loss)."""
+
+    verbs: ClassVar[tuple[str, ...]] = ("sample", "interpolate")
+    images: ClassVar[tuple[str, ...]] = ("samples", "interpolation")
+    optimizer_names: ClassVar[tuple[str, ...]] = ("generator", "discriminator")
+    # The DCGAN recipe: Adam at 2e-4 with beta1 = 0.5.
+    default_optimizers: ClassVar[dict[str, dict[str, Any]]] = {
+        "generator": {"name": "adam", "lr": 2e-4, "betas": [0.5, 0.999]},
+        "discriminator": {"name": "adam", "lr": 2e-4, "betas": [0.5, 0.999]},
+    }
+    allows_lbfgs: ClassVar[bool] = False
+    family: Literal["gan"]
+    model: GANConfig = Field(GANConfig(), validate_default=True)
+
+    @field_validator("model")
+    @classmethod
+    def _fits_dataset(cls, model: GANConfig, info: ValidationInfo) -> GANConfig:
+        if (train := info.data.get("train")) is not None:
+            epochs = train.epochs
+            if model.sample_epochs is None:  # filled in, so the stored job says what it keeps
+                model = model.model_copy(update={"sample_epochs": default_sample_epochs(epochs)})
+            elif late := [e for e in model.sample_epochs if e > epochs]:
+                raise ValueError(
+                    f"sample_epochs {late} are past the run's last epoch ({epochs}); each must "
+                    f"be in 1..{epochs}"
+                )
+            else:
+                model = model.model_copy(update={"sample_epochs": sorted(set(model.sample_epochs))})
+        if (data := dataset_of(info)) is None:
+            return model
+        if not is_image(data):
+            raise ValueError(
+                f"a gan generates images; {data.name!r} has inputs of shape {data.input_shape}"
+            )
+        check_params(model.n_params(data.input_shape))
+        return model
+
+    def train_metrics(self) -> dict[str, Direction]:
+        # d_real, d_fake: the discriminator's mean probability that an image is real.
+        return {"d_loss": "min", "g_loss": "min", "d_real": "max", "d_fake": "min"}
+
+    def eval_metrics(self) -> dict[str, Direction]:
+        return {"d_loss": "min", "d_real": "max", "d_fake": "min"}
+
+    def selection_metric(self) -> str:
+        return "train_g_loss"  # a gan has no loss called loss
