@@ -46,8 +46,10 @@ def storkey(patterns: Tensor) -> Tensor:
     n = patterns.shape[1]
     weight = patterns.new_zeros(n, n)
     for p in patterns:
-        # fields[i, j] = sum over k != i, j of W_ik p_k (the diagonal never enters)
+        # fields[i, j] = sum over k != i, j of W_ik p_k: the sum over every k, less k = i and,
+        # off the diagonal, k = j
         fields = (weight @ p - weight.diagonal() * p)[:, None] - weight * p[None, :]
+        fields.diagonal().add_(weight.diagonal() * p)
         weight = weight + (torch.outer(p, p) - p[:, None] * fields.T - fields * p[None, :]) / n
     return weight
 

@@ -196,7 +196,11 @@ def test_hopfield_attractors_and_recall(service: Service) -> None:
 
     digits = trained(
         service,
-        {"family": "hopfield", "dataset": DIGITS, "model": {"n_patterns": 3}},
+        {
+            "family": "hopfield",
+            "dataset": DIGITS,
+            "model": {"n_patterns": 3, "rule": "pseudo_inverse"},
+        },
     )
     assert digits["result"]["test_recall"] > 0.5
     answer = call(service, digits, "recall", {"patterns": [0, 1, 2], "noise": 0.1, "seed": 5})

@@ -169,7 +169,7 @@ def test_config_counts_parameters_and_refuses_what_it_cannot_model() -> None:
                 "dataset": DIGITS,
                 "train": {"optimizers": {"model": {"name": "sgd"}}},
             },
-            "optimizers.model",
+            "no optimizer .model.",
         ),
     ]
     for document, where in cases:
