@@ -77,8 +77,12 @@ class DatasetSpec(StrictModel):
         description="patterns: the +/-1 patterns themselves (1..256 of 2..4096 values, all the "
         "same length); leave out for random ones",
     )
-    n_patterns: int = Field(5, ge=1, le=1000, description="patterns: how many random patterns")
-    dim: int = Field(100, ge=2, le=4096, description="patterns: values per random pattern")
+    n_patterns: int | None = Field(
+        None, ge=1, le=1000, description="patterns: how many random patterns (default 5)"
+    )
+    dim: int | None = Field(
+        None, ge=2, le=MAX_PATTERN_DIM, description="patterns: values per random pattern (100)"
+    )
 
     @field_validator("patterns")
     @classmethod
@@ -117,6 +121,7 @@ class DatasetSpec(StrictModel):
 
     @model_validator(mode="after")
     def _fits(self, info: ValidationInfo) -> Self:
+        self._random_patterns()
         info = resolve(self, uploads_of(info))
         if info is None:  # an upload the API resolves before the job is stored
             return self
@@ -125,18 +130,28 @@ class DatasetSpec(StrictModel):
         if info.sequence and self.lag >= self.n_points // 4:
             raise ValueError(f"lag {self.lag} is too long for a series of {self.n_points} points")
         if self.name == "patterns":
-            given = {"n_patterns", "dim"} & self.model_fields_set
-            if self.patterns is not None and given:
-                raise ValueError(
-                    f"give either patterns or {' and '.join(sorted(given))} (random ones), not both"
-                )
             if self.kfold is not None:
                 raise ValueError("patterns trains and tests on the same patterns: no kfold")
             # Train and test are every pattern; there is nothing to hold out.
             self.val_fraction = 0.0
-        elif self.patterns is not None:
-            raise ValueError("patterns are for the dataset 'patterns'")
         return self
+
+    def _random_patterns(self) -> None:
+        """The dataset `patterns` holds the given patterns or random ones (n_patterns of dim
+        values, filled in with their defaults so the stored job says what it holds)."""
+        random = [k for k in ("n_patterns", "dim") if getattr(self, k) is not None]
+        if self.name != "patterns":
+            if self.patterns is not None or random:
+                given = "patterns" if self.patterns is not None else " and ".join(random)
+                raise ValueError(f"{given} are for the dataset 'patterns'")
+        elif self.patterns is not None:
+            if random:
+                raise ValueError(
+                    f"give either patterns or {' and '.join(random)} (random ones), not both"
+                )
+        else:
+            self.n_patterns = self.n_patterns or 5
+            self.dim = self.dim or 100
 
 
 OptimizerName = Literal["gd", "sgd", "momentum", "nesterov", "adam", "adadelta", "rmsprop", "lbfgs"]

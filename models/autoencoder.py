@@ -47,7 +47,7 @@ class AutoEncoder(nn.Module):
         if config.kind == "dense":
             self.encoder, self.decoder = _dense(input_shape, config)
         else:
-            self.encoder, self.decoder = _conv(input_shape, config)
+            self.encoder, self.decoder = conv_coders(input_shape, config)
         self.output = activation(config.output_for(input_shape))
 
     def encode(self, x: Tensor) -> Tensor:
@@ -78,14 +78,19 @@ def _dense(input_shape: tuple[int, ...], config: DenseAEConfig) -> tuple[nn.Modu
     return nn.Sequential(*encoder), nn.Sequential(*decoder)
 
 
-def _conv(input_shape: tuple[int, ...], config: ConvAEConfig) -> tuple[nn.Module, nn.Module]:
+def conv_coders(
+    input_shape: tuple[int, ...], config: ConvAEConfig, code_out: int | None = None
+) -> tuple[nn.Module, nn.Module]:
+    """Strided convs down to a linear code of `code_out` values (default: the latent size; a
+    vae's encoder gives means and log-variances), and transposed convs back up from a code of
+    the latent size, ending in the output's pre-activation."""
     k, s, pad = config.kernel, config.stride, config.kernel // 2
     shapes = [tuple(input_shape), *config.feature_shapes(input_shape)]
     encoder: list[nn.Module] = []
     for (c_in, _, _), (c_out, _, _) in pairwise(shapes):
         encoder += [nn.Conv2d(c_in, c_out, k, s, pad), activation(config.activation)]
     top = shapes[-1]
-    encoder += [nn.Flatten(), nn.Linear(math.prod(top), config.latent)]
+    encoder += [nn.Flatten(), nn.Linear(math.prod(top), code_out or config.latent)]
     decoder: list[nn.Module] = [
         nn.Linear(config.latent, math.prod(top)),
         activation(config.activation),

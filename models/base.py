@@ -171,11 +171,21 @@ class BadRequest(ValueError):
 Verb = Callable[[Served, Any], dict[str, Any]]
 
 
+ROW = 8  # images per row of a picture
+
+
 @dataclass
 class ImageGrid:
     """Labelled rows of images, each row an array (n, channels, height, width) in [0, 1]."""
 
     rows: list[tuple[str, np.ndarray]]
+
+    @classmethod
+    def of(cls, label: str, images: Tensor) -> "ImageGrid":
+        """Images (n, C, H, W) in rows of ROW, the first row labelled."""
+        array = images.cpu().numpy()
+        starts = range(0, len(array), ROW)
+        return cls([(label if i == 0 else "", array[i : i + ROW]) for i in starts])
 
 
 @dataclass

@@ -8,20 +8,26 @@ import math
 from itertools import pairwise
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from core.catalog import DatasetInfo
-from core.datasets import Split, Splits
-from models.base import BadRequest, Family, ImageGrid, ImageQuery, Served, register
+from core.datasets import Split
+from models.base import ROW, BadRequest, Family, ImageGrid, ImageQuery, Served, register
 from models.configs.gan import KERNEL, GANConfig, GANJob
-from models.configs.verbs import InterpolateRequest, SampleRequest
-from models.training import GradientTrainer
+from models.configs.verbs import InterpolateRequest
+from models.latent import (
+    LatentTrainer,
+    along_line,
+    endpoints,
+    lines_picture,
+    prior,
+    sample,
+    samples_picture,
+)
 
-CHUNK = 4096  # latent points or images per forward pass
-ROW = 8  # images per row of a picture
+CHUNK = 4096  # images per forward pass of the discriminator
 SLOPE = 0.2  # the discriminator's leaky ReLU
 
 
@@ -39,14 +45,14 @@ class GAN(nn.Module):
             self.generator, self.discriminator = _conv(self.input_shape, config)
             self.apply(_dcgan_init)
 
-    def generate(self, z: Tensor) -> Tensor:
+    def decode(self, z: Tensor) -> Tensor:
         return torch.sigmoid(self.generator(z))
 
     def discriminate(self, x: Tensor) -> Tensor:
         return self.discriminator(x).squeeze(1)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.generate(z)
+        return self.decode(z)
 
 
 def _mlp(input_shape: tuple[int, ...], config: GANConfig) -> tuple[nn.Module, nn.Module]:
@@ -109,17 +115,11 @@ def build_gan(spec: GANJob, info: DatasetInfo) -> GAN:
     return GAN(input_shape=info.input_shape, config=spec.model)
 
 
-class GANTrainer(GradientTrainer):
+class GANTrainer(LatentTrainer):
     """Per batch: a discriminator step on real images against generated ones, then a generator
     step through the updated discriminator, both on the same draws of z."""
 
     model: GAN
-
-    def __init__(self, spec: GANJob, model: GAN, splits: Splits, device: torch.device):
-        super().__init__(spec, model, splits, device)
-        self.sample_epochs = set(spec.model.sample_epochs or ())
-        kept = torch.Generator().manual_seed(spec.train.seed)  # the same points every epoch
-        self.kept_z = torch.randn(spec.model.n_kept, model.latent, generator=kept).to(device)
 
     def trained_parameters(self) -> dict[str, list[nn.Parameter]]:
         return {
@@ -132,7 +132,7 @@ class GANTrainer(GradientTrainer):
         n = len(real)
         self.model.train()
         z = torch.randn(n, self.model.latent, device=self.device)  # the runner's seeded RNG
-        fake = self.model.generate(z)  # (batch, *input_shape)
+        fake = self.model.decode(z)  # (batch, *input_shape)
 
         def discriminator_loss() -> tuple[Tensor, dict[str, float]]:
             real_logits = self.model.discriminate(real)
@@ -164,55 +164,13 @@ class GANTrainer(GradientTrainer):
         real_loss, fake_loss, d_real, d_fake = 0.0, 0.0, 0.0, 0.0
         for start in range(0, len(split), CHUNK):
             real_logits = self.model.discriminate(split.x[start : start + CHUNK])
-            fake_logits = self.model.discriminate(self.model.generate(z[start : start + CHUNK]))
+            fake_logits = self.model.discriminate(self.model.decode(z[start : start + CHUNK]))
             real_loss += F.softplus(-real_logits).sum().item()  # -log D(x)
             fake_loss += F.softplus(fake_logits).sum().item()  # -log(1 - D(G(z)))
             d_real += torch.sigmoid(real_logits).sum().item()
             d_fake += torch.sigmoid(fake_logits).sum().item()
         n = len(split)
         return {"d_loss": (real_loss + fake_loss) / n, "d_real": d_real / n, "d_fake": d_fake / n}
-
-    @torch.inference_mode()
-    def epoch_artifacts(self, epoch: int) -> dict[str, Tensor]:
-        if epoch not in self.sample_epochs:
-            return {}
-        self.model.eval()
-        return {"samples": self.model.generate(self.kept_z).cpu()}
-
-    @torch.inference_mode()
-    def samples(self, n: int, generator: torch.Generator) -> Tensor:
-        self.model.eval()
-        z = torch.randn(n, self.model.latent, generator=generator, device=generator.device)
-        return _generate_all(self.model, z.to(self.device))
-
-
-def _generate_all(module: GAN, z: Tensor) -> Tensor:
-    return torch.cat([module.generate(z[i : i + CHUNK]) for i in range(0, len(z), CHUNK)])
-
-
-def _latents(served: Served, values: list[list[float]], field: str) -> Tensor:
-    latent = served.spec.model.latent
-    if any(len(z) != latent for z in values):
-        raise BadRequest(field, f"each latent vector must hold {latent} numbers (the latent size)")
-    return torch.tensor(values, dtype=torch.float32, device=served.device)
-
-
-def _prior(served: Served, n: int, seed: int) -> Tensor:
-    generator = torch.Generator(device=served.device).manual_seed(seed)
-    return torch.randn(n, served.spec.model.latent, generator=generator, device=served.device)
-
-
-@torch.inference_mode()
-def sample(served: Served, request: SampleRequest) -> dict[str, Any]:
-    """Generated images (in [0, 1]) of n draws from N(0, I) with `seed`, or of `latents`."""
-    if request.steps is not None:
-        raise BadRequest("steps", "a gan has no Gibbs chain; steps is for rbm and dbm")
-    if request.latents is not None:
-        z = _latents(served, request.latents, "latents")
-    else:
-        z = _prior(served, request.n, request.seed)
-    samples = _generate_all(served.module, z)
-    return {"samples": samples.cpu().tolist(), "latents": z.cpu().tolist()}
 
 
 @torch.inference_mode()
@@ -221,28 +179,7 @@ def interpolate(served: Served, request: InterpolateRequest) -> dict[str, Any]:
     endpoints given or drawn from N(0, I) with `seed`."""
     if request.inputs is not None:
         raise BadRequest("inputs", "a gan has no encoder; give latent vectors start and end")
-    start, end = _prior(served, 2, request.seed)  # both drawn: a given one leaves the other
-    if request.start is not None:
-        start = _latents(served, [request.start], "start")[0]
-    if request.end is not None:
-        end = _latents(served, [request.end], "end")[0]
-    t = torch.linspace(0.0, 1.0, request.steps, device=served.device).unsqueeze(1)
-    z = start + t * (end - start)  # (steps, latent)
-    outputs = _generate_all(served.module, z)
-    return {"outputs": outputs.cpu().tolist(), "latents": z.cpu().tolist()}
-
-
-def _rows(label: str, images: Tensor) -> list[tuple[str, np.ndarray]]:
-    """A long grid of images cut into rows of ROW."""
-    array = images.cpu().numpy()
-    return [(label if i == 0 else "", array[i : i + ROW]) for i in range(0, len(array), ROW)]
-
-
-@torch.inference_mode()
-def samples_picture(served: Served, query: ImageQuery) -> ImageGrid:
-    """query.n samples (query.seed), in rows of 8."""
-    z = _prior(served, query.n, query.seed)
-    return ImageGrid(_rows("samples", _generate_all(served.module, z)))
+    return along_line(served, *endpoints(served, request), request.steps)
 
 
 @torch.inference_mode()
@@ -250,12 +187,8 @@ def interpolation_picture(served: Served, query: ImageQuery) -> ImageGrid:
     """Rows of 8 images on the line between pairs of random latent points (query.seed), one
     row per pair: query.n pairs, at most 8."""
     pairs = max(1, min(query.n, ROW))
-    ends = _prior(served, 2 * pairs, query.seed)
-    t = torch.linspace(0.0, 1.0, ROW, device=served.device).view(1, ROW, 1)
-    start, end = ends[0::2].unsqueeze(1), ends[1::2].unsqueeze(1)  # (pairs, 1, latent)
-    z = (start + t * (end - start)).flatten(0, 1)  # (pairs * ROW, latent)
-    images = _generate_all(served.module, z).view(pairs, ROW, *served.info.input_shape)
-    return ImageGrid([(f"pair {i + 1}", images[i].cpu().numpy()) for i in range(pairs)])
+    ends = prior(served, 2 * pairs, query.seed)
+    return lines_picture(served, ends[0::2], ends[1::2], [f"pair {i + 1}" for i in range(pairs)])
 
 
 register(

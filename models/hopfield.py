@@ -23,7 +23,17 @@ from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from models.base import BadRequest, Family, ImageGrid, ImageQuery, Lines, Served, Trainer, register
+from models.base import (
+    ROW,
+    BadRequest,
+    Family,
+    ImageGrid,
+    ImageQuery,
+    Lines,
+    Served,
+    Trainer,
+    register,
+)
 from models.configs.hopfield import HopfieldConfig, HopfieldJob, Mode
 from models.configs.verbs import AttractorsRequest, RecallRequest
 from models.supervised import inputs_tensor
@@ -31,7 +41,6 @@ from models.supervised import inputs_tensor
 # A field within this share of sum_j |W_ij| of 0 is 0 (float64 rounding of exact zeros).
 TOLERANCE = 1e-9
 MAX_ATTRACTOR_NEURONS = 16
-ROW = 8  # images per picture row
 
 
 def hebbian(patterns: Tensor) -> Tensor:

@@ -24,14 +24,13 @@ from torch.nn import functional as F
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
 from models.autoencoder import reconstructions_picture
-from models.base import BadRequest, Family, ImageGrid, ImageQuery, Served, register
+from models.base import ROW, BadRequest, Family, ImageGrid, ImageQuery, Served, register
 from models.configs.rbm import RBMJob
 from models.configs.verbs import ReconstructRequest, SampleRequest, ScoreRequest
 from models.supervised import inputs_tensor
 from models.training import GradientTrainer
 
 CHUNK = 4096  # examples per evaluation pass
-ROW = 8  # images per picture row
 
 
 def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -350,17 +349,11 @@ def score(served: Served, request: ScoreRequest) -> dict[str, Any]:
     }
 
 
-def rows_of(label: str, images: Tensor) -> list[tuple[str, np.ndarray]]:
-    """Images (n, C, H, W) cut into labelled rows of ROW."""
-    array = images.cpu().numpy()
-    return [(label if i == 0 else "", array[i : i + ROW]) for i in range(0, len(array), ROW)]
-
-
 @torch.inference_mode()
 def samples_picture(served: Served, query: ImageQuery) -> ImageGrid:
     """query.n samples after query.steps Gibbs sweeps (query.seed), in rows of 8."""
     generator = torch.Generator(device=served.device).manual_seed(query.seed)
-    return ImageGrid(rows_of("samples", draw(served.module, query.n, query.steps, generator)))
+    return ImageGrid.of("samples", draw(served.module, query.n, query.steps, generator))
 
 
 @torch.inference_mode()
@@ -371,7 +364,7 @@ def filters_picture(served: Served, query: ImageQuery) -> ImageGrid:
     w = weights[: max(query.n, ROW)]
     low, high = w.min(1, keepdim=True).values, w.max(1, keepdim=True).values
     images = ((w - low) / (high - low).clamp(min=1e-12)).view(len(w), *served.info.input_shape)
-    return ImageGrid(rows_of(f"layer {query.layer}", images))
+    return ImageGrid.of(f"layer {query.layer}", images)
 
 
 @torch.inference_mode()

@@ -21,7 +21,7 @@ from torch.nn import functional as F
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from models.autoencoder import CHUNK, reconstruct_with, reconstructions_picture
+from models.autoencoder import CHUNK, conv_coders, reconstruct_with, reconstructions_picture
 from models.base import BadRequest, Family, ImageGrid, ImageQuery, Served, register
 from models.configs.vae import VAEConfig, VAEJob
 from models.configs.verbs import (
@@ -29,12 +29,19 @@ from models.configs.verbs import (
     EncodeRequest,
     InterpolateRequest,
     ReconstructRequest,
-    SampleRequest,
+)
+from models.latent import (
+    LatentTrainer,
+    along_line,
+    decode_all,
+    endpoints,
+    latents,
+    lines_picture,
+    sample,
+    samples_picture,
 )
 from models.supervised import activation, inputs_tensor
-from models.training import GradientTrainer
 
-ROW = 8  # images per row of a sample grid
 EVAL_SEED = 0  # the z drawn to evaluate a split, the same at every epoch
 
 
@@ -90,34 +97,14 @@ def _mlp(input_shape: tuple[int, ...], config: VAEConfig) -> tuple[nn.Module, nn
 
 
 def _conv(input_shape: tuple[int, ...], config: VAEConfig) -> tuple[nn.Module, nn.Module]:
-    k, s, pad = config.kernel, config.stride, config.kernel // 2
-    shapes = [tuple(input_shape), *config.feature_shapes(input_shape)]
-    encoder: list[nn.Module] = []
-    for (c_in, _, _), (c_out, _, _) in pairwise(shapes):
-        encoder += [nn.Conv2d(c_in, c_out, k, s, pad), activation(config.activation)]
-    top = shapes[-1]
-    encoder += [nn.Flatten(), nn.Linear(math.prod(top), 2 * config.latent)]
-    decoder: list[nn.Module] = [
-        nn.Linear(config.latent, math.prod(top)),
-        activation(config.activation),
-        nn.Unflatten(1, top),
-    ]
-    for (c_in, h_in, w_in), (c_out, h_out, w_out) in pairwise(shapes[::-1]):
-        # output_padding restores the exact size the conv came from (as in models/autoencoder).
-        padding = (h_out - ((h_in - 1) * s - 2 * pad + k), w_out - ((w_in - 1) * s - 2 * pad + k))
-        decoder += [
-            nn.ConvTranspose2d(c_in, c_out, k, s, pad, output_padding=padding),
-            activation(config.activation),
-        ]
-    decoder.pop()  # logits out
-    return nn.Sequential(*encoder), nn.Sequential(*decoder)
+    return conv_coders(input_shape, config.conv_ae(), code_out=2 * config.latent)
 
 
 def build_vae(spec: VAEJob, info: DatasetInfo) -> VAE:
     return VAE(input_shape=info.input_shape, config=spec.model)
 
 
-class VAETrainer(GradientTrainer):
+class VAETrainer(LatentTrainer):
     """Maximize the (beta-weighted) ELBO by minibatch; labels are ignored. Noisy inputs in
     (with `train.input_noise`), the clean ones as targets. One eps per example and step, drawn
     from torch's global RNG before the step (so LBFGS re-evaluates one and the same loss)."""
@@ -127,9 +114,6 @@ class VAETrainer(GradientTrainer):
     def __init__(self, spec: VAEJob, model: VAE, splits: Splits, device: torch.device):
         super().__init__(spec, model, splits, device)
         self.beta = spec.model.beta
-        self.sample_epochs = set(spec.model.sample_epochs or ())
-        kept = torch.Generator().manual_seed(spec.train.seed)
-        self.kept_z = torch.randn(spec.model.n_kept, model.latent, generator=kept).to(device)
 
     def train_batch(self, epoch: int, index: int) -> dict[str, float]:
         batch = self.batch(epoch, index)
@@ -166,54 +150,9 @@ class VAETrainer(GradientTrainer):
             "elbo": -(reconstruction + kl),
         }
 
-    @torch.inference_mode()
-    def epoch_artifacts(self, epoch: int) -> dict[str, Tensor]:
-        if epoch not in self.sample_epochs:
-            return {}
-        self.model.eval()
-        return {"samples": self.model.decode(self.kept_z).cpu()}
-
-    @torch.inference_mode()
-    def samples(self, n: int, generator: torch.Generator) -> Tensor:
-        self.model.eval()
-        z = torch.randn(n, self.model.latent, generator=generator, device=generator.device)
-        z = z.to(self.device)
-        return torch.cat([self.model.decode(z[i : i + CHUNK]) for i in range(0, n, CHUNK)])
-
-
-def _decode_all(module: VAE, z: Tensor) -> Tensor:
-    return torch.cat([module.decode(z[i : i + CHUNK]) for i in range(0, len(z), CHUNK)])
-
 
 def _posterior_means(module: VAE, x: Tensor) -> Tensor:
     return torch.cat([module.posterior(x[i : i + CHUNK])[0] for i in range(0, len(x), CHUNK)])
-
-
-def _latents(served: Served, values: list[list[float]], field: str) -> Tensor:
-    latent = served.spec.model.latent
-    if any(len(z) != latent for z in values):
-        raise BadRequest(field, f"each latent vector must hold {latent} numbers (the latent size)")
-    return torch.tensor(values, dtype=torch.float32, device=served.device)
-
-
-def _prior(served: Served, n: int, seed: int) -> Tensor:
-    generator = torch.Generator(device=served.device).manual_seed(seed)
-    return torch.randn(n, served.spec.model.latent, generator=generator, device=served.device)
-
-
-@torch.inference_mode()
-def sample(served: Served, request: SampleRequest) -> dict[str, Any]:
-    """The decoder's means (in [0, 1]) of n draws from the prior N(0, I), or of `latents`."""
-    if request.steps is not None:
-        raise BadRequest(
-            "steps", "a vae samples in one pass; steps is for Gibbs samplers (rbm, dbm)"
-        )
-    if request.latents is not None:
-        z = _latents(served, request.latents, "latents")
-    else:
-        z = _prior(served, request.n, request.seed)
-    samples = _decode_all(served.module, z)
-    return {"samples": samples.cpu().tolist(), "latents": z.cpu().tolist()}
 
 
 @torch.inference_mode()
@@ -246,11 +185,11 @@ def decode(served: Served, request: DecodeRequest) -> dict[str, Any]:
     """The decoder's means of latent codes, or the one image of the mean of a split's posterior
     means."""
     if request.codes is not None:
-        codes = _latents(served, request.codes, "codes")
+        codes = latents(served, request.codes, "codes")
     else:
         split: Split = getattr(served.dataset(), request.mean_of)
         codes = _posterior_means(served.module, split.x.to(served.device)).mean(0, keepdim=True)
-    outputs = _decode_all(served.module, codes)
+    outputs = decode_all(served.module, codes)
     return {"outputs": outputs.cpu().tolist(), "codes": codes.cpu().tolist()}
 
 
@@ -264,28 +203,8 @@ def interpolate(served: Served, request: InterpolateRequest) -> dict[str, Any]:
         x = inputs_tensor(served, request.inputs, raw=request.raw)
         start, end = _posterior_means(served.module, x)
     else:
-        start, end = _prior(served, 2, request.seed)  # both drawn: a given one leaves the other
-        if request.start is not None:
-            start = _latents(served, [request.start], "start")[0]
-        if request.end is not None:
-            end = _latents(served, [request.end], "end")[0]
-    t = torch.linspace(0.0, 1.0, request.steps, device=served.device).unsqueeze(1)
-    z = start + t * (end - start)  # (steps, latent)
-    outputs = _decode_all(served.module, z)
-    return {"outputs": outputs.cpu().tolist(), "latents": z.cpu().tolist()}
-
-
-def _rows(label: str, images: Tensor) -> list[tuple[str, np.ndarray]]:
-    """A long grid of images cut into rows of ROW."""
-    array = images.cpu().numpy()
-    return [(label if i == 0 else "", array[i : i + ROW]) for i in range(0, len(array), ROW)]
-
-
-@torch.inference_mode()
-def samples_picture(served: Served, query: ImageQuery) -> ImageGrid:
-    """query.n samples from the prior (query.seed), in rows of 8."""
-    z = _prior(served, query.n, query.seed)
-    return ImageGrid(_rows("samples", _decode_all(served.module, z)))
+        start, end = endpoints(served, request)
+    return along_line(served, start, end, request.steps)
 
 
 @torch.inference_mode()
@@ -294,11 +213,8 @@ def interpolation_picture(served: Served, query: ImageQuery) -> ImageGrid:
     test = served.dataset().test.x
     pairs = max(1, min(query.n, len(test) // 2))
     codes = _posterior_means(served.module, test[: 2 * pairs].to(served.device))
-    t = torch.linspace(0.0, 1.0, ROW, device=served.device).view(1, ROW, 1)
-    start, end = codes[0::2].unsqueeze(1), codes[1::2].unsqueeze(1)  # (pairs, 1, latent)
-    z = (start + t * (end - start)).flatten(0, 1)  # (pairs * ROW, latent)
-    images = _decode_all(served.module, z).view(pairs, ROW, *served.info.input_shape)
-    return ImageGrid([(f"test {2 * i}-{2 * i + 1}", images[i].cpu().numpy()) for i in range(pairs)])
+    labels = [f"test {2 * i}-{2 * i + 1}" for i in range(pairs)]
+    return lines_picture(served, codes[0::2], codes[1::2], labels)
 
 
 @torch.inference_mode()
@@ -314,7 +230,7 @@ def latent_grid_picture(served: Served, query: ImageQuery) -> ImageGrid:
     values = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, side)), dtype=torch.float32)
     z1, z2 = torch.meshgrid(values, values.flip(0), indexing="xy")  # (side, side) each
     z = torch.stack([z1, z2], dim=-1).reshape(side * side, 2).to(served.device)
-    images = _decode_all(served.module, z).view(side, side, *served.info.input_shape)
+    images = decode_all(served.module, z).view(side, side, *served.info.input_shape)
     rows = [(f"z2={values.flip(0)[i].item():.2f}", images[i].cpu().numpy()) for i in range(side)]
     return ImageGrid(rows)
 

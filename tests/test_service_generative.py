@@ -95,8 +95,8 @@ def test_dbm_samples_and_draws_filters_of_each_layer(service: Service) -> None:
         {
             "family": "dbm",
             "dataset": DIGITS,
-            "model": {"pretrain_epochs": 3},
-            "train": {"epochs": 3},
+            "model": {"pretrain_epochs": 10},
+            "train": {"epochs": 10},
         },
     )
     stages = [row["stage"] for row in service.metrics(job["id"])]

@@ -9,15 +9,9 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, StrictModel
 from models.configs.autoencoder import Size, is_image
-from models.configs.common import check_params, dataset_of
+from models.configs.common import SampleEpochs, check_params, dataset_of, with_sample_epochs
 
-MAX_SAMPLE_EPOCHS = 100
 KERNEL = 4  # DCGAN's 4x4 kernels, stride 2, padding 1: each layer halves or doubles a side
-
-
-def default_sample_epochs(epochs: int) -> list[int]:
-    """Five evenly spaced epochs from the first to the last (fewer for a short run)."""
-    return sorted({1 + math.floor(k * (epochs - 1) / 4 + 0.5) for k in range(5)})
 
 
 class GANConfig(StrictModel):
@@ -41,13 +35,7 @@ class GANConfig(StrictModel):
         description="conv: generator channels, from the smallest map to the image; each layer "
         "doubles the map; the discriminator mirrors them",
     )
-    sample_epochs: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_SAMPLE_EPOCHS,
-        description="epochs after which samples of fixed latent points are kept; default: five "
-        "evenly spaced epochs, the first and the last included",
-    )
+    sample_epochs: SampleEpochs = None
     n_kept: int = Field(16, ge=1, le=64, description="samples kept at each of sample_epochs")
 
     def map_sizes(self, input_shape: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -109,17 +97,7 @@ class GANJob(JobSpecBase):
     @field_validator("model")
     @classmethod
     def _fits_dataset(cls, model: GANConfig, info: ValidationInfo) -> GANConfig:
-        if (train := info.data.get("train")) is not None:
-            epochs = train.epochs
-            if model.sample_epochs is None:  # filled in, so the stored job says what it keeps
-                model = model.model_copy(update={"sample_epochs": default_sample_epochs(epochs)})
-            elif late := [e for e in model.sample_epochs if e > epochs]:
-                raise ValueError(
-                    f"sample_epochs {late} are past the run's last epoch ({epochs}); each must "
-                    f"be in 1..{epochs}"
-                )
-            else:
-                model = model.model_copy(update={"sample_epochs": sorted(set(model.sample_epochs))})
+        model = with_sample_epochs(model, info)
         if (data := dataset_of(info)) is None:
             return model
         if not is_image(data):

@@ -9,14 +9,13 @@ from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, StrictModel
 from models.configs.autoencoder import ConvAEConfig, Size, is_image
-from models.configs.common import Activation, check_params, dataset_of
-
-MAX_SAMPLE_EPOCHS = 100
-
-
-def default_sample_epochs(epochs: int) -> list[int]:
-    """Five evenly spaced epochs from the first to the last (fewer for a short run)."""
-    return sorted({1 + math.floor(k * (epochs - 1) / 4 + 0.5) for k in range(5)})
+from models.configs.common import (
+    Activation,
+    SampleEpochs,
+    check_params,
+    dataset_of,
+    with_sample_epochs,
+)
 
 
 class VAEConfig(StrictModel):
@@ -39,21 +38,23 @@ class VAEConfig(StrictModel):
     beta: float = Field(
         1.0, ge=0.0, le=100.0, description="weight of the KL term (1: the plain VAE's ELBO)"
     )
-    sample_epochs: list[Annotated[int, Field(ge=1)]] | None = Field(
-        None,
-        min_length=1,
-        max_length=MAX_SAMPLE_EPOCHS,
-        description="epochs after which decoded samples of fixed latent points are kept; "
-        "default: five evenly spaced epochs, the first and the last included",
-    )
+    sample_epochs: SampleEpochs = None
     n_kept: int = Field(16, ge=1, le=64, description="samples kept at each of sample_epochs")
+
+    def conv_ae(self) -> ConvAEConfig:
+        """conv: the autoencoder whose convs the vae's encoder and decoder are."""
+        return ConvAEConfig(
+            kind="conv",
+            latent=self.latent,
+            activation=self.activation,
+            filters=self.filters,
+            kernel=self.kernel,
+            stride=self.stride,
+        )
 
     def feature_shapes(self, input_shape: tuple[int, ...]) -> list[tuple[int, int, int]]:
         """conv: (channels, height, width) after each strided conv (ValueError if too small)."""
-        conv = ConvAEConfig(
-            kind="conv", filters=self.filters, kernel=self.kernel, stride=self.stride
-        )
-        return conv.feature_shapes(input_shape)
+        return self.conv_ae().feature_shapes(input_shape)
 
     def n_params(self, input_shape: tuple[int, ...]) -> int:
         # The encoder ends in 2 * latent values (means and log-variances); the decoder starts
@@ -92,14 +93,7 @@ class VAEJob(JobSpecBase):
     @field_validator("model")
     @classmethod
     def _fits_dataset(cls, model: VAEConfig, info: ValidationInfo) -> VAEConfig:
-        if (train := info.data.get("train")) is not None:
-            epochs = train.epochs
-            if model.sample_epochs is None:  # filled in, so the stored job says what it keeps
-                model = model.model_copy(update={"sample_epochs": default_sample_epochs(epochs)})
-            elif late := [e for e in model.sample_epochs if e > epochs]:
-                raise ValueError(f"sample_epochs {late} are past the run's last epoch ({epochs})")
-            else:
-                model = model.model_copy(update={"sample_epochs": sorted(set(model.sample_epochs))})
+        model = with_sample_epochs(model, info)
         if (data := dataset_of(info)) is None:
             return model
         if not is_image(data):

@@ -94,6 +94,14 @@ def test_every_family_has_an_example_and_matching_verbs() -> None:
         assert set(family.images) == set(SPECS[name].images)
 
 
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_a_stored_job_document_parses_back_to_the_same_job(name: str) -> None:
+    """The API stores the job with every default filled in; the worker parses that again."""
+    spec = SPECS[name].model_validate(EXAMPLES[name])
+    stored = spec.model_dump(mode="json")
+    assert SPECS[name].model_validate(stored).model_dump(mode="json") == stored
+
+
 def test_unknown_or_duplicate_family_fails_loudly() -> None:
     with pytest.raises(KeyError, match="unknown model family 'nope'"):
         get_family("nope")

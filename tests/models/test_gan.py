@@ -9,7 +9,8 @@ from pydantic import ValidationError
 from core.datasets import Splits, load_dataset
 from core.settings import Settings
 from models.base import BadRequest, Served, n_params
-from models.configs.gan import GANConfig, GANJob, default_sample_epochs
+from models.configs.common import default_sample_epochs
+from models.configs.gan import GANConfig, GANJob
 from models.configs.verbs import InterpolateRequest, SampleRequest
 from models.gan import GAN, GANTrainer, build_gan, interpolate, sample
 from tests.models.support import fit
@@ -25,7 +26,7 @@ def test_both_backbones_fit_the_image_and_the_config_counts_them(
     config = GANConfig(kind=kind, latent=5, hidden=[16, 32], filters=[8, 4])
     gan = GAN(input_shape=shape, config=config)
     gan.eval()
-    images = gan.generate(torch.randn(3, 5))
+    images = gan.decode(torch.randn(3, 5))
     assert images.shape == (3, *shape) and images.min() >= 0 and images.max() <= 1
     assert gan.discriminate(images).shape == (3,)
     assert config.n_params(shape) == n_params(gan)
