@@ -213,3 +213,23 @@ class Service:
 
     def metrics(self, job_id: str) -> list[dict[str, Any]]:
         return self.client.get(f"/jobs/{job_id}/metrics").json()["history"]
+
+    def kill_mid_run_and_resume(self, document: dict[str, Any], timeout: float) -> dict[str, Any]:
+        """Submit a job, kill -9 its worker after its third epoch, start another worker and
+        wait for the job to succeed on its second attempt with every epoch once, the ones
+        after the kill resumed from the checkpoint instead of starting over; the job."""
+        epochs = document["train"]["epochs"]
+        job = self.submit(document)
+        self.wait_for(lambda: len(self.metrics(job["id"])) >= 3, timeout / 2, "three epochs")
+        self.kill(self.workers[-1])
+        killed_at = len(self.metrics(job["id"]))
+        self.start_worker()
+
+        done = self.wait_status(job["id"], {"succeeded", "failed"}, timeout=timeout)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 2
+        history = self.metrics(job["id"])
+        assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+        resumed = [row["epoch"] for row in history if row["attempt"] == 2]
+        assert resumed and resumed[0] >= killed_at >= 3
+        return done

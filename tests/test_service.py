@@ -53,28 +53,14 @@ def test_mlp_on_digits_trains_records_and_serves(service: Service) -> None:
 
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(service: Service) -> None:
-    epochs = 40
-    job = service.submit(
+    done = service.kill_mid_run_and_resume(
         {
             "family": "mlp",
             "dataset": {"name": "digits"},
-            "train": {"epochs": epochs, "batch_size": 4},
-        }
+            "train": {"epochs": 40, "batch_size": 4},
+        },
+        timeout=240,
     )
-    service.wait_for(lambda: len(service.metrics(job["id"])) >= 3, 120, "three epochs")
-    service.kill(service.workers[-1])
-    killed_at = len(service.metrics(job["id"]))
-    service.start_worker()
-
-    done = service.wait_status(job["id"], {"succeeded", "failed"}, timeout=240)
-    assert done["status"] == "succeeded", done["error"]
-    assert done["attempts"] == 2
-    history = service.metrics(job["id"])
-    assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
-    # Epochs up to the kill came from the first attempt; the second resumed after them,
-    # from the checkpoint, instead of starting over.
-    resumed = [row["epoch"] for row in history if row["attempt"] == 2]
-    assert resumed and resumed[0] >= killed_at >= 3
     assert done["result"]["test_accuracy"] >= 0.9
 
 

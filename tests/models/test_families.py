@@ -246,3 +246,4 @@ def test_a_run_resumed_from_a_checkpoint_mid_epoch_matches_an_unbroken_one(
     assert expected.keys() == got.keys()
     for key in expected:
         assert torch.allclose(got[key], expected[key], rtol=1e-5, atol=1e-6), key
+    assert resumed.evaluate(splits.test) == pytest.approx(unbroken.evaluate(splits.test))

@@ -1,8 +1,6 @@
 """Variational autoencoder ("vae") on digits: its config (sample_epochs filled in, bounds, image
 datasets only), exact conv output sizes, training that raises the ELBO, beta at work, the verbs
-and pictures, and a resumed run that matches an unbroken one."""
-
-from pathlib import Path
+and pictures (resuming is tested for every family in test_families)."""
 
 import numpy as np
 import pytest
@@ -10,7 +8,6 @@ import torch
 from pydantic import ValidationError
 from torch.nn import functional as F
 
-from core.checkpoint import pack, unpack
 from core.datasets import Splits, load_dataset
 from core.settings import Settings
 from models.base import BadRequest, ImageGrid, ImageQuery, Served, get_family, n_params
@@ -24,7 +21,6 @@ from models.configs.verbs import (
 )
 from models.vae import VAE, VAETrainer, build_vae
 from tests.models.support import fit
-from workers.runner import restore_trainer, trainer_state
 
 CPU = torch.device("cpu")
 DIGITS = {"name": "digits"}
@@ -273,43 +269,3 @@ def test_the_pictures(plane: Served, digits: Splits) -> None:
     with pytest.raises(BadRequest, match="needs a 2-D latent space") as refused:
         images["latent_grid"](flat, ImageQuery())
     assert refused.value.field == "name"
-
-
-# --- resume -----------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("stop", [(2, 4), (3, 0)])
-def test_a_resumed_vae_run_matches_an_unbroken_one(
-    stop: tuple[int, int], digits: Splits, tmp_path: Path
-) -> None:
-    spec = vae(epochs=3, seed=5, latent=3, hidden=[32])
-    torch.manual_seed(0)
-    unbroken = VAETrainer(spec, build_vae(spec, digits.info), digits, CPU)
-    fit(unbroken, digits)
-
-    torch.manual_seed(0)
-    first = VAETrainer(spec, build_vae(spec, digits.info), digits, CPU)
-    epoch, batch = stop
-    fit(first, digits, range(1, epoch))
-    first.begin_epoch(epoch)
-    for index in range(batch):
-        first.train_batch(epoch, index)
-    state, _ = unpack(pack(trainer_state(first)))
-
-    torch.manual_seed(1)  # a fresh process; the eps stream comes from the checkpoint
-    resumed = VAETrainer(spec, build_vae(spec, digits.info), digits, CPU)
-    restore_trainer(resumed, state)
-    if batch:
-        resumed.begin_epoch(epoch)
-        for index in range(batch, resumed.n_batches(epoch)):
-            resumed.train_batch(epoch, index)
-        resumed.end_epoch(epoch, {"train_loss": 0.0})
-        epoch += 1
-    fit(resumed, digits, range(epoch, 4))
-
-    for name, tensor in unbroken.model.state_dict().items():
-        assert torch.equal(tensor, resumed.model.state_dict()[name]), name
-    assert resumed.evaluate(digits.test) == unbroken.evaluate(digits.test)
-    assert torch.equal(
-        resumed.epoch_artifacts(3)["samples"], unbroken.epoch_artifacts(3)["samples"]
-    )
