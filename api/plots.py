@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
 def _png(figure: Any) -> bytes:
@@ -59,7 +60,8 @@ def lines(
             continue
         x = np.arange(1, len(values) + 1)
         style = {"color": "black"} if name.startswith("truth") else {}
-        ax.plot(x, values, label=name, linewidth=1, **style)
+        ax.plot(x, values, label=name, linewidth=1, marker="." if len(x) < 30 else None, **style)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, sweeps: whole numbers
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

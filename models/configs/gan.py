@@ -18,7 +18,8 @@ class GANConfig(StrictModel):
     kind: Literal["mlp", "conv"] = Field(
         "mlp",
         description="mlp: dense layers; conv: the DCGAN backbone (transposed convs with "
-        "batchnorm in the generator, strided convs with leaky relu in the discriminator)",
+        "batchnorm and ReLU in the generator, strided convs with batchnorm and leaky ReLU in "
+        "the discriminator)",
     )
     latent: int = Field(16, ge=1, le=1024, description="size of z, drawn from N(0, I)")
     hidden: list[Size] = Field(
@@ -74,6 +75,7 @@ class GANConfig(StrictModel):
         generator += sum(a * k2 * b + b for a, b in pairwise(channels))
         generator += 2 * sum(self.filters[1:])
         discriminator = sum(b * k2 * a + a for a, b in pairwise(channels)) + flat + 1
+        discriminator += 2 * sum(self.filters[:-1])  # batchnorm after all convs but the first
         return generator + discriminator
 
 
