@@ -31,6 +31,9 @@ from models.supervised import inputs_tensor
 from models.training import GradientTrainer
 
 CHUNK = 4096  # examples per evaluation pass
+# Chains x Gibbs steps one request may run: 1000 samples of the default 1000 steps, a few
+# seconds of CPU for a 784-128 RBM.
+MAX_CHAIN_STEPS = 1_000_000
 
 
 def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
@@ -280,6 +283,15 @@ def inpaint(module: Boltzmann, x: Tensor, mask: Tensor, steps: int, seed: int) -
     return torch.where(mask, x, filled)
 
 
+def check_chain_steps(chains: int, steps: int) -> None:
+    if chains * steps > MAX_CHAIN_STEPS:
+        raise BadRequest(
+            "steps",
+            f"{chains} chains x {steps} Gibbs steps is more than the {MAX_CHAIN_STEPS:,} one "
+            "request may run; ask for fewer samples, inputs or steps",
+        )
+
+
 def mask_tensor(served: Served, mask: list[Any], n: int) -> Tensor:
     """The request's mask as a (n, visible) bool tensor: one mask for every input, or one per
     input; values 0 and 1 only."""
@@ -310,6 +322,7 @@ def sample(served: Served, request: SampleRequest) -> dict[str, Any]:
     if request.latents is not None:
         raise BadRequest("latents", f"a {served.spec.family} has no latent space; give steps")
     steps = request.steps or served.spec.model.sample_steps
+    check_chain_steps(request.n, steps)
     generator = torch.Generator(device=served.device).manual_seed(request.seed)
     samples = draw(served.module, request.n, steps, generator)
     return {"samples": samples.cpu().tolist(), "steps": steps}
@@ -326,6 +339,7 @@ def reconstruct(served: Served, request: ReconstructRequest) -> dict[str, Any]:
         out = served.module.reconstruct(x).flatten(1)
         loss = (out - flat).pow(2).mean(1)
     else:
+        check_chain_steps(len(x), request.steps)
         mask = mask_tensor(served, request.mask, len(x))
         out = inpaint(served.module, flat, mask, request.steps, request.seed)
         missing = (~mask).float()

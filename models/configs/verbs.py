@@ -37,7 +37,10 @@ class ReconstructRequest(InputsRequest):
         "missing ones Gibbs-sampled (inpainting)",
     )
     steps: int = Field(
-        200, ge=1, le=MAX_GIBBS_STEPS, description="rbm, dbm with a mask: Gibbs steps"
+        200,
+        ge=1,
+        le=MAX_GIBBS_STEPS,
+        description="rbm, dbm with a mask: Gibbs steps; inputs x steps at most 1,000,000",
     )
     seed: Seed = 0
 
@@ -68,7 +71,8 @@ class SampleRequest(VerbRequest):
         None,
         ge=1,
         le=MAX_GIBBS_STEPS,
-        description="rbm, dbm: Gibbs steps from a random start (default 1000)",
+        description="rbm, dbm: Gibbs steps from a random start (default: the job's "
+        "sample_steps); n x steps at most 1,000,000",
     )
     latents: list[list[float]] | None = Field(
         None,

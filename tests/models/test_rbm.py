@@ -114,6 +114,14 @@ def test_samples_are_seeded_and_bounded(rbm: Served) -> None:
     with pytest.raises(BadRequest) as refused:
         sample(rbm, SampleRequest(latents=[[0.0]]))
     assert refused.value.field == "latents"
+    with pytest.raises(BadRequest) as refused:  # 1000 chains of 10,000 steps: too much work
+        sample(rbm, SampleRequest(n=1000, steps=10_000))
+    assert refused.value.field == "steps"
+    with pytest.raises(BadRequest) as refused:
+        mask = np.ones((8, 8)).tolist()
+        inputs = np.zeros((500, 64)).tolist()
+        reconstruct(rbm, ReconstructRequest(inputs=inputs, mask=mask, steps=5000))
+    assert refused.value.field == "steps"
     for bad in ({"n": 0}, {"n": 1001}, {"steps": 0}, {"steps": 10_001}):
         with pytest.raises(ValidationError, match=next(iter(bad))):
             SampleRequest(**bad)
