@@ -7,7 +7,7 @@ Every float refuses NaN and Inf; every number has bounds; unknown keys are error
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, ClassVar, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args
 
 from pydantic import (
     BaseModel,
@@ -72,8 +72,9 @@ class DatasetSpec(StrictModel):
         "series); replaces val_fraction",
     )
     # Hopfield pattern sets: given, or `n_patterns` random ones of `dim` values.
-    patterns: list[list[int]] | None = Field(
+    patterns: list[Annotated[list[int], Field(max_length=MAX_PATTERN_DIM)]] | None = Field(
         None,
+        max_length=MAX_PATTERNS,
         description="patterns: the +/-1 patterns themselves (1..256 of 2..4096 values, all the "
         "same length); leave out for random ones",
     )
@@ -229,7 +230,8 @@ class TrainSpec(StrictModel):
     optimizers: dict[str, OptimizerSpec] = Field(
         {},
         description="per named optimizer of a family that has several (gan: generator and "
-        "discriminator); a name left out uses `optimizer`, or the family's default for it",
+        "discriminator; dbm: pretrain and joint); a name left out uses `optimizer` if it is "
+        "given, else the family's default for it",
     )
     weight_decay: float = Field(0.0, ge=0.0, le=10.0, description="L2 penalty (lambda)")
     l1: float = Field(0.0, ge=0.0, le=10.0, description="L1 penalty (lambda)")

@@ -507,9 +507,11 @@ class _Run:
 
     def sample_quality(self, trainer: Trainer, splits: Splits) -> dict[str, Any]:
         """For a generative family: how its samples compare with the test images."""
+        if not quality.applies(splits.info):
+            return {}
         generator = torch.Generator(self.device).manual_seed(self.spec.train.seed)
         samples = trainer.samples(quality.N_SAMPLES, generator)
-        if samples is None or not quality.applies(splits.info):
+        if samples is None:
             return {}
         net = quality.feature_net(self.spec.dataset, self.settings, self.device)
         return quality.measure(net, samples, splits.test)
