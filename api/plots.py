@@ -70,6 +70,28 @@ def lines(
     return _png(figure)
 
 
+def path_on_curve(
+    curve_x: Sequence[float],
+    curve_f: Sequence[float],
+    xs: Sequence[float],
+    fs: Sequence[float],
+    title: str,
+) -> bytes:
+    """A 1-D function and an optimizer's path on it, the steps coloured from first to last."""
+    figure, ax = plt.subplots(figsize=(8, 4))
+    ax.plot(curve_x, curve_f, color="gray", linewidth=1, label="f(x)")
+    ax.plot(xs, fs, color="black", linewidth=0.5, alpha=0.4)
+    points = ax.scatter(xs, fs, c=np.arange(len(xs)), cmap="viridis", s=14, zorder=3)
+    ax.scatter(xs[:1], fs[:1], marker="x", color="red", s=40, zorder=4, label="x0")
+    figure.colorbar(points, ax=ax, label="step")
+    ax.set_xlabel("x")
+    ax.set_ylabel("f(x)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return _png(figure)
+
+
 def render(picture: Any, title: str) -> bytes:
     """A models.base.Picture as PNG."""
     from models.base import ImageGrid  # a picture exists only once a model was loaded

@@ -1,0 +1,64 @@
+"""Request and answer of POST /optimizers/trace (no torch here): an optimizer stepped on a 1-D
+function, with its internal state at every step."""
+
+from typing import Literal, Self
+
+from pydantic import BaseModel, Field, model_validator
+
+from core.spec import OptimizerSpec, StrictModel
+
+Function = Literal["relu", "sigmoid", "abs", "quadratic", "bump"]
+TRACED = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta")
+MAX_TRACE_STEPS = 10_000
+
+
+class TraceRequest(StrictModel):
+    optimizer: OptimizerSpec = Field(
+        OptimizerSpec(),
+        description="gd, sgd (the same in 1-D), momentum, nesterov, adam, "
+        "rmsprop or adadelta, with its hyperparameters as in a job's train.optimizer",
+    )
+    function: Function = Field(
+        "quadratic",
+        description="relu: max(0, x); sigmoid; abs: |x|; quadratic: x^2; bump: "
+        "1 - exp(-x^2) - (1 - height) exp(-(x - 3)^2), a global minimum 0 at x = 0 and a "
+        "second one of about `height` at x = 3, a ridge of about 1 between them",
+    )
+    height: float = Field(
+        0.5, ge=-1.0, le=1.0, description="bump: the second minimum's height (< 1)"
+    )
+    x0: float = Field(1.0, ge=-100.0, le=100.0, description="the starting point")
+    steps: int = Field(50, ge=1, le=MAX_TRACE_STEPS)
+
+    @model_validator(mode="after")
+    def _traceable(self) -> Self:
+        if self.optimizer.name not in TRACED:
+            raise ValueError(
+                f"{self.optimizer.name} is not traced; the optimizers traced are "
+                f"{', '.join(TRACED)}"
+            )
+        return self
+
+
+class TraceStep(BaseModel):
+    step: int = Field(description="t = 1, 2, ...")
+    g: float = Field(description="f'(x) at the point the step starts from")
+    m: float | None = Field(
+        None, description="first moment (adam) or momentum buffer (momentum, nesterov, rmsprop)"
+    )
+    v: float | None = Field(
+        None, description="second moment (adam) or running mean of g^2 (rmsprop, adadelta)"
+    )
+    m_hat: float | None = Field(None, description="adam: m / (1 - beta1^t)")
+    v_hat: float | None = Field(None, description="adam: v / (1 - beta2^t)")
+    u: float | None = Field(None, description="adadelta: running mean of squared updates")
+    x: float = Field(description="x after the step")
+    f: float = Field(description="f(x) after the step")
+
+
+class TraceResponse(BaseModel):
+    function: Function
+    optimizer: OptimizerSpec
+    x0: float
+    f0: float
+    steps: list[TraceStep]

@@ -1,0 +1,92 @@
+"""The tools that need no worker: an optimizer traced on a 1-D function."""
+
+import math
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import api_client
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with api_client() as client:
+        yield client
+
+
+def trace(client: TestClient, **body: object) -> dict:
+    response = client.post("/optimizers/trace", json=body)
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_adam_matches_the_first_three_steps_worked_by_hand(client: TestClient) -> None:
+    lr, beta1, beta2, eps = 0.1, 0.9, 0.999, 1e-8
+    answer = trace(
+        client, optimizer={"name": "adam", "lr": lr}, function="quadratic", x0=1.0, steps=3
+    )
+    # By hand, f(x) = x^2: g = 2x; m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2;
+    # m_hat = m / (1 - b1^t); v_hat = v / (1 - b2^t); x -= lr m_hat / (sqrt(v_hat) + eps).
+    x, m, v = 1.0, 0.0, 0.0
+    for t, step in enumerate(answer["steps"], start=1):
+        g = 2 * x
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        m_hat, v_hat = m / (1 - beta1**t), v / (1 - beta2**t)
+        x = x - lr * m_hat / (math.sqrt(v_hat) + eps)
+        expected = {"step": t, "g": g, "m": m, "v": v, "m_hat": m_hat, "v_hat": v_hat, "x": x}
+        for key, value in expected.items():
+            assert step[key] == pytest.approx(value, rel=1e-9), (t, key)
+        assert step["f"] == pytest.approx(x * x, rel=1e-9)
+    # The first step of Adam moves by lr whatever the gradient's size: 1 -> 0.9.
+    assert answer["steps"][0]["x"] == pytest.approx(0.9, abs=1e-8)
+
+
+def test_each_optimizer_reports_its_own_state(client: TestClient) -> None:
+    momentum = trace(client, optimizer={"name": "momentum", "lr": 0.1}, x0=1.0, steps=2)
+    first, second = momentum["steps"]
+    assert first["m"] == pytest.approx(2.0) and second["m"] == pytest.approx(0.9 * 2 + 1.6)
+    assert first["v"] is None and first["m_hat"] is None
+    gd = trace(client, optimizer={"name": "gd", "lr": 0.25}, x0=1.0, steps=1)["steps"][0]
+    assert gd["x"] == pytest.approx(0.5) and gd["m"] is None
+    rms = trace(client, optimizer={"name": "rmsprop", "lr": 0.01, "rho": 0.9}, steps=1)
+    assert rms["steps"][0]["v"] == pytest.approx(0.1 * 2.0**2)
+    adadelta = trace(client, optimizer={"name": "adadelta"}, steps=1)["steps"][0]
+    assert adadelta["v"] is not None and adadelta["u"] is not None
+
+
+def test_relu_is_flat_left_of_zero_and_the_bump_has_two_minima(client: TestClient) -> None:
+    stuck = trace(client, optimizer={"name": "gd", "lr": 0.5}, function="relu", x0=-1.0, steps=5)
+    assert all(s["g"] == 0.0 and s["x"] == -1.0 for s in stuck["steps"])
+    # From x = 4.5 plain gradient descent settles in the second minimum (height 0.7); heavy
+    # momentum carries x through it and over the ridge into the global minimum at 0.
+    bump = {"function": "bump", "height": 0.7, "x0": 4.5, "steps": 500}
+    trapped = trace(client, optimizer={"name": "gd", "lr": 0.5}, **bump)["steps"][-1]
+    assert trapped["x"] == pytest.approx(3.0, abs=0.05) and trapped["f"] == pytest.approx(0.7, abs=1e-3)
+    heavy = {"name": "momentum", "lr": 1.0, "momentum": 0.95}
+    escaped = trace(client, optimizer=heavy, **bump)["steps"][-1]
+    assert abs(escaped["x"]) < 0.05 and escaped["f"] < 0.01
+
+
+def test_the_path_is_drawn_and_bad_requests_name_the_field(client: TestClient) -> None:
+    body = {"optimizer": {"name": "nesterov", "lr": 0.05}, "function": "abs", "steps": 40}
+    picture = client.post("/optimizers/trace.png", json=body)
+    assert picture.status_code == 200 and picture.content.startswith(PNG)
+    for bad, field in [
+        ({"optimizer": {"name": "lbfgs"}}, "body"),
+        ({"function": "cosine"}, "function"),
+        ({"steps": 0}, "steps"),
+        ({"steps": 10**6}, "steps"),
+        ({"x0": float("1e9")}, "x0"),
+        ({"height": 2.0}, "height"),
+    ]:
+        response = client.post("/optimizers/trace", json=bad)
+        assert response.status_code == 422, bad
+        assert field in [e["field"] for e in response.json()["detail"]], response.json()
+    diverged = client.post(
+        "/optimizers/trace", json={"optimizer": {"name": "gd", "lr": 50}, "steps": 2000}
+    )
+    assert diverged.status_code == 422 and "finite" in diverged.text
