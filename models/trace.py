@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models.configs.trace import TraceRequest
+from models.configs.tools import TraceRequest
 from models.training import make_optimizer
 
 

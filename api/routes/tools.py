@@ -1,9 +1,17 @@
-"""Tools that need no worker and no training: an optimizer traced on a 1-D function."""
+"""Tools that need no worker and no training: an optimizer traced on a 1-D function, and a
+model's architecture summed up."""
 
-from fastapi import APIRouter, HTTPException, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, Response
 
 from api import plots
-from models.configs.trace import TraceRequest, TraceResponse
+from api.deps import SessionDep
+from api.routes.jobs import with_upload
+from core.catalog import CATALOG, resolve
+from core.uploads import upload_infos
+from models.configs.tools import ArchitectureSummary, TraceRequest, TraceResponse
+from models.specs import JobSpec
 
 router = APIRouter(tags=["tools"])
 
@@ -43,3 +51,19 @@ def optimizer_trace_png(body: TraceRequest) -> Response:
     title = f"{body.optimizer.name} (lr {body.optimizer.lr:g}) on {body.function}"
     png = plots.path_on_curve(grid, curve(body, grid), xs, fs, title)
     return Response(png, media_type="image/png")
+
+
+@router.post("/architectures/summary", response_model=ArchitectureSummary)
+def architecture_summary(spec: Annotated[JobSpec, Body()], session: SessionDep) -> dict:
+    """The model a job document would train, without training it: each layer's output shape
+    and parameters (the total is PyTorch's count of the built model), the receptive field and
+    jump of its conv/pool stack, and the memory a training step at train.batch_size needs.
+    The dataset's data is not needed, only its shape."""
+    from models.registry import REGISTRY  # noqa: F401 - loads torch and every family
+    from models.summary import summarize
+
+    uploads = None
+    if spec.dataset.name not in CATALOG:
+        spec = with_upload(spec, session)
+        uploads = upload_infos(session, [spec.dataset.name])
+    return summarize(spec, resolve(spec.dataset, uploads))

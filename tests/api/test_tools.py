@@ -1,4 +1,5 @@
-"""The tools that need no worker: an optimizer traced on a 1-D function."""
+"""The tools that need no worker: an optimizer traced on a 1-D function, and a model's
+architecture summed up (shapes, parameters, receptive fields, memory)."""
 
 import math
 from collections.abc import Iterator
@@ -6,7 +7,12 @@ from collections.abc import Iterator
 import pytest
 from fastapi.testclient import TestClient
 
+from core.catalog import resolve
+from models.base import get_family, n_params
+from models.registry import REGISTRY  # noqa: F401 - every family registered
+from models.specs import parse_job_spec
 from tests.conftest import api_client
+from tests.models.test_families import EXAMPLES
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
@@ -65,7 +71,9 @@ def test_relu_is_flat_left_of_zero_and_the_bump_has_two_minima(client: TestClien
     # momentum carries x through it and over the ridge into the global minimum at 0.
     bump = {"function": "bump", "height": 0.7, "x0": 4.5, "steps": 500}
     trapped = trace(client, optimizer={"name": "gd", "lr": 0.5}, **bump)["steps"][-1]
-    assert trapped["x"] == pytest.approx(3.0, abs=0.05) and trapped["f"] == pytest.approx(0.7, abs=1e-3)
+    assert trapped["x"] == pytest.approx(3.0, abs=0.05) and trapped["f"] == pytest.approx(
+        0.7, abs=1e-3
+    )
     heavy = {"name": "momentum", "lr": 1.0, "momentum": 0.95}
     escaped = trace(client, optimizer=heavy, **bump)["steps"][-1]
     assert abs(escaped["x"]) < 0.05 and escaped["f"] < 0.01
@@ -90,3 +98,65 @@ def test_the_path_is_drawn_and_bad_requests_name_the_field(client: TestClient) -
         "/optimizers/trace", json={"optimizer": {"name": "gd", "lr": 50}, "steps": 2000}
     )
     assert diverged.status_code == 422 and "finite" in diverged.text
+
+
+# --- architectures --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", sorted(EXAMPLES))
+def test_the_summary_counts_what_pytorch_counts_for_every_family(
+    client: TestClient, name: str
+) -> None:
+    response = client.post("/architectures/summary", json=EXAMPLES[name])
+    assert response.status_code == 200, response.text
+    summary = response.json()
+    spec = parse_job_spec(EXAMPLES[name])
+    built = get_family(name).build(spec, resolve(spec.dataset))
+    assert summary["n_params"] == n_params(built)
+    assert sum(layer["n_params"] for layer in summary["layers"]) == summary["n_params"]
+    memory = summary["training_memory_bytes"]
+    assert memory["parameters"] == 4 * summary["n_params"]
+    assert memory["total"] == sum(v for k, v in memory.items() if k != "total")
+
+
+def test_receptive_fields_match_a_stack_worked_by_hand(client: TestClient) -> None:
+    document = {
+        "family": "cnn",
+        "dataset": {"name": "fashion_mnist"},
+        "model": {
+            "conv": [
+                {"filters": 8, "kernel": 5, "stride": 2, "padding": 2, "pool": "max"},
+                {"filters": 16, "kernel": 3, "padding": "same"},
+            ],
+            "dense": [32],
+        },
+        "train": {"batch_size": 10, "optimizer": {"name": "adam"}},
+    }
+    summary = client.post("/architectures/summary", json=document).json()
+    stack = [row for row in summary["layers"] if row["receptive_field"] is not None]
+    # conv 5/2: rf 5, jump 2, 28 -> (28 + 4 - 5) // 2 + 1 = 14; max pool 2/2: rf 5 + 1 * 2 = 7,
+    # jump 4, 14 -> 7; conv 3/1: rf 7 + 2 * 4 = 15, jump 4, 7 -> 7.
+    assert [(r["type"], r["receptive_field"], r["jump"]) for r in stack] == [
+        ("Conv2d", 5, 2),
+        ("MaxPool2d", 7, 4),
+        ("Conv2d", 15, 4),
+    ]
+    assert [r["output_shape"] for r in stack] == [[8, 14, 14], [8, 7, 7], [16, 7, 7]]
+    memory = summary["training_memory_bytes"]
+    assert memory["optimizer_state"] == 2 * 4 * summary["n_params"]  # Adam's two moments
+    assert memory["inputs"] == 10 * 28 * 28 * 4
+    # Conv weights: 8*1*25 + 8, 16*8*9 + 16; dense: 16*7*7 -> 32 -> 10.
+    assert summary["n_params"] == 208 + 1168 + (784 * 32 + 32) + (32 * 10 + 10)
+
+
+def test_a_bad_model_section_is_a_422_naming_the_field(client: TestClient) -> None:
+    response = client.post(
+        "/architectures/summary",
+        json={"family": "mlp", "dataset": {"name": "digits"}, "model": {"hidden": [0]}},
+    )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["field"] == "model.hidden.0"
+    unknown = client.post(
+        "/architectures/summary", json={"family": "mlp", "dataset": {"name": "upload:nope"}}
+    )
+    assert unknown.status_code == 422 and unknown.json()["detail"][0]["field"] == "dataset.name"

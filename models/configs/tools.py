@@ -1,5 +1,6 @@
-"""Request and answer of POST /optimizers/trace (no torch here): an optimizer stepped on a 1-D
-function, with its internal state at every step."""
+"""Requests and answers of the tools that need no worker (no torch here): an optimizer stepped
+on a 1-D function with its state at every step (POST /optimizers/trace), and a model's layers,
+parameters, receptive fields and training memory (POST /architectures/summary)."""
 
 from typing import Literal, Self
 
@@ -62,3 +63,37 @@ class TraceResponse(BaseModel):
     x0: float
     f0: float
     steps: list[TraceStep]
+
+
+class LayerSummary(BaseModel):
+    name: str = Field(description="the module's path in the model")
+    type: str
+    output_shape: list[int] | None = Field(description="per example; None if not run")
+    n_params: int = Field(description="the module's own parameters")
+    kernel: int | None = None
+    stride: int | None = None
+    receptive_field: int | None = Field(
+        None, description="conv/pool over an image: input pixels one output unit sees (a side)"
+    )
+    jump: int | None = Field(None, description="input pixels between neighbouring outputs")
+
+
+class TrainingMemory(BaseModel):
+    """Bytes of a training step, float32: a lower bound (no allocator slack, no workspace)."""
+
+    parameters: int
+    gradients: int
+    optimizer_state: int = Field(description="the largest of the family's optimizers' state")
+    inputs: int = Field(description="one batch of inputs")
+    activations: int = Field(description="every layer's output for a batch, kept for backward")
+    total: int
+
+
+class ArchitectureSummary(BaseModel):
+    family: str
+    input_shape: list[int]
+    layers: list[LayerSummary]
+    n_params: int = Field(description="equal to PyTorch's count of the built model")
+    trainable_params: int
+    batch_size: int = Field(description="the job's train.batch_size")
+    training_memory_bytes: TrainingMemory
