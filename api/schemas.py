@@ -30,6 +30,11 @@ class JobPublic(BaseModel):
     n_params: int | None
     result: dict[str, Any] | None
     error: str | None
+    provenance: dict[str, Any] | None = Field(
+        description="set when it runs: python, torch, annlab and numpy versions, device, "
+        "dataset_sha256 (the content it trained on) and every seed"
+    )
+    rerun_of: str | None = Field(description="the job this one reruns (POST /jobs/{id}/rerun)")
     cancel_requested: bool
     attempts: int
     owner_id: str | None
@@ -109,3 +114,11 @@ class ValidationProblem(BaseModel):
 
     detail: list[FieldError]
     message: str
+
+
+class JobComparison(BaseModel):
+    jobs: list[JobPublic]
+    differences: dict[str, list[Any]] = Field(
+        description="every result figure and provenance entry whose values differ between the "
+        "jobs, by name (`result.test_accuracy`, `provenance.torch`...), one value per job"
+    )

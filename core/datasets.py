@@ -1,6 +1,7 @@
 """Worker-side dataset loading: a job's dataset as train / val / test tensors on a device."""
 
 import gzip
+import hashlib
 import os
 import shutil
 import tempfile
@@ -59,6 +60,21 @@ class Splits:
     val: Split | None  # None when val_fraction == 0
     test: Split
     info: DatasetInfo
+
+
+def content_hash(splits: Splits) -> str:
+    """sha256 of the splits' tensors as the job trains on them (train, val, test; inputs, then
+    targets; their dtypes and shapes included): two jobs with the same hash saw the same data."""
+    digest = hashlib.sha256()
+    for split in (splits.train, splits.val, splits.test):
+        if split is None:
+            digest.update(b"none")
+            continue
+        for tensor in (split.x, split.y):
+            array = tensor.detach().cpu().contiguous()
+            digest.update(f"{array.dtype}{tuple(array.shape)}".encode())
+            digest.update(array.numpy().tobytes())
+    return digest.hexdigest()
 
 
 def load_dataset(

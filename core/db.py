@@ -79,6 +79,9 @@ class Job(Base):
     n_params: Mapped[int | None] = mapped_column(Integer, default=None)
     # What serving needs to rebuild the model without reloading the dataset.
     data_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    # What reproduces it: versions, the dataset's content hash, every seed (set when it runs).
+    provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    rerun_of: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)

@@ -28,13 +28,20 @@ class Lease:
     attempt: int
 
 
-def new_job(session: Session, spec: dict[str, Any], *, owner_id: str | None = None) -> Job:
+def new_job(
+    session: Session,
+    spec: dict[str, Any],
+    *,
+    owner_id: str | None = None,
+    rerun_of: str | None = None,
+) -> Job:
     job = Job(
         id=uuid.uuid4().hex,
         family=spec["family"],
         status="queued",
         spec=spec,
         owner_id=owner_id,
+        rerun_of=rerun_of,
         progress={"epoch": 0, "epochs": spec.get("train", {}).get("epochs"), "percent": 0.0},
         dispatched_at=utcnow(),
     )
@@ -101,8 +108,16 @@ def set_model_facts(
     lease_seconds: float,
     n_params: int,
     data_info: dict[str, Any],
+    provenance: dict[str, Any],
 ) -> None:
-    _guarded(session, lease, lease_seconds, n_params=n_params, data_info=data_info)
+    _guarded(
+        session,
+        lease,
+        lease_seconds,
+        n_params=n_params,
+        data_info=data_info,
+        provenance=provenance,
+    )
 
 
 def _put_checkpoint(

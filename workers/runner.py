@@ -5,8 +5,10 @@ Plain functions over the database; the Celery task is a thin wrapper, and tests 
 """
 
 import dataclasses
+import importlib.metadata
 import logging
 import math
+import platform
 import random
 import threading
 import time
@@ -17,7 +19,7 @@ import torch
 
 from core.catalog import DatasetUnavailable
 from core.checkpoint import pack, pack_weights, unpack
-from core.datasets import Splits, fold_splits, load_dataset
+from core.datasets import Splits, content_hash, fold_splits, load_dataset
 from core.db import Job, session_scope
 from core.jobs import (
     Lease,
@@ -340,6 +342,7 @@ class _Run:
                         self.lease,
                         n_params=n_params(model),
                         data_info=dataclasses.asdict(data.info),
+                        provenance=self.provenance(data),
                         lease_seconds=self.settings.lease_seconds,
                     )
             best_model = None
@@ -504,6 +507,26 @@ class _Run:
                 "stopped_epoch": position.stopped_epoch or epochs,
             }
         return result, best_model
+
+    def provenance(self, data: Splits) -> dict[str, Any]:
+        """What this run depended on besides its document: versions, where it ran, the
+        content of its data, and every seed it drew from."""
+        seed = self.spec.train.seed
+        return {
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "annlab": importlib.metadata.version("annlab"),
+            "numpy": np.__version__,
+            "device": str(self.device),
+            "cuda": torch.version.cuda if self.device.type == "cuda" else None,
+            "dataset_sha256": content_hash(data),
+            "seeds": {
+                "train": seed,  # weights, batch order, noise (each fold: train + fold)
+                "folds": [seed + fold for fold in range(self.folds)],
+                "split": self.spec.dataset.split_seed,
+                "sample_quality": seed,
+            },
+        }
 
     def sample_quality(self, trainer: Trainer, splits: Splits) -> dict[str, Any]:
         """For a generative family: how its samples compare with the test images."""

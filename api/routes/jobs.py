@@ -11,7 +11,7 @@ from sqlalchemy import func, select
 from api import plots
 from api.deps import JobDep, SessionDep, SettingsDep
 from api.errors import field_error
-from api.schemas import JobPublic, JobsPublic, JobStatus, MetricsPublic
+from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
 from core.jobs import artifacts_of, new_job, request_cancel
@@ -40,9 +40,9 @@ def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
         raise RequestValidationError(exc.errors()) from exc
 
 
-@router.post("", status_code=202, response_model=JobPublic)
-def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep) -> Job:
-    """Queue a training job; answers at once with the job (status `queued`)."""
+def admissible(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) -> JobSpecBase:
+    """The job as it will run: its dataset here (a built-in one) or checked against the upload
+    it names."""
     if spec.dataset.name in CATALOG:
         info = CATALOG[spec.dataset.name]
         if not is_available(info, settings):
@@ -52,12 +52,21 @@ def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: 
                 f"dataset {info.name!r} is not available here: {info.how_to_get}",
                 "dataset_unavailable",
             )
-    else:
-        spec = with_upload(spec, session)
-    job = new_job(session, spec.model_dump(mode="json"))
+        return spec
+    return with_upload(spec, session)
+
+
+def queue(session: SessionDep, spec: JobSpecBase, rerun_of: str | None = None) -> Job:
+    job = new_job(session, spec.model_dump(mode="json"), rerun_of=rerun_of)
     session.commit()
     try_send_job(job.id)
     return job
+
+
+@router.post("", status_code=202, response_model=JobPublic)
+def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep) -> Job:
+    """Queue a training job; answers at once with the job (status `queued`)."""
+    return queue(session, admissible(spec, session, settings))
 
 
 @router.get("", response_model=JobsPublic)
@@ -82,6 +91,30 @@ def list_jobs(
     return JobsPublic(
         items=[JobPublic.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset
     )
+
+
+@router.get("/compare", response_model=JobComparison)
+def compare_jobs(
+    session: SessionDep,
+    ids: Annotated[list[str], Query(min_length=2, max_length=20, description="job ids")],
+) -> JobComparison:
+    """Jobs side by side (a job and its reruns, say): each job, and every result figure and
+    provenance entry whose values differ between them."""
+    jobs = []
+    for job_id in ids:
+        job = session.get(Job, job_id[:64])
+        if job is None:
+            raise field_error(404, "ids", f"no job {job_id[:64]!r}", "not_found")
+        jobs.append(job)
+    differences: dict[str, list[Any]] = {}
+    for section in ("result", "provenance"):
+        values = [getattr(job, section) or {} for job in jobs]
+        for key in sorted(set().union(*values)):
+            column = [v.get(key) for v in values]
+            if any(c != column[0] for c in column[1:]):
+                differences[f"{section}.{key}"] = column
+    public = [JobPublic.model_validate(job) for job in jobs]
+    return JobComparison(jobs=public, differences=differences)
 
 
 @router.get("/{job_id}", response_model=JobPublic)
@@ -153,6 +186,17 @@ def read_plot(
     if not rows:
         raise HTTPException(409, f"job {job.id} has no finished epoch yet")
     return Response(plots.learning_curves(rows, title), media_type="image/png")
+
+
+@router.post("/{job_id}/rerun", status_code=202, response_model=JobPublic)
+def rerun_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Job:
+    """Queue the job's stored document again, as a new job that says which one it reruns;
+    compare the two with GET /jobs/compare?ids=<this>&ids=<new>."""
+    try:
+        spec = parse_job_spec(job.spec)
+    except ValidationError as exc:  # a document stored by an older annlab
+        raise HTTPException(409, f"job {job.id}'s document no longer validates: {exc}") from exc
+    return queue(session, admissible(spec, session, settings), rerun_of=job.id)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
