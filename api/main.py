@@ -6,7 +6,7 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
-from api.routes import datasets, health, jobs, models, tools
+from api.routes import datasets, health, jobs, models, sweeps, tools
 from api.schemas import ValidationProblem
 from api.serving import ModelCache
 from core.settings import get_settings
@@ -40,7 +40,7 @@ def create_app() -> FastAPI:
         description="Queue neural-network training jobs, follow them, and use the trained models.",
     )
     app.state.models = ModelCache(settings)
-    for module in (jobs, models, datasets, tools, health):
+    for module in (jobs, sweeps, models, datasets, tools, health):
         app.include_router(module.router, responses={422: {"model": ValidationProblem}})
 
     @app.exception_handler(RequestValidationError)

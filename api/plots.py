@@ -92,6 +92,67 @@ def path_on_curve(
     return _png(figure)
 
 
+def bands(
+    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+) -> bytes:
+    """Mean curves with a band of one standard deviation: label -> (xs, means, stds)."""
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    for label, (xs, means, stds) in series.items():
+        mean, std = np.asarray(means), np.asarray(stds)
+        (line,) = ax.plot(xs, mean, linewidth=1.2, label=label)
+        ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return _png(figure)
+
+
+def errorbars(
+    lines: dict[str, tuple[Sequence[Any], Sequence[float], Sequence[float]]],
+    title: str,
+    xlabel: str,
+    ylabel: str,
+    log: bool = False,
+) -> bytes:
+    """label -> (xs, means, stds) with error bars; xs that are not numbers are categories."""
+    figure, ax = plt.subplots(figsize=(8, 4.5))
+    categories = sorted(
+        {str(x) for _, (xs, _, _) in lines.items() for x in xs if not _is_number(x)}
+    )
+    for label, (xs, means, stds) in lines.items():
+        order = sorted(range(len(xs)), key=lambda i: (not _is_number(xs[i]), str(xs[i]), xs[i]))
+        x = [xs[i] if _is_number(xs[i]) else categories.index(str(xs[i])) for i in order]
+        ax.errorbar(
+            x,
+            [means[i] for i in order],
+            yerr=[stds[i] for i in order],
+            marker="o",
+            capsize=3,
+            linewidth=1,
+            label=label,
+        )
+    if categories:
+        ax.set_xticks(range(len(categories)), categories)
+    elif log:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    ax.set_title(title)
+    return _png(figure)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def render(picture: Any, title: str) -> bytes:
     """A models.base.Picture as PNG."""
     from models.base import ImageGrid  # a picture exists only once a model was loaded

@@ -122,3 +122,57 @@ class JobComparison(BaseModel):
         description="every result figure and provenance entry whose values differ between the "
         "jobs, by name (`result.test_accuracy`, `provenance.torch`...), one value per job"
     )
+
+
+class SweepJob(BaseModel):
+    repeat: int
+    id: str
+    status: JobStatus
+
+
+class SweepCell(BaseModel):
+    cell: int
+    values: dict[str, Any] = Field(description="path -> value of this cell")
+    jobs: list[SweepJob]
+
+
+class SweepCounts(BaseModel):
+    queued: int
+    running: int
+    succeeded: int
+    failed: int
+    cancelled: int
+
+
+class SweepPublic(BaseModel):
+    id: str
+    family: str
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"] = Field(
+        description="succeeded: every job did; failed: all ended and some did not"
+    )
+    spec: dict[str, Any] = Field(description="the sweep document as given")
+    n_cells: int
+    repeats: int
+    n_jobs: int
+    counts: SweepCounts
+    eta_seconds: float | None = Field(
+        description="remaining jobs x mean duration of the finished ones / jobs running now"
+    )
+    cancel_requested: bool
+    created_at: datetime
+    cells: list[SweepCell] | None = Field(None, description="GET /sweeps/{id} only")
+
+
+class SweepsPublic(BaseModel):
+    items: list[SweepPublic]
+    total: int
+    limit: int
+    offset: int
+
+
+class SweepTable(BaseModel):
+    columns: list[str]
+    rows: list[dict[str, Any]] = Field(
+        description="one per cell: its axis values, n_params, <figure>_mean and <figure>_std "
+        "over the repeats that succeeded (sample std; 0 for one), succeeded and repeats"
+    )

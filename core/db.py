@@ -67,6 +67,20 @@ JOB_STATUSES = ("queued", "running", "succeeded", "failed", "cancelled")
 FINISHED = ("succeeded", "failed", "cancelled")
 
 
+class Sweep(Base):
+    """A grid (or random search) of job documents x repeats; its jobs carry its id."""
+
+    __tablename__ = "sweeps"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the sweep document as given
+    cells: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # path -> value, per cell
+    family: Mapped[str] = mapped_column(String(32))
+    owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
 class Job(Base):
     __tablename__ = "jobs"
 
@@ -82,6 +96,12 @@ class Job(Base):
     # What reproduces it: versions, the dataset's content hash, every seed (set when it runs).
     provenance: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     rerun_of: Mapped[str | None] = mapped_column(String(32), index=True, default=None)
+    # A sweep's job: its cell (index into the sweep's cells) and repeat; sent by core.sweeps.
+    sweep_id: Mapped[str | None] = mapped_column(
+        ForeignKey("sweeps.id", ondelete="CASCADE"), index=True, default=None
+    )
+    sweep_cell: Mapped[int | None] = mapped_column(Integer, default=None)
+    sweep_repeat: Mapped[int | None] = mapped_column(Integer, default=None)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     result: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     error: Mapped[str | None] = mapped_column(Text, default=None)

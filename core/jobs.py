@@ -34,7 +34,11 @@ def new_job(
     *,
     owner_id: str | None = None,
     rerun_of: str | None = None,
+    sweep: tuple[str, int, int] | None = None,
 ) -> Job:
+    """A queued job. A sweep's job (sweep id, cell, repeat) is held: core.sweeps.release
+    sends it when its turn comes; any other is marked sent, and the caller sends it."""
+    sweep_id, cell, repeat = sweep or (None, None, None)
     job = Job(
         id=uuid.uuid4().hex,
         family=spec["family"],
@@ -42,8 +46,11 @@ def new_job(
         spec=spec,
         owner_id=owner_id,
         rerun_of=rerun_of,
+        sweep_id=sweep_id,
+        sweep_cell=cell,
+        sweep_repeat=repeat,
         progress={"epoch": 0, "epochs": spec.get("train", {}).get("epochs"), "percent": 0.0},
-        dispatched_at=utcnow(),
+        dispatched_at=None if sweep else utcnow(),
     )
     session.add(job)
     session.flush()

@@ -35,6 +35,10 @@ class Settings(BaseSettings):
     # Mid-epoch checkpoints at most this far apart; every epoch end is checkpointed too.
     checkpoint_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1)
+    # Sweeps: how many of a sweep's jobs may wait in the broker at once (core/sweeps.py), and
+    # how many jobs one sweep may have.
+    sweep_window: int = Field(2, ge=1)
+    max_sweep_jobs: int = Field(1000, ge=1)
     model_cache_size: int = Field(8, ge=1)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 

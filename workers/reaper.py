@@ -6,7 +6,7 @@ import threading
 from core.db import session_scope
 from core.jobs import reap
 from core.settings import Settings
-from workers.dispatch import try_send_job
+from workers.dispatch import release_sweeps, try_send_job
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Reaper:
         for job_id in ids:
             log.warning("re-sending job %s (its worker or its message was lost)", job_id)
             try_send_job(job_id)
+        release_sweeps(self.settings)  # a sweep whose releasing worker died goes on
         return ids
 
     def _loop(self) -> None:

@@ -5,6 +5,7 @@ Plain functions over the database; the Celery task is a thin wrapper, and tests 
 """
 
 import dataclasses
+import hashlib
 import importlib.metadata
 import logging
 import math
@@ -12,15 +13,17 @@ import platform
 import random
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy import select
 
 from core.catalog import DatasetUnavailable
 from core.checkpoint import pack, pack_weights, unpack
 from core.datasets import Splits, content_hash, fold_splits, load_dataset
-from core.db import Job, session_scope
+from core.db import Job, Metric, Sweep, session_scope
 from core.jobs import (
     Lease,
     LeaseLost,
@@ -33,6 +36,7 @@ from core.jobs import (
     set_model_facts,
 )
 from core.settings import Settings
+from core.sweeps import Halving
 from models import quality
 from models.base import Trainer, n_params
 from models.registry import get_family
@@ -122,8 +126,15 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def run_job(job_id: str, *, settings: Settings, worker: str) -> str:
-    """Run the job if it is ours to run; returns what happened (for logs and tests)."""
+def run_job(
+    job_id: str,
+    *,
+    settings: Settings,
+    worker: str,
+    on_claimed: Callable[[], object] | None = None,
+) -> str:
+    """Run the job if it is ours to run; returns what happened (for logs and tests).
+    `on_claimed` runs once the job is ours (the worker sends a sweep's next job then)."""
     with session_scope(settings.database_url) as session:
         lease = claim(
             session,
@@ -137,6 +148,8 @@ def run_job(job_id: str, *, settings: Settings, worker: str) -> str:
         log.info("job %s is not ours to run (ended, cancelled or held by a live worker)", job_id)
         return "skipped"
     log.info("job %s: attempt %d on %s", job_id, lease.attempt, worker)
+    if on_claimed is not None:
+        on_claimed()
     control = Control()
     try:
         with Heartbeat(settings, lease, control):
@@ -208,6 +221,7 @@ class Position:
     best_epoch: int = 0
     bad_epochs: int = 0
     stopped_epoch: int | None = None
+    halved_epoch: int | None = None  # a sweep's successive halving stopped it here
     folds: list[dict[str, float]] = dataclasses.field(default_factory=list)  # finished folds
     best_fold: int | None = None
     best_fold_score: float | None = None
@@ -266,6 +280,16 @@ def restore_trainer(trainer: Trainer, saved: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(saved["cuda_rng"], trainer.device)
 
 
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 of the weights (names, shapes and values), e.g. as they start."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(array.shape)}{array.dtype}".encode())
+        digest.update(array.numpy().tobytes())
+    return digest.hexdigest()
+
+
 def _snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     """A copy of the weights as they are now (for restore-best and the best fold)."""
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -296,6 +320,9 @@ class _Run:
         self.stopping = self.spec.train.early_stopping
         self.monitor = self.stopping.monitor if self.stopping else None
         self.directions = self.spec.metrics()
+        self.sweep_id: str | None = None
+        self.halving: Halving | None = None
+        self.rungs: set[int] = set()
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -309,6 +336,11 @@ class _Run:
         with self.session() as session:
             stored = latest_checkpoint(session, self.lease.job_id)
             blob = stored.data if stored is not None else None
+            self.sweep_id = session.get(Job, self.lease.job_id).sweep_id
+            sweep = session.get(Sweep, self.sweep_id) if self.sweep_id else None
+            if sweep is not None and sweep.spec.get("halving"):
+                self.halving = Halving.model_validate(sweep.spec["halving"])
+                self.rungs = set(self.halving.rungs(self.spec.total_epochs()))
         saved: dict[str, Any] | None = None
         position = Position()
         if blob is not None:
@@ -342,7 +374,7 @@ class _Run:
                         self.lease,
                         n_params=n_params(model),
                         data_info=dataclasses.asdict(data.info),
-                        provenance=self.provenance(data),
+                        provenance=self.provenance(data, model),
                         lease_seconds=self.settings.lease_seconds,
                     )
             best_model = None
@@ -481,6 +513,9 @@ class _Run:
                     position.bad_epochs += 1
                     if position.bad_epochs >= self.stopping.patience:
                         position.stopped_epoch = epoch
+            if position.stopped_epoch is None and epoch in self.rungs:
+                if not self.promoted(position.fold, epoch, metrics):
+                    position.stopped_epoch = position.halved_epoch = epoch
             position.epoch, position.batch, position.sums = epoch + 1, 0, {}
             position.seconds, position.last = 0.0, metrics
             artifacts = trainer.epoch_artifacts(epoch)
@@ -506,9 +541,32 @@ class _Run:
                 "best_epoch": position.best_epoch,
                 "stopped_epoch": position.stopped_epoch or epochs,
             }
+        if position.halved_epoch is not None:
+            result["halved_at_epoch"] = position.halved_epoch
         return result, best_model
 
-    def provenance(self, data: Splits) -> dict[str, Any]:
+    def promoted(self, fold: int, epoch: int, metrics: dict[str, float]) -> bool:
+        """Successive halving's rule at a rung, asynchronously (ASHA; as Ray Tune's
+        AsyncHyperBand): go on if this job's value is within the best 1/reduction of the
+        values its sweep's jobs reported at this epoch so far, this one's included."""
+        assert self.halving is not None
+        name = self.halving.metric
+        if name not in metrics:
+            return True
+        with self.session() as session:
+            reported = session.scalars(
+                select(Metric.values)
+                .join(Job, Job.id == Metric.job_id)
+                .where(Job.sweep_id == self.sweep_id, Job.id != self.lease.job_id)
+                .where(Metric.epoch == epoch, Metric.fold == fold)
+            ).all()
+        values = [v[name] for v in reported if name in v] + [metrics[name]]
+        share = 100 / self.halving.reduction
+        if self.directions[name] == "max":
+            return metrics[name] >= np.percentile(values, 100 - share)
+        return metrics[name] <= np.percentile(values, share)
+
+    def provenance(self, data: Splits, model: torch.nn.Module) -> dict[str, Any]:
         """What this run depended on besides its document: versions, where it ran, the
         content of its data, and every seed it drew from."""
         seed = self.spec.train.seed
@@ -520,6 +578,7 @@ class _Run:
             "device": str(self.device),
             "cuda": torch.version.cuda if self.device.type == "cuda" else None,
             "dataset_sha256": content_hash(data),
+            "initial_weights_sha256": weights_hash(model),
             "seeds": {
                 "train": seed,  # weights, batch order, noise (each fold: train + fold)
                 "folds": [seed + fold for fold in range(self.folds)],

@@ -1,0 +1,305 @@
+"""Sweeps: a grid (or random search) of settings x repeated seeds, queued as jobs that the
+workers take in turn with everyone else's (core/sweeps.py), and the table and pictures an
+assignment asks for."""
+
+import csv
+import io
+import statistics
+import uuid
+from collections import defaultdict
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from sqlalchemy import func, select
+
+from api import plots
+from api.deps import SessionDep, SettingsDep
+from api.errors import field_error
+from api.schemas import SweepPublic, SweepsPublic, SweepTable
+from core.catalog import CATALOG, is_available
+from core.db import FINISHED, Job, Metric, Sweep
+from core.jobs import new_job, request_cancel
+from core.sweeps import SweepProblem, SweepSpec, expand, jobs_of, progress, table, training_seconds
+from core.uploads import upload_infos
+from models.specs import SPECS, parse_job_spec
+from workers.dispatch import release_sweeps
+
+router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+PLOTS = ("curves", "metric")
+
+
+def get_sweep(session: SessionDep, sweep_id: Annotated[str, Path(max_length=64)]) -> Sweep:
+    sweep = session.get(Sweep, sweep_id)
+    if sweep is None:
+        raise HTTPException(404, f"no sweep {sweep_id!r}")
+    return sweep
+
+
+def public(sweep: Sweep, jobs: list[Job], *, cells: bool = False) -> SweepPublic:
+    state = progress(sweep, jobs)
+    by_cell: dict[int, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_cell[job.sweep_cell].append(job)
+    detail = None
+    if cells:
+        detail = [
+            {
+                "cell": k,
+                "values": values,
+                "jobs": [
+                    {"repeat": j.sweep_repeat, "id": j.id, "status": j.status} for j in by_cell[k]
+                ],
+            }
+            for k, values in enumerate(sweep.cells)
+        ]
+    return SweepPublic(
+        id=sweep.id,
+        family=sweep.family,
+        status=state["status"],
+        spec=sweep.spec,
+        n_cells=len(sweep.cells),
+        repeats=sweep.spec.get("repeats", 1),
+        n_jobs=len(jobs),
+        counts=state["counts"],
+        eta_seconds=state["eta_seconds"],
+        cancel_requested=sweep.cancel_requested,
+        created_at=sweep.created_at,
+        cells=detail,
+    )
+
+
+def _normalizer(session: SessionDep, settings: SettingsDep) -> Any:
+    """A job document as POST /jobs would store it; datasets must be here, uploads known."""
+    checked: set[str] = set()
+
+    def normalize(document: dict[str, Any]) -> dict[str, Any]:
+        name = (document.get("dataset") or {}).get("name") if isinstance(document, dict) else None
+        uploads = upload_infos(session, [name]) if isinstance(name, str) else {}
+        spec = parse_job_spec(document, uploads=uploads)
+        if spec.dataset.name not in checked:
+            checked.add(spec.dataset.name)
+            info = CATALOG.get(spec.dataset.name)
+            if info is not None and not is_available(info, settings):
+                raise SweepProblem(
+                    "base.dataset.name",
+                    f"dataset {info.name!r} is not available here: {info.how_to_get}",
+                )
+            if info is None and not uploads:
+                raise SweepProblem(
+                    "base.dataset.name", f"no uploaded dataset {spec.dataset.name!r}"
+                )
+        return spec.model_dump(mode="json")
+
+    return normalize
+
+
+@router.post("", status_code=202, response_model=SweepPublic)
+def create_sweep(body: SweepSpec, session: SessionDep, settings: SettingsDep) -> SweepPublic:
+    """Queue every cell x repeat as a job after checking each one as POST /jobs would (a cell
+    that would be refused is a 422 naming its axis and value; nothing is queued). The jobs
+    are sent to the workers a few at a time, in turn with other work."""
+    try:
+        cells, documents = expand(body, _normalizer(session, settings), settings.max_sweep_jobs)
+    except SweepProblem as exc:
+        raise field_error(422, exc.field, str(exc), "sweep_invalid") from exc
+    base = documents[0][0]
+    family = base["family"]
+    if body.halving is not None:
+        metrics = SPECS[family].model_validate(base).metrics()
+        if body.halving.metric not in metrics:
+            raise field_error(
+                422,
+                "halving.metric",
+                f"{family} does not report {body.halving.metric!r}; it reports "
+                f"{', '.join(metrics)}",
+            )
+        if not body.halving.rungs(base["train"]["epochs"]):
+            raise field_error(
+                422,
+                "halving.min_epochs",
+                f"min_epochs {body.halving.min_epochs} leaves no epoch to stop at in a run of "
+                f"{base['train']['epochs']}",
+            )
+    if len({d[0]["family"] for d in documents}) > 1:
+        raise field_error(422, "axes", "a sweep's cells must all be of one family")
+    sweep = Sweep(
+        id=uuid.uuid4().hex,
+        spec=body.model_dump(mode="json"),
+        cells=cells,
+        family=family,
+    )
+    session.add(sweep)
+    session.flush()
+    for cell, runs in enumerate(documents):
+        for repeat, document in enumerate(runs):
+            new_job(session, document, sweep=(sweep.id, cell, repeat))
+    session.commit()
+    release_sweeps(settings)
+    return public(sweep, jobs_of(session, sweep.id))
+
+
+@router.get("", response_model=SweepsPublic)
+def list_sweeps(
+    session: SessionDep,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> SweepsPublic:
+    """Newest first."""
+    total = session.scalar(select(func.count()).select_from(Sweep))
+    sweeps = session.scalars(
+        select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset)
+    ).all()
+    items = [public(s, jobs_of(session, s.id)) for s in sweeps]
+    return SweepsPublic(items=items, total=total, limit=limit, offset=offset)
+
+
+@router.get("/{sweep_id}", response_model=SweepPublic)
+def read_sweep(sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> SweepPublic:
+    """Progress (jobs queued, running, succeeded, failed, cancelled; an ETA) and each cell's
+    values and jobs."""
+    sweep = get_sweep(session, sweep_id)
+    return public(sweep, jobs_of(session, sweep.id), cells=True)
+
+
+@router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepPublic)
+def cancel_sweep(sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> SweepPublic:
+    """Queued jobs end `cancelled` at once, running ones within a few seconds."""
+    sweep = get_sweep(session, sweep_id)
+    jobs = jobs_of(session, sweep.id)
+    if all(j.status in FINISHED for j in jobs):
+        raise HTTPException(409, f"sweep {sweep.id} already ended")
+    sweep.cancel_requested = True
+    for job in jobs:
+        if job.status not in FINISHED:
+            request_cancel(session, job.id)
+    session.commit()
+    return public(sweep, jobs_of(session, sweep.id))
+
+
+def _table(session: SessionDep, sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
+    jobs = jobs_of(session, sweep.id)
+    seconds = training_seconds(session, [j.id for j in jobs if j.status == "succeeded"])
+    return table(sweep.cells, jobs, seconds)
+
+
+@router.get(
+    "/{sweep_id}/table",
+    response_model=SweepTable,
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def read_table(
+    sweep_id: Annotated[str, Path(max_length=64)],
+    session: SessionDep,
+    request: Request,
+    format: Literal["json", "csv"] | None = Query(
+        None, description="csv, or json; by default the request's Accept header decides"
+    ),
+) -> Any:
+    """One row per cell: its axis values, n_params, the mean and std over its repeats of every
+    final figure of the results and of the training seconds, and how many repeats succeeded.
+    Filled in as jobs finish."""
+    sweep = get_sweep(session, sweep_id)
+    columns, rows = _table(session, sweep)
+    wants_csv = format == "csv" or (
+        format is None and "text/csv" in request.headers.get("accept", "")
+    )
+    if not wants_csv:
+        return SweepTable(columns=columns, rows=rows)
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return Response(
+        out.getvalue(),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="sweep-{sweep.id}.csv"'},
+    )
+
+
+def _log_spaced(values: list[Any]) -> bool:
+    """Positive numbers whose neighbours are in a constant ratio well above 1 (1e-3, 1e-2,
+    1e-1...): drawn on a log axis."""
+    numbers = sorted({v for v in values if isinstance(v, int | float) and not isinstance(v, bool)})
+    if len(numbers) < 3 or len(numbers) != len(set(values)) or numbers[0] <= 0:
+        return False
+    ratios = [b / a for a, b in zip(numbers, numbers[1:], strict=False)]
+    return min(ratios) > 2 and max(ratios) / min(ratios) < 1.5
+
+
+@router.get(
+    "/{sweep_id}/plots/{name}.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}}},
+)
+def read_plot(
+    sweep_id: Annotated[str, Path(max_length=64)],
+    name: str,
+    session: SessionDep,
+    metric: Annotated[str | None, Query(max_length=64)] = None,
+    axis: Annotated[str | None, Query(max_length=200)] = None,
+) -> Response:
+    """`curves`: a per-epoch `metric` (default: the family's selection metric) per cell, the
+    mean over repeats with a band of one std; `metric`: a final `metric` (default: the first
+    test figure) against the sweep's `axis` (default: its first), mean with std error bars,
+    one line per value of the other axes, on a log axis when the values are log-spaced."""
+    sweep = get_sweep(session, sweep_id)
+    if name not in PLOTS:
+        raise HTTPException(404, f"no plot {name!r}; plots: {', '.join(PLOTS)}")
+    jobs = jobs_of(session, sweep.id)
+    labels = [", ".join(f"{p}={v}" for p, v in cell.items()) or "all" for cell in sweep.cells]
+    title = f"sweep {sweep.id[:8]} ({sweep.family})"
+    if name == "curves":
+        spec = SPECS[sweep.family].model_validate(jobs[0].spec)
+        metric = metric or spec.selection_metric()
+        if metric not in spec.metrics():
+            raise field_error(
+                422, "metric", f"{sweep.family} reports per epoch: {', '.join(spec.metrics())}"
+            )
+        rows = session.execute(
+            select(Metric.job_id, Metric.epoch, Metric.values)
+            .where(Metric.job_id.in_([j.id for j in jobs]), Metric.fold == 0)
+            .order_by(Metric.epoch)
+        ).all()
+        cell_of = {j.id: j.sweep_cell for j in jobs}
+        per_cell: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+        for job_id, epoch, values in rows:
+            if isinstance(values.get(metric), int | float):
+                per_cell[cell_of[job_id]][epoch].append(values[metric])
+        if not per_cell:
+            raise HTTPException(409, f"sweep {sweep.id} has no finished epoch yet")
+        series = {}
+        for cell, epochs in sorted(per_cell.items()):
+            xs = sorted(epochs)
+            means = [statistics.fmean(epochs[e]) for e in xs]
+            stds = [statistics.stdev(epochs[e]) if len(epochs[e]) > 1 else 0.0 for e in xs]
+            series[labels[cell]] = (xs, means, stds)
+        png = plots.bands(series, title, xlabel="epoch", ylabel=metric)
+        return Response(png, media_type="image/png")
+
+    columns, rows = _table(session, sweep)
+    paths = list(dict.fromkeys(p for cell in sweep.cells for p in cell))
+    if not paths:
+        raise HTTPException(409, f"sweep {sweep.id} has no axis to draw against")
+    axis = axis or paths[0]
+    if axis not in paths:
+        raise field_error(422, "axis", f"the sweep's axes: {', '.join(paths)}")
+    figures = [c[: -len("_mean")] for c in columns if c.endswith("_mean")]
+    metric = metric or next((f for f in figures if f.startswith("test_")), figures[0])
+    if metric not in figures:
+        raise field_error(422, "metric", f"the table's figures: {', '.join(figures)}")
+    others = [p for p in paths if p != axis]
+    lines: dict[str, tuple[list[Any], list[float], list[float]]] = {}
+    for row in rows:
+        if row[f"{metric}_mean"] is None:
+            continue
+        label = ", ".join(f"{p}={row[p]}" for p in others) or metric
+        xs, means, stds = lines.setdefault(label, ([], [], []))
+        xs.append(row[axis])
+        means.append(row[f"{metric}_mean"])
+        stds.append(row[f"{metric}_std"] or 0.0)
+    if not lines:
+        raise HTTPException(409, f"sweep {sweep.id} has no finished job yet")
+    ranges = (sweep.spec.get("random") or {}).get("ranges", {})
+    log = ranges.get(axis, {}).get("log", False) or _log_spaced([c.get(axis) for c in sweep.cells])
+    png = plots.errorbars(lines, title, xlabel=axis, ylabel=metric, log=log)
+    return Response(png, media_type="image/png")

@@ -1,0 +1,392 @@
+"""Sweeps (no torch here): a base job, axes of values at dotted paths (a grid, zipped groups,
+random samples), repeats over seeds; the jobs they expand to, the fair release of those jobs to
+the broker, and the mean/std table of their results.
+
+A sweep's jobs are stored `queued` but not sent. `release` sends, for every sweep, just enough
+of them that at most `window` wait in the broker; the workers call it when they take up a job
+and when they end one, and the reaper every few seconds. So a job submitted after a sweep waits
+behind a few of the sweep's jobs, not all of them, and two sweeps' jobs alternate.
+"""
+
+import copy
+import itertools
+import math
+import random
+import statistics
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Annotated, Any, Self
+
+from pydantic import Field, ValidationError, model_validator
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
+
+from core.db import Job, Metric, Sweep, utcnow
+from core.spec import StrictModel
+
+Path = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.]+$")]
+Values = Annotated[list[Any], Field(min_length=1, max_length=1000)]
+MAX_SWEEP_JOBS = 1000  # cells x repeats of one sweep
+
+
+class Range(StrictModel):
+    """Random search: values drawn uniformly (or log-uniformly) in [low, high], or from
+    `choices`."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = Field(False, description="draw log-uniformly (low > 0)")
+    integer: bool = Field(False, description="round to an integer")
+    choices: list[Any] | None = Field(None, min_length=1, max_length=1000)
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Self:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low and high")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("give low and high (or choices)")
+        if self.low > self.high:
+            raise ValueError(f"low {self.low} is above high {self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        return self
+
+    def draw(self, rng: random.Random) -> Any:
+        if self.choices is not None:
+            return rng.choice(self.choices)
+        assert self.low is not None and self.high is not None
+        if self.log:
+            value = math.exp(rng.uniform(math.log(self.low), math.log(self.high)))
+        else:
+            value = rng.uniform(self.low, self.high)
+        return round(value) if self.integer else value
+
+
+class RandomSearch(StrictModel):
+    n: int = Field(ge=1, le=MAX_SWEEP_JOBS, description="points drawn")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    ranges: dict[Path, Range] = Field(min_length=1, max_length=32)
+
+
+class Halving(StrictModel):
+    """Asynchronous successive halving (ASHA, Li et al. 2020): at epochs min_epochs,
+    min_epochs * reduction, ... a job goes on only if its `metric` is in the best
+    1/reduction of the jobs of its sweep that reached that epoch so far; the others stop
+    there and keep their results."""
+
+    metric: str = Field(max_length=64, description="a per-epoch metric of the family")
+    min_epochs: int = Field(1, ge=1, le=10_000)
+    reduction: int = Field(3, ge=2, le=10)
+
+    def rungs(self, epochs: int) -> list[int]:
+        rungs, r = [], self.min_epochs
+        while r < epochs:
+            rungs.append(r)
+            r *= self.reduction
+        return rungs
+
+
+class SweepSpec(StrictModel):
+    base: dict[str, Any] = Field(description="a job document, as for POST /jobs")
+    axes: dict[Path, Values] = Field(
+        {},
+        max_length=32,
+        description="a grid: values per dotted path into the job document "
+        '(e.g. "model.hidden.0": [25, 50, 100], "train.optimizer.name": ["sgd", "adam"])',
+    )
+    zip: list[dict[Path, Values]] = Field(
+        [],
+        max_length=16,
+        description="groups of paths whose values change together (equal lengths); each group "
+        "is one more axis of the grid",
+    )
+    random: RandomSearch | None = Field(
+        None, description="n random points, crossed with the grid (if any)"
+    )
+    repeats: int = Field(1, ge=1, le=100, description="runs of each cell, seeds seed..seed+k-1")
+    paired: bool = Field(
+        True,
+        description="every cell of a repeat uses the same seed: the same initial weights "
+        "where the cells' models are the same, and the same data order; false: every job "
+        "gets a seed of its own",
+    )
+    halving: Halving | None = None
+
+    @model_validator(mode="after")
+    def _something_to_sweep(self) -> Self:
+        if not (self.axes or self.zip or self.random) and self.repeats == 1:
+            raise ValueError("give axes, zip, random or repeats > 1: there is nothing to sweep")
+        return self
+
+
+class SweepProblem(ValueError):
+    """A sweep that cannot run; `field` names where (`axes.model.hidden.0`, `zip.1`...)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(message)
+        self.field = field
+
+
+def _set(document: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted path (list items by index) that exists in the document."""
+    *parents, last = path.split(".")
+    node: Any = document
+    for part in parents:
+        node = _child(node, part, path)
+    if isinstance(node, list):
+        index = _index(node, last, path)
+        node[index] = value
+    elif isinstance(node, dict) and last in node:
+        node[last] = value
+    else:
+        raise KeyError(path)
+
+
+def _index(node: list, part: str, path: str) -> int:
+    if not part.isdigit() or int(part) >= len(node):
+        raise KeyError(path)
+    return int(part)
+
+
+def _child(node: Any, part: str, path: str) -> Any:
+    if isinstance(node, list):
+        return node[_index(node, part, path)]
+    if isinstance(node, dict) and isinstance(node.get(part), dict | list):
+        return node[part]
+    raise KeyError(path)
+
+
+Cell = dict[str, Any]  # path -> value
+
+
+def cells_of(spec: SweepSpec) -> list[Cell]:
+    """The grid (axes and zipped groups) crossed with the random points, in a fixed order."""
+    axes: list[list[Cell]] = [[{path: v} for v in values] for path, values in spec.axes.items()]
+    for k, group in enumerate(spec.zip):
+        lengths = {path: len(values) for path, values in group.items()}
+        if len(set(lengths.values())) > 1:
+            raise SweepProblem(f"zip.{k}", f"zipped paths must have as many values: {lengths}")
+        if not group:
+            raise SweepProblem(f"zip.{k}", "a zipped group needs at least one path")
+        rows = zip(*group.values(), strict=True)
+        axes.append([dict(zip(group, values, strict=True)) for values in rows])
+    if spec.random is not None:
+        rng = random.Random(spec.random.seed)
+        points = [
+            {path: r.draw(rng) for path, r in spec.random.ranges.items()}
+            for _ in range(spec.random.n)
+        ]
+        axes.append(points)
+    combos = itertools.product(*axes)
+    return [dict(kv for part in combo for kv in part.items()) for combo in combos]
+
+
+def expand(
+    spec: SweepSpec, normalize: Callable[[dict[str, Any]], dict[str, Any]], max_jobs: int
+) -> tuple[list[Cell], list[list[dict[str, Any]]]]:
+    """The cells and, per cell, one job document per repeat, each validated by `normalize`
+    (which returns the job as stored, or raises ValidationError). SweepProblem names the
+    axis and value of the first cell that fails."""
+    try:
+        base = normalize(spec.base)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"][1:]) or "base"
+        raise SweepProblem(f"base.{where}", first["msg"]) from exc
+    cells = cells_of(spec)
+    if len(cells) * spec.repeats > max_jobs:
+        raise SweepProblem(
+            "axes",
+            f"{len(cells)} cells x {spec.repeats} repeats = {len(cells) * spec.repeats} jobs; "
+            f"a sweep may have at most {max_jobs}",
+        )
+    seed = base["train"]["seed"]
+    documents = []
+    for index, cell in enumerate(cells):
+        document = copy.deepcopy(base)
+        for path, value in cell.items():
+            try:
+                _set(document, path, value)
+            except KeyError:
+                raise SweepProblem(
+                    _axis_field(spec, path),
+                    f"{path!r} is not a field of the job document (paths go through its "
+                    "sections and list items, e.g. model.hidden.0)",
+                ) from None
+        try:
+            document = normalize(document)
+        except ValidationError as exc:
+            shown = ", ".join(f"{p}={v!r}" for p, v in cell.items())
+            first = exc.errors()[0]
+            raise SweepProblem(
+                _axis_field(spec, _culprit(cell, first["loc"])),
+                f"cell {index} ({shown}): {first['msg']}",
+            ) from exc
+        runs = []
+        for repeat in range(spec.repeats):
+            run = copy.deepcopy(document)
+            offset = repeat if spec.paired else repeat * len(cells) + index
+            run["train"]["seed"] = document["train"]["seed"] + offset
+            if run["train"]["seed"] > 2**31 - 1:
+                raise SweepProblem("repeats", f"seed {seed} + {offset} is out of range")
+            runs.append(run)
+        documents.append(runs)
+    return cells, documents
+
+
+def _culprit(cell: Cell, loc: tuple[Any, ...]) -> str:
+    """The cell's path that the validation error is about (or the first one)."""
+    where = ".".join(str(p) for p in loc[1:])
+    for path in cell:
+        if where.startswith(path) or path.startswith(where):
+            return path
+    return next(iter(cell), "base")
+
+
+def _axis_field(spec: SweepSpec, path: str) -> str:
+    if path in spec.axes:
+        return f"axes.{path}"
+    for k, group in enumerate(spec.zip):
+        if path in group:
+            return f"zip.{k}.{path}"
+    if spec.random is not None and path in spec.random.ranges:
+        return f"random.ranges.{path}"
+    return path
+
+
+# --- the fair release -------------------------------------------------------------------------
+
+
+def release(session: Session, window: int, now: datetime | None = None) -> list[str]:
+    """Mark, per unfinished sweep, enough of its unsent jobs as sent that `window` of them
+    wait in the broker (queued and sent); the caller commits, then sends them. Sweeps are
+    served in turn, the one that released least recently first."""
+    now = now or utcnow()
+    waiting = dict(
+        session.execute(
+            select(Job.sweep_id, func.count())
+            .where(Job.sweep_id.is_not(None), Job.status == "queued")
+            .where(Job.dispatched_at.is_not(None))
+            .group_by(Job.sweep_id)
+        ).all()
+    )
+    held = session.scalars(
+        select(Job.sweep_id)
+        .where(Job.sweep_id.is_not(None), Job.status == "queued", Job.dispatched_at.is_(None))
+        .distinct()
+    ).all()
+    sent = []
+    for sweep_id in sorted(held):
+        free = window - waiting.get(sweep_id, 0)
+        if free <= 0:
+            continue
+        candidates = session.scalars(
+            select(Job.id)
+            .where(Job.sweep_id == sweep_id, Job.status == "queued", Job.dispatched_at.is_(None))
+            .order_by(Job.sweep_repeat, Job.sweep_cell)
+            .limit(free)
+        ).all()
+        for job_id in candidates:
+            # Conditional: two releasers never send the same job.
+            taken = session.execute(
+                update(Job)
+                .where(Job.id == job_id, Job.dispatched_at.is_(None), Job.status == "queued")
+                .values(dispatched_at=now)
+            ).rowcount
+            if taken:
+                sent.append(job_id)
+    return sent
+
+
+# --- progress and the table -------------------------------------------------------------------
+
+
+def jobs_of(session: Session, sweep_id: str) -> list[Job]:
+    return list(
+        session.scalars(
+            select(Job).where(Job.sweep_id == sweep_id).order_by(Job.sweep_cell, Job.sweep_repeat)
+        )
+    )
+
+
+def progress(sweep: Sweep, jobs: list[Job], now: datetime | None = None) -> dict[str, Any]:
+    """Counts by status, the sweep's status, and an ETA from the jobs finished so far."""
+    now = now or utcnow()
+    counts = {s: 0 for s in ("queued", "running", "succeeded", "failed", "cancelled")}
+    for job in jobs:
+        counts[job.status] += 1
+    unfinished = counts["queued"] + counts["running"]
+    durations = [
+        (j.finished_at - j.started_at).total_seconds()
+        for j in jobs
+        if j.status == "succeeded" and j.started_at and j.finished_at
+    ]
+    eta = None
+    if unfinished and durations:
+        parallel = max(1, counts["running"])
+        eta = statistics.fmean(durations) * unfinished / parallel
+    if unfinished:
+        status = "running" if counts["running"] or counts["queued"] < len(jobs) else "queued"
+    elif sweep.cancel_requested:
+        status = "cancelled"
+    elif counts["succeeded"] == len(jobs):
+        status = "succeeded"
+    else:
+        status = "failed"
+    return {"status": status, "counts": counts, "eta_seconds": eta}
+
+
+def training_seconds(session: Session, job_ids: list[str]) -> dict[str, float]:
+    """Per job, the seconds its epochs took (the sum of its metric rows' `seconds`)."""
+    rows = session.execute(
+        select(Metric.job_id, func.sum(Metric.seconds))
+        .where(Metric.job_id.in_(job_ids))
+        .group_by(Metric.job_id)
+    ).all()
+    return {job_id: float(total) for job_id, total in rows}
+
+
+def _numeric(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def table(
+    cells: list[Cell], jobs: list[Job], seconds: Mapping[str, float]
+) -> tuple[list[str], list[dict[str, Any]]]:
+    """One row per cell: its axis values, n_params, then for every numeric figure of the
+    results (and `seconds`, the training time) its mean and sample standard deviation over the
+    repeats that succeeded, and how many did. Returns (columns, rows)."""
+    by_cell: dict[int, list[Job]] = defaultdict(list)
+    for job in jobs:
+        by_cell[job.sweep_cell].append(job)
+    paths = list(dict.fromkeys(path for cell in cells for path in cell))
+    figures: list[str] = []
+    for job in jobs:
+        for key, value in (job.result or {}).items():
+            if _numeric(value) and key not in figures:
+                figures.append(key)
+    figures.append("seconds")
+    rows = []
+    for index, cell in enumerate(cells):
+        done = [j for j in by_cell[index] if j.status == "succeeded"]
+        row: dict[str, Any] = {"cell": index, **{p: cell.get(p) for p in paths}}
+        row["n_params"] = next((j.n_params for j in by_cell[index] if j.n_params), None)
+        for figure in figures:
+            if figure == "seconds":
+                values = [seconds[j.id] for j in done if j.id in seconds]
+            else:
+                values = [j.result[figure] for j in done if _numeric(j.result.get(figure))]
+            row[f"{figure}_mean"] = statistics.fmean(values) if values else None
+            row[f"{figure}_std"] = (
+                statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+            )
+        row["succeeded"] = len(done)
+        row["repeats"] = len(by_cell[index])
+        rows.append(row)
+    columns = ["cell", *paths, "n_params"]
+    columns += [f"{f}_{s}" for f in figures for s in ("mean", "std")]
+    columns += ["succeeded", "repeats"]
+    return columns, rows
