@@ -130,16 +130,25 @@ class SweepProblem(ValueError):
         self.field = field
 
 
-def _set(document: dict[str, Any], path: str, value: Any) -> None:
-    """Set a dotted path (list items by index) that exists in the document."""
+def _set(document: dict[str, Any], full: dict[str, Any], path: str, value: Any) -> None:
+    """Set a dotted path (list items by index) in the document as the user wrote it, where
+    `full` (the same document with every default filled in) has that path. Sections the user
+    left out are added empty, so that the defaults that go with the new value still apply
+    (an axis over train.optimizer.name gets each optimizer's own default lr); a list is
+    copied whole before one item changes. KeyError if `full` has no such path."""
     *parents, last = path.split(".")
-    node: Any = document
+    node, known = document, full
     for part in parents:
-        node = _child(node, part, path)
-    if isinstance(node, list):
-        index = _index(node, last, path)
-        node[index] = value
-    elif isinstance(node, dict) and last in node:
+        known = _child(known, part, path)
+        if isinstance(node, list):
+            node = node[int(part)]
+            continue
+        if not isinstance(node.get(part), dict | list):
+            node[part] = copy.deepcopy(known) if isinstance(known, list) else {}
+        node = node[part]
+    if isinstance(known, list):
+        node[_index(known, last, path)] = value
+    elif isinstance(known, dict) and last in known:
         node[last] = value
     else:
         raise KeyError(path)
@@ -206,10 +215,10 @@ def expand(
     seed = base["train"]["seed"]
     documents = []
     for index, cell in enumerate(cells):
-        document = copy.deepcopy(base)
+        document = copy.deepcopy(spec.base)
         for path, value in cell.items():
             try:
-                _set(document, path, value)
+                _set(document, base, path, value)
             except KeyError:
                 raise SweepProblem(
                     _axis_field(spec, path),

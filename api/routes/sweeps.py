@@ -217,13 +217,13 @@ def read_table(
 
 
 def _log_spaced(values: list[Any]) -> bool:
-    """Positive numbers whose neighbours are in a constant ratio well above 1 (1e-3, 1e-2,
-    1e-1...): drawn on a log axis."""
+    """Positive numbers whose neighbours are in a constant ratio of 2 or more (25, 50, 100;
+    1e-3, 1e-2, 1e-1): drawn on a log axis."""
     numbers = sorted({v for v in values if isinstance(v, int | float) and not isinstance(v, bool)})
     if len(numbers) < 3 or len(numbers) != len(set(values)) or numbers[0] <= 0:
         return False
     ratios = [b / a for a, b in zip(numbers, numbers[1:], strict=False)]
-    return min(ratios) > 2 and max(ratios) / min(ratios) < 1.5
+    return min(ratios) >= 2 and max(ratios) / min(ratios) < 1.5
 
 
 @router.get(

@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from core.db import Job, session_scope
+from core.spec import DEFAULT_LR
 from core.settings import get_settings
 from core.sweeps import release
 from tests.conftest import api_client
@@ -83,6 +84,10 @@ def test_a_grid_table_equals_the_means_and_stds_of_its_jobs(client: TestClient) 
             seconds.append(sum(epoch["seconds"] for epoch in history))
         assert row["seconds_mean"] == pytest.approx(statistics.fmean(seconds))
         assert row["n_params"] == jobs[0]["n_params"]
+        # An axis sets what the user's document says, and the defaults follow: each optimizer
+        # gets its own default learning rate, not the one Adam's default filled in.
+        name = row["train.optimizer.name"]
+        assert {j["spec"]["train"]["optimizer"]["lr"] for j in jobs} == {DEFAULT_LR[name]}
         assert (row["succeeded"], row["repeats"]) == (3, 3)
 
     # The same table as CSV, by query or by Accept.

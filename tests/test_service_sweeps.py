@@ -1,0 +1,76 @@
+"""Sweeps on real worker processes: a job submitted behind a 30-job sweep starts long before
+the sweep's last job, and two sweeps' jobs take turns."""
+
+from typing import Any
+
+import pytest
+
+from tests.service import Service
+
+pytestmark = pytest.mark.service
+
+TINY = {
+    "family": "mlp",
+    "dataset": {"name": "digits", "max_train": 64},
+    "model": {"hidden": [4]},
+    "train": {"epochs": 1},
+}
+WINDOW = 2  # the default ANNLAB_SWEEP_WINDOW the service runs with
+
+
+def sweep_jobs(service: Service, sweep: dict[str, Any]) -> list[dict[str, Any]]:
+    detail = service.client.get(f"/sweeps/{sweep['id']}").json()
+    return [service.job(j["id"]) for cell in detail["cells"] for j in cell["jobs"]]
+
+
+def create(service: Service, body: dict[str, Any]) -> dict[str, Any]:
+    response = service.client.post("/sweeps", json=body)
+    assert response.status_code == 202, response.text
+    return response.json()
+
+
+def cancel_and_wait(service: Service, *sweeps: dict[str, Any]) -> None:
+    for sweep in sweeps:
+        service.client.post(f"/sweeps/{sweep['id']}/cancel")
+    for sweep in sweeps:
+        service.wait_for(
+            lambda s=sweep: (
+                service.client.get(f"/sweeps/{s['id']}").json()["status"]
+                in ("cancelled", "succeeded")
+            ),
+            60,
+            "the sweep to end",
+        )
+
+
+def test_a_job_behind_a_30_job_sweep_starts_before_the_sweep_ends(service: Service) -> None:
+    sweep = create(service, {"base": TINY, "axes": {"model.hidden.0": list(range(1, 31))}})
+    single = service.submit(TINY)
+    done = service.wait_status(single["id"], {"succeeded", "failed"}, timeout=120)
+    assert done["status"] == "succeeded", done["error"]
+    jobs = sweep_jobs(service, sweep)
+    ahead = [j for j in jobs if j["started_at"] and j["started_at"] < done["started_at"]]
+    # Ahead of it: the sweep's jobs waiting in the broker when it was sent (WINDOW), and the
+    # one the worker had just taken up (which released one more).
+    assert len(ahead) <= WINDOW + 2, [j["started_at"] for j in ahead]
+    assert len(jobs) == 30 and len(ahead) < len(jobs)
+    cancel_and_wait(service, sweep)
+
+
+def test_two_sweeps_take_turns(service: Service) -> None:
+    first = create(service, {"base": TINY, "repeats": 10})
+    second = create(service, {"base": TINY, "repeats": 10})
+
+    def started() -> list[tuple[str, str]]:
+        pairs = [(j["started_at"], "first") for j in sweep_jobs(service, first) if j["started_at"]]
+        pairs += [
+            (j["started_at"], "second") for j in sweep_jobs(service, second) if j["started_at"]
+        ]
+        return sorted(pairs)
+
+    service.wait_for(lambda: len(started()) >= 8, 120, "eight jobs to start")
+    order = [name for _, name in started()[:8]]
+    # The second sweep, created after all ten of the first were queued, does not wait for them.
+    assert order.count("second") >= 3, order
+    assert order.count("first") >= 3, order
+    cancel_and_wait(service, first, second)
