@@ -14,8 +14,8 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 
 from core.db import Job, session_scope
-from core.spec import DEFAULT_LR
 from core.settings import get_settings
+from core.spec import DEFAULT_LR
 from core.sweeps import release
 from tests.conftest import api_client
 from workers.runner import run_job
