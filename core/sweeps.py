@@ -25,7 +25,9 @@ from sqlalchemy.orm import Session
 from core.db import Job, Metric, Sweep, utcnow
 from core.spec import StrictModel
 
-Path = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.]+$")]
+Path = Annotated[
+    str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
+]
 Values = Annotated[list[Any], Field(min_length=1, max_length=1000)]
 MAX_SWEEP_JOBS = 1000  # cells x repeats of one sweep
 
@@ -203,8 +205,8 @@ def expand(
         base = normalize(spec.base)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:]) or "base"
-        raise SweepProblem(f"base.{where}", first["msg"]) from exc
+        where = ".".join(str(p) for p in first["loc"][1:])
+        raise SweepProblem(f"base.{where}" if where else "base", first["msg"]) from exc
     cells = cells_of(spec)
     if len(cells) * spec.repeats > max_jobs:
         raise SweepProblem(
@@ -212,7 +214,6 @@ def expand(
             f"{len(cells)} cells x {spec.repeats} repeats = {len(cells) * spec.repeats} jobs; "
             f"a sweep may have at most {max_jobs}",
         )
-    seed = base["train"]["seed"]
     documents = []
     for index, cell in enumerate(cells):
         document = copy.deepcopy(spec.base)
@@ -225,22 +226,31 @@ def expand(
                     f"{path!r} is not a field of the job document (paths go through its "
                     "sections and list items, e.g. model.hidden.0)",
                 ) from None
+        shown = ", ".join(f"{p}={v!r}" for p, v in cell.items())
         try:
             document = normalize(document)
         except ValidationError as exc:
-            shown = ", ".join(f"{p}={v!r}" for p, v in cell.items())
             first = exc.errors()[0]
             raise SweepProblem(
                 _axis_field(spec, _culprit(cell, first["loc"])),
                 f"cell {index} ({shown}): {first['msg']}",
             ) from exc
+        except SweepProblem as exc:  # e.g. a dataset that is not here
+            where = exc.field.removeprefix("base.")
+            raise SweepProblem(
+                _axis_field(spec, _culprit(cell, ("", *where.split(".")))),
+                f"cell {index} ({shown}): {exc}",
+            ) from exc
         runs = []
         for repeat in range(spec.repeats):
             run = copy.deepcopy(document)
             offset = repeat if spec.paired else repeat * len(cells) + index
-            run["train"]["seed"] = document["train"]["seed"] + offset
+            seed = document["train"]["seed"]
+            run["train"]["seed"] = seed + offset
             if run["train"]["seed"] > 2**31 - 1:
-                raise SweepProblem("repeats", f"seed {seed} + {offset} is out of range")
+                raise SweepProblem(
+                    "repeats", f"cell {index}: seed {seed} + {offset} is past 2^31 - 1"
+                )
             runs.append(run)
         documents.append(runs)
     return cells, documents
