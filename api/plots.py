@@ -62,12 +62,7 @@ def lines(
         style = {"color": "black"} if name.startswith("truth") else {}
         ax.plot(x, values, label=name, linewidth=1, marker="." if len(x) < 30 else None, **style)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # steps, sweeps: whole numbers
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    return _png(figure)
+    return _finish(figure, ax, title, xlabel, ylabel)
 
 
 def path_on_curve(
@@ -84,12 +79,7 @@ def path_on_curve(
     points = ax.scatter(xs, fs, c=np.arange(len(xs)), cmap="viridis", s=14, zorder=3)
     ax.scatter(xs[:1], fs[:1], marker="x", color="red", s=40, zorder=4, label="x0")
     figure.colorbar(points, ax=ax, label="step")
-    ax.set_xlabel("x")
-    ax.set_ylabel("f(x)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    ax.set_title(title)
-    return _png(figure)
+    return _finish(figure, ax, title, "x", "f(x)")
 
 
 def bands(
@@ -105,12 +95,7 @@ def bands(
         (line,) = ax.plot(xs, mean, linewidth=1.2, label=label)
         ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    ax.set_title(title)
-    return _png(figure)
+    return _finish(figure, ax, title, xlabel, ylabel)
 
 
 def errorbars(
@@ -126,7 +111,11 @@ def errorbars(
         {str(x) for _, (xs, _, _) in lines.items() for x in xs if not _is_number(x)}
     )
     for label, (xs, means, stds) in lines.items():
-        order = sorted(range(len(xs)), key=lambda i: (not _is_number(xs[i]), str(xs[i]), xs[i]))
+        # Numbers in order, then categories by name.
+        order = sorted(
+            range(len(xs)),
+            key=lambda i: (0, xs[i], "") if _is_number(xs[i]) else (1, 0, str(xs[i])),
+        )
         x = [xs[i] if _is_number(xs[i]) else categories.index(str(xs[i])) for i in order]
         ax.errorbar(
             x,
@@ -141,10 +130,17 @@ def errorbars(
         ax.set_xticks(range(len(categories)), categories)
     elif log:
         ax.set_xscale("log")
+        ticks = sorted({x for xs, _, _ in lines.values() for x in xs})
+        ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # the swept values, not powers of 10
+        ax.minorticks_off()
+    return _finish(figure, ax, title, xlabel, ylabel)
+
+
+def _finish(figure: Any, ax: Any, title: str, xlabel: str, ylabel: str) -> bytes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=8)
     ax.set_title(title)
     return _png(figure)
 

@@ -1,7 +1,8 @@
 """Draws the pictures the README shows. Each generative family is trained on digits with its
-defaults, in this process as a worker would run it, and every picture is fetched from the real
-API. Run from the repository root: `.venv/bin/python docs/pictures.py` (about a minute on CPU);
-it writes docs/images/<family>-<picture>.png and prints each job's sample quality."""
+defaults, and the README's sweep is run, in this process as a worker would run them; every
+picture is fetched from the real API. Run from the repository root:
+`.venv/bin/python docs/pictures.py` (about a minute on CPU). It writes docs/images/*.png and
+prints each job's sample quality."""
 
 import os
 import sys
@@ -22,6 +23,11 @@ JOBS = {
     },
 }
 QUERY = {"n": 16, "steps": 1000, "seed": 1}
+SWEEP = {
+    "base": {"family": "mlp", "dataset": {"name": "digits"}},
+    "axes": {"model.hidden.0": [25, 50, 100], "train.optimizer.name": ["sgd", "adam"]},
+    "repeats": 3,
+}
 
 
 def main() -> None:
@@ -62,6 +68,19 @@ def main() -> None:
                 response = client.get(url, params=query if "/images/" in url else None)
                 assert response.status_code == 200, (url, response.text)
                 (OUT / f"{file}.png").write_bytes(response.content)
+        # The README's sweep: its jobs run here one by one, then its two pictures.
+        sweep = client.post("/sweeps", json=SWEEP).json()
+        for cell in client.get(f"/sweeps/{sweep['id']}").json()["cells"]:
+            for job in cell["jobs"]:
+                assert run_job(job["id"], settings=settings, worker="pictures") == "succeeded"
+        plots = {
+            "curves": {"metric": "val_accuracy"},
+            "metric": {"metric": "test_accuracy", "axis": "model.hidden.0"},
+        }
+        for name, params in plots.items():
+            response = client.get(f"/sweeps/{sweep['id']}/plots/{name}.png", params=params)
+            assert response.status_code == 200, response.text
+            (OUT / f"sweep-{name}.png").write_bytes(response.content)
 
 
 if __name__ == "__main__":
