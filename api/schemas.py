@@ -154,7 +154,8 @@ class SweepPublic(BaseModel):
     n_cells: int
     repeats: int
     n_jobs: int
-    counts: SweepCounts
+    counts: SweepCounts = Field(description="the sweep's jobs by status")
+    cells_done: int = Field(description="cells whose every repeat has ended")
     eta_seconds: float | None = Field(
         description="remaining jobs x mean duration of the finished ones / jobs running now"
     )

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, model_validator
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from core.db import Job, Metric, Sweep, utcnow
+from core.db import FINISHED, Job, Metric, Sweep, utcnow
 from core.spec import StrictModel
 
 Path = Annotated[
@@ -355,7 +355,11 @@ def progress(sweep: Sweep, jobs: list[Job], now: datetime | None = None) -> dict
         status = "succeeded"
     else:
         status = "failed"
-    return {"status": status, "counts": counts, "eta_seconds": eta}
+    by_cell: dict[int, list[str]] = defaultdict(list)
+    for job in jobs:
+        by_cell[job.sweep_cell].append(job.status)
+    cells_done = sum(all(s in FINISHED for s in statuses) for statuses in by_cell.values())
+    return {"status": status, "counts": counts, "cells_done": cells_done, "eta_seconds": eta}
 
 
 def training_seconds(session: Session, job_ids: list[str]) -> dict[str, float]:

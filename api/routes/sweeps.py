@@ -61,6 +61,7 @@ def public(sweep: Sweep, jobs: list[Job], *, cells: bool = False) -> SweepPublic
         repeats=sweep.spec.get("repeats", 1),
         n_jobs=len(jobs),
         counts=state["counts"],
+        cells_done=state["cells_done"],
         eta_seconds=state["eta_seconds"],
         cancel_requested=sweep.cancel_requested,
         created_at=sweep.created_at,

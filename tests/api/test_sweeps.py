@@ -62,7 +62,9 @@ def test_a_grid_table_equals_the_means_and_stds_of_its_jobs(client: TestClient) 
     assert (sweep["n_cells"], sweep["repeats"], sweep["n_jobs"]) == (6, 3, 18)
     assert sweep["counts"]["queued"] == 18 and sweep["status"] == "queued"
     done = run_all(client, sweep)
+    assert sweep["cells_done"] == 0
     assert done["status"] == "succeeded" and done["counts"]["succeeded"] == 18
+    assert done["cells_done"] == 6 and done["eta_seconds"] is None
 
     answer = client.get(f"/sweeps/{sweep['id']}/table").json()
     rows = answer["rows"]
