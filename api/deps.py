@@ -10,6 +10,9 @@ from core.db import Job, sessionmaker_for
 from core.settings import Settings, get_settings
 
 SettingsDep = Annotated[Settings, Depends(get_settings)]
+# The deepest page a list serves: within every database's integer range, so a larger offset
+# is a 422, not a database error.
+MAX_OFFSET = 10**9
 
 
 def get_session(settings: SettingsDep) -> Iterator[Session]:

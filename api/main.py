@@ -6,13 +6,19 @@ from fastapi import FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.limits import BodyLimit
 from api.routes import datasets, health, jobs, models, sweeps, tools
-from api.schemas import ValidationProblem
+from api.schemas import Problem, ValidationProblem
 from api.serving import ModelCache
 from core.settings import get_settings
 from models.specs import FAMILY_NAMES
 
 _SOURCES = {"body", "query", "path", "header"}
+# The answers every route may give besides its own; routers add 404 and 409 where they apply.
+ERRORS: dict[int | str, dict[str, Any]] = {
+    413: {"model": Problem, "description": "the request body is over the size limit"},
+    422: {"model": ValidationProblem, "description": "fields that failed, each by name"},
+}
 
 
 def field_name(loc: tuple[Any, ...], error_type: str, ctx: dict[str, Any] | None = None) -> str:
@@ -40,8 +46,9 @@ def create_app() -> FastAPI:
         description="Queue neural-network training jobs, follow them, and use the trained models.",
     )
     app.state.models = ModelCache(settings)
+    app.add_middleware(BodyLimit)
     for module in (jobs, sweeps, models, datasets, tools, health):
-        app.include_router(module.router, responses={422: {"model": ValidationProblem}})
+        app.include_router(module.router, responses=ERRORS)
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -109,6 +109,12 @@ class FieldError(BaseModel):
     type: str
 
 
+class Problem(BaseModel):
+    """Every other 4xx and 5xx: what went wrong, as a sentence or as fields that failed."""
+
+    detail: str | list[FieldError]
+
+
 class ValidationProblem(BaseModel):
     """What every 422 answers: each failing field, and one line that lists them."""
 

@@ -1,5 +1,6 @@
 """One settings object, read once from the environment (upper-case names)."""
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -41,6 +42,8 @@ class Settings(BaseSettings):
     max_sweep_jobs: int = Field(1000, ge=1)
     model_cache_size: int = Field(8, ge=1)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # Any other request body (a predict call with 10,000 Fashion-MNIST images is ~50 MB).
+    max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":
@@ -63,8 +66,26 @@ class Settings(BaseSettings):
         return self
 
     def ensure_dirs(self) -> None:
-        self.home.mkdir(parents=True, exist_ok=True)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        """ANNLAB_HOME and its data folder, readable by this user alone (0700), and the
+        embedded database and broker files created 0600 before SQLite opens them (SQLite
+        gives its -wal and -shm files the database file's mode)."""
+        for folder in (self.home, self.data_dir):
+            folder.mkdir(parents=True, exist_ok=True)
+            if folder.stat().st_uid == os.getuid():
+                folder.chmod(0o700)
+        for url in (self.database_url, self.broker_url):
+            path = sqlite_path(url)
+            if path is not None and path.parent.is_dir():
+                os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+                if path.stat().st_uid == os.getuid():
+                    path.chmod(0o600)
+
+
+def sqlite_path(url: str | None) -> Path | None:
+    """The file of a SQLite URL (sqlite:///..., sqla+sqlite:///...), else None."""
+    if url is None or "sqlite:///" not in url or ":memory:" in url:
+        return None
+    return Path(url.split("sqlite:///", 1)[1].split("?", 1)[0])
 
 
 @lru_cache

@@ -39,7 +39,9 @@ class StrictModel(BaseModel):
 
 
 class DatasetSpec(StrictModel):
-    name: str = Field(description="a built-in dataset, see GET /datasets")
+    name: str = Field(
+        max_length=80, description="a built-in dataset, see GET /datasets, or upload:<name>"
+    )
     val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of train held out")
     test_fraction: float = Field(
         0.2,

@@ -4,6 +4,7 @@ activations, the supervised trainer and the `predict` and `forecast` verbs."""
 import math
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -11,7 +12,7 @@ from torch.nn import functional as F
 from core.datasets import Split, Splits
 from core.spec import JobSpecBase
 from models.base import BadRequest, Batch, ImageQuery, Lines, Served
-from models.configs.verbs import ForecastRequest, PredictRequest
+from models.configs.verbs import MAX_FORECAST_STEPS, ForecastRequest, PredictRequest
 from models.training import GradientTrainer
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -74,13 +75,19 @@ class SupervisedTrainer(GradientTrainer):
         return metrics
 
 
+MAX_INPUT = 1e6  # no feature this service trains on comes near it; 1e30 is a mistake
+
+
 def inputs_tensor(served: Served, inputs: list[Any], *, raw: bool) -> torch.Tensor:
     """The request's inputs as a (n, *input_shape) batch on the model's device."""
     info = served.info
     try:
-        x = torch.as_tensor(inputs, dtype=torch.float32)
-    except (TypeError, ValueError) as exc:
+        array = np.asarray(inputs)
+    except ValueError as exc:  # ragged
         raise BadRequest("inputs", f"inputs must be (nested) lists of numbers: {exc}") from exc
+    if array.dtype.kind not in "iuf":  # booleans, strings, objects are not values
+        raise BadRequest("inputs", "inputs must be numbers (not booleans, strings or nulls)")
+    x = torch.as_tensor(array, dtype=torch.float32)
     per_example = math.prod(info.input_shape)
     if x.dim() == 0 or x[0].numel() != per_example:
         raise BadRequest(
@@ -88,6 +95,10 @@ def inputs_tensor(served: Served, inputs: list[Any], *, raw: bool) -> torch.Tens
         )
     if not torch.isfinite(x).all():
         raise BadRequest("inputs", "inputs must be finite numbers")
+    if x.abs().max() > MAX_INPUT:
+        raise BadRequest(
+            "inputs", f"inputs must be within +-{MAX_INPUT:g} (images in [0, 1], or raw=true)"
+        )
     x = x.reshape(len(x), *info.input_shape)
     return (x / info.input_scale if raw else x).to(served.device)
 
@@ -140,6 +151,8 @@ def forecast(served: Served, request: ForecastRequest) -> dict[str, Any]:
 
 def forecast_picture(served: Served, query: ImageQuery) -> Lines:
     """The recursive forecast from the start of the test period against the truth."""
+    if query.steps > MAX_FORECAST_STEPS:
+        raise BadRequest("steps", f"a forecast runs at most {MAX_FORECAST_STEPS} steps")
     answer = forecast(served, ForecastRequest(steps=query.steps))
     return Lines(
         {"truth": answer["truth"], "forecast (recursive)": answer["forecast"]},

@@ -7,12 +7,16 @@ from sqlalchemy import select
 
 from api.deps import SessionDep, SettingsDep
 from api.errors import field_error
-from api.schemas import DatasetPublic, DatasetsPublic
+from api.schemas import DatasetPublic, DatasetsPublic, Problem
 from core import uploads
 from core.catalog import CATALOG, DatasetInfo, is_available
 from core.db import Upload
 
-router = APIRouter(prefix="/datasets", tags=["datasets"])
+router = APIRouter(
+    prefix="/datasets",
+    tags=["datasets"],
+    responses={409: {"model": Problem, "description": "an upload of that name exists"}},
+)
 
 
 def dataset_public(info: DatasetInfo, available: bool = True) -> DatasetPublic:

@@ -9,9 +9,9 @@ from pydantic import ValidationError
 from sqlalchemy import func, select
 
 from api import plots
-from api.deps import JobDep, SessionDep, SettingsDep
+from api.deps import MAX_OFFSET, JobDep, SessionDep, SettingsDep
 from api.errors import field_error
-from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic
+from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
 from core.jobs import artifacts_of, new_job, request_cancel
@@ -20,7 +20,17 @@ from core.uploads import upload_infos
 from models.specs import JobSpec, parse_job_spec
 from workers.dispatch import try_send_job
 
-router = APIRouter(prefix="/jobs", tags=["jobs"])
+router = APIRouter(
+    prefix="/jobs",
+    tags=["jobs"],
+    responses={
+        404: {"model": Problem, "description": "no such job"},
+        409: {
+            "model": Problem,
+            "description": "not in this state (it ended; no epoch or samples yet)",
+        },
+    },
+)
 
 
 def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
@@ -76,7 +86,7 @@ def list_jobs(
     status: JobStatus | None = None,
     family: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobsPublic:
     """Newest first, filtered by status and family."""
     query = select(Job)

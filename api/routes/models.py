@@ -6,9 +6,9 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
 from api import plots
-from api.deps import ModelDep, SessionDep
+from api.deps import MAX_OFFSET, ModelDep, SessionDep
 from api.errors import field_error
-from api.schemas import ModelPublic, ModelsPublic
+from api.schemas import ModelPublic, ModelsPublic, Problem
 from api.serving import final_weights
 from core.db import Job
 from models.configs.verbs import (
@@ -35,7 +35,14 @@ from models.configs.verbs import (
 )
 from models.specs import SPECS
 
-router = APIRouter(prefix="/models", tags=["models"])
+router = APIRouter(
+    prefix="/models",
+    tags=["models"],
+    responses={
+        404: {"model": Problem, "description": "no such model (or it has not succeeded)"},
+        409: {"model": Problem, "description": "the model cannot answer that yet"},
+    },
+)
 
 
 def model_public(job: Job) -> ModelPublic:
@@ -57,7 +64,7 @@ def list_models(
     session: SessionDep,
     family: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModelsPublic:
     query = select(Job).where(Job.status == "succeeded")
     if family is not None:

@@ -13,9 +13,9 @@ from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import func, select
 
 from api import plots
-from api.deps import SessionDep, SettingsDep
+from api.deps import MAX_OFFSET, SessionDep, SettingsDep
 from api.errors import field_error
-from api.schemas import SweepPublic, SweepsPublic, SweepTable
+from api.schemas import Problem, SweepPublic, SweepsPublic, SweepTable
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric, Sweep
 from core.jobs import new_job, request_cancel
@@ -24,7 +24,17 @@ from core.uploads import upload_infos
 from models.specs import SPECS, parse_job_spec
 from workers.dispatch import release_sweeps
 
-router = APIRouter(prefix="/sweeps", tags=["sweeps"])
+router = APIRouter(
+    prefix="/sweeps",
+    tags=["sweeps"],
+    responses={
+        404: {"model": Problem, "description": "no such sweep"},
+        409: {
+            "model": Problem,
+            "description": "the sweep already ended, or has nothing to draw yet",
+        },
+    },
+)
 PLOTS = ("curves", "metric")
 
 
@@ -143,7 +153,7 @@ def create_sweep(body: SweepSpec, session: SessionDep, settings: SettingsDep) ->
 def list_sweeps(
     session: SessionDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SweepsPublic:
     """Newest first."""
     total = session.scalar(select(func.count()).select_from(Sweep))

@@ -8,6 +8,7 @@ MAX_INPUTS = 10_000
 MAX_SAMPLES = 1000  # examples one sample call draws
 MAX_GIBBS_STEPS = 10_000
 MAX_LATENT = 4096
+MAX_FORECAST_STEPS = 2000
 Seed = Annotated[int, Field(ge=0, le=2**31 - 1)]
 
 
@@ -144,7 +145,12 @@ class ScoreRequest(InputsRequest):
 
 
 class ForecastRequest(VerbRequest):
-    steps: int = Field(ge=1, le=10_000, description="values to forecast, each fed back as input")
+    steps: int = Field(
+        ge=1,
+        le=MAX_FORECAST_STEPS,
+        description="values to forecast, each fed back as input (one forward pass each: 2000 "
+        "steps of an LSTM take a few seconds of CPU)",
+    )
     history: list[float] | None = Field(
         None,
         max_length=1000,

@@ -1,0 +1,108 @@
+"""Regressions for the faults found when the service was attacked as a clumsy user would
+(issue 8): each of these was reproduced on the API before its fix."""
+
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from core.settings import Settings, get_settings, sqlite_path
+from tests.conftest import api_client
+from workers.runner import run_job
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with api_client(max_request_bytes=200_000) as client:
+        yield client
+
+
+def fields(response) -> list[str]:  # noqa: ANN001
+    return [e["field"] for e in response.json()["detail"]]
+
+
+@pytest.mark.parametrize("path", ["/jobs", "/models", "/sweeps"])
+def test_an_offset_past_any_integer_is_a_422_not_a_500(client: TestClient, path: str) -> None:
+    response = client.get(path, params={"offset": 9223372036854775808})
+    assert response.status_code == 422 and fields(response) == ["offset"]
+    assert client.get(path, params={"offset": 10**9}).status_code == 200
+
+
+def test_a_huge_dataset_name_is_refused_without_being_echoed(client: TestClient) -> None:
+    name = "x" * 150_000
+    response = client.post("/jobs", json={"family": "mlp", "dataset": {"name": name}})
+    assert response.status_code == 422 and fields(response) == ["dataset.name"]
+    assert len(response.content) < 2000
+
+
+def test_a_body_over_the_limit_is_a_413_before_it_is_read(client: TestClient) -> None:
+    document = {"family": "mlp", "dataset": {"name": "digits"}, "pad": "x" * 300_000}
+    declared = client.post("/jobs", json=document)
+    assert declared.status_code == 413 and fields(declared) == ["body"]
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: counted as it streams
+        yield b'{"family": "mlp", "dataset": {"name": "digits"}, "pad": "'
+        for _ in range(30):
+            yield b"x" * 10_000
+        yield b'"}'
+
+    streamed = client.post("/jobs", content=chunks(), headers={"content-type": "application/json"})
+    assert streamed.status_code == 413
+
+
+@pytest.fixture(scope="module")
+def model(client: TestClient) -> str:
+    job = client.post(
+        "/jobs",
+        json={"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}},
+    ).json()
+    assert run_job(job["id"], settings=get_settings(), worker="here") == "succeeded"
+    return job["id"]
+
+
+@pytest.mark.parametrize(
+    "inputs",
+    [[[True] * 64], [[1e30] * 64], [["1"] * 64], [[None] * 64], [[0.5] * 63 + [-2e6]]],
+)
+def test_booleans_strings_and_absurd_numbers_are_not_pixels(
+    client: TestClient, model: str, inputs: list
+) -> None:
+    response = client.post(f"/models/{model}/predict", json={"inputs": inputs})
+    assert response.status_code == 422 and fields(response) == ["inputs"], response.text
+    assert client.post(f"/models/{model}/predict", json={"inputs": [[0.5] * 64]}).status_code == 200
+
+
+def test_a_forecast_is_bounded(client: TestClient) -> None:
+    response = client.post("/models/whatever/forecast", json={"steps": 2001})
+    assert response.status_code in (404, 422)
+    from models.configs.verbs import ForecastRequest
+
+    with pytest.raises(ValueError, match="2000"):
+        ForecastRequest(steps=2001)
+
+
+def test_files_under_annlab_home_are_private(tmp_path: Path) -> None:
+    settings = Settings(home=tmp_path / "home")
+    settings.ensure_dirs()
+    for folder in (settings.home, settings.data_dir):
+        assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+    for url in (settings.database_url, settings.broker_url):
+        path = sqlite_path(url)
+        assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_the_openapi_document_lists_every_answer(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, methods in paths.items():
+        for method, operation in methods.items():
+            answers = set(operation["responses"])
+            if path != "/healthz":
+                assert {"413", "422"} <= answers, (method, path)
+            if "{job_id}" in path or "{sweep_id}" in path:
+                assert "404" in answers, (method, path)
+    assert "409" in paths["/jobs/{job_id}/cancel"]["post"]["responses"]
+    assert "409" in paths["/sweeps/{sweep_id}/cancel"]["post"]["responses"]
+    assert "409" in paths["/datasets"]["post"]["responses"]
+    assert "503" in paths["/healthz"]["get"]["responses"]
