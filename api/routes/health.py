@@ -1,4 +1,8 @@
-"""Liveness that means something: the database and the broker both answer."""
+"""Liveness that means something: the database answers, and a message goes through the
+broker and back."""
+
+import time
+import uuid
 
 from fastapi import APIRouter
 from fastapi.responses import JSONResponse
@@ -11,10 +15,26 @@ from workers.celery_app import app as celery_app
 router = APIRouter(tags=["health"])
 
 
+HEALTH_QUEUE = "annlab.health"
+
+
 def _check_broker() -> str:
+    """A message sent through the broker and read back: a broker that accepts connections but
+    cannot store a message (a read-only SQLite file, a Redis out of memory) is not ok."""
+    token = uuid.uuid4().hex
     with celery_app.connection_for_write() as connection:
         connection.ensure_connection(max_retries=1, timeout=3)
-    return "ok"
+        queue = connection.SimpleQueue(HEALTH_QUEUE, no_ack=True)
+        try:
+            queue.put({"token": token})
+            deadline = time.monotonic() + 3
+            while time.monotonic() < deadline:  # skip what an earlier check left behind
+                message = queue.get(timeout=max(0.01, deadline - time.monotonic()))
+                if message.payload.get("token") == token:
+                    return "ok"
+        finally:
+            queue.close()
+    return "error: the message sent to the broker did not come back"
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
@@ -27,7 +47,8 @@ def healthz(session: SessionDep) -> JSONResponse:
         try:
             checks[name] = check()
         except Exception as exc:  # noqa: BLE001 - report any failure as the component's state
-            checks[name] = f"error: {type(exc).__name__}: {exc}"
+            first_line = (str(exc).splitlines() or [""])[0][:300]
+            checks[name] = f"error: {type(exc).__name__}: {first_line}"
     ok = all(v == "ok" for v in checks.values())
     body = Health(status="ok" if ok else "degraded", **checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)

@@ -1,7 +1,11 @@
 """Regressions for the faults found when the service was attacked as a clumsy user would
 (issue 8): each of these was reproduced on the API before its fix."""
 
+import json
+import os
 import stat
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -9,7 +13,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from core.settings import Settings, get_settings, sqlite_path
-from tests.conftest import api_client
+from tests.conftest import ROOT, api_client
 from workers.runner import run_job
 
 
@@ -106,3 +110,36 @@ def test_the_openapi_document_lists_every_answer(client: TestClient) -> None:
     assert "409" in paths["/sweeps/{sweep_id}/cancel"]["post"]["responses"]
     assert "409" in paths["/datasets"]["post"]["responses"]
     assert "503" in paths["/healthz"]["get"]["responses"]
+
+
+BROKER_GONE = """
+import json, os
+from tests.conftest import api_client
+from core.settings import get_settings, sqlite_path
+with api_client() as client:
+    before = client.get("/healthz")
+    path = sqlite_path(get_settings().broker_url)
+    for suffix in ("", "-wal", "-shm"):
+        if os.path.exists(f"{path}{suffix}"):
+            os.remove(f"{path}{suffix}")
+    os.mkdir(path)  # the broker's file is gone and cannot be made again
+    after = client.get("/healthz")
+    print(json.dumps([before.status_code, after.status_code, after.json()]))
+"""
+
+
+def test_healthz_sends_a_message_through_the_broker(tmp_path: Path) -> None:
+    """A broker that cannot store a message is not ok (connecting to it still works)."""
+    env = {**os.environ, "ANNLAB_HOME": str(tmp_path)}
+    run = subprocess.run(
+        [sys.executable, "-c", BROKER_GONE],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    before, after, body = json.loads(run.stdout.strip().splitlines()[-1])
+    assert (before, after) == (200, 503)
+    assert body["database"] == "ok" and body["broker"].startswith("error:")
