@@ -36,8 +36,9 @@ def new_job(
     rerun_of: str | None = None,
     sweep: tuple[str, int, int] | None = None,
 ) -> Job:
-    """A queued job. A sweep's job (sweep id, cell, repeat) is held: core.sweeps.release
-    sends it when its turn comes; any other is marked sent, and the caller sends it."""
+    """A queued job, not sent yet: the caller commits, sends it and then calls mark_sent (a job
+    whose sender died in between is sent by the reaper within seconds). A sweep's job (sweep
+    id, cell, repeat) waits for core.sweeps.release instead."""
     sweep_id, cell, repeat = sweep or (None, None, None)
     job = Job(
         id=uuid.uuid4().hex,
@@ -50,11 +51,16 @@ def new_job(
         sweep_cell=cell,
         sweep_repeat=repeat,
         progress={"epoch": 0, "epochs": spec.get("train", {}).get("epochs"), "percent": 0.0},
-        dispatched_at=None if sweep else utcnow(),
+        dispatched_at=None,
     )
     session.add(job)
     session.flush()
     return job
+
+
+def mark_sent(session: Session, job_id: str) -> None:
+    unsent = update(Job).where(Job.id == job_id, Job.dispatched_at.is_(None))
+    session.execute(unsent.values(dispatched_at=utcnow()))
 
 
 def claim(
@@ -235,13 +241,20 @@ def request_cancel(session: Session, job_id: str) -> None:
 
 
 def reap(
-    session: Session, *, max_attempts: int, redispatch_seconds: float, now: datetime | None = None
+    session: Session,
+    *,
+    max_attempts: int,
+    redispatch_seconds: float,
+    unsent_seconds: float = 10.0,
+    now: datetime | None = None,
 ) -> list[str]:
     """Take back jobs whose worker vanished; return the ids whose task must be sent again.
 
     A running job whose lease expired goes back to the queue (or ends: cancelled if a cancel was
-    asked for, failed once it has used up its attempts). A queued job not sent for
-    `redispatch_seconds` is sent again, in case the broker lost its message.
+    asked for, failed once it has used up its attempts). A job committed but never marked sent
+    for `unsent_seconds` (its API died between the two) is sent; a queued job sent
+    `redispatch_seconds` ago and still not taken up is sent again, in case the broker lost its
+    message.
     """
     now = now or utcnow()
     expired = session.scalars(
@@ -271,7 +284,17 @@ def reap(
         )
         .with_for_update(skip_locked=True)
     ).all()
-    for job in stale:
+    unsent = session.scalars(
+        select(Job)
+        .where(
+            Job.status == "queued",
+            Job.dispatched_at.is_(None),
+            Job.sweep_id.is_(None),  # a sweep's jobs wait for core.sweeps.release
+            Job.created_at < now - timedelta(seconds=unsent_seconds),
+        )
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in [*stale, *unsent]:
         job.dispatched_at = now
         resend.append(job.id)
     return resend

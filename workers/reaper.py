@@ -37,6 +37,7 @@ class Reaper:
                 session,
                 max_attempts=self.settings.max_attempts,
                 redispatch_seconds=self.settings.redispatch_seconds,
+                unsent_seconds=self.settings.unsent_seconds,
             )
         for job_id in ids:
             log.warning("re-sending job %s (its worker or its message was lost)", job_id)

@@ -14,7 +14,7 @@ from api.errors import field_error
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
-from core.jobs import artifacts_of, new_job, request_cancel
+from core.jobs import artifacts_of, mark_sent, new_job, request_cancel
 from core.spec import JobSpecBase
 from core.uploads import upload_infos
 from models.specs import JobSpec, parse_job_spec
@@ -67,9 +67,12 @@ def admissible(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) ->
 
 
 def queue(session: SessionDep, spec: JobSpecBase, rerun_of: str | None = None) -> Job:
+    """Commit the job, then send it; the reaper sends one whose sending never happened."""
     job = new_job(session, spec.model_dump(mode="json"), rerun_of=rerun_of)
     session.commit()
-    try_send_job(job.id)
+    if try_send_job(job.id):
+        mark_sent(session, job.id)
+        session.commit()
     return job
 
 

@@ -13,6 +13,7 @@ from core.jobs import (
     claim,
     finish,
     heartbeat,
+    mark_sent,
     new_job,
     reap,
     record_epoch,
@@ -128,6 +129,19 @@ def test_reaper_resends_queued_jobs_whose_message_may_be_lost(db_settings: Setti
         later = utcnow() + timedelta(seconds=601)
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == [job_id]
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == []
+
+
+def test_a_job_committed_but_never_sent_is_sent_within_seconds(db_settings: Settings) -> None:
+    """The API committed the job and died before sending it: the reaper sends it after
+    `unsent_seconds`, not after the 600 s it waits for a message the broker may have lost."""
+    unsent, sent = make_job(db_settings), make_job(db_settings)
+    with session_scope(db_settings.database_url) as session:
+        mark_sent(session, sent)
+    soon = utcnow() + timedelta(seconds=11)
+    with session_scope(db_settings.database_url) as session:
+        assert reap(session, max_attempts=3, redispatch_seconds=600, now=utcnow()) == []
+        assert reap(session, max_attempts=3, redispatch_seconds=600, now=soon) == [unsent]
+        assert reap(session, max_attempts=3, redispatch_seconds=600, now=soon) == []
 
 
 def test_racing_claims_have_one_winner(db_settings: Settings) -> None:
