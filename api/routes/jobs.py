@@ -7,10 +7,12 @@ from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from api import plots
 from api.deps import MAX_OFFSET, JobDep, SessionDep, SettingsDep
 from api.errors import field_error
+from api.idempotency import KeyHeader, earlier, remember
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric
@@ -66,10 +68,23 @@ def admissible(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) ->
     return with_upload(spec, session)
 
 
-def queue(session: SessionDep, spec: JobSpecBase, rerun_of: str | None = None) -> Job:
-    """Commit the job, then send it; the reaper sends one whose sending never happened."""
+def queue(
+    session: SessionDep,
+    spec: JobSpecBase,
+    rerun_of: str | None = None,
+    idempotency: tuple[str, Any] | None = None,
+) -> Job:
+    """Commit the job (with its Idempotency-Key and request, if any), then send it; the reaper
+    sends one whose sending never happened."""
     job = new_job(session, spec.model_dump(mode="json"), rerun_of=rerun_of)
-    session.commit()
+    if idempotency is not None:
+        remember(session, "jobs", *idempotency, job.id)
+    try:
+        session.commit()
+    except IntegrityError:  # the same key committed by a request racing this one: its job
+        session.rollback()
+        assert idempotency is not None
+        return session.get(Job, earlier(session, "jobs", *idempotency))
     if try_send_job(job.id):
         mark_sent(session, job.id)
         session.commit()
@@ -77,9 +92,20 @@ def queue(session: SessionDep, spec: JobSpecBase, rerun_of: str | None = None) -
 
 
 @router.post("", status_code=202, response_model=JobPublic)
-def create_job(spec: Annotated[JobSpec, Body()], session: SessionDep, settings: SettingsDep) -> Job:
-    """Queue a training job; answers at once with the job (status `queued`)."""
-    return queue(session, admissible(spec, session, settings))
+def create_job(
+    spec: Annotated[JobSpec, Body()],
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: KeyHeader = None,
+) -> Job:
+    """Queue a training job; answers at once with the job (status `queued`). With an
+    Idempotency-Key, a retry of the same request answers with the same job."""
+    payload = spec.model_dump(mode="json")
+    if (previous := earlier(session, "jobs", idempotency_key, payload)) is not None:
+        return session.get(Job, previous)
+    spec = admissible(spec, session, settings)
+    key = (idempotency_key, payload) if idempotency_key is not None else None
+    return queue(session, spec, idempotency=key)
 
 
 @router.get("", response_model=JobsPublic)

@@ -11,10 +11,12 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
 from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
 
 from api import plots
 from api.deps import MAX_OFFSET, SessionDep, SettingsDep
 from api.errors import field_error
+from api.idempotency import KeyHeader, earlier, remember
 from api.schemas import Problem, SweepPublic, SweepsPublic, SweepTable
 from core.catalog import CATALOG, is_available
 from core.db import FINISHED, Job, Metric, Sweep
@@ -105,10 +107,19 @@ def _normalizer(session: SessionDep, settings: SettingsDep) -> Any:
 
 
 @router.post("", status_code=202, response_model=SweepPublic)
-def create_sweep(body: SweepSpec, session: SessionDep, settings: SettingsDep) -> SweepPublic:
+def create_sweep(
+    body: SweepSpec,
+    session: SessionDep,
+    settings: SettingsDep,
+    idempotency_key: KeyHeader = None,
+) -> SweepPublic:
     """Queue every cell x repeat as a job after checking each one as POST /jobs would (a cell
     that would be refused is a 422 naming its axis and value; nothing is queued). The jobs
-    are sent to the workers a few at a time, in turn with other work."""
+    are sent to the workers a few at a time, in turn with other work. With an
+    Idempotency-Key, a retry of the same request answers with the same sweep."""
+    payload = body.model_dump(mode="json")
+    if (previous := earlier(session, "sweeps", idempotency_key, payload)) is not None:
+        return public(session.get(Sweep, previous), jobs_of(session, previous))
     try:
         cells, documents = expand(body, _normalizer(session, settings), settings.max_sweep_jobs)
     except SweepProblem as exc:
@@ -144,7 +155,13 @@ def create_sweep(body: SweepSpec, session: SessionDep, settings: SettingsDep) ->
     for cell, runs in enumerate(documents):
         for repeat, document in enumerate(runs):
             new_job(session, document, sweep=(sweep.id, cell, repeat))
-    session.commit()
+    remember(session, "sweeps", idempotency_key, payload, sweep.id)
+    try:
+        session.commit()
+    except IntegrityError:  # the same key committed by a request racing this one
+        session.rollback()
+        previous = earlier(session, "sweeps", idempotency_key, payload)
+        return public(session.get(Sweep, previous), jobs_of(session, previous))
     release_sweeps(settings)
     return public(sweep, jobs_of(session, sweep.id))
 

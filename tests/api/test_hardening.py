@@ -143,3 +143,24 @@ def test_healthz_sends_a_message_through_the_broker(tmp_path: Path) -> None:
     before, after, body = json.loads(run.stdout.strip().splitlines()[-1])
     assert (before, after) == (200, 503)
     assert body["database"] == "ok" and body["broker"].startswith("error:")
+
+
+def test_a_retried_submission_with_an_idempotency_key_makes_one_job(client: TestClient) -> None:
+    document = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 3}}
+    before = client.get("/jobs").json()["total"]
+    headers = {"Idempotency-Key": "retry-me-1"}
+    first = client.post("/jobs", json=document, headers=headers)
+    again = client.post("/jobs", json=document, headers=headers)
+    assert first.status_code == again.status_code == 202
+    assert first.json()["id"] == again.json()["id"]
+    assert client.get("/jobs").json()["total"] == before + 1
+    other = client.post("/jobs", json={**document, "train": {"epochs": 4}}, headers=headers)
+    assert other.status_code == 422 and fields(other) == ["Idempotency-Key"]
+    # Without a key every POST is a new job.
+    assert client.post("/jobs", json=document).json()["id"] != first.json()["id"]
+
+    sweep = {"base": document, "repeats": 2}
+    one = client.post("/sweeps", json=sweep, headers={"Idempotency-Key": "sweep-1"}).json()
+    two = client.post("/sweeps", json=sweep, headers={"Idempotency-Key": "sweep-1"}).json()
+    assert one["id"] == two["id"] and two["n_jobs"] == 2
+    client.post(f"/sweeps/{one['id']}/cancel")
