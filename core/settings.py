@@ -44,6 +44,8 @@ class Settings(BaseSettings):
     max_sweep_jobs: int = Field(1000, ge=1)
     model_cache_size: int = Field(8, ge=1)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # What an uploaded .npz may hold once decompressed (checked before decompressing).
+    max_upload_uncompressed_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
     # Any other request body (a predict call with 10,000 Fashion-MNIST images is ~50 MB).
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
 

@@ -38,8 +38,62 @@ def dataset_name(name: str) -> str:
     return PREFIX + name
 
 
-def parse_npz(raw: bytes, name: str, kind: str | None) -> tuple[DatasetInfo, bytes]:
+# An .npz is a zip: what it holds once decompressed is checked before anything is.
+MAX_UNCOMPRESSED_BYTES = 1024 * 1024 * 1024
+
+
+def check_archive(raw: bytes, max_uncompressed: int) -> None:
+    """Refuse an .npz by what its zip directory and its arrays' headers declare, before any
+    array is decompressed: more than `max_uncompressed` bytes in all (a zip bomb: 2 GB of zeros
+    fit in 2 MB), or an X or y whose declared shape breaks the limits. zipfile itself refuses to
+    inflate a member past its declared size."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(raw))
+    except zipfile.BadZipFile:
+        return  # not a zip: np.load says what it is
+    with archive:
+        members = archive.infolist()
+        total = sum(m.file_size for m in members)
+        if total > max_uncompressed:
+            raise UploadError(
+                "file",
+                f"the archive would hold {total:,} bytes once decompressed; the limit is "
+                f"{max_uncompressed:,}",
+                status=413,
+            )
+        for member in members:
+            if member.filename not in ("X.npy", "y.npy"):
+                continue
+            with archive.open(member) as stream:
+                try:
+                    version = np.lib.format.read_magic(stream)
+                    read = (
+                        np.lib.format.read_array_header_1_0
+                        if version == (1, 0)
+                        else np.lib.format.read_array_header_2_0
+                    )
+                    shape, _, dtype = read(stream)
+                except ValueError as exc:
+                    raise UploadError(
+                        "file", f"{member.filename} is not an .npy array: {exc}"
+                    ) from exc
+            values = int(np.prod(shape)) if shape else 1
+            if values * dtype.itemsize > member.file_size:
+                raise UploadError(
+                    "file", f"{member.filename} declares {shape} but holds fewer bytes"
+                )
+            if shape and shape[0] > MAX_EXAMPLES:
+                raise UploadError(
+                    "file",
+                    f"{member.filename} declares {shape[0]:,} rows; at most {MAX_EXAMPLES:,}",
+                )
+
+
+def parse_npz(
+    raw: bytes, name: str, kind: str | None, max_uncompressed: int = MAX_UNCOMPRESSED_BYTES
+) -> tuple[DatasetInfo, bytes]:
     """Validate an .npz with arrays X (examples) and y (labels or targets)."""
+    check_archive(raw, max_uncompressed)
     try:
         archive = np.load(io.BytesIO(raw), allow_pickle=False)
     except (ValueError, OSError, zipfile.BadZipFile, EOFError) as exc:

@@ -74,7 +74,9 @@ def upload_dataset(
         if filename.endswith(".csv"):
             info, data = uploads.parse_csv(raw, name)
         elif filename.endswith(".npz"):
-            info, data = uploads.parse_npz(raw, name, kind)
+            info, data = uploads.parse_npz(
+                raw, name, kind, max_uncompressed=settings.max_upload_uncompressed_bytes
+            )
         else:
             raise uploads.UploadError("file", "upload a .npz (X, y) or a .csv (one column)")
     except uploads.UploadError as exc:

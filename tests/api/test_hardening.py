@@ -1,14 +1,17 @@
 """Regressions for the faults found when the service was attacked as a clumsy user would
 (issue 8): each of these was reproduced on the API before its fix."""
 
+import io
 import json
 import os
 import stat
 import subprocess
 import sys
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 
@@ -164,3 +167,39 @@ def test_a_retried_submission_with_an_idempotency_key_makes_one_job(client: Test
     two = client.post("/sweeps", json=sweep, headers={"Idempotency-Key": "sweep-1"}).json()
     assert one["id"] == two["id"] and two["n_jobs"] == 2
     client.post(f"/sweeps/{one['id']}/cancel")
+
+
+def zip_bomb(rows: int) -> bytes:
+    """An .npz whose X.npy declares and holds rows x 784 float64 zeros: megabytes of zip,
+    rows x 6 KB once decompressed."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as archive:
+        with archive.open("X.npy", "w", force_zip64=True) as member:
+            header = {"descr": "<f8", "fortran_order": False, "shape": (rows, 784)}
+            np.lib.format.write_array_header_1_0(member, header)
+            zeros = bytes(784 * 8 * 1000)
+            for _ in range(rows // 1000):
+                member.write(zeros)
+        with archive.open("y.npy", "w") as member:
+            np.save(member, np.zeros(rows, dtype=np.int64))
+    return out.getvalue()
+
+
+def test_a_zip_bomb_is_refused_by_what_it_declares() -> None:
+    bomb = zip_bomb(20_000)  # 125 MB of zeros in about 0.2 MB
+    assert len(bomb) < 2_000_000
+    with api_client(max_upload_uncompressed_bytes=50_000_000) as client:
+        response = client.post(
+            "/datasets", files={"file": ("bomb.npz", bomb)}, data={"name": "bomb"}
+        )
+        assert response.status_code == 413 and fields(response) == ["file"], response.text
+        assert "once decompressed" in response.json()["detail"][0]["message"]
+        assert client.get("/datasets").json()  # and the API is still here
+
+
+def test_an_upload_over_the_limit_is_refused_before_it_is_read() -> None:
+    with api_client(max_upload_bytes=100_000) as client:
+        response = client.post(
+            "/datasets", files={"file": ("big.npz", bytes(3_000_000))}, data={"name": "big"}
+        )
+        assert response.status_code == 413 and fields(response) == ["body"]
