@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     max_upload_uncompressed_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
     # Any other request body (a predict call with 10,000 Fashion-MNIST images is ~50 MB).
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
+    # What one training run may hold (estimated: weights, optimizer, a batch, the dataset),
+    # checked at submission and again in the worker.
+    worker_memory_bytes: int = Field(4 * 1024**3, ge=1024**2)
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from sqlalchemy import select
 
-from core.catalog import DatasetUnavailable
+from core.catalog import CATALOG, DatasetInfo, DatasetUnavailable, resolve
 from core.checkpoint import pack, pack_weights, unpack
 from core.datasets import Splits, content_hash, fold_splits, load_dataset
 from core.db import Job, Metric, Sweep, session_scope
@@ -37,7 +37,8 @@ from core.jobs import (
 )
 from core.settings import Settings
 from core.sweeps import Halving
-from models import quality
+from core.uploads import upload_infos
+from models import admission, quality
 from models.base import Trainer, n_params
 from models.registry import get_family
 from models.specs import parse_job_spec
@@ -332,6 +333,10 @@ class _Run:
         return pack(state, {"spec": self.document})
 
     def run(self) -> None:
+        # Again here, before anything is loaded: the budget may differ from the API's.
+        info = resolve(self.spec.dataset, self.uploads())
+        if info is not None:
+            admission.check(self.spec, info, self.settings.worker_memory_bytes)
         data = load_dataset(self.spec.dataset, self.settings, self.device)
         with self.session() as session:
             stored = latest_checkpoint(session, self.lease.job_id)
@@ -565,6 +570,13 @@ class _Run:
         if self.directions[name] == "max":
             return metrics[name] >= np.percentile(values, 100 - share)
         return metrics[name] <= np.percentile(values, share)
+
+    def uploads(self) -> dict[str, DatasetInfo] | None:
+        """The facts of the upload the job trains on (None for a built-in dataset)."""
+        if self.spec.dataset.name in CATALOG:
+            return None
+        with self.session() as session:
+            return upload_infos(session, [self.spec.dataset.name])
 
     def provenance(self, data: Splits, model: torch.nn.Module) -> dict[str, Any]:
         """What this run depended on besides its document: versions, where it ran, the

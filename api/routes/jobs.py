@@ -14,7 +14,7 @@ from api.deps import MAX_OFFSET, JobDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
-from core.catalog import CATALOG, is_available
+from core.catalog import CATALOG, DatasetInfo, is_available, resolve
 from core.db import FINISHED, Job, Metric
 from core.jobs import artifacts_of, mark_sent, new_job, request_cancel
 from core.spec import JobSpecBase
@@ -54,7 +54,27 @@ def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
 
 def admissible(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) -> JobSpecBase:
     """The job as it will run: its dataset here (a built-in one) or checked against the upload
-    it names."""
+    it names, and its training within a worker's memory budget."""
+    spec = available(spec, session, settings)
+    uploads = (
+        upload_infos(session, [spec.dataset.name]) if spec.dataset.name not in CATALOG else None
+    )
+    fits_in_memory(spec, resolve(spec.dataset, uploads), settings)
+    return spec
+
+
+def fits_in_memory(spec: JobSpecBase, info: DatasetInfo, settings: SettingsDep) -> None:
+    from models.admission import TooBig, check  # loads torch (the model is built on "meta")
+    from models.registry import REGISTRY  # noqa: F401 - every family registered
+
+    try:
+        check(spec, info, settings.worker_memory_bytes)
+    except TooBig as exc:
+        raise field_error(422, exc.field, str(exc), "too_big") from exc
+
+
+def available(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) -> JobSpecBase:
+    """A built-in dataset must be on this machine; an upload is checked against its facts."""
     if spec.dataset.name in CATALOG:
         info = CATALOG[spec.dataset.name]
         if not is_available(info, settings):

@@ -18,7 +18,7 @@ from api.deps import MAX_OFFSET, SessionDep, SettingsDep
 from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember
 from api.schemas import Problem, SweepPublic, SweepsPublic, SweepTable
-from core.catalog import CATALOG, is_available
+from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
 from core.jobs import new_job, request_cancel
 from core.sweeps import SweepProblem, SweepSpec, expand, jobs_of, progress, table, training_seconds
@@ -101,7 +101,14 @@ def _normalizer(session: SessionDep, settings: SettingsDep) -> Any:
                 raise SweepProblem(
                     "base.dataset.name", f"no uploaded dataset {spec.dataset.name!r}"
                 )
+        try:
+            check(spec, resolve(spec.dataset, uploads or None), settings.worker_memory_bytes)
+        except TooBig as exc:
+            raise SweepProblem(f"base.{exc.field}", str(exc)) from exc
         return spec.model_dump(mode="json")
+
+    from models.admission import TooBig, check  # loads torch (models are built on "meta")
+    from models.registry import REGISTRY  # noqa: F401 - every family registered
 
     return normalize
 

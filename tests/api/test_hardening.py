@@ -203,3 +203,45 @@ def test_an_upload_over_the_limit_is_refused_before_it_is_read() -> None:
             "/datasets", files={"file": ("big.npz", bytes(3_000_000))}, data={"name": "big"}
         )
         assert response.status_code == 413 and fields(response) == ["body"]
+
+
+BIG_BATCH = {
+    "family": "mlp",
+    "dataset": {"name": "fashion_mnist"},
+    "model": {"hidden": [16384, 2000]},
+    "train": {"epochs": 1, "batch_size": 65536},
+}
+LONG_WINDOWS = {
+    "family": "mlp",
+    "dataset": {"name": "mackey_glass", "n_points": 10**6, "lag": 1000},
+}
+
+
+@pytest.mark.parametrize(
+    ("document", "field"),
+    [(BIG_BATCH, "train.batch_size"), (LONG_WINDOWS, "dataset.n_points")],
+)
+def test_a_job_too_big_for_a_worker_is_refused_at_submission(
+    client: TestClient, document: dict, field: str
+) -> None:
+    """Both took a worker to several GB before: a 9 GB batch of activations, a 4 GB window
+    matrix (twice, loaded and split)."""
+    before = client.get("/jobs").json()["total"]
+    response = client.post("/jobs", json=document)
+    if response.status_code == 422 and fields(response) == ["dataset.name"]:
+        pytest.skip("Fashion-MNIST is not on this machine")
+    assert response.status_code == 422 and fields(response) == [field], response.text
+    assert "GiB" in response.json()["detail"][0]["message"]
+    assert client.get("/jobs").json()["total"] == before
+    # A sweep's cell too: refused naming its axis.
+    wide = {"family": "mlp", "dataset": {"name": "digits"}, "model": {"hidden": [4096, 4096]}}
+    sweep = client.post("/sweeps", json={"base": wide, "axes": {"train.batch_size": [64, 65536]}})
+    assert sweep.status_code == 422 and fields(sweep) == ["axes.train.batch_size"], sweep.text
+
+
+def test_the_worker_checks_the_budget_again_before_loading(client: TestClient) -> None:
+    job = client.post("/jobs", json={"family": "mlp", "dataset": {"name": "digits"}}).json()
+    small = get_settings().model_copy(update={"worker_memory_bytes": 1024**2})
+    assert run_job(job["id"], settings=small, worker="small") == "failed"
+    failed = client.get(f"/jobs/{job['id']}").json()
+    assert "GiB" in failed["error"] and "ANNLAB_WORKER_MEMORY_BYTES" in failed["error"]
