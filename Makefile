@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 PORT ?= 8000
+HOST ?= 127.0.0.1
 ANNLAB_HOME ?= ./.annlab
 export ANNLAB_HOME
 
@@ -26,10 +27,11 @@ datasets:
 		|| echo "note: could not apt-get dataset-fashion-mnist"; fi
 
 run: venv migrate
-	@echo "annlab: API docs at http://127.0.0.1:$(PORT)/docs  (data in $(ANNLAB_HOME))"
+	@echo "annlab: API docs at http://$(HOST):$(PORT)/docs  (data in $(ANNLAB_HOME))"
+	@echo "annlab: without API keys only this machine is served; make one: $(BIN)/annlab keys create NAME"
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/celery -A workers.celery_app worker --pool=solo --loglevel=info & \
-	$(BIN)/uvicorn api.main:app --host 0.0.0.0 --port $(PORT)
+	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT)
 
 test: venv datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

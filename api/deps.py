@@ -1,11 +1,13 @@
-"""Typed dependencies: settings, a database session, and the job or model a path names."""
+"""Typed dependencies: settings, a database session, the caller, and the job or model a path
+names."""
 
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path
+from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
 
+from api.auth import Caller, identify
 from core.db import Job, sessionmaker_for
 from core.settings import Settings, get_settings
 
@@ -24,9 +26,20 @@ def get_session(settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_job(session: SessionDep, job_id: Annotated[str, Path(max_length=64)]) -> Job:
+def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
+    """The owner the request's API key names (see api/auth.py); 401 without a valid one."""
+    return identify(request, session, settings)
+
+
+CallerDep = Annotated[Caller, Depends(get_caller)]
+
+
+def get_job(
+    session: SessionDep, caller: CallerDep, job_id: Annotated[str, Path(max_length=64)]
+) -> Job:
+    """The job, if the caller may see it (another owner's is a 404, as if it did not exist)."""
     job = session.get(Job, job_id)
-    if job is None:
+    if job is None or not caller.sees(job.owner_id):
         raise HTTPException(404, f"no job {job_id!r}")
     return job
 

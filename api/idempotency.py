@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import Header
 from sqlalchemy.orm import Session
 
+from api.auth import Caller
 from api.errors import field_error
 from core.db import IdempotencyKey
 
@@ -22,6 +23,11 @@ KeyHeader = Annotated[
         description="retry-safe creation: the same key and request give the first answer again",
     ),
 ]
+
+
+def scoped(caller: Caller, key: str | None) -> str | None:
+    """Keys are the caller's own: another owner's same key is another key."""
+    return None if key is None else f"{caller.owner or ''}/{key}"
 
 
 def request_hash(payload: Any) -> str:

@@ -1,21 +1,29 @@
 """Builds the FastAPI app: routers, the model cache, and errors that name the failing field."""
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.deps import get_caller
 from api.limits import BodyLimit
 from api.routes import datasets, health, jobs, models, sweeps, tools
 from api.schemas import Problem, ValidationProblem
 from api.serving import ModelCache
+from core import keys
+from core.db import session_scope
 from core.settings import get_settings
 from models.specs import FAMILY_NAMES
 
+log = logging.getLogger(__name__)
 _SOURCES = {"body", "query", "path", "header"}
 # The answers every route may give besides its own; routers add 404 and 409 where they apply.
 ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"model": Problem, "description": "no API key, or an unknown or revoked one"},
     413: {"model": Problem, "description": "the request body is over the size limit"},
     422: {"model": ValidationProblem, "description": "fields that failed, each by name"},
 }
@@ -38,17 +46,40 @@ def field_name(loc: tuple[Any, ...], error_type: str, ctx: dict[str, Any] | None
     return ".".join(str(p) for p in parts) or "body"
 
 
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Production refuses to start without an API key; development says how it is open."""
+    settings = app.dependency_overrides.get(get_settings, get_settings)()
+    with session_scope(settings.database_url) as session:
+        if settings.admin_key:
+            keys.ensure_admin(session, settings.admin_key)
+        protected = keys.any_active(session)
+    if not protected:
+        if settings.environment == "production":
+            raise RuntimeError(
+                "ANNLAB_ENVIRONMENT=production needs an API key: annlab keys create NAME"
+            )
+        log.warning(
+            "annlab: no API keys yet, so requests from this machine are served without one "
+            "(anonymous, admin) and all others are refused; make one with "
+            "`annlab keys create NAME` to require keys"
+        )
+    yield
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
+        lifespan=lifespan,
         title="annlab",
         version="0.1.0",
         description="Queue neural-network training jobs, follow them, and use the trained models.",
     )
     app.state.models = ModelCache(settings)
     app.add_middleware(BodyLimit)
-    for module in (jobs, sweeps, models, datasets, tools, health):
-        app.include_router(module.router, responses=ERRORS)
+    for module in (jobs, sweeps, models, datasets, tools):
+        app.include_router(module.router, responses=ERRORS, dependencies=[Depends(get_caller)])
+    app.include_router(health.router)  # no key: monitoring must reach it
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -51,6 +51,12 @@ class Settings(BaseSettings):
     # What one training run may hold (estimated: weights, optimizer, a batch, the dataset),
     # checked at submission and again in the worker.
     worker_memory_bytes: int = Field(4 * 1024**3, ge=1024**2)
+    # Per owner (API key): jobs waiting at once, and bytes of uploads kept.
+    # A deployment's first key: the API makes sure an admin key "admin" with this value exists
+    # (a container cannot run `annlab keys create` before its API starts).
+    admin_key: str | None = Field(None, min_length=24, repr=False)
+    max_queued_jobs: int = Field(1000, ge=1)
+    max_upload_bytes_per_owner: int = Field(1024**3, ge=1024)
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":

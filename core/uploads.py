@@ -230,8 +230,14 @@ def find(session: Session, name: str) -> Upload | None:
     return session.scalar(select(Upload).where(Upload.name == name))
 
 
-def upload_infos(session: Session, names: list[str]) -> dict[str, DatasetInfo]:
-    rows = session.scalars(select(Upload).where(Upload.name.in_(names)))
+def upload_infos(
+    session: Session, names: list[str], *, owner: str | None = None, everyone: bool = True
+) -> dict[str, DatasetInfo]:
+    """The facts of the named uploads; with everyone=False only `owner`'s."""
+    query = select(Upload).where(Upload.name.in_(names))
+    if not everyone:
+        query = query.where(Upload.owner_id == owner)
+    rows = session.scalars(query)
     return {row.name: DatasetInfo.from_dict(row.info) for row in rows}
 
 

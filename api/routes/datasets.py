@@ -3,9 +3,9 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
-from sqlalchemy import select
+from sqlalchemy import func, select
 
-from api.deps import SessionDep, SettingsDep
+from api.deps import CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.schemas import DatasetPublic, DatasetsPublic, Problem
 from core import uploads
@@ -39,9 +39,11 @@ def dataset_public(info: DatasetInfo, available: bool = True) -> DatasetPublic:
 
 
 @router.get("", response_model=DatasetsPublic)
-def list_datasets(settings: SettingsDep, session: SessionDep) -> DatasetsPublic:
+def list_datasets(settings: SettingsDep, session: SessionDep, caller: CallerDep) -> DatasetsPublic:
+    """The built-in datasets (and whether this machine has them), and the caller's uploads."""
     items = [dataset_public(info, is_available(info, settings)) for info in CATALOG.values()]
-    for row in session.scalars(select(Upload).order_by(Upload.created_at)):
+    uploaded = caller.only_own(select(Upload), Upload.owner_id).order_by(Upload.created_at)
+    for row in session.scalars(uploaded):
         items.append(dataset_public(DatasetInfo.from_dict(row.info)))
     return DatasetsPublic(items=items)
 
@@ -56,6 +58,7 @@ def upload_dataset(
     name: Annotated[str, Form(pattern=uploads.NAME_PATTERN, description="jobs use upload:<name>")],
     session: SessionDep,
     settings: SettingsDep,
+    caller: CallerDep,
     kind: Annotated[Literal["classification", "regression"] | None, Form()] = None,
 ) -> DatasetPublic:
     """Upload a dataset; jobs then name it `upload:<name>`. Uploads are kept in the database."""
@@ -81,6 +84,15 @@ def upload_dataset(
             raise uploads.UploadError("file", "upload a .npz (X, y) or a .csv (one column)")
     except uploads.UploadError as exc:
         raise upload_problem(exc) from exc
-    uploads.store(session, info, data)
+    mine = Upload.owner_id.is_(None) if caller.owner is None else Upload.owner_id == caller.owner
+    kept = session.scalar(select(func.coalesce(func.sum(Upload.size_bytes), 0)).where(mine))
+    if kept + len(data) > settings.max_upload_bytes_per_owner:
+        raise HTTPException(
+            429,
+            f"your uploads keep {kept:,} bytes and this one adds {len(data):,}; at most "
+            f"{settings.max_upload_bytes_per_owner:,} per owner",
+            headers={"Retry-After": "3600"},
+        )
+    uploads.store(session, info, data, owner_id=caller.owner)
     session.commit()
     return dataset_public(info)

@@ -10,9 +10,10 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from api import plots
-from api.deps import MAX_OFFSET, JobDep, SessionDep, SettingsDep
+from api.auth import Caller
+from api.deps import MAX_OFFSET, CallerDep, JobDep, SessionDep, SettingsDep
 from api.errors import field_error
-from api.idempotency import KeyHeader, earlier, remember
+from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
 from core.catalog import CATALOG, DatasetInfo, is_available, resolve
 from core.db import FINISHED, Job, Metric
@@ -35,10 +36,10 @@ router = APIRouter(
 )
 
 
-def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
+def with_upload(spec: JobSpecBase, session: SessionDep, caller: Caller) -> JobSpecBase:
     """Check a job on an uploaded dataset against the upload's shape and kind (and fill task)."""
     name = spec.dataset.name
-    known = upload_infos(session, [name])
+    known = visible_uploads(session, caller, [name])
     if not known:
         raise field_error(
             422,
@@ -52,10 +53,17 @@ def with_upload(spec: JobSpecBase, session: SessionDep) -> JobSpecBase:
         raise RequestValidationError(exc.errors()) from exc
 
 
-def admissible(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) -> JobSpecBase:
+def visible_uploads(session: SessionDep, caller: Caller, names: list[str]) -> dict:
+    """The caller's uploads among `names` (an admin's: everyone's)."""
+    return upload_infos(session, names, owner=caller.owner, everyone=caller.admin)
+
+
+def admissible(
+    spec: JobSpecBase, session: SessionDep, settings: SettingsDep, caller: Caller
+) -> JobSpecBase:
     """The job as it will run: its dataset here (a built-in one) or checked against the upload
     it names, and its training within a worker's memory budget."""
-    spec = available(spec, session, settings)
+    spec = available(spec, session, settings, caller)
     uploads = (
         upload_infos(session, [spec.dataset.name]) if spec.dataset.name not in CATALOG else None
     )
@@ -73,7 +81,9 @@ def fits_in_memory(spec: JobSpecBase, info: DatasetInfo, settings: SettingsDep) 
         raise field_error(422, exc.field, str(exc), "too_big") from exc
 
 
-def available(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) -> JobSpecBase:
+def available(
+    spec: JobSpecBase, session: SessionDep, settings: SettingsDep, caller: Caller
+) -> JobSpecBase:
     """A built-in dataset must be on this machine; an upload is checked against its facts."""
     if spec.dataset.name in CATALOG:
         info = CATALOG[spec.dataset.name]
@@ -85,18 +95,34 @@ def available(spec: JobSpecBase, session: SessionDep, settings: SettingsDep) -> 
                 "dataset_unavailable",
             )
         return spec
-    return with_upload(spec, session)
+    return with_upload(spec, session, caller)
+
+
+def within_quota(session: SessionDep, settings: SettingsDep, caller: Caller, new: int) -> None:
+    """An owner may have ANNLAB_MAX_QUEUED_JOBS jobs waiting; beyond, a 429 to retry later."""
+    mine = Job.owner_id.is_(None) if caller.owner is None else Job.owner_id == caller.owner
+    waiting = session.scalar(select(func.count(Job.id)).where(Job.status == "queued", mine))
+    if waiting + new > settings.max_queued_jobs:
+        raise HTTPException(
+            429,
+            f"{waiting} of your jobs are waiting and this adds {new}; at most "
+            f"{settings.max_queued_jobs} may wait at once. Retry when some have started",
+            headers={"Retry-After": "60"},
+        )
 
 
 def queue(
     session: SessionDep,
+    settings: SettingsDep,
+    caller: Caller,
     spec: JobSpecBase,
     rerun_of: str | None = None,
     idempotency: tuple[str, Any] | None = None,
 ) -> Job:
     """Commit the job (with its Idempotency-Key and request, if any), then send it; the reaper
     sends one whose sending never happened."""
-    job = new_job(session, spec.model_dump(mode="json"), rerun_of=rerun_of)
+    within_quota(session, settings, caller, 1)
+    job = new_job(session, spec.model_dump(mode="json"), owner_id=caller.owner, rerun_of=rerun_of)
     if idempotency is not None:
         remember(session, "jobs", *idempotency, job.id)
     try:
@@ -116,29 +142,32 @@ def create_job(
     spec: Annotated[JobSpec, Body()],
     session: SessionDep,
     settings: SettingsDep,
+    caller: CallerDep,
     idempotency_key: KeyHeader = None,
 ) -> Job:
     """Queue a training job; answers at once with the job (status `queued`). With an
     Idempotency-Key, a retry of the same request answers with the same job."""
     payload = spec.model_dump(mode="json")
-    if (previous := earlier(session, "jobs", idempotency_key, payload)) is not None:
+    key = scoped(caller, idempotency_key)
+    if (previous := earlier(session, "jobs", key, payload)) is not None:
         return session.get(Job, previous)
-    spec = admissible(spec, session, settings)
-    key = (idempotency_key, payload) if idempotency_key is not None else None
-    return queue(session, spec, idempotency=key)
+    spec = admissible(spec, session, settings, caller)
+    return queue(
+        session, settings, caller, spec, idempotency=(key, payload) if key is not None else None
+    )
 
 
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
-    settings: SettingsDep,
+    caller: CallerDep,
     status: JobStatus | None = None,
     family: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> JobsPublic:
-    """Newest first, filtered by status and family."""
-    query = select(Job)
+    """Newest first, filtered by status and family (the caller's own; an admin's: all)."""
+    query = caller.only_own(select(Job))
     if status is not None:
         query = query.where(Job.status == status)
     if family is not None:
@@ -155,6 +184,7 @@ def list_jobs(
 @router.get("/compare", response_model=JobComparison)
 def compare_jobs(
     session: SessionDep,
+    caller: CallerDep,
     ids: Annotated[list[str], Query(min_length=2, max_length=20, description="job ids")],
 ) -> JobComparison:
     """Jobs side by side (a job and its reruns, say): each job, and every result figure and
@@ -162,7 +192,7 @@ def compare_jobs(
     jobs = []
     for job_id in ids:
         job = session.get(Job, job_id[:64])
-        if job is None:
+        if job is None or not caller.sees(job.owner_id):
             raise field_error(404, "ids", f"no job {job_id[:64]!r}", "not_found")
         jobs.append(job)
     differences: dict[str, list[Any]] = {}
@@ -248,14 +278,15 @@ def read_plot(
 
 
 @router.post("/{job_id}/rerun", status_code=202, response_model=JobPublic)
-def rerun_job(job: JobDep, session: SessionDep, settings: SettingsDep) -> Job:
+def rerun_job(job: JobDep, session: SessionDep, settings: SettingsDep, caller: CallerDep) -> Job:
     """Queue the job's stored document again, as a new job that says which one it reruns;
     compare the two with GET /jobs/compare?ids=<this>&ids=<new>."""
     try:
         spec = parse_job_spec(job.spec)
     except ValidationError as exc:  # a document stored by an older annlab
         raise HTTPException(409, f"job {job.id}'s document no longer validates: {exc}") from exc
-    return queue(session, admissible(spec, session, settings), rerun_of=job.id)
+    spec = admissible(spec, session, settings, caller)
+    return queue(session, settings, caller, spec, rerun_of=job.id)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)

@@ -6,7 +6,7 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
 from api import plots
-from api.deps import MAX_OFFSET, ModelDep, SessionDep
+from api.deps import MAX_OFFSET, CallerDep, ModelDep, SessionDep
 from api.errors import field_error
 from api.schemas import ModelPublic, ModelsPublic, Problem
 from api.serving import final_weights
@@ -62,11 +62,12 @@ def model_public(job: Job) -> ModelPublic:
 @router.get("", response_model=ModelsPublic)
 def list_models(
     session: SessionDep,
+    caller: CallerDep,
     family: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModelsPublic:
-    query = select(Job).where(Job.status == "succeeded")
+    query = caller.only_own(select(Job).where(Job.status == "succeeded"))
     if family is not None:
         query = query.where(Job.family == family)
     total = session.scalar(select(func.count()).select_from(query.subquery()))

@@ -14,9 +14,11 @@ from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
 from api import plots
-from api.deps import MAX_OFFSET, SessionDep, SettingsDep
+from api.auth import Caller
+from api.deps import MAX_OFFSET, CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
-from api.idempotency import KeyHeader, earlier, remember
+from api.idempotency import KeyHeader, earlier, remember, scoped
+from api.routes.jobs import within_quota
 from api.schemas import Problem, SweepPublic, SweepsPublic, SweepTable
 from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
@@ -40,9 +42,9 @@ router = APIRouter(
 PLOTS = ("curves", "metric")
 
 
-def get_sweep(session: SessionDep, sweep_id: Annotated[str, Path(max_length=64)]) -> Sweep:
+def get_sweep(session: SessionDep, caller: Caller, sweep_id: str) -> Sweep:
     sweep = session.get(Sweep, sweep_id)
-    if sweep is None:
+    if sweep is None or not caller.sees(sweep.owner_id):
         raise HTTPException(404, f"no sweep {sweep_id!r}")
     return sweep
 
@@ -81,13 +83,17 @@ def public(sweep: Sweep, jobs: list[Job], *, cells: bool = False) -> SweepPublic
     )
 
 
-def _normalizer(session: SessionDep, settings: SettingsDep) -> Any:
+def _normalizer(session: SessionDep, settings: SettingsDep, caller: Caller) -> Any:
     """A job document as POST /jobs would store it; datasets must be here, uploads known."""
     checked: set[str] = set()
 
     def normalize(document: dict[str, Any]) -> dict[str, Any]:
         name = (document.get("dataset") or {}).get("name") if isinstance(document, dict) else None
-        uploads = upload_infos(session, [name]) if isinstance(name, str) else {}
+        uploads = (
+            upload_infos(session, [name], owner=caller.owner, everyone=caller.admin)
+            if isinstance(name, str)
+            else {}
+        )
         spec = parse_job_spec(document, uploads=uploads)
         if spec.dataset.name not in checked:
             checked.add(spec.dataset.name)
@@ -118,6 +124,7 @@ def create_sweep(
     body: SweepSpec,
     session: SessionDep,
     settings: SettingsDep,
+    caller: CallerDep,
     idempotency_key: KeyHeader = None,
 ) -> SweepPublic:
     """Queue every cell x repeat as a job after checking each one as POST /jobs would (a cell
@@ -125,10 +132,12 @@ def create_sweep(
     are sent to the workers a few at a time, in turn with other work. With an
     Idempotency-Key, a retry of the same request answers with the same sweep."""
     payload = body.model_dump(mode="json")
+    idempotency_key = scoped(caller, idempotency_key)
     if (previous := earlier(session, "sweeps", idempotency_key, payload)) is not None:
         return public(session.get(Sweep, previous), jobs_of(session, previous))
     try:
-        cells, documents = expand(body, _normalizer(session, settings), settings.max_sweep_jobs)
+        normalize = _normalizer(session, settings, caller)
+        cells, documents = expand(body, normalize, settings.max_sweep_jobs)
     except SweepProblem as exc:
         raise field_error(422, exc.field, str(exc), "sweep_invalid") from exc
     base = documents[0][0]
@@ -156,12 +165,14 @@ def create_sweep(
         spec=body.model_dump(mode="json"),
         cells=cells,
         family=family,
+        owner_id=caller.owner,
     )
+    within_quota(session, settings, caller, sum(len(runs) for runs in documents))
     session.add(sweep)
     session.flush()
     for cell, runs in enumerate(documents):
         for repeat, document in enumerate(runs):
-            new_job(session, document, sweep=(sweep.id, cell, repeat))
+            new_job(session, document, owner_id=caller.owner, sweep=(sweep.id, cell, repeat))
     remember(session, "sweeps", idempotency_key, payload, sweep.id)
     try:
         session.commit()
@@ -176,30 +187,36 @@ def create_sweep(
 @router.get("", response_model=SweepsPublic)
 def list_sweeps(
     session: SessionDep,
+    caller: CallerDep,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SweepsPublic:
     """Newest first."""
-    total = session.scalar(select(func.count()).select_from(Sweep))
+    query = caller.only_own(select(Sweep), Sweep.owner_id)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
     sweeps = session.scalars(
-        select(Sweep).order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset)
+        query.order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset)
     ).all()
     items = [public(s, jobs_of(session, s.id)) for s in sweeps]
     return SweepsPublic(items=items, total=total, limit=limit, offset=offset)
 
 
 @router.get("/{sweep_id}", response_model=SweepPublic)
-def read_sweep(sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> SweepPublic:
+def read_sweep(
+    sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep, caller: CallerDep
+) -> SweepPublic:
     """Progress (jobs queued, running, succeeded, failed, cancelled; an ETA) and each cell's
     values and jobs."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, caller, sweep_id)
     return public(sweep, jobs_of(session, sweep.id), cells=True)
 
 
 @router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepPublic)
-def cancel_sweep(sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep) -> SweepPublic:
+def cancel_sweep(
+    sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep, caller: CallerDep
+) -> SweepPublic:
     """Queued jobs end `cancelled` at once, running ones within a few seconds."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, caller, sweep_id)
     jobs = jobs_of(session, sweep.id)
     if all(j.status in FINISHED for j in jobs):
         raise HTTPException(409, f"sweep {sweep.id} already ended")
@@ -225,6 +242,7 @@ def _table(session: SessionDep, sweep: Sweep) -> tuple[list[str], list[dict[str,
 def read_table(
     sweep_id: Annotated[str, Path(max_length=64)],
     session: SessionDep,
+    caller: CallerDep,
     request: Request,
     format: Literal["json", "csv"] | None = Query(
         None, description="csv, or json; by default the request's Accept header decides"
@@ -233,7 +251,7 @@ def read_table(
     """One row per cell: its axis values, n_params, the mean and std over its repeats of every
     final figure of the results and of the training seconds, and how many repeats succeeded.
     Filled in as jobs finish."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, caller, sweep_id)
     columns, rows = _table(session, sweep)
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
@@ -270,6 +288,7 @@ def read_plot(
     sweep_id: Annotated[str, Path(max_length=64)],
     name: str,
     session: SessionDep,
+    caller: CallerDep,
     metric: Annotated[str | None, Query(max_length=64)] = None,
     axis: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
@@ -277,7 +296,7 @@ def read_plot(
     mean over repeats with a band of one std; `metric`: a final `metric` (default: the first
     test figure) against the sweep's `axis` (default: its first), mean with std error bars,
     one line per value of the other axes, on a log axis when the values are log-spaced."""
-    sweep = get_sweep(session, sweep_id)
+    sweep = get_sweep(session, caller, sweep_id)
     if name not in PLOTS:
         raise HTTPException(404, f"no plot {name!r}; plots: {', '.join(PLOTS)}")
     jobs = jobs_of(session, sweep.id)

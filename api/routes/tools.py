@@ -6,10 +6,9 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, Response
 
 from api import plots
-from api.deps import SessionDep
-from api.routes.jobs import with_upload
+from api.deps import CallerDep, SessionDep
+from api.routes.jobs import visible_uploads, with_upload
 from core.catalog import CATALOG, resolve
-from core.uploads import upload_infos
 from models.configs.tools import ArchitectureSummary, TraceRequest, TraceResponse
 from models.specs import JobSpec
 
@@ -54,7 +53,9 @@ def optimizer_trace_png(body: TraceRequest) -> Response:
 
 
 @router.post("/architectures/summary", response_model=ArchitectureSummary)
-def architecture_summary(spec: Annotated[JobSpec, Body()], session: SessionDep) -> dict:
+def architecture_summary(
+    spec: Annotated[JobSpec, Body()], session: SessionDep, caller: CallerDep
+) -> dict:
     """The model a job document would train, without training it: each layer's output shape
     and parameters (the total is PyTorch's count of the built model), the receptive field and
     jump of its conv/pool stack, and the memory a training step at train.batch_size needs.
@@ -64,6 +65,6 @@ def architecture_summary(spec: Annotated[JobSpec, Body()], session: SessionDep) 
 
     uploads = None
     if spec.dataset.name not in CATALOG:
-        spec = with_upload(spec, session)
-        uploads = upload_infos(session, [spec.dataset.name])
+        spec = with_upload(spec, session, caller)
+        uploads = visible_uploads(session, caller, [spec.dataset.name])
     return summarize(spec, resolve(spec.dataset, uploads))

@@ -19,7 +19,7 @@ def upgrade() -> None:
     op.create_table(
         "idempotency_keys",
         sa.Column("scope", sa.String(length=16), nullable=False),
-        sa.Column("key", sa.String(length=200), nullable=False),
+        sa.Column("key", sa.String(length=300), nullable=False),
         sa.Column("request_sha256", sa.String(length=64), nullable=False),
         sa.Column("resource_id", sa.String(length=32), nullable=False),
         sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),

@@ -1,0 +1,61 @@
+"""Who is calling: an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`) names its
+owner; jobs, sweeps and uploads belong to the owner that made them, another owner gets 404,
+and an admin key sees everything.
+
+Without any key made yet, a development server answers requests from this machine (loopback)
+as an anonymous admin, so that `make run` works on a laptop with no set-up; once a key exists,
+every request needs one. In production the API does not start without a key.
+"""
+
+from dataclasses import dataclass
+
+from fastapi import HTTPException, Request
+from sqlalchemy import Select
+from sqlalchemy.orm import Session
+
+from core import keys
+from core.db import Job
+from core.settings import Settings
+
+# Peers that are this machine; "testclient" is Starlette's in-process test client, which no
+# network peer can claim (the server gives their IP addresses).
+LOOPBACK = {"127.0.0.1", "::1", "localhost", "testclient"}
+
+
+@dataclass(frozen=True)
+class Caller:
+    owner: str | None  # None: the anonymous local user
+    admin: bool
+
+    def sees(self, owner: str | None) -> bool:
+        return self.admin or owner == self.owner
+
+    def only_own(self, query: Select, owner_column: object = Job.owner_id) -> Select:
+        return query if self.admin else query.where(owner_column == self.owner)
+
+
+def presented(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    if header.lower().startswith("bearer "):
+        return header[7:].strip() or None
+    return request.headers.get("x-api-key") or None
+
+
+def identify(request: Request, session: Session, settings: Settings) -> Caller:
+    key = presented(request)
+    if key is not None:
+        row = keys.find(session, key[:200])
+        if row is None:
+            raise HTTPException(
+                401, "unknown or revoked API key", headers={"WWW-Authenticate": "Bearer"}
+            )
+        return Caller(owner=row.name, admin=row.admin)
+    local = request.client is not None and request.client.host in LOOPBACK
+    if settings.environment == "development" and local and not keys.any_active(session):
+        return Caller(owner=None, admin=True)
+    raise HTTPException(
+        401,
+        "an API key is needed: Authorization: Bearer <key> or X-API-Key: <key> "
+        "(an admin makes one with `annlab keys create NAME`)",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
