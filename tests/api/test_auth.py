@@ -17,7 +17,7 @@ from api.main import app
 from core import keys
 from core.db import session_scope
 from core.settings import get_settings
-from tests.conftest import ROOT, migrate
+from tests.conftest import ROOT, api_client, migrate
 
 DOCUMENT = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
 
@@ -31,13 +31,8 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def client(url: str) -> Iterator[TestClient]:
-    changed = get_settings().model_copy(update={"database_url": url, "max_queued_jobs": 3})
-    app.dependency_overrides[get_settings] = lambda: changed
-    try:
-        with TestClient(app) as client:
-            yield client
-    finally:
-        app.dependency_overrides.pop(get_settings, None)
+    with api_client(database_url=url, max_queued_jobs=3) as client:
+        yield client
 
 
 def make_key(url: str, name: str, admin: bool = False) -> dict[str, str]:
