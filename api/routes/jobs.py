@@ -64,9 +64,8 @@ def admissible(
     """The job as it will run: its dataset here (a built-in one) or checked against the upload
     it names, and its training within a worker's memory budget."""
     spec = available(spec, session, settings, caller)
-    uploads = (
-        upload_infos(session, [spec.dataset.name]) if spec.dataset.name not in CATALOG else None
-    )
+    name = spec.dataset.name
+    uploads = visible_uploads(session, caller, [name]) if name not in CATALOG else None
     fits_in_memory(spec, resolve(spec.dataset, uploads), settings)
     return spec
 
