@@ -143,7 +143,8 @@ def create_sweep(
     base = documents[0][0]
     family = base["family"]
     if body.halving is not None:
-        metrics = SPECS[family].model_validate(base).metrics()
+        job = SPECS[family].model_validate(base)
+        metrics, epochs = job.metrics(), job.total_epochs()
         if body.halving.metric not in metrics:
             raise field_error(
                 422,
@@ -151,18 +152,18 @@ def create_sweep(
                 f"{family} does not report {body.halving.metric!r}; it reports "
                 f"{', '.join(metrics)}",
             )
-        if not body.halving.rungs(base["train"]["epochs"]):
+        if not body.halving.rungs(epochs):
             raise field_error(
                 422,
                 "halving.min_epochs",
                 f"min_epochs {body.halving.min_epochs} leaves no epoch to stop at in a run of "
-                f"{base['train']['epochs']}",
+                f"{epochs}",
             )
     if len({d[0]["family"] for d in documents}) > 1:
         raise field_error(422, "axes", "a sweep's cells must all be of one family")
     sweep = Sweep(
         id=uuid.uuid4().hex,
-        spec=body.model_dump(mode="json"),
+        spec=payload,
         cells=cells,
         family=family,
         owner_id=caller.owner,
