@@ -281,6 +281,14 @@ def restore_trainer(trainer: Trainer, saved: dict[str, Any]) -> None:
         torch.cuda.set_rng_state(saved["cuda_rng"], trainer.device)
 
 
+def watch_cancel(model: torch.nn.Module, control: Control) -> None:
+    """Check for a cancel (and a lost lease) before every layer runs, so that one long batch
+    (a full-batch epoch, LBFGS's line search) stops within a layer, not at its end."""
+    for module in model.modules():
+        if next(module.children(), None) is None:  # a leaf: where the work is
+            module.register_forward_pre_hook(lambda *_: control.check())
+
+
 def weights_hash(model: torch.nn.Module) -> str:
     """sha256 of the weights (names, shapes and values), e.g. as they start."""
     digest = hashlib.sha256()
@@ -367,6 +375,7 @@ class _Run:
             splits = fold_splits(data, self.folds, fold) if self.folds > 1 else data
             seed_everything(self.spec.train.seed + fold)
             model = self.family.build(self.spec, splits.info).to(self.device)
+            watch_cancel(model, self.control)
             trainer = self.family.trainer(self.spec, model, splits, self.device)
             if clock is None:  # the first fold this attempt runs
                 clock = _Clock(folds=self.folds, epochs=self.spec.total_epochs())

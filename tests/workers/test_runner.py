@@ -282,3 +282,42 @@ def test_generative_samples_beat_noise_by_the_frechet_distance(
     assert run_job(job_id, settings=settings, worker="w") == "succeeded"
     result = load(settings, job_id)[0].result
     assert result["frechet_distance"] < 0.3 * result["frechet_distance_noise"], result
+
+
+def test_a_cancel_stops_a_long_batch_inside_it(settings: Settings, monkeypatch) -> None:  # noqa: ANN001
+    """A full-batch epoch is one batch: the cancel is seen before the next layer runs, not
+    when the batch ends."""
+    import workers.runner as runner
+
+    controls: list = []
+
+    class Recorded(runner.Control):
+        def __init__(self) -> None:
+            super().__init__()
+            controls.append(self)
+
+    monkeypatch.setattr(runner, "Control", Recorded)
+    real_step = SupervisedTrainer.train_batch
+    raised_inside: list[str] = []
+
+    def cancelled_during(self: SupervisedTrainer, epoch: int, index: int) -> dict:
+        controls[-1].cancel.set()  # as the heartbeat does when a cancel is asked for
+        try:
+            return real_step(self, epoch, index)
+        except runner.Cancelled:
+            raised_inside.append("train_batch")
+            raise
+
+    monkeypatch.setattr(SupervisedTrainer, "train_batch", cancelled_during)
+    job_id = submit(
+        settings,
+        {
+            "family": "mlp",
+            "dataset": {"name": "digits"},
+            "train": {"epochs": 1, "optimizer": {"name": "gd", "lr": 0.1}},
+        },
+    )
+    assert run_job(job_id, settings=settings, worker="w") == "cancelled"
+    assert raised_inside == ["train_batch"]
+    job, rows = load(settings, job_id)
+    assert job.status == "cancelled" and rows == []
