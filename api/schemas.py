@@ -17,6 +17,9 @@ class Progress(BaseModel):
     steps: int | None = None
     percent: float = 0.0
     eta_seconds: float | None = None
+    memory_bytes: int | None = Field(
+        None, description="what the run held at its last report (host RSS, or GPU if more)"
+    )
 
 
 class JobPublic(BaseModel):

@@ -246,6 +246,7 @@ def reap(
     max_attempts: int,
     redispatch_seconds: float,
     unsent_seconds: float = 10.0,
+    memory_limit: int | None = None,
     now: datetime | None = None,
 ) -> list[str]:
     """Take back jobs whose worker vanished; return the ids whose task must be sent again.
@@ -254,7 +255,9 @@ def reap(
     asked for, failed once it has used up its attempts). A job committed but never marked sent
     for `unsent_seconds` (its API died between the two) is sent; a queued job sent
     `redispatch_seconds` ago and still not taken up is sent again, in case the broker lost its
-    message.
+    message. A job whose worker was lost while it held 90% or more of `memory_limit` (its last
+    heartbeat says) was most likely killed for memory: it fails, and is not retried on another
+    worker to take that one down too.
     """
     now = now or utcnow()
     expired = session.scalars(
@@ -265,8 +268,17 @@ def reap(
     resend = []
     for job in expired:
         job.lease_token, job.lease_expires_at = None, None
+        held = (job.progress or {}).get("memory_bytes") or 0
         if job.cancel_requested:
             job.status, job.finished_at = "cancelled", now
+        elif memory_limit is not None and held >= 0.9 * memory_limit:
+            job.status, job.finished_at = "failed", now
+            job.error = (
+                f"the worker running this job was lost while the job held {held / 2**30:.1f} "
+                f"GiB, near the {memory_limit / 2**30:.1f} GiB a worker has "
+                "(ANNLAB_WORKER_MEMORY_BYTES): most likely killed for memory, so it is not "
+                "retried on another worker; make the batch or the model smaller"
+            )
         elif job.attempts >= max_attempts:
             job.status, job.finished_at = "failed", now
             job.error = (

@@ -38,6 +38,7 @@ class Reaper:
                 max_attempts=self.settings.max_attempts,
                 redispatch_seconds=self.settings.redispatch_seconds,
                 unsent_seconds=self.settings.unsent_seconds,
+                memory_limit=self.settings.worker_memory_bytes,
             )
         for job_id in ids:
             log.warning("re-sending job %s (its worker or its message was lost)", job_id)

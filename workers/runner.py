@@ -9,6 +9,7 @@ import hashlib
 import importlib.metadata
 import logging
 import math
+import os
 import platform
 import random
 import threading
@@ -103,11 +104,14 @@ class Heartbeat:
         while not self._stop.wait(self.settings.heartbeat_seconds):
             try:
                 with session_scope(self.settings.database_url) as session:
+                    progress = self.control.progress
+                    if progress is not None:  # with the memory the run holds now
+                        progress = {**progress, "memory_bytes": memory_in_use()}
                     cancelled = heartbeat(
                         session,
                         self.lease,
                         lease_seconds=self.settings.lease_seconds,
-                        progress=self.control.progress,
+                        progress=progress,
                     )
                 if cancelled:
                     self.control.cancel.set()
@@ -116,6 +120,20 @@ class Heartbeat:
                 return
             except Exception:  # noqa: BLE001 - a database blip; the lease has slack for it
                 log.exception("heartbeat for job %s failed", self.lease.job_id)
+
+
+def memory_in_use() -> int:
+    """This process's resident memory now (Linux), or the GPU memory its tensors hold, if
+    more: published with the progress, so that the reaper can tell a worker killed for memory
+    from a lost machine."""
+    resident = 0
+    try:
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    return max(resident, gpu)
 
 
 def describe(exc: BaseException) -> str:
@@ -441,6 +459,7 @@ class _Run:
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
         )
         done = {"epoch": clock.epochs, "epochs": clock.epochs, "percent": 100.0, "eta_seconds": 0.0}
+        done["memory_bytes"] = memory_in_use()
         with self.session() as session:
             finish(
                 session,
@@ -545,7 +564,8 @@ class _Run:
                     seconds=seconds,
                     values=metrics,
                     checkpoint=blob,
-                    progress=clock.progress(fold, epoch, steps, steps),
+                    progress=clock.progress(fold, epoch, steps, steps)
+                    | {"memory_bytes": memory_in_use()},
                     artifacts={k: pack({"tensor": v}) for k, v in artifacts.items()},
                 )
             last_saved = time.monotonic()

@@ -144,6 +144,26 @@ def test_a_job_committed_but_never_sent_is_sent_within_seconds(db_settings: Sett
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=soon) == []
 
 
+def test_a_worker_lost_near_its_memory_limit_is_not_retried(db_settings: Settings) -> None:
+    """Its last heartbeat said the job held 95% of the budget: an out-of-memory kill, most
+    likely, which another worker would suffer too. A job lost while small is retried."""
+    big, small = make_job(db_settings), make_job(db_settings)
+    limit = 4 * 2**30
+    for job_id, held in ((big, int(0.95 * limit)), (small, 2**28)):
+        take(db_settings, job_id)
+        with session_scope(db_settings.database_url) as session:
+            session.execute(
+                update(Job).where(Job.id == job_id).values(progress={"memory_bytes": held})
+            )
+        expire_lease(db_settings, job_id)
+    with session_scope(db_settings.database_url) as session:
+        resend = reap(session, max_attempts=3, redispatch_seconds=600, memory_limit=limit)
+    assert resend == [small]
+    failed = job_row(db_settings, big)
+    assert failed.status == "failed" and "killed for memory" in failed.error
+    assert job_row(db_settings, small).status == "queued"
+
+
 def test_racing_claims_have_one_winner(db_settings: Settings) -> None:
     job_ids = [make_job(db_settings) for _ in range(5)]
     for job_id in job_ids:

@@ -34,6 +34,8 @@ DIGITS = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 5}
 def test_a_job_runs_to_success_and_a_second_delivery_does_nothing(settings: Settings) -> None:
     job_id = submit(settings, DIGITS)
     assert run_job(job_id, settings=settings, worker="w1") == "succeeded"
+    # Each epoch's progress says how much memory the run held (the reaper reads it).
+    assert load(settings, job_id)[0].progress["memory_bytes"] > 10 * 2**20
     assert run_job(job_id, settings=settings, worker="w2") == "skipped"
     job, rows = load(settings, job_id)
     assert job.status == "succeeded" and job.attempts == 1 and job.worker == "w1"
