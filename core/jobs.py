@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Artifact, Checkpoint, Job, Metric, utcnow
@@ -64,10 +64,27 @@ def mark_sent(session: Session, job_id: str) -> None:
 
 
 def claim(
-    session: Session, job_id: str, *, worker: str, lease_seconds: float, max_attempts: int
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    lease_seconds: float,
+    max_attempts: int,
+    max_running: int | None = None,
 ) -> Lease | None:
-    """Take the job if it is queued, or running under an expired lease; None if not ours to run."""
+    """Take the job if it is queued, or running under an expired lease; None if not ours to run.
+
+    A queued job whose owner already has `max_running` jobs running is not taken: it is marked
+    unsent, so that it is sent again a few seconds later (by the reaper; a sweep's job by the
+    sweep's release), and the worker takes the next message meanwhile."""
     now = utcnow()
+    if max_running is not None and _owner_at_quota(session, job_id, max_running):
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.status == "queued")
+            .values(dispatched_at=None)  # updated_at: the reaper's clock for it
+        )
+        return None
     token = uuid.uuid4().hex
     claimable = or_(
         Job.status == "queued",
@@ -92,6 +109,16 @@ def claim(
     if job.started_at is None:
         job.started_at = now
     return Lease(job_id=job_id, token=token, attempt=job.attempts)
+
+
+def _owner_at_quota(session: Session, job_id: str, max_running: int) -> bool:
+    owner = session.scalar(select(Job.owner_id).where(Job.id == job_id, Job.status == "queued"))
+    if owner is None:  # a job of the anonymous local user, or not a queued one
+        return False
+    running = session.scalar(
+        select(func.count(Job.id)).where(Job.owner_id == owner, Job.status == "running")
+    )
+    return running >= max_running
 
 
 def _guarded(session: Session, lease: Lease, lease_seconds: float, **values: Any) -> None:
@@ -302,7 +329,7 @@ def reap(
             Job.status == "queued",
             Job.dispatched_at.is_(None),
             Job.sweep_id.is_(None),  # a sweep's jobs wait for core.sweeps.release
-            Job.created_at < now - timedelta(seconds=unsent_seconds),
+            Job.updated_at < now - timedelta(seconds=unsent_seconds),
         )
         .with_for_update(skip_locked=True)
     ).all()

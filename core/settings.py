@@ -56,6 +56,7 @@ class Settings(BaseSettings):
     # (a container cannot run `annlab keys create` before its API starts).
     admin_key: str | None = Field(None, min_length=24, repr=False)
     max_queued_jobs: int = Field(1000, ge=1)
+    max_running_jobs: int = Field(100, ge=1)  # a worker leaves an owner's job beyond it queued
     max_upload_bytes_per_owner: int = Field(1024**3, ge=1024)
 
     @model_validator(mode="after")

@@ -161,6 +161,7 @@ def run_job(
             worker=worker,
             lease_seconds=settings.lease_seconds,
             max_attempts=settings.max_attempts,
+            max_running=settings.max_running_jobs,
         )
         document = session.get(Job, job_id).spec if lease else None
     if lease is None:

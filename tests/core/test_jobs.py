@@ -164,6 +164,28 @@ def test_a_worker_lost_near_its_memory_limit_is_not_retried(db_settings: Setting
     assert job_row(db_settings, small).status == "queued"
 
 
+def test_an_owner_at_the_running_quota_waits(db_settings: Settings) -> None:
+    """A worker does not take a third job of an owner who has two running: the job goes back
+    to unsent, and the reaper sends it again a few seconds later."""
+    first, second, third = (make_job(db_settings) for _ in range(3))
+    with session_scope(db_settings.database_url) as session:
+        session.execute(update(Job).values(owner_id="alice", dispatched_at=utcnow()))
+
+    def claim_it(job_id: str) -> object:
+        with session_scope(db_settings.database_url) as session:
+            return claim(
+                session, job_id, worker="w", lease_seconds=30, max_attempts=3, max_running=2
+            )
+
+    assert claim_it(first) and claim_it(second)
+    assert claim_it(third) is None
+    waiting = job_row(db_settings, third)
+    assert waiting.status == "queued" and waiting.dispatched_at is None
+    later = utcnow() + timedelta(seconds=11)
+    with session_scope(db_settings.database_url) as session:
+        assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == [third]
+
+
 def test_racing_claims_have_one_winner(db_settings: Settings) -> None:
     job_ids = [make_job(db_settings) for _ in range(5)]
     for job_id in job_ids:
