@@ -134,11 +134,15 @@ class Service:
         except httpx.HTTPError:
             return False
 
-    def start_worker(self) -> subprocess.Popen:
+    def start_worker(self, supervised: bool = False) -> subprocess.Popen:
+        """A Celery worker process (under workers/supervise.py, as `make run` runs it, if
+        `supervised`), once it says it is ready."""
         n = len(self.workers) + 1
         log_name = f"worker{n}.log"
+        supervisor = [sys.executable, "-m", "workers.supervise"] if supervised else []
         worker = self._spawn(
             [
+                *supervisor,
                 sys.executable,
                 "-m",
                 "celery",
