@@ -26,6 +26,7 @@ ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no API key, or an unknown or revoked one"},
     413: {"model": Problem, "description": "the request body is over the size limit"},
     422: {"model": ValidationProblem, "description": "fields that failed, each by name"},
+    429: {"model": Problem, "description": "over a quota of the caller's; see Retry-After"},
 }
 
 

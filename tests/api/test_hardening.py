@@ -106,7 +106,7 @@ def test_the_openapi_document_lists_every_answer(client: TestClient) -> None:
         for method, operation in methods.items():
             answers = set(operation["responses"])
             if path != "/healthz":
-                assert {"413", "422"} <= answers, (method, path)
+                assert {"401", "413", "422", "429"} <= answers, (method, path)
             if "{job_id}" in path or "{sweep_id}" in path:
                 assert "404" in answers, (method, path)
     assert "409" in paths["/jobs/{job_id}/cancel"]["post"]["responses"]
@@ -245,3 +245,14 @@ def test_the_worker_checks_the_budget_again_before_loading(client: TestClient) -
     assert run_job(job["id"], settings=small, worker="small") == "failed"
     failed = client.get(f"/jobs/{job['id']}").json()
     assert "GiB" in failed["error"] and "ANNLAB_WORKER_MEMORY_BYTES" in failed["error"]
+
+
+def test_cors_is_closed(client: TestClient) -> None:
+    """No CORS headers: a page on another origin cannot read the API's answers."""
+    preflight = client.options(
+        "/jobs",
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert "access-control-allow-origin" not in preflight.headers
+    simple = client.get("/jobs", headers={"Origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in simple.headers
