@@ -21,7 +21,9 @@ def limit_for(scope: dict[str, Any]) -> int:
 
 
 class BodyLimit:
-    """Pure ASGI middleware (no buffering of its own)."""
+    """Pure ASGI middleware. A body with a Content-Length passes through untouched; a chunked
+    one is read here up to the limit and replayed to the app (which would read it whole
+    anyway)."""
 
     def __init__(self, app: Any):
         self.app = app

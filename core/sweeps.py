@@ -281,8 +281,9 @@ def _axis_field(spec: SweepSpec, path: str) -> str:
 
 def release(session: Session, window: int, now: datetime | None = None) -> list[str]:
     """Mark, per unfinished sweep, enough of its unsent jobs as sent that `window` of them
-    wait in the broker (queued and sent); the caller commits, then sends them. Sweeps are
-    served in turn, the one that released least recently first."""
+    wait in the broker (queued and sent), the first repeat of every cell first; the caller
+    commits, then sends them. Every sweep has a window of its own, so sweeps take turns in the
+    broker's queue, and a single job sent meanwhile waits behind a window of each."""
     now = now or utcnow()
     waiting = dict(
         session.execute(
