@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 
 from api.deps import get_caller
 from api.limits import BodyLimit
+from api.metrics import RequestMetrics
 from api.routes import datasets, health, jobs, models, sweeps, tools
 from api.schemas import Problem, ValidationProblem
 from api.serving import ModelCache
@@ -78,6 +79,7 @@ def create_app() -> FastAPI:
     )
     app.state.models = ModelCache(settings)
     app.add_middleware(BodyLimit)
+    app.add_middleware(RequestMetrics)  # outermost: times and counts every answer
     for module in (jobs, sweeps, models, datasets, tools):
         app.include_router(module.router, responses=ERRORS, dependencies=[Depends(get_caller)])
     app.include_router(health.router)  # no key: monitoring must reach it

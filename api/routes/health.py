@@ -4,12 +4,13 @@ broker and back."""
 import time
 import uuid
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Depends, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import SessionDep
-from api.schemas import Health
+from api.deps import SessionDep, get_caller
+from api.metrics import exposition
+from api.schemas import Health, Problem
 from workers.celery_app import app as celery_app
 
 router = APIRouter(tags=["health"])
@@ -52,3 +53,21 @@ def healthz(session: SessionDep) -> JSONResponse:
     ok = all(v == "ok" for v in checks.values())
     body = Health(status="ok" if ok else "degraded", **checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get(
+    "/metrics",
+    response_class=Response,
+    dependencies=[Depends(get_caller)],
+    responses={
+        200: {"content": {"text/plain": {}}},
+        401: {"model": Problem},
+        413: {"model": Problem},
+    },
+)
+def metrics(session: SessionDep) -> Response:
+    """Prometheus text format: HTTP requests and latency per route; jobs by status, the queue,
+    running jobs and heartbeat age per worker, failures by reason, epoch seconds. Needs a key
+    like every route but /healthz (a scraper sends it as a bearer token)."""
+    body, content_type = exposition(session)
+    return Response(body, media_type=content_type)
