@@ -22,6 +22,8 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("BROKER_URL", "ANNLAB_BROKER_URL")
     )
     queue: str = "annlab"
+    # The embedded (SQLAlchemy) broker's polling interval: the wait a job may have to start.
+    broker_poll_seconds: float = Field(0.02, gt=0, le=10)
     data_dir: Path | None = None
     # Debian's dataset-fashion-mnist package installs the idx files here.
     fashion_mnist_system_dir: Path = Path("/usr/share/datasets/fashion-mnist")

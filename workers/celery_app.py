@@ -28,6 +28,13 @@ app.conf.update(
     broker_connection_retry_on_startup=True,
     worker_hijack_root_logger=False,
 )
+if settings.broker_url.startswith("sqla+"):
+    # kombu's SQLAlchemy transport polls its table, once a second by default (a job waited
+    # ~0.5 s to start). Its transport options all go to create_engine, which refuses
+    # `polling_interval`, so the interval is set on the transport class instead.
+    from kombu.transport import sqlalchemy as kombu_sqlalchemy
+
+    kombu_sqlalchemy.Transport.polling_interval = settings.broker_poll_seconds
 if settings.broker_url.startswith("sqla+sqlite"):
     # kombu hands these to create_engine for its own SQLite file.
     app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
