@@ -73,6 +73,9 @@ def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
         lifespan=lifespan,
+        # Operation ids are the handlers' names (create_job, sample...): what generated
+        # clients call their methods.
+        generate_unique_id_function=lambda route: route.name,
         title="annlab",
         version="0.1.0",
         description="Queue neural-network training jobs, follow them, and use the trained models.",

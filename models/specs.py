@@ -48,3 +48,17 @@ def parse_job_spec(
 ) -> JobSpecBase:
     """Validate a job document; `uploads` gives the facts of uploaded datasets it may name."""
     return _adapter.validate_python(document, context={"uploads": uploads or {}})
+
+
+# One small job per family for the OpenAPI document (each validates: a test checks).
+JOB_EXAMPLES: dict[str, dict[str, Any]] = {
+    name: {
+        "summary": f"{name} on digits",
+        "value": {"family": name, "dataset": {"name": "digits"}, "train": {"epochs": 5}},
+    }
+    for name in FAMILY_NAMES
+}
+JOB_EXAMPLES["hopfield"]["value"] = {
+    "family": "hopfield",
+    "dataset": {"name": "patterns", "patterns": [[1, 1], [-1, -1], [1, -1]]},
+}

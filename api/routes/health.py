@@ -65,7 +65,7 @@ def healthz(session: SessionDep) -> JSONResponse:
         413: {"model": Problem},
     },
 )
-def metrics(session: SessionDep) -> Response:
+def read_metrics_text(session: SessionDep) -> Response:
     """Prometheus text format: HTTP requests and latency per route; jobs by status, the queue,
     running jobs and heartbeat age per worker, failures by reason, epoch seconds. Needs a key
     like every route but /healthz (a scraper sends it as a bearer token)."""

@@ -20,7 +20,7 @@ from core.db import FINISHED, Job, Metric
 from core.jobs import artifacts_of, mark_sent, new_job, request_cancel
 from core.spec import JobSpecBase
 from core.uploads import upload_infos
-from models.specs import JobSpec, parse_job_spec
+from models.specs import JOB_EXAMPLES, JobSpec, parse_job_spec
 from workers.dispatch import try_send_job
 
 router = APIRouter(
@@ -138,7 +138,7 @@ def queue(
 
 @router.post("", status_code=202, response_model=JobPublic)
 def create_job(
-    spec: Annotated[JobSpec, Body()],
+    spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
     caller: CallerDep,
@@ -253,7 +253,7 @@ def samples_over_epochs(session: SessionDep, job: Job, n: int) -> list[tuple[str
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def read_plot(
+def read_job_plot(
     job: JobDep,
     session: SessionDep,
     name: str,

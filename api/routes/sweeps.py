@@ -240,7 +240,7 @@ def _table(session: SessionDep, sweep: Sweep) -> tuple[list[str], list[dict[str,
     response_model=SweepTable,
     responses={200: {"content": {"text/csv": {}}}},
 )
-def read_table(
+def read_sweep_table(
     sweep_id: Annotated[str, Path(max_length=64)],
     session: SessionDep,
     caller: CallerDep,
@@ -285,7 +285,7 @@ def _log_spaced(values: list[Any]) -> bool:
     response_class=Response,
     responses={200: {"content": {"image/png": {}}}},
 )
-def read_plot(
+def read_sweep_plot(
     sweep_id: Annotated[str, Path(max_length=64)],
     name: str,
     session: SessionDep,

@@ -257,3 +257,18 @@ def test_cors_is_closed(client: TestClient) -> None:
     assert "access-control-allow-origin" not in preflight.headers
     simple = client.get("/jobs", headers={"Origin": "https://evil.example"})
     assert "access-control-allow-origin" not in simple.headers
+
+
+def test_operation_ids_are_readable_and_every_family_has_an_example(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    ids = [op["operationId"] for path in document["paths"].values() for op in path.values()]
+    assert len(ids) == len(set(ids))
+    assert {"create_job", "list_jobs", "sample", "create_sweep", "read_sweep_table"} <= set(ids)
+    examples = document["paths"]["/jobs"]["post"]["requestBody"]["content"]["application/json"][
+        "examples"
+    ]
+    from models.specs import FAMILY_NAMES, parse_job_spec
+
+    assert set(examples) == set(FAMILY_NAMES)
+    for example in examples.values():
+        parse_job_spec(example["value"])  # each is a job the API takes
