@@ -100,13 +100,11 @@ class DBM(nn.Module):
         return torch.sigmoid(total)
 
     def bottom_up(self, v: Tensor) -> list[Tensor]:
-        """Hidden activities from v alone, weights doubled below the top layer."""
+        """[v, h1, ..., hL] from v alone, through the pretraining RBMs (weights doubled below
+        the top layer)."""
         states = [v]
         for i in range(self.depth):
-            factor = 2.0 if i + 1 < self.depth else 1.0
-            states.append(
-                torch.sigmoid(factor * F.linear(states[i], self.weights[i]) + self.biases[i + 1])
-            )
+            states.append(self.rbm(i).hidden_probs(states[i]))
         return states
 
     def mean_field(self, v: Tensor, steps: int) -> list[Tensor]:

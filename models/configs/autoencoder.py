@@ -99,6 +99,12 @@ def is_image(data: DatasetInfo) -> bool:
     return len(data.input_shape) == 3
 
 
+def require_images(data: DatasetInfo, what: str) -> None:
+    """ValueError "<what>; <dataset> has inputs of shape ..." unless the inputs are images."""
+    if not is_image(data):
+        raise ValueError(f"{what}; {data.name!r} has inputs of shape {data.input_shape}")
+
+
 class AEJob(JobSpecBase):
     """An autoencoder: it learns to reconstruct the dataset's inputs and ignores the labels."""
 

@@ -8,8 +8,9 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, Stage, StrictModel
+from models.configs.autoencoder import require_images
 from models.configs.common import check_params, dataset_of
-from models.configs.rbm import CD_OPTIMIZER, MAX_UNITS, check_binary_images
+from models.configs.rbm import CD_OPTIMIZER, MAX_UNITS
 from models.configs.verbs import MAX_GIBBS_STEPS
 
 
@@ -72,7 +73,7 @@ class DBMJob(JobSpecBase):
     @classmethod
     def _fits_dataset(cls, model: DBMConfig, info: ValidationInfo) -> DBMConfig:
         if (data := dataset_of(info)) is not None:
-            check_binary_images(data, "dbm")
+            require_images(data, "a dbm models images with pixels in [0, 1] (Bernoulli units)")
             check_params(model.n_params(math.prod(data.input_shape)))
         return model
 

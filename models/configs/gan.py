@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, StrictModel
-from models.configs.autoencoder import Size, is_image
+from models.configs.autoencoder import Size, require_images
 from models.configs.common import SampleEpochs, check_params, dataset_of, with_sample_epochs
 
 KERNEL = 4  # DCGAN's 4x4 kernels, stride 2, padding 1: each layer halves or doubles a side
@@ -102,10 +102,7 @@ class GANJob(JobSpecBase):
         model = with_sample_epochs(model, info)
         if (data := dataset_of(info)) is None:
             return model
-        if not is_image(data):
-            raise ValueError(
-                f"a gan generates images; {data.name!r} has inputs of shape {data.input_shape}"
-            )
+        require_images(data, "a gan generates images")
         check_params(model.n_params(data.input_shape))
         return model
 

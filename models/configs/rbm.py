@@ -6,22 +6,12 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from core.catalog import DatasetInfo
 from core.spec import Direction, JobSpecBase, StrictModel
-from models.configs.autoencoder import is_image
+from models.configs.autoencoder import require_images
 from models.configs.common import check_params, dataset_of
 from models.configs.verbs import MAX_GIBBS_STEPS
 
 MAX_UNITS = 8192  # hidden units of one layer
-
-
-def check_binary_images(data: DatasetInfo, family: str) -> None:
-    """An RBM or DBM models images whose pixels are probabilities in [0, 1]."""
-    if not is_image(data):
-        raise ValueError(
-            f"a {family} models images with pixels in [0, 1] (Bernoulli units); "
-            f"{data.name!r} has inputs of shape {data.input_shape}"
-        )
 
 
 class RBMConfig(StrictModel):
@@ -71,7 +61,7 @@ class RBMJob(JobSpecBase):
     @classmethod
     def _fits_dataset(cls, model: RBMConfig, info: ValidationInfo) -> RBMConfig:
         if (data := dataset_of(info)) is not None:
-            check_binary_images(data, "rbm")
+            require_images(data, "an rbm models images with pixels in [0, 1] (Bernoulli units)")
             check_params(model.n_params(math.prod(data.input_shape)))
         return model
 

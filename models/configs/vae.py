@@ -8,7 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, StrictModel
-from models.configs.autoencoder import ConvAEConfig, Size, is_image
+from models.configs.autoencoder import ConvAEConfig, Size, require_images
 from models.configs.common import (
     Activation,
     SampleEpochs,
@@ -96,11 +96,7 @@ class VAEJob(JobSpecBase):
         model = with_sample_epochs(model, info)
         if (data := dataset_of(info)) is None:
             return model
-        if not is_image(data):
-            raise ValueError(
-                f"a vae models images in [0, 1] (a Bernoulli likelihood); {data.name!r} has "
-                f"inputs of shape {data.input_shape}"
-            )
+        require_images(data, "a vae models images in [0, 1] (a Bernoulli likelihood)")
         check_params(model.n_params(data.input_shape))
         return model
 
