@@ -8,6 +8,7 @@ every request needs one. In production the API does not start without a key.
 """
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import HTTPException, Request
 from sqlalchemy import Select
@@ -29,6 +30,10 @@ class Caller:
 
     def sees(self, owner: str | None) -> bool:
         return self.admin or owner == self.owner
+
+    def mine(self, owner_column: Any = Job.owner_id) -> Any:
+        """The clause "owned by this caller" (the anonymous user owns what has no owner)."""
+        return owner_column.is_(None) if self.owner is None else owner_column == self.owner
 
     def only_own(self, query: Select, owner_column: object = Job.owner_id) -> Select:
         return query if self.admin else query.where(owner_column == self.owner)

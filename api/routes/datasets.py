@@ -84,8 +84,9 @@ def upload_dataset(
             raise uploads.UploadError("file", "upload a .npz (X, y) or a .csv (one column)")
     except uploads.UploadError as exc:
         raise upload_problem(exc) from exc
-    mine = Upload.owner_id.is_(None) if caller.owner is None else Upload.owner_id == caller.owner
-    kept = session.scalar(select(func.coalesce(func.sum(Upload.size_bytes), 0)).where(mine))
+    kept = session.scalar(
+        select(func.coalesce(func.sum(Upload.size_bytes), 0)).where(caller.mine(Upload.owner_id))
+    )
     if kept + len(data) > settings.max_upload_bytes_per_owner:
         raise HTTPException(
             429,

@@ -36,10 +36,10 @@ router = APIRouter(
 )
 
 
-def with_upload(spec: JobSpecBase, session: SessionDep, caller: Caller) -> JobSpecBase:
-    """Check a job on an uploaded dataset against the upload's shape and kind (and fill task)."""
+def with_upload(spec: JobSpecBase, known: dict[str, DatasetInfo]) -> JobSpecBase:
+    """Check a job on an uploaded dataset against the upload's facts (`known`: the caller's
+    uploads of that name; none is a 422), and fill in its task."""
     name = spec.dataset.name
-    known = visible_uploads(session, caller, [name])
     if not known:
         raise field_error(
             422,
@@ -53,7 +53,9 @@ def with_upload(spec: JobSpecBase, session: SessionDep, caller: Caller) -> JobSp
         raise RequestValidationError(exc.errors()) from exc
 
 
-def visible_uploads(session: SessionDep, caller: Caller, names: list[str]) -> dict:
+def visible_uploads(
+    session: SessionDep, caller: Caller, names: list[str]
+) -> dict[str, DatasetInfo]:
     """The caller's uploads among `names` (an admin's: everyone's)."""
     return upload_infos(session, names, owner=caller.owner, everyone=caller.admin)
 
@@ -63,9 +65,9 @@ def admissible(
 ) -> JobSpecBase:
     """The job as it will run: its dataset here (a built-in one) or checked against the upload
     it names, and its training within a worker's memory budget."""
-    spec = available(spec, session, settings, caller)
     name = spec.dataset.name
-    uploads = visible_uploads(session, caller, [name]) if name not in CATALOG else None
+    uploads = None if name in CATALOG else visible_uploads(session, caller, [name])
+    spec = available(spec, settings, uploads)
     fits_in_memory(spec, resolve(spec.dataset, uploads), settings)
     return spec
 
@@ -81,10 +83,11 @@ def fits_in_memory(spec: JobSpecBase, info: DatasetInfo, settings: SettingsDep) 
 
 
 def available(
-    spec: JobSpecBase, session: SessionDep, settings: SettingsDep, caller: Caller
+    spec: JobSpecBase, settings: SettingsDep, uploads: dict[str, DatasetInfo] | None
 ) -> JobSpecBase:
-    """A built-in dataset must be on this machine; an upload is checked against its facts."""
-    if spec.dataset.name in CATALOG:
+    """A built-in dataset (uploads None) must be on this machine; an upload is checked
+    against its facts."""
+    if uploads is None:
         info = CATALOG[spec.dataset.name]
         if not is_available(info, settings):
             raise field_error(
@@ -94,13 +97,14 @@ def available(
                 "dataset_unavailable",
             )
         return spec
-    return with_upload(spec, session, caller)
+    return with_upload(spec, uploads)
 
 
 def within_quota(session: SessionDep, settings: SettingsDep, caller: Caller, new: int) -> None:
     """An owner may have ANNLAB_MAX_QUEUED_JOBS jobs waiting; beyond, a 429 to retry later."""
-    mine = Job.owner_id.is_(None) if caller.owner is None else Job.owner_id == caller.owner
-    waiting = session.scalar(select(func.count(Job.id)).where(Job.status == "queued", mine))
+    waiting = session.scalar(
+        select(func.count(Job.id)).where(Job.status == "queued", caller.mine(Job.owner_id))
+    )
     if waiting + new > settings.max_queued_jobs:
         raise HTTPException(
             429,

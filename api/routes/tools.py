@@ -65,6 +65,6 @@ def architecture_summary(
 
     uploads = None
     if spec.dataset.name not in CATALOG:
-        spec = with_upload(spec, session, caller)
         uploads = visible_uploads(session, caller, [spec.dataset.name])
+        spec = with_upload(spec, uploads)
     return summarize(spec, resolve(spec.dataset, uploads))
