@@ -124,7 +124,7 @@ def test_the_admin_command_makes_lists_and_revokes_keys(tmp_path: Path) -> None:
 
     def annlab(*args: str) -> subprocess.CompletedProcess:
         return subprocess.run(
-            [sys.executable, "-m", "core.cli", *args],
+            [sys.executable, "-m", "annlab.cli", *args],
             env=env,
             cwd=ROOT,
             capture_output=True,

@@ -1,0 +1,2 @@
+"""The user-facing package: `annlab.client` (the Python client) and `annlab.cli` (the `annlab`
+command)."""
