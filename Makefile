@@ -31,7 +31,7 @@ run: venv migrate
 	@echo "annlab: without API keys only this machine is served; make one: $(BIN)/annlab keys create NAME"
 	@trap 'kill 0' EXIT INT TERM; \
 	$(BIN)/python -m workers.supervise $(BIN)/celery -A workers.celery_app worker --pool=solo --loglevel=info & \
-	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT)
+	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
 
 test: venv datasets
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -15,7 +15,7 @@ from api.metrics import RequestMetrics
 from api.routes import datasets, health, jobs, models, sweeps, tools
 from api.schemas import Problem, ValidationProblem
 from api.serving import ModelCache
-from core import keys
+from core import keys, logs
 from core.db import session_scope
 from core.settings import get_settings
 from models.specs import FAMILY_NAMES
@@ -52,6 +52,7 @@ def field_name(loc: tuple[Any, ...], error_type: str, ctx: dict[str, Any] | None
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Production refuses to start without an API key; development says how it is open."""
     settings = app.dependency_overrides.get(get_settings, get_settings)()
+    logs.configure(settings.log_format, settings.log_level)
     with session_scope(settings.database_url) as session:
         if settings.admin_key:
             keys.ensure_admin(session, settings.admin_key)

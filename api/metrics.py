@@ -1,8 +1,12 @@
 """GET /metrics in Prometheus' text format (prometheus-client): HTTP requests and their latency
 per route, measured as they happen; jobs by status, the queue, running jobs per worker, the
 age of each worker's last heartbeat, failures by reason and epoch seconds, read from SQL when
-scraped (so every API replica reports the same numbers, and a restart loses none)."""
+scraped (so every API replica reports the same numbers, and a restart loses none).
+The same middleware writes one log line per request (logger `annlab.http`), marked with the
+job the path names."""
 
+import logging
+import re
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -20,6 +24,11 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import JOB_STATUSES, Job, Metric, utcnow
+from core.logs import job_context
+
+request_log = logging.getLogger("annlab.http")
+# /jobs/{id}..., /models/{id}...: the job a request is about, for its log lines.
+_JOB_PATH = re.compile(r"^/(?:jobs|models)/([0-9a-f]{32})(?:/|$)")
 
 REGISTRY = CollectorRegistry()
 REQUESTS = Counter(
@@ -132,7 +141,8 @@ def exposition(session: Session) -> tuple[bytes, str]:
 
 class RequestMetrics:
     """Pure ASGI middleware: counts and times every HTTP request by its route template (so
-    /jobs/{job_id} is one series, not one per job)."""
+    /jobs/{job_id} is one series, not one per job), and logs it; what is logged while a
+    request about a job is answered carries that job's id."""
 
     def __init__(self, app: Any):
         self.app = app
@@ -149,10 +159,19 @@ class RequestMetrics:
                 status = message["status"]
             await send(message)
 
-        try:
-            await self.app(scope, receive, watched)
-        finally:
-            route = getattr(scope.get("route"), "path", None) or "unmatched"
-            method = scope["method"]
-            REQUESTS.labels(method, route, str(status)).inc()
-            LATENCY.labels(method, route).observe(time.perf_counter() - started)
+        match = _JOB_PATH.match(scope["path"])
+        with job_context(match.group(1) if match else None):
+            try:
+                await self.app(scope, receive, watched)
+            finally:
+                route = getattr(scope.get("route"), "path", None) or "unmatched"
+                method, seconds = scope["method"], time.perf_counter() - started
+                REQUESTS.labels(method, route, str(status)).inc()
+                LATENCY.labels(method, route).observe(seconds)
+                request_log.info(
+                    "%s %s %d",
+                    method,
+                    scope["path"],
+                    status,
+                    extra={"route": route, "status": status, "ms": round(seconds * 1000, 2)},
+                )

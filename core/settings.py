@@ -22,6 +22,9 @@ class Settings(BaseSettings):
         None, validation_alias=AliasChoices("BROKER_URL", "ANNLAB_BROKER_URL")
     )
     queue: str = "annlab"
+    # Logs: one JSON object per line (with the job id) for machines, or "text" for people.
+    log_format: Literal["json", "text"] = "json"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The embedded (SQLAlchemy) broker's polling interval: the wait a job may have to start.
     broker_poll_seconds: float = Field(0.02, gt=0, le=10)
     data_dir: Path | None = None

@@ -1,5 +1,6 @@
 """End to end over HTTP: a real API process and real Celery workers, on both backends."""
 
+import json
 import time
 
 import numpy as np
@@ -50,6 +51,20 @@ def test_mlp_on_digits_trains_records_and_serves(service: Service) -> None:
     assert blob.status_code == 200
     weights = load_safetensors(blob.content)
     assert weights["to_outputs.weight"].shape == (10, 64)
+
+    # Both processes log JSON lines, and the lines about this job carry its id.
+    def about_job(log_name: str) -> list[dict]:
+        lines = (service.home / log_name).read_text().splitlines()
+        parsed = [json.loads(line) for line in lines if line.startswith("{")]
+        return [line for line in parsed if line.get("job_id") == job["id"]]
+
+    assert [line["epoch"] for line in about_job("worker1.log") if "epoch" in line] == list(
+        range(1, 21)
+    )
+    assert {line.get("route") for line in about_job("api.log")} >= {
+        "/jobs/{job_id}",
+        "/models/{job_id}/predict",
+    }
 
 
 def test_worker_killed_mid_run_resumes_from_checkpoint(service: Service) -> None:

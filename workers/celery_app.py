@@ -9,8 +9,9 @@ import os
 import socket
 
 from celery import Celery
-from celery.signals import worker_ready, worker_shutdown
+from celery.signals import setup_logging, worker_ready, worker_shutdown
 
+from core import logs
 from core.settings import get_settings
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,12 @@ if settings.broker_url.startswith("sqla+"):
 if settings.broker_url.startswith("sqla+sqlite"):
     # kombu hands these to create_engine for its own SQLite file.
     app.conf.broker_transport_options = {"connect_args": {"timeout": 30}}
+
+
+@setup_logging.connect
+def _configure_logging(**_: object) -> None:
+    """Celery leaves logging to us when this signal has a receiver: JSON lines with job ids."""
+    logs.configure(settings.log_format, settings.log_level)
 
 
 def worker_name() -> str:

@@ -4,6 +4,7 @@ Plain functions over the database; the Celery task is a thin wrapper, and tests 
 `run_job` directly without a broker.
 """
 
+import contextvars
 import dataclasses
 import hashlib
 import importlib.metadata
@@ -36,6 +37,7 @@ from core.jobs import (
     save_checkpoint,
     set_model_facts,
 )
+from core.logs import job_context
 from core.settings import Settings
 from core.sweeps import Halving
 from core.uploads import upload_infos
@@ -90,7 +92,13 @@ class Heartbeat:
     def __init__(self, settings: Settings, lease: Lease, control: Control):
         self.settings, self.lease, self.control = settings, lease, control
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name="annlab-heartbeat", daemon=True)
+        # Started in a copy of this context, so its log lines carry the job id too.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._loop,),
+            name="annlab-heartbeat",
+            daemon=True,
+        )
 
     def __enter__(self) -> "Heartbeat":
         self._thread.start()
@@ -154,41 +162,42 @@ def run_job(
 ) -> str:
     """Run the job if it is ours to run; returns what happened (for logs and tests).
     `on_claimed` runs once the job is ours (the worker sends a sweep's next job then)."""
-    with session_scope(settings.database_url) as session:
-        lease = claim(
-            session,
-            job_id,
-            worker=worker,
-            lease_seconds=settings.lease_seconds,
-            max_attempts=settings.max_attempts,
-            max_running=settings.max_running_jobs,
-        )
-        document = session.get(Job, job_id).spec if lease else None
-    if lease is None:
-        log.info("job %s is not ours to run (ended, cancelled or held by a live worker)", job_id)
-        return "skipped"
-    log.info("job %s: attempt %d on %s", job_id, lease.attempt, worker)
-    if on_claimed is not None:
-        on_claimed()
-    control = Control()
-    try:
-        with Heartbeat(settings, lease, control):
-            _Run(lease, document, settings, control).run()
-        return "succeeded"
-    except LeaseLost:
-        log.warning("job %s: lease lost; another worker owns it now", job_id)
-        return "lost"
-    except Cancelled:
-        _end(settings, lease, "cancelled")
-        return "cancelled"
-    except Exception as exc:  # noqa: BLE001 - every failure ends the job with its reason
-        if not isinstance(exc, (Diverged, DatasetUnavailable)):
-            log.exception("job %s failed", job_id)
-        _end(settings, lease, "failed", error=describe(exc))
-        return "failed"
-    finally:
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
+    with job_context(job_id):  # every line logged while it runs names the job
+        with session_scope(settings.database_url) as session:
+            lease = claim(
+                session,
+                job_id,
+                worker=worker,
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+                max_running=settings.max_running_jobs,
+            )
+            document = session.get(Job, job_id).spec if lease else None
+        if lease is None:
+            log.info("job %s is not ours to run (ended, cancelled or held by a worker)", job_id)
+            return "skipped"
+        log.info("job %s: attempt %d on %s", job_id, lease.attempt, worker)
+        if on_claimed is not None:
+            on_claimed()
+        control = Control()
+        try:
+            with Heartbeat(settings, lease, control):
+                _Run(lease, document, settings, control).run()
+            return "succeeded"
+        except LeaseLost:
+            log.warning("job %s: lease lost; another worker owns it now", job_id)
+            return "lost"
+        except Cancelled:
+            _end(settings, lease, "cancelled")
+            return "cancelled"
+        except Exception as exc:  # noqa: BLE001 - every failure ends the job with its reason
+            if not isinstance(exc, (Diverged, DatasetUnavailable)):
+                log.exception("job %s failed", job_id)
+            _end(settings, lease, "failed", error=describe(exc))
+            return "failed"
+        finally:
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
 
 def _end(settings: Settings, lease: Lease, status: str, error: str | None = None) -> None:
@@ -569,6 +578,13 @@ class _Run:
                     | {"memory_bytes": memory_in_use()},
                     artifacts={k: pack({"tensor": v}) for k, v in artifacts.items()},
                 )
+            log.info(
+                "job %s: epoch %d done in %.2f s",
+                lease.job_id,
+                epoch,
+                seconds,
+                extra={"fold": fold, "epoch": epoch, "seconds": seconds, "metrics": metrics},
+            )
             last_saved = time.monotonic()
         result = dict(position.last)
         if self.stopping is not None:

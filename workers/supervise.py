@@ -11,6 +11,9 @@ import sys
 import threading
 import time
 
+from core import logs
+from core.settings import get_settings
+
 log = logging.getLogger("annlab.supervise")
 STEADY_SECONDS = 60.0  # a run this long was healthy: the next failure waits the shortest time
 
@@ -48,7 +51,8 @@ def supervise(
 
 
 def main() -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    settings = get_settings()
+    logs.configure(settings.log_format, settings.log_level)
     argv = sys.argv[1:]
     if argv[:1] == ["--"]:
         argv = argv[1:]

@@ -1,0 +1,70 @@
+"""Logs as one JSON object per line (python-json-logger), each carrying the job it is about.
+
+`job_context(job_id)` marks everything logged inside it, in this thread or task, with `job_id`;
+a worker wraps each run in it and the API each request about a job, so
+`jq 'select(.job_id == "...")'` over the API's and every worker's logs follows one job.
+`ANNLAB_LOG_FORMAT=text` gives plain lines for a person at a terminal instead.
+"""
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from pythonjsonlogger.json import JsonFormatter
+
+_job_id: ContextVar[str | None] = ContextVar("annlab_job_id", default=None)
+# uvicorn and Celery install their own handlers; theirs go through the root's instead.
+_TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")
+
+
+@contextmanager
+def job_context(job_id: str | None) -> Iterator[None]:
+    token = _job_id.set(job_id)
+    try:
+        yield
+    finally:
+        _job_id.reset(token)
+
+
+def current_job_id() -> str | None:
+    return _job_id.get()
+
+
+class JobIdFilter(logging.Filter):
+    """Adds `job_id` to every record made inside a job_context (None outside one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "job_id", None) is None:
+            record.job_id = _job_id.get()
+        return True
+
+
+def configure(log_format: str = "json", level: int | str = logging.INFO) -> None:
+    """One handler on the root logger, writing to stderr; idempotent."""
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(
+            JsonFormatter(
+                "{asctime}{levelname}{name}{message}{job_id}",
+                style="{",
+                rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+                timestamp=False,
+            )
+        )
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(job_id)s] %(message)s")
+        )
+    handler.addFilter(JobIdFilter())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "annlab", False)]:
+        root.removeHandler(old)
+    handler.annlab = True  # type: ignore[attr-defined]
+    root.addHandler(handler)
+    root.setLevel(level)
+    for name in _TAKEN_OVER:
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
