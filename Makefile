@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 ANNLAB_HOME ?= ./.annlab
 export ANNLAB_HOME
 
-.PHONY: run test venv lint migrate datasets
+.PHONY: run test venv lint migrate datasets browsers
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -26,6 +26,13 @@ datasets:
 		DEBIAN_FRONTEND=noninteractive apt-get install -y -q dataset-fashion-mnist >/dev/null \
 		|| echo "note: could not apt-get dataset-fashion-mnist"; fi
 
+# Chromium and its driver for the dashboard's browser test (tests/ui), the same way; it skips
+# without them.
+browsers:
+	@if ! command -v chromedriver >/dev/null && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver >/dev/null \
+		|| echo "note: could not apt-get chromium chromium-driver"; fi
+
 run: venv migrate
 	@echo "annlab: API docs at http://$(HOST):$(PORT)/docs  (data in $(ANNLAB_HOME))"
 	@echo "annlab: without API keys only this machine is served; make one: $(BIN)/annlab keys create NAME"
@@ -33,7 +40,7 @@ run: venv migrate
 	$(BIN)/python -m workers.supervise $(BIN)/celery -A workers.celery_app worker --pool=solo --loglevel=info & \
 	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
 
-test: venv datasets
+test: venv datasets browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 lint: venv

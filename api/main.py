@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from api.deps import get_caller
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
-from api.routes import datasets, health, jobs, models, sweeps, tools
+from api.routes import datasets, health, jobs, models, sweeps, tools, ui
 from api.schemas import Problem, ValidationProblem
 from api.serving import ModelCache
 from core import keys, logs
@@ -87,6 +87,9 @@ def create_app() -> FastAPI:
     for module in (jobs, sweeps, models, datasets, tools):
         app.include_router(module.router, responses=ERRORS, dependencies=[Depends(get_caller)])
     app.include_router(health.router)  # no key: monitoring must reach it
+    # The dashboard's pages and files hold no data and need no key; their scripts send one.
+    app.include_router(ui.router)
+    app.mount("/ui/static", ui.static_files, name="ui-static")
 
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:

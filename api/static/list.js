@@ -1,0 +1,53 @@
+// The job list: GET /jobs every 2 s; ticked jobs go to the compare page.
+"use strict";
+
+const statusFilter = document.getElementById("status");
+const compareButton = document.getElementById("compare");
+const selected = new Set();
+
+function row(job) {
+  const tick = el("input", { type: "checkbox", "aria-label": `select ${job.id}` });
+  tick.checked = selected.has(job.id);
+  tick.addEventListener("change", () => {
+    if (tick.checked) selected.add(job.id);
+    else selected.delete(job.id);
+    compareButton.disabled = selected.size < 2;
+  });
+  const p = job.progress;
+  return el(
+    "tr",
+    { dataset: { jobId: job.id, status: job.status } },
+    el("td", {}, tick),
+    el("td", {}, jobLink(job)),
+    el("td", {}, job.family),
+    el("td", {}, datasetOf(job)),
+    el("td", {}, statusBadge(job.status)),
+    el("td", {}, progressBar(p.percent)),
+    el("td", {}, p.epochs ? `${p.epoch}/${p.epochs}` : String(p.epoch)),
+    el("td", {}, job.status === "running" ? seconds(p.eta_seconds) : ""),
+    el("td", {}, job.error ? el("span", { class: "error", title: job.error }, brief(job.error)) : headline(job.result)),
+    el("td", { title: job.created_at }, new Date(job.created_at).toLocaleString()),
+  );
+}
+
+function brief(error) {
+  return error.length > 48 ? `${error.slice(0, 47)}…` : error;
+}
+
+async function refresh() {
+  const query = new URLSearchParams({ limit: "50" });
+  if (statusFilter.value) query.set("status", statusFilter.value);
+  const page = await getJSON(`/jobs?${query}`);
+  if (!page) return;
+  document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
+  document.getElementById("empty").hidden = page.items.length > 0;
+  const total = page.total ?? page.items.length;
+  document.getElementById("count").textContent =
+    total > page.items.length ? `newest ${page.items.length} of ${total}` : `${total} jobs`;
+}
+
+statusFilter.addEventListener("change", refresh);
+compareButton.addEventListener("click", () => {
+  location.href = `${ROOT}/ui/compare?ids=${[...selected].map(encodeURIComponent).join(",")}`;
+});
+every(2000, refresh);

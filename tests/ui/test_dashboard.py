@@ -1,0 +1,229 @@
+"""The dashboard in a real browser: headless Chromium (Debian's chromium and chromium-driver)
+driven by Selenium against the real API and a Celery worker on the embedded backend.
+
+Screenshots go to the test's tmp_path and, when ANNLAB_SCREENSHOT_DIR is set, there too
+(`ANNLAB_SCREENSHOT_DIR=docs/images` makes the README's pictures).
+"""
+
+import json
+import os
+import secrets
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.service import Service
+
+pytestmark = pytest.mark.service
+
+CHROMIUM = next(
+    filter(None, map(shutil.which, ("chromium", "chromium-browser", "google-chrome"))), None
+)
+CHROMEDRIVER = shutil.which("chromedriver")
+WAIT = 120  # seconds: a loaded machine trains slowly
+MLP = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 8, "batch_size": 16}}
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator:
+    if CHROMIUM is None or CHROMEDRIVER is None:
+        pytest.skip(
+            "no Chromium or chromedriver on PATH (Debian: apt-get install chromium "
+            "chromium-driver; `make test` installs them when it runs as root)"
+        )
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service as DriverService
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    options.add_argument("--window-size=1400,1000")
+    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for failure messages
+    driver = webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture(scope="module")
+def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    """The API and one worker on SQLite and kombu's SQLite broker, as `make run` starts them."""
+    svc = Service("embedded", tmp_path_factory.mktemp("dashboard"))
+    try:
+        svc.migrate()
+        svc.start_api()
+        svc.start_worker()
+        yield svc
+    finally:
+        svc.stop()
+
+
+def wait_until(driver, condition, what: str, timeout: float = WAIT):
+    """condition(driver), once it is true; an element that the page's polling replaced while
+    it was read (stale) is looked up again."""
+    from selenium.common.exceptions import StaleElementReferenceException, TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    wait = WebDriverWait(
+        driver, timeout, poll_frequency=0.2, ignored_exceptions=[StaleElementReferenceException]
+    )
+    try:
+        return wait.until(lambda d: condition(d))
+    except TimeoutException:
+        logs = "\n".join(str(entry) for entry in driver.get_log("browser"))
+        raise AssertionError(f"timed out waiting for {what}; browser console:\n{logs}") from None
+
+
+def screenshot(driver, tmp_path: Path, name: str) -> None:
+    """Save the whole page (up to 3000 px high) as `name`.png."""
+    height = driver.execute_script("return document.body.scrollHeight")
+    # The window is taller than the page it shows by its (headless) frame.
+    driver.set_window_size(1400, min(max(height + 150, 400), 3000))
+    paths = [tmp_path / f"{name}.png"]
+    if folder := os.environ.get("ANNLAB_SCREENSHOT_DIR"):
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        paths.append(Path(folder) / f"{name}.png")
+    for path in paths:
+        assert driver.save_screenshot(str(path)), path
+        print(f"screenshot: {path.resolve()}")
+    driver.set_window_size(1400, 1000)
+
+
+def text(driver, css: str) -> str:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, css).text
+
+
+def listed_status(driver, job_id: str) -> str | None:
+    """The status the job list shows for a job (None: not listed)."""
+    from selenium.webdriver.common.by import By
+
+    rows = driver.find_elements(By.CSS_SELECTOR, f'tr[data-job-id="{job_id}"]')
+    return rows[0].get_attribute("data-status") if rows else None
+
+
+def test_submit_follow_list_and_compare(browser, embedded: Service, tmp_path: Path) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(embedded.url + "/")
+    assert driver.current_url == embedded.url + "/ui"
+    wait_until(driver, lambda d: "0 jobs" in text(d, "#count"), "the empty job list")
+
+    # The form: a bad document shows the API's 422, field by field, and stays on the page.
+    driver.get(embedded.url + "/ui/new")
+    document = driver.find_element(By.ID, "document")
+    document.clear()
+    document.send_keys('{"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 0}}')
+    driver.find_element(By.ID, "submit").click()
+    wait_until(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, '#error-list li[data-field="train.epochs"]'),
+        "the 422 naming train.epochs",
+    )
+    assert "/ui/new" in driver.current_url
+    screenshot(driver, tmp_path, "dashboard-new")
+
+    # A good one opens the job's page, whose curves grow as epochs finish, until it succeeds.
+    document.clear()
+    document.send_keys(json.dumps(MLP))
+    driver.find_element(By.ID, "submit").click()
+    wait_until(driver, lambda d: "/ui/jobs/" in d.current_url, "the job's page")
+    job_id = driver.current_url.rsplit("/", 1)[1]
+    epochs_plotted = "return Number(document.getElementById('curves').dataset.epochs)"
+    wait_until(driver, lambda d: d.execute_script(epochs_plotted) >= 2, "two epochs plotted")
+    wait_until(driver, lambda d: text(d, "#status") == "succeeded", "the job to succeed")
+    assert embedded.job(job_id)["status"] == "succeeded"
+    wait_until(driver, lambda d: d.execute_script(epochs_plotted) == 8, "all 8 epochs plotted")
+    # The loss chart's own data: train and val loss at every epoch the API recorded.
+    loss = driver.execute_script("return document.getElementById('curves').charts.loss.data")
+    history = embedded.metrics(job_id)
+    assert loss[0] == [row["epoch"] for row in history] == list(range(1, 9))
+    assert loss[1:] == [[row[name] for row in history] for name in ("train_loss", "val_loss")]
+    accuracy = embedded.job(job_id)["result"]["test_accuracy"]
+    shown = driver.find_element(By.XPATH, "//table[@id='result']//th[.='test_accuracy']/../td")
+    assert shown.text == f"{accuracy:.4f}" and accuracy > 0.8
+    # The API's own picture of the record, drawn into the page (the key-carrying fetch works).
+    wait_until(
+        driver,
+        lambda d: d.execute_script(
+            "return [...document.querySelectorAll('#pictures img')]"
+            ".some(img => img.alt === 'learning_curves.png' && img.naturalWidth > 0)"
+        ),
+        "the learning-curves picture",
+    )
+    screenshot(driver, tmp_path, "dashboard-job")
+
+    # The list follows jobs live: a second MLP (another learning rate), one that diverges,
+    # and a long one, whose page draws each new epoch and cancels it.
+    other = embedded.submit({**MLP, "train": {**MLP["train"], "optimizer": {"lr": 0.003}}})
+    diverging = embedded.submit(
+        {
+            "family": "mlp",
+            "dataset": {"name": "function1d"},
+            "train": {"optimizer": {"name": "sgd", "lr": 50.0}, "epochs": 5},
+        }
+    )
+    long = embedded.submit({**MLP, "train": {"epochs": 5000, "batch_size": 8}})
+    driver.get(embedded.url + "/ui")
+    wait_until(driver, lambda d: listed_status(d, other["id"]) == "succeeded", "2nd job's end")
+    wait_until(driver, lambda d: listed_status(d, diverging["id"]) == "failed", "the failure")
+    wait_until(driver, lambda d: listed_status(d, long["id"]) == "running", "the long job to run")
+    epoch_cell = f'tr[data-job-id="{long["id"]}"] td:nth-child(7)'  # "epoch/epochs"
+    wait_until(driver, lambda d: int(text(d, epoch_cell).split("/")[0]) >= 2, "epochs listed")
+    assert "4 jobs" in text(driver, "#count")
+    screenshot(driver, tmp_path, "dashboard-list")
+
+    driver.get(f"{embedded.url}/ui/jobs/{long['id']}")
+    wait_until(driver, lambda d: d.execute_script(epochs_plotted) >= 1, "the long job's curves")
+    plotted = driver.execute_script(epochs_plotted)
+    wait_until(driver, lambda d: d.execute_script(epochs_plotted) > plotted, "a new epoch drawn")
+    driver.find_element(By.ID, "cancel").click()
+    wait_until(driver, lambda d: text(d, "#status") == "cancelled", "the page to show the cancel")
+    assert embedded.job(long["id"])["status"] == "cancelled"
+
+    # Compare the two MLPs: their curves on shared axes, and the learning rate that differs.
+    driver.get(embedded.url + "/ui")
+    wait_until(driver, lambda d: listed_status(d, long["id"]) == "cancelled", "the list")
+    for job in (job_id, other["id"]):
+        tick = f'tr[data-job-id="{job}"] input'
+        wait_until(driver, lambda d: d.find_element(By.CSS_SELECTOR, tick).click() or True, tick)  # noqa: B023
+    wait_until(driver, lambda d: d.find_element(By.ID, "compare").is_enabled(), "two ticked")
+    driver.find_element(By.ID, "compare").click()
+    wait_until(driver, lambda d: "/ui/compare?ids=" in d.current_url, "the compare page")
+    wait_until(driver, lambda d: d.execute_script(epochs_plotted) == 8, "compared curves")
+    labels = driver.execute_script(
+        "return document.getElementById('curves').charts.loss.series.map(s => s.label)"
+    )
+    assert labels[1:] == [
+        f"{j[:8]} {name}" for j in (job_id, other["id"]) for name in ("train_loss", "val_loss")
+    ]
+    differing = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#differences th")]
+    assert "spec.train.optimizer.lr" in differing
+    screenshot(driver, tmp_path, "dashboard-compare")
+
+
+def test_the_stored_key_is_sent(browser, tmp_path: Path) -> None:
+    """Once a key exists the pages say so; the key typed in goes with every call."""
+    from selenium.webdriver.common.by import By
+
+    key = secrets.token_urlsafe(24)
+    svc = Service("embedded", tmp_path)
+    svc.env["ANNLAB_ADMIN_KEY"] = key
+    try:
+        svc.migrate()
+        svc.start_api()  # no worker: this only lists jobs
+        browser.get(svc.url + "/ui")
+        wait_until(browser, lambda d: "needs an API key" in text(d, "#notice"), "the 401 notice")
+        assert text(browser, "#count") == ""
+        browser.find_element(By.ID, "key").send_keys(key)
+        browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
+        wait_until(browser, lambda d: "0 jobs" in text(d, "#count"), "the list with the key")
+        assert not browser.find_element(By.ID, "notice").is_displayed()
+    finally:
+        svc.stop()
