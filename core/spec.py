@@ -201,14 +201,30 @@ class OptimizerSpec(StrictModel):
 
 
 class ScheduleSpec(StrictModel):
-    """Learning-rate schedule, stepped once per epoch."""
+    """Learning-rate schedule: stepped once per epoch, except one_cycle, stepped per batch.
+    cosine anneals from the optimizer's lr to min_lr over the stage's epochs; one_cycle warms
+    up to max_lr (default: 10x the optimizer's lr) over pct_start of the steps, then anneals
+    (Smith & Topin 2019; torch's OneCycleLR)."""
 
-    name: Literal["step", "exponential", "plateau"]
+    name: Literal["step", "exponential", "plateau", "cosine", "one_cycle"]
     step_size: int = Field(10, ge=1, le=10_000, description="step: epochs between decays")
     gamma: float = Field(0.1, gt=0.0, le=1.0, description="step, exponential: decay factor")
     factor: float = Field(0.1, gt=0.0, lt=1.0, description="plateau: decay factor")
     patience: int = Field(5, ge=0, le=10_000, description="plateau: epochs without improvement")
-    min_lr: float = Field(0.0, ge=0.0, le=1.0, description="plateau: floor")
+    min_lr: float = Field(0.0, ge=0.0, le=1.0, description="plateau, cosine: floor")
+    max_lr: float | None = Field(
+        None, gt=0.0, le=100.0, description="one_cycle: peak (default 10x the optimizer's lr)"
+    )
+    pct_start: float = Field(0.25, gt=0.0, lt=1.0, description="one_cycle: share warming up")
+
+
+class AugmentSpec(StrictModel):
+    """Random changes to each training image, drawn anew every epoch (images only)."""
+
+    crop: int = Field(
+        0, ge=0, le=16, description="pad by this many pixels, then crop back at a random offset"
+    )
+    flip: bool = Field(False, description="mirror left-right with probability 1/2")
 
 
 class EarlyStoppingSpec(StrictModel):
@@ -244,6 +260,20 @@ class TrainSpec(StrictModel):
     input_noise: float = Field(
         0.0, ge=0.0, le=10.0, description="std of Gaussian noise added to training inputs"
     )
+    augment: AugmentSpec | None = Field(None, description="image augmentation while training")
+    label_smoothing: float = Field(
+        0.0, ge=0.0, lt=1.0, description="classification: weight moved to a uniform target"
+    )
+    precision: Literal["auto", "float32", "bfloat16"] = Field(
+        "auto",
+        description="bfloat16 runs the forward pass under autocast (weights stay float32); "
+        "auto: bfloat16 on a CUDA device for the families that allow it (mlp, cnn, lstm, vit)",
+    )
+    compile: bool = Field(
+        False,
+        description="torch.compile the model for training (mlp, cnn, lstm, vit): slower to "
+        "start, faster per step on a GPU",
+    )
 
 
 Direction = Literal["min", "max"]
@@ -271,6 +301,9 @@ class JobSpecBase(StrictModel):
     default_optimizers: ClassVar[dict[str, dict[str, Any]]] = {}
     # LBFGS needs one loss to re-evaluate; families that update otherwise refuse it.
     allows_lbfgs: ClassVar[bool] = True
+    # Whose training may run under bfloat16 autocast and torch.compile (train.precision,
+    # train.compile): the families with one plain forward pass and a standard loss.
+    accelerated: ClassVar[bool] = False
 
     family: str
     dataset: DatasetSpec
@@ -367,6 +400,25 @@ class JobSpecBase(StrictModel):
                         f"{cls.family_name()} does not train by one loss; lbfgs cannot step it",
                     )
         return train
+
+    @model_validator(mode="after")
+    def _train_options_fit_dataset(self, info: ValidationInfo) -> Self:
+        if not self.accelerated:
+            if self.train.precision == "bfloat16":
+                raise error_at("train.precision", f"{self.family} trains in float32 only")
+            if self.train.compile:
+                raise error_at("train.compile", f"{self.family} cannot be compiled")
+        if self.train.label_smoothing and self.task not in (None, "classification"):
+            raise error_at("train.label_smoothing", "label smoothing needs a classification task")
+        if self.train.augment is not None:
+            data = resolve(self.dataset, uploads_of(info))
+            if data is not None and len(data.input_shape) != 3:
+                raise error_at(
+                    "train.augment",
+                    f"augmentation needs image inputs; {self.dataset.name!r} has inputs of shape "
+                    f"{data.input_shape}",
+                )
+        return self
 
     @model_validator(mode="after")
     def _monitor_is_a_metric(self) -> Self:

@@ -18,7 +18,7 @@ from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from core.spec import FULL_BATCH, JobSpecBase
+from core.spec import FULL_BATCH, AugmentSpec, JobSpecBase
 
 
 @dataclass
@@ -27,6 +27,27 @@ class Batch:
     y: Tensor  # their labels or targets
     clean: Tensor  # the inputs without noise (what an autoencoder reconstructs)
     index: Tensor  # their positions in the training split
+
+
+def augment(x: Tensor, spec: AugmentSpec, seed: int, epoch: int, index: int) -> Tensor:
+    """Images (n, c, h, w) each cropped at its own random offset after zero-padding by
+    `spec.crop` pixels, and mirrored with probability 1/2 if `spec.flip`; on x's device, in one
+    indexing operation. The draws depend on (seed, epoch, index) alone, so a resumed run sees
+    the same images."""
+    n, c, h, w = x.shape
+    g = torch.Generator(device=x.device).manual_seed((seed * 100_003 + epoch) * 1_000_003 + index)
+    rows = torch.arange(h, device=x.device).expand(n, h)
+    cols = torch.arange(w, device=x.device).expand(n, w)
+    if spec.crop:
+        shifts = torch.randint(0, 2 * spec.crop + 1, (2, n, 1), generator=g, device=x.device)
+        x = nn.functional.pad(x, (spec.crop,) * 4)
+        rows, cols = rows + shifts[0], cols + shifts[1]
+    if spec.flip:
+        flipped = torch.rand(n, 1, generator=g, device=x.device) < 0.5
+        cols = torch.where(flipped, cols.flip(1), cols)
+    samples = torch.arange(n, device=x.device)[:, None, None, None]
+    channels = torch.arange(c, device=x.device)[None, :, None, None]
+    return x[samples, channels, rows[:, None, :, None], cols[:, None, None, :]]
 
 
 class Trainer:
@@ -90,6 +111,8 @@ class Trainer:
         idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
         train = self.splits.train
         clean = train.x[idx]
+        if self.spec.train.augment is not None:
+            clean = augment(clean, self.spec.train.augment, self.spec.train.seed, epoch, index)
         x = clean
         if self.spec.train.input_noise:
             x = clean + self.spec.train.input_noise * torch.randn_like(clean)
@@ -112,6 +135,8 @@ class Trainer:
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         """Called after each epoch with its metrics (learning-rate schedules step here)."""
         for scheduler in self.schedulers.values():
+            if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+                continue  # stepped after each batch (GradientTrainer.after_step)
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 watched = self.plateau_metric()
                 if watched in metrics:

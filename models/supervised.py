@@ -13,7 +13,7 @@ from core.datasets import Split, Splits
 from core.spec import JobSpecBase
 from models.base import BadRequest, Batch, ImageQuery, Lines, Served
 from models.configs.verbs import MAX_FORECAST_STEPS, ForecastRequest, PredictRequest
-from models.training import GradientTrainer
+from models.training import GradientTrainer, Sums
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
     "relu": nn.ReLU,
@@ -37,18 +37,33 @@ class SupervisedTrainer(GradientTrainer):
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         super().__init__(spec, model, splits, device)
         self.classify = spec.task == "classification"
+        # Convolutions on a GPU run fastest on NHWC tensors (cuDNN's tensor-core kernels).
+        self.channels_last = device.type == "cuda" and any(
+            isinstance(m, nn.Conv2d) for m in model.modules()
+        )
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        # Training steps go through the compiled module (same parameters); evaluation, whose
+        # batches differ in size, through the plain one.
+        self.forward = torch.compile(model) if spec.train.compile else model
 
-    def loss(self, outputs: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(outputs, y) if self.classify else F.mse_loss(outputs, y)
+    def inputs(self, x: torch.Tensor) -> torch.Tensor:
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
-    def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
-        outputs = self.model(batch.x)
-        loss = self.loss(outputs, batch.y)
+    def loss(self, outputs: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
         if self.classify:
-            return loss, {"accuracy": (outputs.argmax(1) == batch.y).sum().item()}
-        return loss, {"mse": loss.item() * len(batch.y)}
+            return F.cross_entropy(outputs, y, label_smoothing=smoothing)
+        return F.mse_loss(outputs, y)
 
-    def train_batch(self, epoch: int, index: int) -> dict[str, float]:
+    def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, Sums]:
+        outputs = self.forward(self.inputs(batch.x))
+        # Smoothing shapes the training loss only; evaluation reports the plain cross-entropy.
+        loss = self.loss(outputs, batch.y, self.spec.train.label_smoothing)
+        if self.classify:
+            return loss, {"accuracy": (outputs.argmax(1) == batch.y).sum()}
+        return loss, {"mse": loss.detach() * len(batch.y)}
+
+    def train_batch(self, epoch: int, index: int) -> Sums:
         batch = self.batch(epoch, index)
         self.model.train()
         loss, sums = self.step("model", lambda: self.batch_loss(batch))
@@ -61,7 +76,8 @@ class SupervisedTrainer(GradientTrainer):
         loss_sum, correct = 0.0, 0
         for start in range(0, len(split), 4096):
             x, y = split.x[start : start + 4096], split.y[start : start + 4096]
-            outputs = self.model(x)
+            with self.autocast():
+                outputs = self.model(self.inputs(x)).float()
             loss_sum += self.loss(outputs, y).item() * len(y)
             if self.classify:
                 correct += (outputs.argmax(1) == y).sum().item()

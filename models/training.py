@@ -47,11 +47,32 @@ def make_optimizer(
 
 
 def make_scheduler(
-    spec: ScheduleSpec | None, optimizer: torch.optim.Optimizer, mode: str = "min"
+    spec: ScheduleSpec | None,
+    optimizer: torch.optim.Optimizer,
+    mode: str = "min",
+    *,
+    epochs: int = 1,
+    steps_per_epoch: int = 1,
 ) -> Any:
+    """The schedule over a stage of `epochs` epochs of `steps_per_epoch` steps each."""
     if spec is None:
         return None
     match spec.name:
+        case "cosine":
+            return torch.optim.lr_scheduler.CosineAnnealingLR(
+                optimizer, T_max=max(epochs, 1), eta_min=spec.min_lr
+            )
+        case "one_cycle":  # the learning rate only; momentum and betas stay as configured
+            lr = optimizer.param_groups[0]["lr"]
+            return torch.optim.lr_scheduler.OneCycleLR(
+                optimizer,
+                max_lr=spec.max_lr or 10 * lr,
+                # It sets the lr for step 0 when made and again after each step: the last
+                # batch's step lands on the end of the cycle.
+                total_steps=epochs * steps_per_epoch + 1,
+                pct_start=spec.pct_start,
+                cycle_momentum=False,
+            )
         case "step":
             return torch.optim.lr_scheduler.StepLR(optimizer, spec.step_size, spec.gamma)
         case "exponential":
@@ -75,7 +96,11 @@ def penalty(params: list[nn.Parameter], opt: OptimizerSpec, spec: JobSpecBase) -
     return total
 
 
-LossFn = Callable[[], tuple[Tensor, dict[str, float]]]  # -> (mean loss, sums for the epoch)
+# Schedules stepped after every optimizer step rather than at the end of an epoch.
+PER_BATCH = (torch.optim.lr_scheduler.OneCycleLR,)
+
+Sums = dict[str, Tensor | float]  # sums over a batch, tensors left on the device
+LossFn = Callable[[], tuple[Tensor, Sums]]  # -> (mean loss, sums for the epoch)
 
 
 class GradientTrainer(Trainer):
@@ -89,7 +114,16 @@ class GradientTrainer(Trainer):
 
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         super().__init__(spec, model, splits, device)
+        precision = spec.train.precision
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        # Forward passes under bfloat16 autocast; weights, gradients and optimizer stay float32.
+        self.bf16 = precision == "bfloat16" or (
+            precision == "auto" and spec.accelerated and cuda_bf16
+        )
         self.build_optimizers()
+
+    def autocast(self) -> torch.autocast:
+        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16)
 
     def trained_parameters(self) -> dict[str, list[nn.Parameter]]:
         """What each optimizer trains in the current stage."""
@@ -103,16 +137,23 @@ class GradientTrainer(Trainer):
                 self.spec.optimizer_for(name), self.spec.train.weight_decay, params
             )
             self.optimizers[name] = opt
-            scheduler = make_scheduler(self.spec.train.schedule, opt, mode)
+            scheduler = make_scheduler(
+                self.spec.train.schedule,
+                opt,
+                mode,
+                epochs=self.stages[self.stage].epochs,
+                steps_per_epoch=self.n_batches(1),
+            )
             if scheduler is not None:
                 self.schedulers[name] = scheduler
 
     def on_stage(self, stage: int) -> None:
         self.build_optimizers()  # each stage starts with fresh optimizers over what it trains
 
-    def step(self, name: str, loss_fn: LossFn) -> tuple[float, dict[str, float]]:
-        """One step of optimizer `name` on loss_fn's loss plus the penalties; returns the loss
-        and sums of the (first) evaluation. LBFGS evaluates loss_fn several times."""
+    def step(self, name: str, loss_fn: LossFn) -> tuple[Tensor, Sums]:
+        """One step of optimizer `name` on loss_fn's loss plus the penalties; returns the
+        (detached) loss and sums of the (first) evaluation. LBFGS evaluates loss_fn several
+        times."""
         optimizer = self.optimizers[name]
         params = [p for group in optimizer.param_groups for p in group["params"]]
         opt_spec = self.spec.optimizer_for(name)
@@ -120,7 +161,8 @@ class GradientTrainer(Trainer):
 
         def closure() -> Tensor:
             optimizer.zero_grad(set_to_none=True)
-            loss, sums = loss_fn()
+            with self.autocast():
+                loss, sums = loss_fn()
             # LBFGS's line search needs the value whose gradient it gets: penalties included.
             total = loss + penalty(params, opt_spec, self.spec)
             total.backward()
@@ -133,8 +175,10 @@ class GradientTrainer(Trainer):
         else:
             closure()
             optimizer.step()
-        loss, sums = first[0]
-        return loss.item(), sums
+        self.after_step(name)
+        # A tensor, not a float: reading it would wait for the device after every step; the
+        # runner sums tensors on the device and reads them once per epoch.
+        return first[0]
 
     def apply_gradients(self, name: str, grads: Mapping[nn.Parameter, Tensor]) -> None:
         """One step of optimizer `name` along gradients computed without autograd (a
@@ -149,3 +193,10 @@ class GradientTrainer(Trainer):
                     grad = grad + l1 * p.detach().sign()
                 p.grad = grad
         optimizer.step()
+        self.after_step(name)
+
+    def after_step(self, name: str) -> None:
+        """A schedule stepped per batch (one_cycle) moves on after each step of its optimizer."""
+        scheduler = self.schedulers.get(name)
+        if isinstance(scheduler, PER_BATCH):
+            scheduler.step()

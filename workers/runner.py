@@ -278,6 +278,13 @@ def _refuse_non_finite(metrics: dict[str, float], where: str) -> None:
             raise Diverged(f"training diverged: {name} became {value} {where}")
 
 
+def _read_sums(sums: dict[str, Any], where: str) -> dict[str, float]:
+    """The epoch's running sums as floats (one wait for the device), refused if not finite."""
+    floats = {name: float(value) for name, value in sums.items()}
+    _refuse_non_finite(floats, where)
+    return floats
+
+
 def trainer_state(trainer: Trainer) -> dict[str, Any]:
     """What a resumed run needs of a trainer, alike for every family: weights, the stage,
     every named optimizer and schedule, the family's own state, and the random streams."""
@@ -504,12 +511,10 @@ class _Run:
             for batch in range(position.batch, steps):
                 self.control.check()
                 stats = trainer.train_batch(epoch, batch)
-                for name, value in stats.items():
-                    if not math.isfinite(value):
-                        raise Diverged(
-                            f"training diverged: the {name} became {value} "
-                            f"at epoch {epoch}, batch {batch + 1}"
-                        )
+                # Sums the trainer left on the device are added there and read once per epoch
+                # (and at mid-epoch checkpoints): reading them each batch would wait for the
+                # GPU after every step. Floats are checked at once.
+                _refuse_non_finite(stats, f"at epoch {epoch}, batch {batch + 1}")
                 for name, value in stats.items():
                     position.sums[name] = position.sums.get(name, 0.0) + value
                 self.control.progress = clock.progress(fold, epoch, batch + 1, steps)
@@ -518,6 +523,8 @@ class _Run:
                     and batch + 1 < steps
                 ):
                     position.batch = batch + 1
+                    where = f"by epoch {epoch}, batch {batch + 1}"
+                    position.sums = _read_sums(position.sums, where)
                     position.seconds += time.perf_counter() - started
                     started = time.perf_counter()
                     blob = self.checkpoint(trainer, position, extra | self._best(best_model))
@@ -532,6 +539,7 @@ class _Run:
                             progress=self.control.progress,
                         )
                     last_saved = time.monotonic()
+            position.sums = _read_sums(position.sums, f"in epoch {epoch}")
             seconds = position.seconds + time.perf_counter() - started
             metrics = trainer.epoch_metrics(position.sums)
             if splits.val is not None:

@@ -1,7 +1,7 @@
 """What the family configs share: activations, the parameter cap, the job's dataset facts."""
 
 import math
-from typing import Annotated, Literal, TypeVar
+from typing import Annotated, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, Field, ValidationInfo
 
@@ -27,6 +27,8 @@ def check_params(n: int) -> None:
 
 class SupervisedJob(JobSpecBase):
     """A family that maps inputs to labels (cross-entropy) or values (MSE)."""
+
+    accelerated: ClassVar[bool] = True
 
     def train_metrics(self) -> dict[str, Direction]:
         if self.task == "classification":

@@ -32,6 +32,7 @@ class SAEConfig(StrictModel):
 
 
 class SAEJob(SupervisedJob):
+    accelerated: ClassVar[bool] = False  # its stages train encoders, decoders and a head apart
     """A stacked autoencoder classifier. The run's epochs are, in order: `pretrain_epochs` for
     each layer, `head_epochs` for the classifier on frozen features, then `train.epochs` of
     fine-tuning everything."""

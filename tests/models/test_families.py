@@ -197,12 +197,24 @@ def test_every_optimizer_lowers_the_loss(optimizer: OptimizerName, settings: Set
     assert after < 0.8 * before, (before, after)
 
 
-# Persistent chains are trainer state the checkpoint must carry.
+# Persistent chains are trainer state the checkpoint must carry; so are a per-batch schedule and
+# the augmentation's position in its random stream.
 RESUMED = EXAMPLES | {
     "rbm (persistent)": {
         "family": "rbm",
         "dataset": TINY,
         "model": {"hidden": 16, "persistent": True},
+    },
+    "cnn (augmented, one_cycle, smoothed)": {
+        "family": "cnn",
+        "dataset": TINY,
+        "model": {"conv": [{"filters": 4, "pool": "max", "batchnorm": True}], "dense": [16]},
+        "train": {
+            "epochs": 3,
+            "augment": {"crop": 2, "flip": True},
+            "label_smoothing": 0.1,
+            "schedule": {"name": "one_cycle"},
+        },
     },
 }
 
