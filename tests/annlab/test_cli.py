@@ -1,0 +1,157 @@
+"""The `annlab` command: its options and errors in process, and the README's CNN flow as a
+subprocess against the real service (submit --follow, show, jobs, metrics, predict, cancel)."""
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from annlab.cli import main, parser
+from tests.conftest import ROOT, migrate
+from tests.service import Service, free_port
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def annlab(*args: str, url: str | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
+    """The command as a user runs it: a process of its own."""
+    command = [sys.executable, "-m", "annlab.cli", *(["--url", url] if url else []), *args]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+
+
+def test_global_options_go_before_or_after_the_command() -> None:
+    args = parser().parse_args(["--json", "--url", "http://a:1", "jobs", "--limit", "3"])
+    assert (args.json, args.url, args.api_key, args.limit) == (True, "http://a:1", None, 3)
+    args = parser().parse_args(["show", "j1", "--json", "--api-key", "k"])
+    assert (args.json, args.url, args.api_key, args.job) == (True, None, "k", "j1")
+    args = parser().parse_args(["--url", "http://a:1", "sweep", "table", "s1", "--csv"])
+    assert (args.json, args.url, args.action, args.csv) == (False, "http://a:1", "table", True)
+
+
+def test_a_document_that_is_not_json_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    document = tmp_path / "job.json"
+    document.write_text('{"family": "cnn",')
+    assert main(["--url", "http://127.0.0.1:9", "submit", str(document)]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"annlab: {document} is not JSON: ") and error.count("\n") == 1
+    assert main(["submit", str(tmp_path / "missing.json")]) == 2
+    assert "no file" in capsys.readouterr().err
+
+
+def test_no_service_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main(["--url", url, "jobs"]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"annlab: no answer from {url}") and error.count("\n") == 1
+
+
+@pytest.mark.service
+def test_the_readme_cnn_flow_on_the_command_line(service: Service, tmp_path: Path) -> None:
+    datasets = json.loads(annlab("datasets", "--json", url=service.url).stdout)["items"]
+    fashion = next(d for d in datasets if d["name"] == "fashion_mnist")
+    if not fashion["available"]:
+        pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
+    document = tmp_path / "job.json"
+    document.write_text(
+        json.dumps(
+            {
+                "family": "cnn",
+                "dataset": {"name": "fashion_mnist", "max_train": 1000},
+                "train": {"epochs": 2},
+            }
+        )
+    )
+
+    followed = annlab("submit", str(document), "--follow", "--poll", "0.2", url=service.url)
+    assert followed.returncode == 0, followed.stderr
+    job_id = re.search(r"queued ([0-9a-f]{32})", followed.stderr).group(1)
+    updates = re.split(r"[\r\n]+", followed.stderr)
+    running = [u for u in updates if re.search(r"\d+%\|.*epoch [12]/2, step \d+/\d+", u)]
+    assert running, followed.stderr[-2000:]
+    assert any("100%" in u and "succeeded" in u for u in updates)
+    table = followed.stdout  # the result as a table
+    assert re.search(r"status\s+│\s+succeeded", table) and job_id in table
+    accuracy = float(re.search(r"result\.test_accuracy\s+│\s+([0-9.]+)", table).group(1))
+    assert accuracy > 0.5
+
+    shown = json.loads(annlab("show", job_id, "--json", url=service.url).stdout)
+    assert shown["id"] == job_id and shown["status"] == "succeeded"
+    assert shown["result"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    listed = json.loads(annlab("--json", "jobs", "--family", "cnn", url=service.url).stdout)
+    assert job_id in {j["id"] for j in listed["items"]}
+    assert (
+        job_id in annlab("jobs", "--status", "succeeded", "--limit", "200", url=service.url).stdout
+    )
+
+    plot = tmp_path / "curves.png"
+    metrics = annlab("metrics", job_id, "--plot", str(plot), url=service.url)
+    assert metrics.returncode == 0 and plot.read_bytes().startswith(PNG)
+    assert re.findall(r"^│\s+(\d)\s+│", metrics.stdout, re.M) == ["1", "2"]
+    history = json.loads(annlab("metrics", job_id, "--json", url=service.url).stdout)["history"]
+    assert [row["epoch"] for row in history] == [1, 2]
+
+    inputs = tmp_path / "inputs.json"
+    inputs.write_text(json.dumps({"inputs": [[[[0.0] * 28] * 28]] * 3}))
+    predicted = annlab("predict", job_id, "--inputs", str(inputs), "--json", url=service.url)
+    answer = json.loads(predicted.stdout)
+    assert len(answer["outputs"]) == 3 and set(answer["class_names"]) <= set(fashion["classes"])
+    as_table = annlab("predict", job_id, "--inputs", str(inputs), url=service.url).stdout
+    assert answer["class_names"][0] in as_table
+
+    refused = annlab("cancel", job_id, url=service.url)
+    assert refused.returncode == 1
+    assert refused.stderr == f"annlab: 409: job {job_id} already ended succeeded\n"
+
+
+@pytest.mark.service
+def test_a_bad_document_exits_1_naming_the_field(service: Service, tmp_path: Path) -> None:
+    document = tmp_path / "bad.json"
+    document.write_text(
+        json.dumps({"family": "cnn", "dataset": {"name": "digits"}, "train": {"epochs": 0}})
+    )
+    refused = annlab("submit", str(document), "--follow", url=service.url)
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert refused.stderr.startswith("annlab: 422: train.epochs: ")
+    assert refused.stderr.count("\n") == 1
+    as_json = annlab("--json", "submit", '{"family": "mlp"}', url=service.url)
+    assert as_json.returncode == 1 and "annlab: 422: dataset: " in as_json.stderr
+
+
+@pytest.mark.service
+def test_a_sweep_on_the_command_line(service: Service) -> None:
+    base = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
+    document = json.dumps({"base": base, "axes": {"model.hidden.0": [8, 16]}})
+    followed = annlab("sweep", "submit", document, "--follow", "--poll", "0.3", url=service.url)
+    assert followed.returncode == 0, followed.stderr
+    sweep_id = re.search(r"queued sweep ([0-9a-f]{32}): 2 jobs", followed.stderr).group(1)
+    assert "2/2" in followed.stderr  # the bar counted both jobs ended
+    cell_row = r"^│\s+(\d)\s+│\s+(\d+)\s+│\s+(\d+)\s+│.*│\s+1/1\s+│$"
+    cells = re.findall(cell_row, followed.stdout, re.M)
+    params = {h: 64 * h + h + h * 64 + 64 + 64 * 10 + 10 for h in (8, 16)}  # 64-h-64-10
+    assert cells == [("0", "8", str(params[8])), ("1", "16", str(params[16]))]
+    listed = json.loads(annlab("sweeps", "--json", url=service.url).stdout)
+    assert sweep_id in {s["id"] for s in listed["items"]}
+    csv = annlab("sweep", "table", sweep_id, "--csv", url=service.url).stdout.splitlines()
+    assert csv[0].startswith("cell,model.hidden.0,n_params,") and len(csv) == 3
+
+
+def test_keys_list_as_json(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'keys.db'}"
+    migrate(url)
+    env = {"ANNLAB_HOME": str(tmp_path), "DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
+
+    def keys(*args: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "annlab.cli", "keys", *args]
+        return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
+
+    assert keys("create", "erin").returncode == 0
+    assert keys("create", "ops", "--admin").returncode == 0
+    listed = json.loads(keys("list", "--json").stdout)
+    assert [(k["name"], k["admin"]) for k in listed] == [("erin", False), ("ops", True)]
+    assert keys("revoke", "erin").returncode == 0 and keys("revoke", "erin").returncode == 1
+    assert [k["name"] for k in json.loads(keys("list", "--json").stdout)] == ["ops"]
