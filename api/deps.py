@@ -17,9 +17,16 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 MAX_OFFSET = 10**9
 
 
-def get_session(settings: SettingsDep) -> Iterator[Session]:
-    """A session per request; handlers that write commit explicitly, the rest roll back."""
-    with sessionmaker_for(settings.database_url)() as session:
+def reads_only(request: Request) -> bool:
+    """GET requests and the models' inference verbs (POST /models/{id}/<verb>) write nothing."""
+    return request.method in ("GET", "HEAD") or request.url.path.startswith("/models/")
+
+
+def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
+    """A session per request; handlers that write commit explicitly, the rest roll back. A
+    request that only reads gets a read-only session (core.db.sessionmaker_for: on SQLite it
+    takes no write lock, so concurrent readers do not queue one behind the other)."""
+    with sessionmaker_for(settings.database_url, reads_only(request))() as session:
         yield session
 
 

@@ -153,7 +153,8 @@ class Checkpoint(Base):
 
 
 def _sqlite_pragmas(engine: Engine) -> None:
-    """WAL and a busy timeout, and BEGIN IMMEDIATE so writers queue instead of failing on upgrade.
+    """WAL and a busy timeout, and BEGIN IMMEDIATE so writers queue instead of failing on upgrade
+    (but a read-only session's transactions begin deferred: see sessionmaker_for).
 
     pysqlite's own transaction handling is switched off, as the SQLAlchemy docs recommend.
     """
@@ -169,7 +170,8 @@ def _sqlite_pragmas(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
 
 
 def make_engine(url: str) -> Engine:
@@ -185,9 +187,19 @@ def engine_for(url: str) -> Engine:
     return make_engine(url)
 
 
+READ_ONLY = "annlab_read_only"  # an execution option of the read-only sessions' engine
+
+
 @lru_cache
-def sessionmaker_for(url: str) -> sessionmaker[Session]:
-    return sessionmaker(engine_for(url), expire_on_commit=False)
+def sessionmaker_for(url: str, read_only: bool = False) -> sessionmaker[Session]:
+    """Sessions on `url`. A read-only session's transactions, on SQLite, begin deferred: they
+    take no write lock, so readers never queue behind each other or behind a writer (WAL gives
+    each its snapshot); a write in one could fail at once with "database is locked" instead of
+    queueing, so it is for what only reads. On PostgreSQL both are the same."""
+    engine = engine_for(url)
+    if read_only:
+        engine = engine.execution_options(**{READ_ONLY: True})
+    return sessionmaker(engine, expire_on_commit=False)
 
 
 @contextmanager

@@ -48,6 +48,11 @@ class Settings(BaseSettings):
     sweep_window: int = Field(2, ge=1)
     max_sweep_jobs: int = Field(1000, ge=1)
     model_cache_size: int = Field(8, ge=1)
+    # Dynamic batching of predict calls (api/serving.py): calls for the same model that arrive
+    # within batch_window_ms of the first waiting one run as one forward pass of at most
+    # max_batch inputs. 0 ms: every call runs alone.
+    batch_window_ms: float = Field(2.0, ge=0, le=1000)
+    max_batch: int = Field(64, ge=1, le=10_000)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # What an uploaded .npz may hold once decompressed (checked before decompressing).
     max_upload_uncompressed_bytes: int = Field(1024 * 1024 * 1024, ge=1024)

@@ -124,7 +124,15 @@ def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
     """Class labels and probabilities for a classifier, values for a regressor."""
     if request.attention and not hasattr(served.module, "attention_maps"):
         raise BadRequest("attention", f"a {served.spec.family} model has no attention maps")
-    outputs = served.module(inputs_tensor(served, request.inputs, raw=request.raw))
+    return predict_answer(
+        served, served.module(inputs_tensor(served, request.inputs, raw=request.raw))
+    )
+
+
+@torch.inference_mode()
+def predict_answer(served: Served, outputs: torch.Tensor) -> dict[str, Any]:
+    """predict's answer for the module's outputs, row by row: so the API may run several
+    requests' inputs as one batch and answer each from its own rows (api/serving.py)."""
     if served.spec.task != "classification":
         return {"outputs": outputs.cpu().tolist()}
     probabilities = outputs.softmax(1)

@@ -101,6 +101,16 @@ def download_checkpoint(job: ModelDep, session: SessionDep) -> Response:
     )
 
 
+def loaded(request: Request, session: SessionDep, job: Job) -> Any:
+    """The job's models.base.Served from the cache (loaded on first use), with the request's
+    transaction ended: on SQLite every transaction holds the write lock (BEGIN IMMEDIATE,
+    core/db.py), and a verb may run for seconds, or wait for its batch, while other requests
+    and the workers wait to write."""
+    served = request.app.state.models.get(session, job)
+    session.commit()  # nothing to write; expire_on_commit=False keeps `job` loaded
+    return served
+
+
 def serve(request: Request, session: SessionDep, job: Job, verb: str, body: Any) -> dict:
     """Run a family's verb on the cached model; a BadRequest from it is a 422 naming its field."""
     # torch loads with the first model served, not when the API starts.
@@ -109,8 +119,10 @@ def serve(request: Request, session: SessionDep, job: Job, verb: str, body: Any)
 
     if verb not in SPECS[job.family].verbs:
         raise HTTPException(404, f"a {job.family} model has no {verb!r}")
-    served = request.app.state.models.get(session, job)
+    served = loaded(request, session, job)
     try:
+        if verb == "predict":  # batched with other callers' (api/serving.py)
+            return request.app.state.models.predict(job.id, served, body)
         return get_family(job.family).verbs[verb](served, body)
     except BadRequest as exc:
         raise field_error(422, exc.field, str(exc)) from exc
@@ -213,7 +225,7 @@ def read_image(
             404,
             f"a {job.family} model draws no {name!r}; it draws: {', '.join(declared) or 'none'}",
         )
-    served = request.app.state.models.get(session, job)
+    served = loaded(request, session, job)
     query = ImageQuery(n=n, seed=seed, steps=steps, layer=layer)
     try:
         picture = get_family(job.family).images[name](served, query)

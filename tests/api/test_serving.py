@@ -1,0 +1,221 @@
+"""Serving: the dynamic batcher gives each caller its own rows, a bad request fails alone,
+concurrent predict calls batched over HTTP answer what the unbatched path answers, and the
+model cache keeps at most model_cache_size models, evicting the least recently used."""
+
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from sqlalchemy import select, text
+
+from api.serving import Batcher, Closed, ModelCache
+from core.db import Job, session_scope, sessionmaker_for
+from core.settings import get_settings
+from tests.conftest import api_client
+from workers.runner import run_job
+
+
+def concurrently(calls: list[Any]) -> list[Any]:
+    """Run each call on its own thread, all released at once; their results (or exceptions)."""
+    results: list[Any] = [None] * len(calls)
+    start = threading.Barrier(len(calls))
+
+    def run(k: int) -> None:
+        start.wait()
+        try:
+            results[k] = calls[k]()
+        except Exception as exc:  # noqa: BLE001 - the test looks at it
+            results[k] = exc
+
+    threads = [threading.Thread(target=run, args=(k,)) for k in range(len(calls))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    return results
+
+
+class Recording:
+    """A row-wise forward (2x + 1) that records the batch sizes it sees and refuses a batch
+    holding a negative number."""
+
+    def __init__(self) -> None:
+        self.sizes: list[int] = []
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        self.sizes.append(len(x))
+        if (x < 0).any():
+            raise ValueError("negative input")
+        return 2 * x + 1
+
+
+def test_the_batcher_answers_each_caller_with_its_own_rows_in_few_passes() -> None:
+    forward = Recording()
+    batcher = Batcher(forward, window=0.2, max_batch=8)
+    inputs = [torch.full((1 + k % 3, 4), float(k)) for k in range(12)]  # 1, 2 or 3 rows each
+    outputs = concurrently([lambda x=x: batcher(x) for x in inputs])
+    for x, y in zip(inputs, outputs, strict=True):
+        assert torch.equal(y, 2 * x + 1)
+    assert batcher.calls == 12 and batcher.batches == len(forward.sizes) < 12
+    assert max(forward.sizes) <= 8, "a call's rows count toward the maximum"
+    assert sum(forward.sizes) == sum(len(x) for x in inputs)
+    batcher.close()
+
+
+def test_a_call_larger_than_the_maximum_runs_alone() -> None:
+    forward = Recording()
+    batcher = Batcher(forward, window=0.05, max_batch=4)
+    big, small = torch.ones(10, 2), torch.ones(1, 2)
+    outputs = concurrently([lambda: batcher(big), lambda: batcher(small)])
+    assert torch.equal(outputs[0], 2 * big + 1) and torch.equal(outputs[1], 2 * small + 1)
+    assert 10 in forward.sizes and max(forward.sizes) == 10
+    batcher.close()
+
+
+def test_a_call_that_breaks_the_batch_fails_alone() -> None:
+    forward = Recording()
+    batcher = Batcher(forward, window=0.2, max_batch=64)
+    inputs = [torch.ones(2, 3) * k for k in range(6)] + [-torch.ones(1, 3)]
+    outputs = concurrently([lambda x=x: batcher(x) for x in inputs])
+    assert isinstance(outputs[-1], ValueError)
+    for x, y in zip(inputs[:-1], outputs[:-1], strict=True):
+        assert torch.equal(y, 2 * x + 1)
+
+
+def test_a_closed_batcher_answers_what_it_holds_and_refuses_new_calls() -> None:
+    batcher = Batcher(Recording(), window=0.5, max_batch=64)
+    answer: list[torch.Tensor] = []
+    waiting = threading.Thread(target=lambda: answer.append(batcher(torch.ones(1, 1))))
+    waiting.start()
+    time.sleep(0.05)  # it waits in the queue for the window
+    batcher.close()
+    waiting.join(5)
+    assert answer and torch.equal(answer[0], torch.full((1, 1), 3.0))
+    with pytest.raises(Closed):
+        batcher(torch.ones(1, 1))
+
+
+# Over HTTP, against models trained here (digits, one epoch each).
+
+DIGITS_MLP = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
+
+
+@pytest.fixture(scope="module")
+def client() -> Iterator[TestClient]:
+    with api_client() as client:
+        yield client
+
+
+@pytest.fixture(scope="module")
+def trained(client: TestClient) -> list[str]:
+    """Three succeeded jobs (digits MLPs, seeds 0, 1, 2)."""
+    ids = []
+    for seed in range(3):
+        document = {**DIGITS_MLP, "train": {"epochs": 1, "seed": seed}}
+        job = client.post("/jobs", json=document).json()
+        assert run_job(job["id"], settings=get_settings(), worker="here") == "succeeded"
+        ids.append(job["id"])
+    return ids
+
+
+@pytest.fixture
+def batching(client: TestClient) -> Iterator[ModelCache]:
+    """The app's model cache swapped for one that batches calls within 200 ms."""
+    app = client.app
+    before = app.state.models
+    settings = get_settings().model_copy(update={"batch_window_ms": 200.0, "max_batch": 16})
+    app.state.models = ModelCache(settings)
+    try:
+        yield app.state.models
+    finally:
+        app.state.models = before
+
+
+def test_concurrent_batched_predictions_equal_the_unbatched_ones(
+    client: TestClient, trained: list[str], batching: ModelCache
+) -> None:
+    job_id = trained[0]
+    rng = np.random.default_rng(0)
+    bodies: list[dict[str, Any]] = [
+        {"inputs": rng.random((1 + k % 4, 8, 8)).round(4).tolist()} for k in range(10)
+    ]
+    bodies[3]["raw"] = True  # raw pixel values (0..16), scaled by the model
+    bodies[3]["inputs"] = (np.array(bodies[3]["inputs"]) * 16).round(2).tolist()
+    bodies.append({"inputs": [[0.5] * 63]})  # one value short
+    bodies.append({"inputs": [["x"] * 64]})  # not numbers
+    bodies.append({"inputs": [[0.5] * 64], "attention": True})  # an MLP has no attention maps
+
+    unbatched = ModelCache(get_settings().model_copy(update={"batch_window_ms": 0}))
+    expected = []
+    for body in bodies[:10]:
+        client.app.state.models = unbatched
+        expected.append(client.post(f"/models/{job_id}/predict", json=body).json())
+    client.app.state.models = batching
+
+    answers = concurrently(
+        [lambda b=b: client.post(f"/models/{job_id}/predict", json=b) for b in bodies]
+    )
+    for answer, want in zip(answers[:10], expected, strict=True):
+        assert answer.status_code == 200, answer.text
+        got = answer.json()
+        assert got["outputs"] == want["outputs"] and got["class_names"] == want["class_names"]
+        np.testing.assert_allclose(got["probabilities"], want["probabilities"], atol=1e-6)
+    for answer, fragment in zip(
+        answers[10:], ["each input must hold 64", "must be numbers", "no attention"], strict=True
+    ):
+        assert answer.status_code == 422, answer.text
+        error = answer.json()["detail"][0]
+        assert fragment in error["message"]
+    assert [answers[10].json()["detail"][0]["field"], answers[12].json()["detail"][0]["field"]] == [
+        "inputs",
+        "attention",
+    ]
+    batcher = batching.batcher(job_id)
+    assert batcher is not None and batcher.calls == 10
+    assert batcher.batches < 10, "concurrent calls share forward passes"
+
+
+def test_the_cache_keeps_at_most_its_size_and_evicts_the_least_recently_used(
+    client: TestClient, trained: list[str]
+) -> None:
+    a, b, c = trained
+    settings = get_settings().model_copy(update={"model_cache_size": 2, "batch_window_ms": 1.0})
+    cache = ModelCache(settings)
+    with session_scope(settings.database_url) as session:
+        jobs = {j.id: j for j in session.scalars(select(Job).where(Job.id.in_(trained)))}
+        first_a = cache.get(session, jobs[a])
+        cache.get(session, jobs[b])
+        assert cache.get(session, jobs[a]) is first_a, "a hit is the same loaded model"
+        assert cache.cached() == [b, a]
+        evicted = cache.batcher(b)
+        cache.get(session, jobs[c])  # b is the least recently used
+        assert cache.cached() == [a, c]
+        assert cache.batcher(b) is None
+        with pytest.raises(Closed):
+            evicted(torch.zeros(1, 1, 8, 8))
+        assert cache.get(session, jobs[a]) is first_a  # now c is the least recently used
+        assert cache.get(session, jobs[b]) is not None and cache.cached() == [a, b]
+
+
+def test_a_read_only_session_does_not_hold_up_a_writer(client: TestClient) -> None:
+    """On SQLite an ordinary transaction takes the write lock at BEGIN; a read-only one (GET
+    requests, the model verbs) must not, or readers queue behind each other and workers'
+    writes wait for every open request."""
+    url = get_settings().database_url
+    with sessionmaker_for(url, read_only=True)() as reader:
+        reader.execute(text("SELECT count(*) FROM jobs"))  # a transaction is open
+        wrote = threading.Event()
+
+        def write() -> None:
+            with session_scope(url) as session:
+                session.execute(text("UPDATE jobs SET attempts = attempts WHERE 1 = 0"))
+            wrote.set()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        assert wrote.wait(5), "the writer waited for a reader"
