@@ -49,9 +49,14 @@ class JobPublic(BaseModel):
 
 class JobsPublic(BaseModel):
     items: list[JobPublic]
-    total: int
+    total: int | None = Field(
+        description="how many jobs match the filters; null on a cursor page unless count=true"
+    )
     limit: int
     offset: int
+    next_cursor: str | None = Field(
+        None, description="pass as `cursor` for the next page; null on the last page"
+    )
 
 
 class MetricsPublic(BaseModel):

@@ -15,6 +15,7 @@ from sqlalchemy import (
     DateTime,
     Float,
     ForeignKey,
+    Index,
     Integer,
     LargeBinary,
     MetaData,
@@ -83,13 +84,23 @@ class Sweep(Base):
 
 class Job(Base):
     __tablename__ = "jobs"
+    # GET /jobs, newest first: unfiltered, or filtered by status, family or owner (any of
+    # them). A page is a walk down an index from the cursor (an offset skips index entries,
+    # not rows); the other filter columns in each key let a second filter, and the count, read
+    # the index alone.
+    __table_args__ = (
+        Index("ix_jobs_created_at_id", "created_at", "id"),
+        Index("ix_jobs_status_listing", "status", "created_at", "id", "family", "owner_id"),
+        Index("ix_jobs_family_listing", "family", "created_at", "id", "status", "owner_id"),
+        Index("ix_jobs_owner_id_listing", "owner_id", "created_at", "id", "status", "family"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    family: Mapped[str] = mapped_column(String(32), index=True)
-    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
+    family: Mapped[str] = mapped_column(String(32))
+    status: Mapped[str] = mapped_column(String(16), default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Per-user ownership arrives with API keys; jobs made before then have no owner.
-    owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
+    owner_id: Mapped[str | None] = mapped_column(String(64), default=None)
     n_params: Mapped[int | None] = mapped_column(Integer, default=None)
     # What serving needs to rebuild the model without reloading the dataset.
     data_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
@@ -112,7 +123,7 @@ class Job(Base):
     worker: Mapped[str | None] = mapped_column(String(255), default=None)
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     dispatched_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)

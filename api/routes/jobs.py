@@ -1,12 +1,15 @@
 """Jobs: submit, list, inspect, follow, cancel."""
 
+import base64
+import json
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import numpy as np
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 
 from api import plots
@@ -160,6 +163,27 @@ def create_job(
     )
 
 
+def encode_cursor(job: Job) -> str:
+    """An opaque cursor for the jobs after `job` (newest first): its (created_at, id)."""
+    key = json.dumps([job.created_at.isoformat(), job.id])
+    return base64.urlsafe_b64encode(key.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> tuple[datetime, str]:
+    """(created_at, id) of a cursor encode_cursor made; anything else is a 422 on `cursor`."""
+    try:
+        created_at, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+        when = datetime.fromisoformat(created_at)
+        if when.tzinfo is None or not isinstance(job_id, str):
+            raise ValueError("not a (created_at, id) pair")
+        when = when.astimezone(UTC)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise field_error(
+            422, "cursor", "not a cursor from this API: pass a page's next_cursor unchanged"
+        ) from exc
+    return when, job_id
+
+
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
@@ -168,19 +192,47 @@ def list_jobs(
     family: Annotated[str | None, Query(max_length=32)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    cursor: Annotated[
+        str | None,
+        Query(max_length=200, description="a page's next_cursor: the jobs after that page"),
+    ] = None,
+    count: Annotated[
+        bool | None,
+        Query(description="compute total (by default only for a request without a cursor)"),
+    ] = None,
 ) -> JobsPublic:
-    """Newest first, filtered by status and family (the caller's own; an admin's: all)."""
+    """Newest first, filtered by status and family (the caller's own; an admin's: all).
+
+    Two ways to page. `offset` skips that many jobs. `cursor` (keyset pagination) takes the
+    `next_cursor` of the page before and answers the jobs after it: every page costs the same
+    however deep, and jobs submitted meanwhile neither shift the pages nor show up twice.
+    `next_cursor` is null on the last page.
+
+    `total` counts every matching job, which at 100,000 jobs costs more than the page itself,
+    so a walk by cursor does not pay it on every page: it is computed for a request without a
+    cursor (a first page, an offset page), or when `count=true`; otherwise it is null."""
     query = caller.only_own(select(Job))
     if status is not None:
         query = query.where(Job.status == status)
     if family is not None:
         query = query.where(Job.family == family)
-    total = session.scalar(select(func.count()).select_from(query.subquery()))
-    jobs = session.scalars(
-        query.order_by(Job.created_at.desc(), Job.id).limit(limit).offset(offset)
-    ).all()
+    if count is None:
+        count = cursor is None  # a walk by cursor counts on its first page only
+    total = session.scalar(select(func.count()).select_from(query.subquery())) if count else None
+    if cursor is not None:
+        query = query.where(tuple_(Job.created_at, Job.id) < decode_cursor(cursor))
+    newest_first = (Job.created_at.desc(), Job.id.desc())
+    # The page's ids first, from an index alone (an offset skips index entries, not rows),
+    # then their rows; one more than the page says whether there is a next one.
+    ids = query.with_only_columns(Job.id).order_by(*newest_first).limit(limit + 1).offset(offset)
+    jobs = session.scalars(select(Job).where(Job.id.in_(ids)).order_by(*newest_first)).all()
+    next_cursor = encode_cursor(jobs[limit - 1]) if len(jobs) > limit else None
     return JobsPublic(
-        items=[JobPublic.model_validate(j) for j in jobs], total=total, limit=limit, offset=offset
+        items=[JobPublic.model_validate(j) for j in jobs[:limit]],
+        total=total,
+        limit=limit,
+        offset=offset,
+        next_cursor=next_cursor,
     )
 
 

