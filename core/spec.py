@@ -299,6 +299,9 @@ class JobSpecBase(StrictModel):
     optimizer_names: ClassVar[tuple[str, ...]] = ("model",)
     # Family defaults for named optimizers (used unless the job sets them or `optimizer`).
     default_optimizers: ClassVar[dict[str, dict[str, Any]]] = {}
+    # The family's learning-rate schedule when the job leaves `train.schedule` out (a job that
+    # says "schedule": null gets none).
+    default_schedule: ClassVar[dict[str, Any] | None] = None
     # LBFGS needs one loss to re-evaluate; families that update otherwise refuse it.
     allows_lbfgs: ClassVar[bool] = True
     # Whose training may run under bfloat16 autocast and torch.compile (train.precision,
@@ -386,6 +389,8 @@ class JobSpecBase(StrictModel):
                 f"optimizers.{unknown[0]}",
                 f"{cls.family_name()} has no optimizer {unknown[0]!r}; its optimizers: {known}",
             )
+        if cls.default_schedule is not None and "schedule" not in train.model_fields_set:
+            train.schedule = ScheduleSpec(**cls.default_schedule)  # the stored job says so
         explicit = "optimizer" in train.model_fields_set
         for name, default in cls.default_optimizers.items():
             if name not in train.optimizers:  # filled in, so the stored job says what it used
