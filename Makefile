@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 ANNLAB_HOME ?= ./.annlab
 export ANNLAB_HOME
 
-.PHONY: run test venv lint migrate datasets browsers
+.PHONY: run test venv lint migrate datasets browsers bench
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,11 @@ run: venv migrate
 
 test: venv datasets browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# Benchmarks, each printing its lines of figures (CPU here; a GPU when there is one).
+bench: venv datasets
+	$(BIN)/python benchmarks/serving.py
+	$(BIN)/python benchmarks/listing.py
 
 lint: venv
 	$(BIN)/ruff check .
