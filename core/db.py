@@ -85,9 +85,10 @@ class Sweep(Base):
 class Job(Base):
     __tablename__ = "jobs"
     # GET /jobs, newest first: unfiltered, or filtered by status, family or owner (any of
-    # them). A page is a walk down an index from the cursor (an offset skips index entries,
-    # not rows); the other filter columns in each key let a second filter, and the count, read
-    # the index alone.
+    # them). A page is a walk down one of these from the cursor (an offset skips index entries,
+    # not rows); the other filter columns in each key let a second filter, and a count, read
+    # the index alone. The single-column indexes stay for counts and lookups: on PostgreSQL
+    # they are deduplicated, a fraction of the size, so a count over one is faster.
     __table_args__ = (
         Index("ix_jobs_created_at_id", "created_at", "id"),
         Index("ix_jobs_status_listing", "status", "created_at", "id", "family", "owner_id"),
@@ -96,11 +97,11 @@ class Job(Base):
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    family: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="queued")
+    family: Mapped[str] = mapped_column(String(32), index=True)
+    status: Mapped[str] = mapped_column(String(16), index=True, default="queued")
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)
     # Per-user ownership arrives with API keys; jobs made before then have no owner.
-    owner_id: Mapped[str | None] = mapped_column(String(64), default=None)
+    owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     n_params: Mapped[int | None] = mapped_column(Integer, default=None)
     # What serving needs to rebuild the model without reloading the dataset.
     data_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
