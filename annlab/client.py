@@ -28,10 +28,10 @@ field); no answer at all raises `Unreachable`, after retries.
 
 Retries (tenacity). A request that never reached the server (no connection) is retried, always.
 One that may have reached it (the connection dropped while waiting for the answer) is retried
-only when doing it twice is harmless: reads, the model verbs, and POST /jobs and POST /sweeps,
-which send an `Idempotency-Key` made once per call and reused by its retries, so the server
-answers a retry with what the first attempt created. Cancel, rerun and uploads are not retried
-after they may have been sent.
+only when doing it twice is harmless: reads, the model verbs, and POST /jobs, POST /sweeps and
+POST /jobs/{id}/rerun, which send an `Idempotency-Key` made once per call and reused by its
+retries, so the server answers a retry with what the first attempt created. Cancel and uploads
+are not retried after they may have been sent.
 
 This module needs only httpx, tenacity and (for `wait`) tqdm: none of the server's packages.
 """
@@ -314,37 +314,28 @@ class Client:
         limit: int | None = None,
         offset: int | None = None,
         cursor: str | None = None,
+        count: bool | None = None,
     ) -> Page:
-        """One page of the caller's jobs, newest first: `{"items", "total", ...}`; where the
-        API pages by cursor, pass the page's `next_cursor` as `cursor` for the next."""
+        """One page of the caller's jobs, newest first: `{"items", "total", "next_cursor"}`;
+        pass a page's `next_cursor` as `cursor` for the next. `total` is counted for a page
+        without a cursor, or with `count=True` (null otherwise: counting costs at scale)."""
         params = {"status": status, "family": family, "limit": limit, "offset": offset}
-        return self._json("GET", "/jobs", params={**params, "cursor": cursor})
+        return self._json("GET", "/jobs", params={**params, "cursor": cursor, "count": count})
 
     def iter_jobs(
         self, *, status: str | None = None, family: str | None = None, page_size: int = 100
     ) -> Iterator[Job]:
-        """Every job that matches, page after page: by `next_cursor` when the API gives one,
-        else by offset."""
+        """Every job that matches, newest first, page after page by `next_cursor` (jobs
+        submitted meanwhile neither shift the pages nor show up twice)."""
         cursor: str | None = None
-        offset = 0
         while True:
             page = self.list_jobs(
-                status=status,
-                family=family,
-                limit=page_size,
-                cursor=cursor,
-                offset=None if cursor is not None or offset == 0 else offset,
+                status=status, family=family, limit=page_size, cursor=cursor, count=False
             )
-            items = page.get("items", [])
-            yield from items
-            if "next_cursor" in page:
-                cursor = page["next_cursor"]
-                if not cursor or not items:
-                    return
-            else:
-                offset += len(items)
-                if not items or offset >= page.get("total", 0):
-                    return
+            yield from page["items"]
+            cursor = page.get("next_cursor")
+            if not cursor or not page["items"]:
+                return
 
     def read_job(self, job_id: str) -> Job:
         """The job: status, spec, progress (epoch, step, percent, eta_seconds), result..."""
@@ -362,9 +353,13 @@ class Client:
         path = f"/jobs/{_segment(job_id)}/plots/{_segment(name)}.png"
         return self._request("GET", path, params={"n": n}).content
 
-    def rerun_job(self, job_id: str) -> Job:
-        """Queue the job's stored document again as a new job (`rerun_of` names this one)."""
-        return self._json("POST", f"/jobs/{_segment(job_id)}/rerun", repeatable=False)
+    def rerun_job(self, job_id: str, *, idempotency_key: str | None = None) -> Job:
+        """Queue the job's stored document again as a new job (`rerun_of` names this one).
+        One Idempotency-Key per call goes with each retry, as for create_job."""
+        key = idempotency_key or str(uuid.uuid4())
+        return self._json(
+            "POST", f"/jobs/{_segment(job_id)}/rerun", headers={"Idempotency-Key": key}
+        )
 
     def cancel_job(self, job_id: str) -> Job:
         """Ask the job to stop: a queued one ends at once, a running one within seconds."""

@@ -333,15 +333,27 @@ def read_job_plot(
 
 
 @router.post("/{job_id}/rerun", status_code=202, response_model=JobPublic)
-def rerun_job(job: JobDep, session: SessionDep, settings: SettingsDep, caller: CallerDep) -> Job:
+def rerun_job(
+    job: JobDep,
+    session: SessionDep,
+    settings: SettingsDep,
+    caller: CallerDep,
+    idempotency_key: KeyHeader = None,
+) -> Job:
     """Queue the job's stored document again, as a new job that says which one it reruns;
-    compare the two with GET /jobs/compare?ids=<this>&ids=<new>."""
+    compare the two with GET /jobs/compare?ids=<this>&ids=<new>. With an Idempotency-Key, a
+    retry answers with the same new job."""
+    payload = {"rerun_of": job.id}
+    key = scoped(caller, idempotency_key)
+    if (previous := earlier(session, "jobs", key, payload)) is not None:
+        return session.get(Job, previous)
     try:
         spec = parse_job_spec(job.spec)
     except ValidationError as exc:  # a document stored by an older annlab
         raise HTTPException(409, f"job {job.id}'s document no longer validates: {exc}") from exc
     spec = admissible(spec, session, settings, caller)
-    return queue(session, settings, caller, spec, rerun_of=job.id)
+    idempotency = (key, payload) if key is not None else None
+    return queue(session, settings, caller, spec, rerun_of=job.id, idempotency=idempotency)
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
