@@ -44,9 +44,17 @@ test: venv datasets browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks, each printing its lines of figures (CPU here; a GPU when there is one).
+# time_to_accuracy trains the default CNN on all of Fashion-MNIST (about 25 minutes on 2 CPU
+# cores); TTA_ARGS="--max-train 10000 --epochs 5 --target 0.88" gives a quick figure.
+TTA_ARGS ?=
 bench: venv datasets
+	$(BIN)/python benchmarks/dispatch_latency.py
+	$(BIN)/python benchmarks/batching.py
+	$(BIN)/python benchmarks/service_overhead.py
+	$(BIN)/python benchmarks/service_overhead.py --family cnn --dataset fashion_mnist --max-train 10000 --epochs 2
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/listing.py
+	$(BIN)/python benchmarks/time_to_accuracy.py $(TTA_ARGS)
 
 lint: venv
 	$(BIN)/ruff check .

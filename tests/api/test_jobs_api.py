@@ -258,7 +258,8 @@ def test_optimizer_defaults_depend_on_the_optimizer(
 def test_default_cnn_on_digits_is_queued(client: TestClient) -> None:
     job = queue_job(client, {"family": "cnn", "dataset": DIGITS})
     assert job["family"] == "cnn"
-    assert [layer["filters"] for layer in job["spec"]["model"]["conv"]] == [32, 64]
+    assert [layer["filters"] for layer in job["spec"]["model"]["conv"]] == [32, 64, 128]
+    assert job["spec"]["train"]["schedule"]["name"] == "cosine"  # the family's default
 
 
 # ------------------------------------------------------------------------- reading jobs
