@@ -199,17 +199,22 @@ def follow(api: Client, job: Mapping[str, Any], args: argparse.Namespace) -> int
     return 0
 
 
-def cmd_submit(api: Client, args: argparse.Namespace) -> int:
-    document = load_json(args.document, "job document")
-    job = api.create_job(document)
+def queued(api: Client, job: dict[str, Any], args: argparse.Namespace, what: str) -> int:
+    """What submit and rerun answer: the job followed to its end (--follow), or as queued."""
+    line = f"queued {job['id']} ({what})"
     if args.follow:
-        err.print(f"queued {job['id']}")
+        err.print(line)
         return follow(api, job, args)
     if args.json:
         emit_json(job)
     else:
-        out.print(f"queued {job['id']} ({job['family']} on {job['spec']['dataset']['name']})")
+        out.print(line)
     return 0
+
+
+def cmd_submit(api: Client, args: argparse.Namespace) -> int:
+    job = api.create_job(load_json(args.document, "job document"))
+    return queued(api, job, args, f"{job['family']} on {job['spec']['dataset']['name']}")
 
 
 def cmd_jobs(api: Client, args: argparse.Namespace) -> int:
@@ -273,15 +278,7 @@ def cmd_cancel(api: Client, args: argparse.Namespace) -> int:
 
 
 def cmd_rerun(api: Client, args: argparse.Namespace) -> int:
-    job = api.rerun_job(args.job)
-    if args.follow:
-        err.print(f"queued {job['id']} (a rerun of {args.job})")
-        return follow(api, job, args)
-    if args.json:
-        emit_json(job)
-    else:
-        out.print(f"queued {job['id']} (a rerun of {args.job})")
-    return 0
+    return queued(api, api.rerun_job(args.job), args, f"a rerun of {args.job}")
 
 
 def cmd_predict(api: Client, args: argparse.Namespace) -> int:

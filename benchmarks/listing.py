@@ -31,12 +31,10 @@ os.environ["ANNLAB_HOME"] = tempfile.mkdtemp(prefix="annlab-bench-")
 for name in ("DATABASE_URL", "BROKER_URL", "ANNLAB_DATABASE_URL", "ANNLAB_BROKER_URL"):
     os.environ.pop(name, None)
 
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
 from sqlalchemy import insert  # noqa: E402
 
 from core import keys  # noqa: E402
-from core.db import Job, Sweep, engine_for, session_scope  # noqa: E402
+from core.db import Job, Sweep, engine_for, migrate, session_scope  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
 from models.specs import parse_job_spec  # noqa: E402
 
@@ -44,13 +42,6 @@ PG_ADMIN_URL = os.environ.get("ANNLAB_BENCH_PG", "postgresql://postgres@127.0.0.
 STATUSES = {"succeeded": 60, "failed": 12, "cancelled": 10, "queued": 12, "running": 6}
 FAMILIES = {"mlp": 35, "cnn": 25, "lstm": 10, "vit": 4, "ae": 8, "vae": 6, "gan": 6, "rbm": 6}
 OWNERS = [None] + [f"user{k}" for k in range(20)]
-
-
-def migrate(url: str) -> None:
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
 
 
 def fill(url: str, n_jobs: int) -> None:

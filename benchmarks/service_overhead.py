@@ -21,7 +21,7 @@ from torch.nn import functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from core.datasets import load_dataset  # noqa: E402
-from core.db import Job, Metric, session_scope  # noqa: E402
+from core.db import Job, Metric, migrate, session_scope  # noqa: E402
 from core.jobs import new_job  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from models.registry import get_family  # noqa: E402
@@ -37,16 +37,11 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     args = parser.parse_args()
 
-    from alembic import command
-    from alembic.config import Config
-
-    home = Path(tempfile.mkdtemp(prefix="annlab-bench-"))
-    settings = Settings(home=home, checkpoint_seconds=3600)
+    settings = Settings(
+        home=Path(tempfile.mkdtemp(prefix="annlab-bench-")), checkpoint_seconds=3600
+    )
     settings.ensure_dirs()
-    config = Config(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    migrate(settings.database_url)
 
     dataset = {"name": args.dataset, "val_fraction": 0.0}
     if args.max_train:

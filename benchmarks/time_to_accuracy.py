@@ -22,7 +22,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.db import Job, Metric, session_scope  # noqa: E402
+from core.db import Job, Metric, migrate, session_scope  # noqa: E402
 from core.jobs import new_job  # noqa: E402
 from core.settings import Settings  # noqa: E402
 from models.specs import parse_job_spec  # noqa: E402
@@ -37,16 +37,11 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     args = parser.parse_args()
 
-    from alembic import command
-    from alembic.config import Config
-
-    home = Path(tempfile.mkdtemp(prefix="annlab-bench-"))
-    settings = Settings(home=home, checkpoint_seconds=3600)
+    settings = Settings(
+        home=Path(tempfile.mkdtemp(prefix="annlab-bench-")), checkpoint_seconds=3600
+    )
     settings.ensure_dirs()
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = settings.database_url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
+    migrate(settings.database_url)
 
     document = json.loads(Path(args.job).read_text())
     if args.epochs:

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
@@ -219,6 +220,18 @@ def session_scope(url: str) -> Iterator[Session]:
     """A session whose transaction commits on success and rolls back on error."""
     with sessionmaker_for(url)() as session, session.begin():
         yield session
+
+
+def migrate(url: str) -> None:
+    """Apply the Alembic migrations of this checkout to `url`, as `alembic upgrade head` does
+    (for the tests and benchmarks, which make their own databases)."""
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config(str(Path(__file__).resolve().parent.parent / "alembic.ini"))
+    config.attributes["database_url"] = url
+    config.attributes["configure_logger"] = False
+    command.upgrade(config, "head")
 
 
 class Upload(Base):

@@ -16,23 +16,13 @@ for name in ("DATABASE_URL", "BROKER_URL", "ANNLAB_DATABASE_URL", "ANNLAB_BROKER
     os.environ.pop(name, None)
 
 import pytest  # noqa: E402
-from alembic import command  # noqa: E402
-from alembic.config import Config  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402
 from sqlalchemy import update  # noqa: E402
 
-from core.db import Job, engine_for, session_scope, utcnow  # noqa: E402
+from core.db import Job, engine_for, migrate, session_scope, utcnow  # noqa: E402
 from core.settings import Settings, get_settings  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def migrate(url: str) -> None:
-    """Apply the Alembic migrations to `url`, as `alembic upgrade head` does."""
-    config = Config(str(ROOT / "alembic.ini"))
-    config.attributes["database_url"] = url
-    config.attributes["configure_logger"] = False
-    command.upgrade(config, "head")
 
 
 def expire_lease(settings: Settings, job_id: str) -> None:
@@ -95,17 +85,11 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sett
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The real API and a Celery worker as processes, on one backend; shared by the service
     test modules (a test that kills a process starts a new one before it ends)."""
-    from tests.service import Service, postgres_and_redis_reason
+    from tests.service import postgres_and_redis_reason, running
 
     if request.param == "postgres" and (reason := postgres_and_redis_reason()):
         if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
             pytest.fail(reason)
         pytest.skip(reason)
-    svc = Service(request.param, tmp_path_factory.mktemp(request.param))
-    try:
-        svc.migrate()
-        svc.start_api()
-        svc.start_worker()
+    with running(request.param, tmp_path_factory.mktemp(request.param)) as svc:
         yield svc
-    finally:
-        svc.stop()

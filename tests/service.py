@@ -12,7 +12,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +238,21 @@ class Service:
         resumed = [row["epoch"] for row in history if row["attempt"] == 2]
         assert resumed and resumed[0] >= killed_at >= 3
         return done
+
+
+@contextmanager
+def running(
+    backend: str, home: Path, *, worker: bool = True, env: dict[str, str] | None = None
+) -> Iterator[Service]:
+    """A Service with its database migrated, its API and (unless `worker` is False) one worker
+    started, and `env` added to their environment; everything stopped afterwards."""
+    svc = Service(backend, home)
+    svc.env |= env or {}
+    try:
+        svc.migrate()
+        svc.start_api()
+        if worker:
+            svc.start_worker()
+        yield svc
+    finally:
+        svc.stop()

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
 from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from api import plots
 from api.auth import Caller
@@ -153,14 +154,22 @@ def create_job(
 ) -> Job:
     """Queue a training job; answers at once with the job (status `queued`). With an
     Idempotency-Key, a retry of the same request answers with the same job."""
-    payload = spec.model_dump(mode="json")
+    previous, idempotency = replayed(session, caller, idempotency_key, spec.model_dump(mode="json"))
+    if previous is not None:
+        return previous
+    spec = admissible(spec, session, settings, caller)
+    return queue(session, settings, caller, spec, idempotency=idempotency)
+
+
+def replayed(
+    session: Session, caller: Caller, idempotency_key: str | None, payload: Any
+) -> tuple[Job | None, tuple[str, Any] | None]:
+    """The job an earlier request with this Idempotency-Key and payload queued (None if
+    none), and what `queue` stores with a new job (None without a key)."""
     key = scoped(caller, idempotency_key)
     if (previous := earlier(session, "jobs", key, payload)) is not None:
-        return session.get(Job, previous)
-    spec = admissible(spec, session, settings, caller)
-    return queue(
-        session, settings, caller, spec, idempotency=(key, payload) if key is not None else None
-    )
+        return session.get(Job, previous), None
+    return None, (key, payload) if key is not None else None
 
 
 def encode_cursor(job: Job) -> str:
@@ -343,16 +352,14 @@ def rerun_job(
     """Queue the job's stored document again, as a new job that says which one it reruns;
     compare the two with GET /jobs/compare?ids=<this>&ids=<new>. With an Idempotency-Key, a
     retry answers with the same new job."""
-    payload = {"rerun_of": job.id}
-    key = scoped(caller, idempotency_key)
-    if (previous := earlier(session, "jobs", key, payload)) is not None:
-        return session.get(Job, previous)
+    previous, idempotency = replayed(session, caller, idempotency_key, {"rerun_of": job.id})
+    if previous is not None:
+        return previous
     try:
         spec = parse_job_spec(job.spec)
     except ValidationError as exc:  # a document stored by an older annlab
         raise HTTPException(409, f"job {job.id}'s document no longer validates: {exc}") from exc
     spec = admissible(spec, session, settings, caller)
-    idempotency = (key, payload) if key is not None else None
     return queue(session, settings, caller, spec, rerun_of=job.id, idempotency=idempotency)
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.service import Service
+from tests.service import Service, running
 
 pytestmark = pytest.mark.service
 
@@ -52,14 +52,8 @@ def browser() -> Iterator:
 @pytest.fixture(scope="module")
 def embedded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
     """The API and one worker on SQLite and kombu's SQLite broker, as `make run` starts them."""
-    svc = Service("embedded", tmp_path_factory.mktemp("dashboard"))
-    try:
-        svc.migrate()
-        svc.start_api()
-        svc.start_worker()
+    with running("embedded", tmp_path_factory.mktemp("dashboard")) as svc:
         yield svc
-    finally:
-        svc.stop()
 
 
 def wait_until(driver, condition, what: str, timeout: float = WAIT):
@@ -213,11 +207,8 @@ def test_the_stored_key_is_sent(browser, tmp_path: Path) -> None:
     from selenium.webdriver.common.by import By
 
     key = secrets.token_urlsafe(24)
-    svc = Service("embedded", tmp_path)
-    svc.env["ANNLAB_ADMIN_KEY"] = key
-    try:
-        svc.migrate()
-        svc.start_api()  # no worker: this only lists jobs
+    # No worker: this only lists jobs.
+    with running("embedded", tmp_path, worker=False, env={"ANNLAB_ADMIN_KEY": key}) as svc:
         browser.get(svc.url + "/ui")
         wait_until(browser, lambda d: "needs an API key" in text(d, "#notice"), "the 401 notice")
         assert text(browser, "#count") == ""
@@ -225,5 +216,3 @@ def test_the_stored_key_is_sent(browser, tmp_path: Path) -> None:
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         wait_until(browser, lambda d: "0 jobs" in text(d, "#count"), "the list with the key")
         assert not browser.find_element(By.ID, "notice").is_displayed()
-    finally:
-        svc.stop()
