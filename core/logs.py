@@ -28,10 +28,6 @@ def job_context(job_id: str | None) -> Iterator[None]:
         _job_id.reset(token)
 
 
-def current_job_id() -> str | None:
-    return _job_id.get()
-
-
 class JobIdFilter(logging.Filter):
     """Adds `job_id` to every record made inside a job_context (None outside one)."""
 
