@@ -381,7 +381,9 @@ class JobSpecBase(StrictModel):
 
     @field_validator("train")
     @classmethod
-    def _named_optimizers(cls, train: TrainSpec) -> TrainSpec:
+    def _family_train_defaults(cls, train: TrainSpec) -> TrainSpec:
+        """The family's named optimizers (unknown names refused) and default schedule filled in
+        where the job leaves them out, so the stored job says what it ran with."""
         unknown = sorted(set(train.optimizers) - set(cls.optimizer_names))
         if unknown:
             known = ", ".join(cls.optimizer_names) or "none"
