@@ -663,7 +663,9 @@ def parser() -> argparse.ArgumentParser:
     create.add_argument("name", help="the owner of what the key creates")
     create.add_argument("--admin", action="store_true", help="sees and manages everything")
     revoke = key_commands.add_parser(
-        "revoke", parents=[common], help="the key stops working at once"
+        "revoke",
+        parents=[common],
+        help="the key stops working (within ANNLAB_KEY_CACHE_SECONDS, 1 s)",
     )
     revoke.add_argument("name")
     key_commands.add_parser("list", parents=[common], help="active keys (names, never the keys)")

@@ -2,16 +2,25 @@
 names."""
 
 from collections.abc import Iterator
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
-from api.auth import Caller, identify
+from api.auth import Caller
+from api.serving import Loaded, ModelCache
 from core.db import Job, sessionmaker_for
 from core.settings import Settings, get_settings
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+
+async def app_settings(request: Request) -> Settings:
+    """The app's settings: get_settings(), or what a test put in its place through
+    app.dependency_overrides. A coroutine, so FastAPI does not hand it to its threadpool."""
+    return request.app.dependency_overrides.get(get_settings, get_settings)()
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 # The deepest page a list serves: within every database's integer range, so a larger offset
 # is a 422, not a database error.
 MAX_OFFSET = 10**9
@@ -33,21 +42,33 @@ def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_caller(request: Request, session: SessionDep, settings: SettingsDep) -> Caller:
+async def get_caller(request: Request, settings: SettingsDep) -> Caller:
     """The owner the request's API key names (see api/auth.py); 401 without a valid one."""
-    return identify(request, session, settings)
+    return await request.app.state.callers.identify(request, settings)
 
 
 CallerDep = Annotated[Caller, Depends(get_caller)]
 
 
+def found(job_id: str, job: Any, caller: Caller) -> None:
+    """404 unless the job exists and the caller may see it (another owner's is a 404, as if it
+    did not exist). `job` may be a row with the job's owner_id alone."""
+    if job is None or not caller.sees(job.owner_id):
+        raise HTTPException(404, f"no job {job_id!r}")
+
+
+def trained(job_id: str, status: str) -> None:
+    """409 unless the job succeeded, so its final weights are stored."""
+    if status != "succeeded":
+        raise HTTPException(409, f"job {job_id} is {status}; only succeeded jobs have a model")
+
+
 def get_job(
     session: SessionDep, caller: CallerDep, job_id: Annotated[str, Path(max_length=64)]
 ) -> Job:
-    """The job, if the caller may see it (another owner's is a 404, as if it did not exist)."""
+    """The job, if the caller may see it."""
     job = session.get(Job, job_id)
-    if job is None or not caller.sees(job.owner_id):
-        raise HTTPException(404, f"no job {job_id!r}")
+    found(job_id, job, caller)
     return job
 
 
@@ -55,10 +76,39 @@ JobDep = Annotated[Job, Depends(get_job)]
 
 
 def get_trained_model(job: JobDep) -> Job:
-    """A job whose model can be served: it succeeded, so its final weights are stored."""
-    if job.status != "succeeded":
-        raise HTTPException(409, f"job {job.id} is {job.status}; only succeeded jobs have a model")
+    """A job whose model can be served."""
+    trained(job.id, job.status)
     return job
 
 
 ModelDep = Annotated[Job, Depends(get_trained_model)]
+
+
+async def get_loaded(
+    request: Request,
+    caller: CallerDep,
+    settings: SettingsDep,
+    job_id: Annotated[str, Path(max_length=64)],
+) -> Loaded:
+    """What an inference verb needs: the job (as get_trained_model: one the caller sees,
+    succeeded) and its model from the app's cache. A cached model needs no query: a succeeded
+    job's owner and weights never change. Otherwise the job is read and its model loaded on
+    the threadpool, with a read-only session that ends before the verb runs (a verb may run for
+    seconds, or wait for its batch, and holds no connection meanwhile)."""
+    models = request.app.state.models
+    loaded = models.find(job_id)
+    if loaded is None:
+        loaded = await run_in_threadpool(load, models, settings, job_id, caller)
+    found(job_id, loaded, caller)
+    return loaded
+
+
+def load(models: ModelCache, settings: Settings, job_id: str, caller: Caller) -> Loaded:
+    with sessionmaker_for(settings.database_url, read_only=True)() as session:
+        job = session.get(Job, job_id)
+        found(job_id, job, caller)
+        trained(job_id, job.status)
+        return models.get(session, job)
+
+
+LoadedDep = Annotated[Loaded, Depends(get_loaded)]

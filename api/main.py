@@ -1,6 +1,7 @@
 """Builds the FastAPI app: routers, the model cache, and errors that name the failing field."""
 
 import logging
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -9,6 +10,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
+from api.auth import Callers
 from api.deps import get_caller
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
@@ -53,6 +55,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Production refuses to start without an API key; development says how it is open."""
     settings = app.dependency_overrides.get(get_settings, get_settings)()
     logs.configure(settings.log_format, settings.log_level)
+    # A batched forward pass (api/serving.py) runs on a thread of its own while the event loop
+    # reads requests: after each torch op it needs the GIL back, and by default waits up to
+    # 5 ms for the loop to let go of it (a wide MLP's pass then took 74 ms instead of 30 beside
+    # a busy Python thread; 44 ms at 1 ms).
+    sys.setswitchinterval(0.001)
     with session_scope(settings.database_url) as session:
         if settings.admin_key:
             keys.ensure_admin(session, settings.admin_key)
@@ -82,10 +89,12 @@ def create_app() -> FastAPI:
         description="Queue neural-network training jobs, follow them, and use the trained models.",
     )
     app.state.models = ModelCache(settings)
+    app.state.callers = Callers()
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics)  # outermost: times and counts every answer
     for module in (jobs, sweeps, models, datasets, tools):
         app.include_router(module.router, responses=ERRORS, dependencies=[Depends(get_caller)])
+    app.include_router(models.verbs, responses=ERRORS)  # identifies the caller itself
     app.include_router(health.router)  # no key: monitoring must reach it
     # The dashboard's pages and files hold no data and need no key; their scripts send one.
     app.include_router(ui.router)

@@ -8,17 +8,20 @@ with many inputs counts them all), go through the module in one forward pass; ea
 answered from its own rows of the outputs. A forward pass over 32 inputs costs far less than 32
 passes over one, so throughput grows with the number of concurrent callers.
 
-The design follows how the routes run: predict is a plain `def` route, so FastAPI calls it on a
-thread of its threadpool, and the thread may block. Each cached model has a Batcher: a queue
-and one worker thread, woken through a condition variable. A caller's thread converts and checks
-its own inputs (a bad request is that caller's 422 and never reaches a batch), puts them on the
-queue and waits for its rows; the worker takes the first waiting call, waits until the window
-since it arrived has passed or the batch is full, concatenates, runs the module once and hands
-each caller its slice. One worker per model also means one forward pass at a time per model
-(what a GPU wants, and on a CPU torch's own threads share the cores). A window of 0 turns
-batching off: each call runs the family's predict on its own thread, as before.
+The design follows how the predict route runs: it is a coroutine on the server's event loop,
+and a predict call costs the server little besides its forward pass (api/routes/models.py). Each
+cached model has a Batcher: a queue and one worker thread, woken through a condition variable.
+The route converts and checks its caller's inputs (a bad request is that caller's 422 and never
+reaches a batch), puts them on the queue and awaits a future; the worker takes the first waiting
+call, waits until the window since it arrived has passed or the batch is full, concatenates,
+runs the module once (torch releases the GIL: the event loop goes on reading requests) and
+settles each caller's future with its slice, on the caller's loop. One worker per model also
+means one forward pass at a time per model (what a GPU wants, and on a CPU torch's own threads
+share the cores). A window of 0 turns batching off: each call runs the family's predict on its
+own thread of the threadpool, as every other verb does.
 """
 
+import asyncio
 import threading
 import time
 from collections import OrderedDict, deque
@@ -28,6 +31,7 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 
 from core.catalog import DatasetInfo
 from core.db import Job
@@ -69,21 +73,31 @@ class Closed(RuntimeError):
 
 @dataclass
 class Call:
-    """One caller's inputs waiting in a Batcher, and then its outputs (or the error)."""
+    """One caller's inputs waiting in a Batcher, and the future its outputs (or error) settle."""
 
     inputs: Any  # a tensor (n, *input_shape)
+    future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
-    done: threading.Event = field(default_factory=threading.Event)
-    outputs: Any = None
-    error: BaseException | None = None
+
+    def settle(self, outputs: Any = None, error: BaseException | None = None) -> None:
+        """From the worker thread: hands the answer to the caller's event loop."""
+        self.future.get_loop().call_soon_threadsafe(_settle, self.future, outputs, error)
+
+
+def _settle(future: asyncio.Future, outputs: Any, error: BaseException | None) -> None:
+    if future.cancelled():  # the client went away while its call waited
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(outputs)
 
 
 class Batcher:
     """Runs `forward` over the inputs of calls that arrive within `window` seconds of each
     other (at most `max_batch` rows; one call larger than that runs alone) and gives each call
-    its own rows of the outputs. Callers block in `__call__`; one worker thread runs the
-    batches. If a batch fails, its calls are run one by one, so a call that breaks the module
-    fails alone."""
+    its own rows of the outputs. Callers await `submit`; one worker thread runs the batches. If
+    a batch fails, its calls are run one by one, so a call that breaks the module fails alone."""
 
     def __init__(self, forward: Callable[[Any], Any], *, window: float, max_batch: int):
         self.forward = forward
@@ -98,8 +112,9 @@ class Batcher:
         self._worker = threading.Thread(target=self._work, name="annlab-batcher", daemon=True)
         self._worker.start()
 
-    def __call__(self, inputs: Any) -> Any:
-        call = Call(inputs)
+    async def submit(self, inputs: Any) -> Any:
+        """The module's outputs for `inputs`, computed in a batch with other callers'."""
+        call = Call(inputs, asyncio.get_running_loop().create_future())
         with self._changed:
             if self._closed:
                 raise Closed("this model was evicted from the cache")
@@ -108,10 +123,7 @@ class Batcher:
             # The worker sleeps until a first call arrives, then until the batch is full.
             if len(self._queue) == 1 or self._rows >= self.max_batch:
                 self._changed.notify()
-        call.done.wait()
-        if call.error is not None:
-            raise call.error
-        return call.outputs
+        return await call.future
 
     def close(self) -> None:
         """The worker answers what is queued, then ends."""
@@ -142,30 +154,59 @@ class Batcher:
         import torch
 
         while batch := self._next_batch():
+            self.batches += 1
+            self.calls += len(batch)
             try:
                 with torch.inference_mode():
                     outputs = self.forward(torch.cat([c.inputs for c in batch]))
                 parts = outputs.split([len(c.inputs) for c in batch])
-                for call, part in zip(batch, parts, strict=True):
-                    call.outputs = part
             except Exception:  # noqa: BLE001 - each call again alone; it gets its own error
                 for call in batch:
                     try:
                         with torch.inference_mode():
-                            call.outputs = self.forward(call.inputs)
+                            call.settle(self.forward(call.inputs))
                     except Exception as exc:  # noqa: BLE001 - handed to its caller
-                        call.error = exc
-            finally:
-                self.batches += 1
-                self.calls += len(batch)
-                for call in batch:
-                    call.done.set()
+                        call.settle(error=exc)
+            else:
+                for call, part in zip(batch, parts, strict=True):
+                    call.settle(part)
 
 
 @dataclass
-class Cached:
+class Loaded:
+    """A cached model: the family's view of it, and its predict calls' batcher."""
+
+    job_id: str
+    owner_id: str | None  # the job's owner: who may call the model
     served: Any  # models.base.Served
-    batcher: Batcher | None  # None: batching off
+    batcher: Batcher | None  # None: batching off, or the family has no predict
+
+    async def predict(self, request: Any) -> dict[str, Any]:
+        """The family's predict (models/supervised.py), with the forward pass batched with
+        other callers' when batching is on. On the event loop: converting one caller's inputs
+        and reading its rows of the outputs; the forward pass runs on the batcher's thread.
+        Attention maps (ViT) are per request, and a call of more inputs than a batch holds
+        would only wait: those run on the threadpool, unbatched, as with batching off."""
+        from models.registry import get_family
+        from models.supervised import inputs_tensor, predict_answer
+
+        batcher = self.batcher
+        if batcher is None or request.attention or len(request.inputs) > batcher.max_batch:
+            verb = get_family(self.served.spec.family).verbs["predict"]
+            return await run_in_threadpool(verb, self.served, request)
+        inputs = inputs_tensor(self.served, request.inputs, raw=request.raw)
+        try:
+            outputs = await batcher.submit(inputs)
+        except Closed:  # evicted since: run alone
+            outputs = await run_in_threadpool(_forward, self.served.module, inputs)
+        return predict_answer(self.served, outputs)
+
+
+def _forward(module: Any, inputs: Any) -> Any:
+    import torch
+
+    with torch.inference_mode():
+        return module(inputs)
 
 
 class ModelCache:
@@ -174,16 +215,23 @@ class ModelCache:
 
     def __init__(self, settings: Settings):
         self.settings = settings
-        self._models: OrderedDict[str, Cached] = OrderedDict()
+        self._models: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, session: Session, job: Job) -> Any:
-        """The job's models.base.Served, loaded on first use."""
+    def find(self, job_id: str) -> Loaded | None:
+        """The job's model if it is cached (and now the most recently used)."""
         with self._lock:
-            if job.id in self._models:
-                self._models.move_to_end(job.id)
-                return self._models[job.id].served
-        served = load_model(job, final_weights(session, job.id), self.settings)
+            loaded = self._models.get(job_id)
+            if loaded is not None:
+                self._models.move_to_end(job_id)
+            return loaded
+
+    def get(self, session: Session, job: Job) -> Loaded:
+        """The job's model, loaded on first use (the job must have succeeded)."""
+        job_id = job.id
+        if (loaded := self.find(job_id)) is not None:
+            return loaded
+        served = load_model(job, final_weights(session, job_id), self.settings)
         batcher = None
         if self.settings.batch_window_ms > 0 and "predict" in served.spec.verbs:
             batcher = Batcher(
@@ -192,17 +240,17 @@ class ModelCache:
                 max_batch=self.settings.max_batch,
             )
         with self._lock:
-            if job.id in self._models:  # loaded meanwhile by another request: keep that one
+            if job_id in self._models:  # loaded meanwhile by another request: keep that one
                 if batcher is not None:
                     batcher.close()
-                self._models.move_to_end(job.id)
-                return self._models[job.id].served
-            self._models[job.id] = Cached(served, batcher)
+                self._models.move_to_end(job_id)
+                return self._models[job_id]
+            self._models[job_id] = loaded = Loaded(job_id, job.owner_id, served, batcher)
             while len(self._models) > self.settings.model_cache_size:
                 _, evicted = self._models.popitem(last=False)
                 if evicted.batcher is not None:
                     evicted.batcher.close()
-        return served
+        return loaded
 
     def cached(self) -> list[str]:
         """The ids of the cached models, least recently used first."""
@@ -214,25 +262,3 @@ class ModelCache:
         with self._lock:
             entry = self._models.get(job_id)
         return entry.batcher if entry is not None else None
-
-    def predict(self, job_id: str, served: Any, request: Any) -> dict[str, Any]:
-        """The family's predict (models/supervised.py) on `served` (from get), with the
-        forward pass batched with other callers' when batching is on. Attention maps (ViT)
-        are per request: unbatched."""
-        import torch
-
-        from models.registry import get_family
-        from models.supervised import inputs_tensor, predict_answer
-
-        with self._lock:
-            entry = self._models.get(job_id)
-        batcher = entry.batcher if entry is not None and entry.served is served else None
-        if batcher is None or request.attention:
-            return get_family(served.spec.family).verbs["predict"](served, request)
-        inputs = inputs_tensor(served, request.inputs, raw=request.raw)
-        try:
-            outputs = batcher(inputs)
-        except Closed:  # evicted since: run alone
-            with torch.inference_mode():
-                outputs = served.module(inputs)
-        return predict_answer(served, outputs)

@@ -10,6 +10,7 @@ alike: it saves and restores `optimizers`, `schedulers`, `stage` and `state()` g
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import numpy as np
@@ -180,8 +181,9 @@ class Served:
     info: DatasetInfo
     dataset: Callable[[], Splits]  # loads (once) the job's dataset, for verbs that need it
 
-    @property
+    @cached_property
     def device(self) -> torch.device:
+        """Where the module lives (it is not moved once served; read on every call)."""
         return next(self.module.parameters()).device
 
 

@@ -39,10 +39,12 @@ def expire_lease(settings: Settings, job_id: str) -> None:
 def api_client(**overrides: Any) -> Iterator[TestClient]:
     """The real app over the migrated test database, with these settings changed."""
     migrate(get_settings().database_url)
+    from api.auth import Callers
     from api.main import app
 
     changed = get_settings().model_copy(update=overrides)
     app.dependency_overrides[get_settings] = lambda: changed
+    app.state.callers = Callers()  # no caller found under another test's settings
     try:
         with TestClient(app) as client:
             yield client

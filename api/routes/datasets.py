@@ -7,12 +7,14 @@ from sqlalchemy import func, select
 
 from api.deps import CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
+from api.routing import Route
 from api.schemas import DatasetPublic, DatasetsPublic, Problem
 from core import uploads
 from core.catalog import CATALOG, DatasetInfo, is_available
 from core.db import Upload
 
 router = APIRouter(
+    route_class=Route,
     prefix="/datasets",
     tags=["datasets"],
     responses={409: {"model": Problem, "description": "an upload of that name exists"}},

@@ -10,10 +10,11 @@ from sqlalchemy import text
 
 from api.deps import SessionDep, get_caller
 from api.metrics import exposition
+from api.routing import Route
 from api.schemas import Health, Problem
 from workers.celery_app import app as celery_app
 
-router = APIRouter(tags=["health"])
+router = APIRouter(route_class=Route, tags=["health"])
 
 
 HEALTH_QUEUE = "annlab.health"

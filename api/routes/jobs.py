@@ -18,6 +18,7 @@ from api.auth import Caller
 from api.deps import MAX_OFFSET, CallerDep, JobDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember, scoped
+from api.routing import Route
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
 from core.catalog import CATALOG, DatasetInfo, is_available, resolve
 from core.db import FINISHED, Job, Metric
@@ -28,6 +29,7 @@ from models.specs import JOB_EXAMPLES, JobSpec, parse_job_spec
 from workers.dispatch import try_send_job
 
 router = APIRouter(
+    route_class=Route,
     prefix="/jobs",
     tags=["jobs"],
     responses={

@@ -6,10 +6,11 @@ from fastapi import APIRouter, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
 from api import plots
-from api.deps import MAX_OFFSET, CallerDep, ModelDep, SessionDep
+from api.deps import MAX_OFFSET, CallerDep, LoadedDep, ModelDep, SessionDep
 from api.errors import field_error
+from api.routing import Route
 from api.schemas import ModelPublic, ModelsPublic, Problem
-from api.serving import final_weights
+from api.serving import Loaded, final_weights
 from core.db import Job
 from models.configs.verbs import (
     AttractorsRequest,
@@ -36,6 +37,7 @@ from models.configs.verbs import (
 from models.specs import SPECS
 
 router = APIRouter(
+    route_class=Route,
     prefix="/models",
     tags=["models"],
     responses={
@@ -101,99 +103,105 @@ def download_checkpoint(job: ModelDep, session: SessionDep) -> Response:
     )
 
 
-def loaded(request: Request, session: SessionDep, job: Job) -> Any:
-    """The job's models.base.Served from the cache (loaded on first use), with the request's
-    transaction ended: on SQLite every transaction holds the write lock (BEGIN IMMEDIATE,
-    core/db.py), and a verb may run for seconds, or wait for its batch, while other requests
-    and the workers wait to write."""
-    served = request.app.state.models.get(session, job)
-    session.commit()  # nothing to write; expire_on_commit=False keeps `job` loaded
-    return served
+# The inference verbs, each a POST /models/{id}/<verb>. Their router is included without the
+# router-wide get_caller: LoadedDep identifies the caller, checks the job and finds its model
+# in one trip to the threadpool, with a session that ends before the verb runs.
+verbs = APIRouter(
+    route_class=Route,
+    prefix="/models",
+    tags=["models"],
+    responses={
+        404: {"model": Problem, "description": "no such model, or its family has no such verb"},
+        409: {"model": Problem, "description": "the job has not succeeded"},
+    },
+)
 
 
-def serve(request: Request, session: SessionDep, job: Job, verb: str, body: Any) -> dict:
+def serve(loaded: Loaded, verb: str, body: Any) -> dict:
     """Run a family's verb on the cached model; a BadRequest from it is a 422 naming its field."""
     # torch loads with the first model served, not when the API starts.
     from models.base import BadRequest
     from models.registry import get_family
 
-    if verb not in SPECS[job.family].verbs:
-        raise HTTPException(404, f"a {job.family} model has no {verb!r}")
-    served = loaded(request, session, job)
+    family = loaded.served.spec.family
+    if verb not in SPECS[family].verbs:
+        raise HTTPException(404, f"a {family} model has no {verb!r}")
     try:
-        if verb == "predict":  # batched with other callers' (api/serving.py)
-            return request.app.state.models.predict(job.id, served, body)
-        return get_family(job.family).verbs[verb](served, body)
+        return get_family(family).verbs[verb](loaded.served, body)
     except BadRequest as exc:
         raise field_error(422, exc.field, str(exc)) from exc
 
 
-@router.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
-def predict(job: ModelDep, body: PredictRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
+async def predict(loaded: LoadedDep, body: PredictRequest) -> dict:
     """Class labels and probabilities for classifiers, values for regressors."""
-    return serve(request, session, job, "predict", body)
+    # A coroutine, unlike the other verbs: its calls are many and small, and batched with each
+    # other's (api/serving.py); the event loop hands them to the batcher without a thread each.
+    from models.base import BadRequest
+
+    family = loaded.served.spec.family
+    if "predict" not in SPECS[family].verbs:
+        raise HTTPException(404, f"a {family} model has no 'predict'")
+    try:
+        return await loaded.predict(body)
+    except BadRequest as exc:
+        raise field_error(422, exc.field, str(exc)) from exc
 
 
-@router.post("/{job_id}/forecast", response_model=ForecastResponse)
-def forecast(job: ModelDep, body: ForecastRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/forecast", response_model=ForecastResponse)
+def forecast(loaded: LoadedDep, body: ForecastRequest) -> dict:
     """Forecast a time series `steps` values ahead, feeding each prediction back as input."""
-    return serve(request, session, job, "forecast", body)
+    return serve(loaded, "forecast", body)
 
 
-@router.post("/{job_id}/reconstruct", response_model=ReconstructResponse)
-def reconstruct(
-    job: ModelDep, body: ReconstructRequest, request: Request, session: SessionDep
-) -> dict:
+@verbs.post("/{job_id}/reconstruct", response_model=ReconstructResponse)
+def reconstruct(loaded: LoadedDep, body: ReconstructRequest) -> dict:
     """Autoencoders, VAE: inputs through the bottleneck and back. RBM, DBM: one pass up and
     down, or with a `mask` the missing values Gibbs-sampled with the known ones clamped."""
-    return serve(request, session, job, "reconstruct", body)
+    return serve(loaded, "reconstruct", body)
 
 
-@router.post("/{job_id}/encode", response_model=EncodeResponse)
-def encode(job: ModelDep, body: EncodeRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/encode", response_model=EncodeResponse)
+def encode(loaded: LoadedDep, body: EncodeRequest) -> dict:
     """Autoencoders: the latent codes of the inputs (VAE: posterior means and std devs)."""
-    return serve(request, session, job, "encode", body)
+    return serve(loaded, "encode", body)
 
 
-@router.post("/{job_id}/decode", response_model=DecodeResponse)
-def decode(job: ModelDep, body: DecodeRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/decode", response_model=DecodeResponse)
+def decode(loaded: LoadedDep, body: DecodeRequest) -> dict:
     """Autoencoders, VAE: images from latent codes, or from the mean code of a dataset split."""
-    return serve(request, session, job, "decode", body)
+    return serve(loaded, "decode", body)
 
 
-@router.post("/{job_id}/sample", response_model=SampleResponse, response_model_exclude_none=True)
-def sample(job: ModelDep, body: SampleRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/sample", response_model=SampleResponse, response_model_exclude_none=True)
+def sample(loaded: LoadedDep, body: SampleRequest) -> dict:
     """New examples: RBM, DBM by Gibbs sampling; GAN, VAE from latent vectors (drawn with
     `seed`, or given)."""
-    return serve(request, session, job, "sample", body)
+    return serve(loaded, "sample", body)
 
 
-@router.post("/{job_id}/interpolate", response_model=InterpolateResponse)
-def interpolate(
-    job: ModelDep, body: InterpolateRequest, request: Request, session: SessionDep
-) -> dict:
+@verbs.post("/{job_id}/interpolate", response_model=InterpolateResponse)
+def interpolate(loaded: LoadedDep, body: InterpolateRequest) -> dict:
     """GAN, VAE: decoded examples along a straight line between two latent points."""
-    return serve(request, session, job, "interpolate", body)
+    return serve(loaded, "interpolate", body)
 
 
-@router.post("/{job_id}/score", response_model=ScoreResponse)
-def score(job: ModelDep, body: ScoreRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/score", response_model=ScoreResponse)
+def score(loaded: LoadedDep, body: ScoreRequest) -> dict:
     """RBM: each input's log pseudo-likelihood and free energy."""
-    return serve(request, session, job, "score", body)
+    return serve(loaded, "score", body)
 
 
-@router.post("/{job_id}/recall", response_model=RecallResponse, response_model_exclude_none=True)
-def recall(job: ModelDep, body: RecallRequest, request: Request, session: SessionDep) -> dict:
+@verbs.post("/{job_id}/recall", response_model=RecallResponse, response_model_exclude_none=True)
+def recall(loaded: LoadedDep, body: RecallRequest) -> dict:
     """Hopfield: run the network from given or noised states; states, energy, attractor."""
-    return serve(request, session, job, "recall", body)
+    return serve(loaded, "recall", body)
 
 
-@router.post("/{job_id}/attractors", response_model=AttractorsResponse)
-def attractors(
-    job: ModelDep, body: AttractorsRequest, request: Request, session: SessionDep
-) -> dict:
+@verbs.post("/{job_id}/attractors", response_model=AttractorsResponse)
+def attractors(loaded: LoadedDep, body: AttractorsRequest) -> dict:
     """Hopfield (up to 16 neurons): where each of the 2^n states ends, and how often."""
-    return serve(request, session, job, "attractors", body)
+    return serve(loaded, "attractors", body)
 
 
 @router.get(
@@ -225,7 +233,8 @@ def read_image(
             404,
             f"a {job.family} model draws no {name!r}; it draws: {', '.join(declared) or 'none'}",
         )
-    served = loaded(request, session, job)
+    served = request.app.state.models.get(session, job).served
+    session.commit()  # nothing to write: no transaction stays open while the picture is drawn
     query = ImageQuery(n=n, seed=seed, steps=steps, layer=layer)
     try:
         picture = get_family(job.family).images[name](served, query)

@@ -19,6 +19,7 @@ from api.deps import MAX_OFFSET, CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.routes.jobs import within_quota
+from api.routing import Route
 from api.schemas import Problem, SweepPublic, SweepsPublic, SweepTable
 from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
@@ -29,6 +30,7 @@ from models.specs import SPECS, parse_job_spec
 from workers.dispatch import release_sweeps
 
 router = APIRouter(
+    route_class=Route,
     prefix="/sweeps",
     tags=["sweeps"],
     responses={

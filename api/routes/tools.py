@@ -8,11 +8,12 @@ from fastapi import APIRouter, Body, HTTPException, Response
 from api import plots
 from api.deps import CallerDep, SessionDep
 from api.routes.jobs import visible_uploads, with_upload
+from api.routing import Route
 from core.catalog import CATALOG, resolve
 from models.configs.tools import ArchitectureSummary, TraceRequest, TraceResponse
 from models.specs import JobSpec
 
-router = APIRouter(tags=["tools"])
+router = APIRouter(route_class=Route, tags=["tools"])
 
 
 def _trace(body: TraceRequest) -> dict:

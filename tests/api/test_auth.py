@@ -6,6 +6,7 @@ without a key."""
 import io
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from fastapi.testclient import TestClient
 
 from api.main import app
 from core import keys
-from core.db import session_scope
+from core.db import ApiKey, session_scope
 from core.settings import get_settings
 from tests.conftest import ROOT, api_client, migrate
 
@@ -31,7 +32,9 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
 
 @pytest.fixture(scope="module")
 def client(url: str) -> Iterator[TestClient]:
-    with api_client(database_url=url, max_queued_jobs=3) as client:
+    # Every request looks its key up: these tests are about what a key may do, not how long
+    # the API trusts a lookup (test_a_key_found_is_trusted_for_key_cache_seconds).
+    with api_client(database_url=url, max_queued_jobs=3, key_cache_seconds=0) as client:
         yield client
 
 
@@ -115,6 +118,23 @@ def test_revoked_keys_stop_at_once_and_quotas_answer_429(client: TestClient, url
     with session_scope(url) as session:
         assert keys.revoke(session, "carol")
     assert client.get("/jobs", headers=carol).status_code == 401
+
+
+def test_a_key_found_is_trusted_for_key_cache_seconds(url: str) -> None:
+    with api_client(database_url=url, key_cache_seconds=0.5) as client:
+        dave = make_key(url, "dave")
+        assert client.get("/jobs", headers=dave).status_code == 200
+        with session_scope(url) as session:
+            assert keys.revoke(session, "dave")
+        assert client.get("/jobs", headers=dave).status_code == 200, "trusted for 0.5 s"
+        time.sleep(0.6)
+        assert client.get("/jobs", headers=dave).status_code == 401
+        # An unknown key is not remembered: once made, it works at once.
+        token = "annlab_made-after-it-was-refused-" + "x" * 20
+        assert client.get("/jobs", headers={"X-API-Key": token}).status_code == 401
+        with session_scope(url) as session:
+            session.add(ApiKey(name="erin", key_sha256=keys.digest(token), admin=False))
+        assert client.get("/jobs", headers={"X-API-Key": token}).status_code == 200
 
 
 def test_the_admin_command_makes_lists_and_revokes_keys(tmp_path: Path) -> None:

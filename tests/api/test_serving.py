@@ -2,8 +2,8 @@
 concurrent predict calls batched over HTTP answer what the unbatched path answers, and the
 model cache keeps at most model_cache_size models, evicting the least recently used."""
 
+import asyncio
 import threading
-import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -54,11 +54,20 @@ class Recording:
         return 2 * x + 1
 
 
+def gathered(batcher: Batcher, inputs: list[torch.Tensor]) -> list[Any]:
+    """Each input submitted by its own coroutine, all at once; their outputs (or exceptions)."""
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(*(batcher.submit(x) for x in inputs), return_exceptions=True)
+
+    return asyncio.run(run())
+
+
 def test_the_batcher_answers_each_caller_with_its_own_rows_in_few_passes() -> None:
     forward = Recording()
     batcher = Batcher(forward, window=0.2, max_batch=8)
     inputs = [torch.full((1 + k % 3, 4), float(k)) for k in range(12)]  # 1, 2 or 3 rows each
-    outputs = concurrently([lambda x=x: batcher(x) for x in inputs])
+    outputs = gathered(batcher, inputs)
     for x, y in zip(inputs, outputs, strict=True):
         assert torch.equal(y, 2 * x + 1)
     assert batcher.calls == 12 and batcher.batches == len(forward.sizes) < 12
@@ -71,7 +80,7 @@ def test_a_call_larger_than_the_maximum_runs_alone() -> None:
     forward = Recording()
     batcher = Batcher(forward, window=0.05, max_batch=4)
     big, small = torch.ones(10, 2), torch.ones(1, 2)
-    outputs = concurrently([lambda: batcher(big), lambda: batcher(small)])
+    outputs = gathered(batcher, [big, small])
     assert torch.equal(outputs[0], 2 * big + 1) and torch.equal(outputs[1], 2 * small + 1)
     assert 10 in forward.sizes and max(forward.sizes) == 10
     batcher.close()
@@ -81,23 +90,41 @@ def test_a_call_that_breaks_the_batch_fails_alone() -> None:
     forward = Recording()
     batcher = Batcher(forward, window=0.2, max_batch=64)
     inputs = [torch.ones(2, 3) * k for k in range(6)] + [-torch.ones(1, 3)]
-    outputs = concurrently([lambda x=x: batcher(x) for x in inputs])
+    outputs = gathered(batcher, inputs)
     assert isinstance(outputs[-1], ValueError)
     for x, y in zip(inputs[:-1], outputs[:-1], strict=True):
         assert torch.equal(y, 2 * x + 1)
 
 
+def test_a_caller_that_goes_away_leaves_the_others_their_answers() -> None:
+    batcher = Batcher(Recording(), window=0.2, max_batch=64)
+
+    async def run() -> list[Any]:
+        leaving = asyncio.ensure_future(batcher.submit(torch.ones(1, 1)))
+        staying = [asyncio.ensure_future(batcher.submit(torch.ones(1, 1) * k)) for k in range(3)]
+        await asyncio.sleep(0.05)  # all wait in the queue for the window
+        leaving.cancel()  # as Starlette does when the client disconnects
+        return await asyncio.gather(*staying)
+
+    for k, y in enumerate(asyncio.run(run())):
+        assert torch.equal(y, torch.full((1, 1), 2.0 * k + 1))
+    assert batcher.calls == 4 and batcher.batches == 1
+    batcher.close()
+
+
 def test_a_closed_batcher_answers_what_it_holds_and_refuses_new_calls() -> None:
     batcher = Batcher(Recording(), window=0.5, max_batch=64)
-    answer: list[torch.Tensor] = []
-    waiting = threading.Thread(target=lambda: answer.append(batcher(torch.ones(1, 1))))
-    waiting.start()
-    time.sleep(0.05)  # it waits in the queue for the window
-    batcher.close()
-    waiting.join(5)
-    assert answer and torch.equal(answer[0], torch.full((1, 1), 3.0))
-    with pytest.raises(Closed):
-        batcher(torch.ones(1, 1))
+
+    async def run() -> torch.Tensor:
+        waiting = asyncio.ensure_future(batcher.submit(torch.ones(1, 1)))
+        await asyncio.sleep(0.05)  # it waits in the queue for the window
+        batcher.close()
+        answer = await asyncio.wait_for(waiting, 5)
+        with pytest.raises(Closed):
+            await batcher.submit(torch.ones(1, 1))
+        return answer
+
+    assert torch.equal(asyncio.run(run()), torch.full((1, 1), 3.0))
 
 
 # Over HTTP, against models trained here (digits, one epoch each).
@@ -197,7 +224,7 @@ def test_the_cache_keeps_at_most_its_size_and_evicts_the_least_recently_used(
         assert cache.cached() == [a, c]
         assert cache.batcher(b) is None
         with pytest.raises(Closed):
-            evicted(torch.zeros(1, 1, 8, 8))
+            asyncio.run(evicted.submit(torch.zeros(1, 1, 8, 8)))
         assert cache.get(session, jobs[a]) is first_a  # now c is the least recently used
         assert cache.get(session, jobs[b]) is not None and cache.cached() == [a, b]
 
