@@ -105,7 +105,7 @@ def download_checkpoint(job: ModelDep, session: SessionDep) -> Response:
 
 # The inference verbs, each a POST /models/{id}/<verb>. Their router is included without the
 # router-wide get_caller: LoadedDep identifies the caller, checks the job and finds its model
-# in one trip to the threadpool, with a session that ends before the verb runs.
+# (with no query once both are cached), and no session stays open while a verb runs.
 verbs = APIRouter(
     route_class=Route,
     prefix="/models",
@@ -117,15 +117,21 @@ verbs = APIRouter(
 )
 
 
+def offered(loaded: Loaded, verb: str) -> str:
+    """The model's family, if it offers `verb`; 404 otherwise."""
+    family = loaded.served.spec.family
+    if verb not in SPECS[family].verbs:
+        raise HTTPException(404, f"a {family} model has no {verb!r}")
+    return family
+
+
 def serve(loaded: Loaded, verb: str, body: Any) -> dict:
     """Run a family's verb on the cached model; a BadRequest from it is a 422 naming its field."""
     # torch loads with the first model served, not when the API starts.
     from models.base import BadRequest
     from models.registry import get_family
 
-    family = loaded.served.spec.family
-    if verb not in SPECS[family].verbs:
-        raise HTTPException(404, f"a {family} model has no {verb!r}")
+    family = offered(loaded, verb)
     try:
         return get_family(family).verbs[verb](loaded.served, body)
     except BadRequest as exc:
@@ -139,9 +145,7 @@ async def predict(loaded: LoadedDep, body: PredictRequest) -> dict:
     # other's (api/serving.py); the event loop hands them to the batcher without a thread each.
     from models.base import BadRequest
 
-    family = loaded.served.spec.family
-    if "predict" not in SPECS[family].verbs:
-        raise HTTPException(404, f"a {family} model has no 'predict'")
+    offered(loaded, "predict")
     try:
         return await loaded.predict(body)
     except BadRequest as exc:

@@ -19,6 +19,7 @@ from core import keys
 from core.db import ApiKey, session_scope
 from core.settings import get_settings
 from tests.conftest import ROOT, api_client, migrate
+from workers.runner import run_job
 
 DOCUMENT = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
 
@@ -105,6 +106,26 @@ def test_another_owner_gets_404_and_an_admin_sees_all(client: TestClient, url: s
     assert client.post("/jobs", json=on_it, headers=alice).status_code == 202
     refused = client.post("/jobs", json=on_it, headers=bob)
     assert refused.status_code == 422 and refused.json()["detail"][0]["field"] == "dataset.name"
+
+
+def test_a_cached_model_answers_its_owner_and_admins_only(client: TestClient, url: str) -> None:
+    """A model's first call caches it (owner included); later calls make no query, and still
+    another owner gets 404."""
+    alice, bob = make_key(url, "alice3"), make_key(url, "bob3")
+    root = make_key(url, "root3", admin=True)
+    job = client.post("/jobs", json=DOCUMENT, headers=alice).json()
+    settings = get_settings().model_copy(update={"database_url": url})
+    assert run_job(job["id"], settings=settings, worker="here") == "succeeded"
+    predict = f"/models/{job['id']}/predict"
+    body = {"inputs": [[0.5] * 64]}
+    assert client.post(predict, json=body, headers=bob).status_code == 404  # before it is cached
+    assert client.post(predict, json=body, headers=alice).status_code == 200
+    assert job["id"] in client.app.state.models.cached()
+    assert client.post(predict, json=body, headers=bob).status_code == 404  # once it is
+    assert client.post(predict, json=body, headers=root).status_code == 200
+    assert client.post(f"/models/{job['id']}/encode", json=body, headers=bob).status_code == 404
+    missing = client.post(f"/models/{job['id']}/sample", json={}, headers=alice)
+    assert missing.status_code == 404 and "mlp model has no 'sample'" in missing.text
 
 
 def test_revoked_keys_stop_at_once_and_quotas_answer_429(client: TestClient, url: str) -> None:
