@@ -11,7 +11,6 @@ and the training seconds per epoch, of each, and their ratios.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -20,12 +19,10 @@ from torch.nn import functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.scratch import queue, scratch_settings  # noqa: E402
 from core.datasets import load_dataset  # noqa: E402
-from core.db import Job, Metric, migrate, session_scope  # noqa: E402
-from core.jobs import new_job  # noqa: E402
-from core.settings import Settings  # noqa: E402
+from core.db import Job, Metric, session_scope  # noqa: E402
 from models.registry import get_family  # noqa: E402
-from models.specs import parse_job_spec  # noqa: E402
 from workers.runner import run_job  # noqa: E402
 
 
@@ -37,22 +34,16 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     args = parser.parse_args()
 
-    settings = Settings(
-        home=Path(tempfile.mkdtemp(prefix="annlab-bench-")), checkpoint_seconds=3600
-    )
-    settings.ensure_dirs()
-    migrate(settings.database_url)
+    settings = scratch_settings(checkpoint_seconds=3600)
 
     dataset = {"name": args.dataset, "val_fraction": 0.0}
     if args.max_train:
         dataset["max_train"] = args.max_train
     document = {"family": args.family, "dataset": dataset, "train": {"epochs": args.epochs}}
-    spec = parse_job_spec(document)
+    job_id, spec = queue(settings, document)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
     # The service: the runner, as a worker runs it.
-    with session_scope(settings.database_url) as session:
-        job_id = new_job(session, spec.model_dump(mode="json")).id
     started = time.perf_counter()
     assert run_job(job_id, settings=settings, worker="bench") == "succeeded"
     service_total = time.perf_counter() - started

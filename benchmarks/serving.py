@@ -55,32 +55,19 @@ MODELS = {
 def train(home: str, model: dict) -> tuple[str, list[dict]]:
     """A succeeded job in ANNLAB_HOME=home, and request bodies of its test images."""
     os.environ["ANNLAB_HOME"] = home
+    from benchmarks.scratch import queue, scratch_settings
     from core.catalog import CATALOG, is_available
     from core.datasets import load_dataset
-    from core.db import session_scope
-    from core.jobs import new_job
-    from core.settings import Settings
-    from models.specs import parse_job_spec
     from workers.runner import run_job
 
-    settings = Settings(home=home)
-    settings.ensure_dirs()
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        env={**os.environ, "ANNLAB_HOME": home},
-        check=True,
-        capture_output=True,
-    )
+    settings = scratch_settings(home)
     dataset = "fashion_mnist" if is_available(CATALOG["fashion_mnist"], settings) else "digits"
     document = {
         **model,
         "dataset": {"name": dataset, "max_train": 2000},
         "train": {"epochs": 1},
     }
-    spec = parse_job_spec(document)
-    with session_scope(settings.database_url) as session:
-        job_id = new_job(session, spec.model_dump(mode="json")).id
+    job_id, spec = queue(settings, document)
     assert run_job(job_id, settings=settings, worker="bench") == "succeeded"
     test = load_dataset(spec.dataset, settings).test
     bodies = [{"inputs": [x.tolist()]} for x in test.x[:256]]

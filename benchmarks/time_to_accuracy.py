@@ -13,7 +13,6 @@ on 2 cores); --max-train, --epochs and a lower --target give a quick figure.
 import argparse
 import json
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,10 +21,8 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.db import Job, Metric, migrate, session_scope  # noqa: E402
-from core.jobs import new_job  # noqa: E402
-from core.settings import Settings  # noqa: E402
-from models.specs import parse_job_spec  # noqa: E402
+from benchmarks.scratch import queue, scratch_settings  # noqa: E402
+from core.db import Job, Metric, session_scope  # noqa: E402
 from workers.runner import run_job  # noqa: E402
 
 
@@ -37,20 +34,14 @@ def main() -> None:
     parser.add_argument("--max-train", type=int, default=None)
     args = parser.parse_args()
 
-    settings = Settings(
-        home=Path(tempfile.mkdtemp(prefix="annlab-bench-")), checkpoint_seconds=3600
-    )
-    settings.ensure_dirs()
-    migrate(settings.database_url)
+    settings = scratch_settings(checkpoint_seconds=3600)
 
     document = json.loads(Path(args.job).read_text())
     if args.epochs:
         document.setdefault("train", {})["epochs"] = args.epochs
     if args.max_train:
         document.setdefault("dataset", {})["max_train"] = args.max_train
-    spec = parse_job_spec(document)
-    with session_scope(settings.database_url) as session:
-        job_id = new_job(session, spec.model_dump(mode="json")).id
+    job_id, spec = queue(settings, document)
     started = time.perf_counter()
     outcome = run_job(job_id, settings=settings, worker="bench")
     wall = time.perf_counter() - started
