@@ -14,10 +14,16 @@ from core.db import Job, sessionmaker_for
 from core.settings import Settings, get_settings
 
 
-async def app_settings(request: Request) -> Settings:
+def settings_of(app: Any) -> Settings:
     """The app's settings: get_settings(), or what a test put in its place through
-    app.dependency_overrides. A coroutine, so FastAPI does not hand it to its threadpool."""
-    return request.app.dependency_overrides.get(get_settings, get_settings)()
+    app.dependency_overrides (for the lifespan and middleware, which have no dependencies)."""
+    return app.dependency_overrides.get(get_settings, get_settings)()
+
+
+async def app_settings(request: Request) -> Settings:
+    """settings_of the request's app; a coroutine, so FastAPI does not hand it to its
+    threadpool."""
+    return settings_of(request.app)
 
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]

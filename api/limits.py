@@ -6,15 +6,13 @@ neither its memory nor its parse time."""
 import json
 from typing import Any
 
-from core.settings import get_settings
+from api.deps import settings_of
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and fields around an upload's file
 
 
 def limit_for(scope: dict[str, Any]) -> int:
-    # The app's settings as its routes see them (tests override the dependency).
-    provider = scope["app"].dependency_overrides.get(get_settings, get_settings)
-    settings = provider()
+    settings = settings_of(scope["app"])  # as the routes see them (tests override them)
     if scope["method"] == "POST" and scope["path"].rstrip("/") == "/datasets":
         return settings.max_upload_bytes + UPLOAD_OVERHEAD
     return settings.max_request_bytes

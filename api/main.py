@@ -11,7 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from api.auth import Callers
-from api.deps import get_caller
+from api.deps import get_caller, settings_of
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
 from api.routes import datasets, health, jobs, models, sweeps, tools, ui
@@ -53,7 +53,7 @@ def field_name(loc: tuple[Any, ...], error_type: str, ctx: dict[str, Any] | None
 @asynccontextmanager
 async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     """Production refuses to start without an API key; development says how it is open."""
-    settings = app.dependency_overrides.get(get_settings, get_settings)()
+    settings = settings_of(app)
     logs.configure(settings.log_format, settings.log_level)
     # A batched forward pass (api/serving.py) runs on a thread of its own while the event loop
     # reads requests: after each torch op it needs the GIL back, and by default waits up to
