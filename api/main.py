@@ -12,6 +12,7 @@ from fastapi.responses import JSONResponse
 
 from api.auth import Callers
 from api.deps import get_caller, settings_of
+from api.fastpath import FastPredict
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
 from api.routes import datasets, health, jobs, models, sweeps, tools, ui
@@ -90,6 +91,7 @@ def create_app() -> FastAPI:
     )
     app.state.models = ModelCache(settings)
     app.state.callers = Callers()
+    app.add_middleware(FastPredict)  # innermost: under the body limit and the metrics
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics)  # outermost: times and counts every answer
     for module in (jobs, sweeps, models, datasets, tools):

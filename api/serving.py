@@ -27,7 +27,8 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cache, partial
+from itertools import accumulate, pairwise
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -159,7 +160,7 @@ class Batcher:
             try:
                 with torch.inference_mode():
                     outputs = self.forward(torch.cat([c.inputs for c in batch]))
-                parts = outputs.split([len(c.inputs) for c in batch])
+                parts = split_rows(outputs, [len(c.inputs) for c in batch])
             except Exception:  # noqa: BLE001 - each call again alone; it gets its own error
                 for call in batch:
                     try:
@@ -170,6 +171,24 @@ class Batcher:
             else:
                 for call, part in zip(batch, parts, strict=True):
                     call.settle(part)
+
+
+def split_rows(outputs: Any, sizes: list[int]) -> list[Any]:
+    """Each call's rows of a batch's outputs: a tensor's, or those of each list in a dict of
+    lists with a row per input (a predict answer)."""
+    if isinstance(outputs, dict):
+        bounds = list(pairwise(accumulate(sizes, initial=0)))
+        return [{key: rows[a:b] for key, rows in outputs.items()} for a, b in bounds]
+    return outputs.split(sizes)
+
+
+def predict_batch(served: Any, inputs: Any) -> dict[str, Any]:
+    """The predict answer for a batch of converted inputs, a row per input in each of its
+    lists. On the batcher's thread: the whole batch's softmax and lists are made there, in a
+    few torch calls, instead of a few for each caller on the event loop."""
+    from models.supervised import predict_answer
+
+    return predict_answer(served, served.module(inputs))
 
 
 @dataclass
@@ -188,7 +207,7 @@ class Loaded:
         Attention maps (ViT) are per request, and a call of more inputs than a batch holds
         would only wait: those run on the threadpool, unbatched, as with batching off."""
         from models.registry import get_family
-        from models.supervised import inputs_tensor, predict_answer
+        from models.supervised import inputs_tensor
 
         batcher = self.batcher
         if batcher is None or request.attention or len(request.inputs) > batcher.max_batch:
@@ -196,17 +215,16 @@ class Loaded:
             return await run_in_threadpool(verb, self.served, request)
         inputs = inputs_tensor(self.served, request.inputs, raw=request.raw)
         try:
-            outputs = await batcher.submit(inputs)
+            return await batcher.submit(inputs)
         except Closed:  # evicted since: run alone
-            outputs = await run_in_threadpool(_forward, self.served.module, inputs)
-        return predict_answer(self.served, outputs)
+            return await run_in_threadpool(_predict_alone, self.served, inputs)
 
 
-def _forward(module: Any, inputs: Any) -> Any:
+def _predict_alone(served: Any, inputs: Any) -> dict[str, Any]:
     import torch
 
     with torch.inference_mode():
-        return module(inputs)
+        return predict_batch(served, inputs)
 
 
 class ModelCache:
@@ -235,7 +253,7 @@ class ModelCache:
         batcher = None
         if self.settings.batch_window_ms > 0 and "predict" in served.spec.verbs:
             batcher = Batcher(
-                served.module,
+                partial(predict_batch, served),
                 window=self.settings.batch_window_ms / 1000,
                 max_batch=self.settings.max_batch,
             )

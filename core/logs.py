@@ -16,7 +16,11 @@ from pythonjsonlogger.json import JsonFormatter
 
 _job_id: ContextVar[str | None] = ContextVar("annlab_job_id", default=None)
 # uvicorn and Celery install their own handlers; theirs go through the root's instead.
-_TAKEN_OVER = ("uvicorn", "uvicorn.error", "uvicorn.access", "celery", "celery.task")
+_TAKEN_OVER = ("uvicorn", "uvicorn.error", "celery", "celery.task")
+# uvicorn's access log is silenced: the API's annlab.http line (api/metrics.py) says the same
+# of each request and more (route, milliseconds, job id). Handed to the root, it came back
+# even under `uvicorn --no-access-log`, which only takes its handlers away.
+_SILENCED = ("uvicorn.access",)
 
 
 @contextmanager
@@ -60,7 +64,7 @@ def configure(log_format: str = "json", level: int | str = logging.INFO) -> None
     handler.annlab = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    for name in _TAKEN_OVER:
+    for name in _TAKEN_OVER + _SILENCED:
         logger = logging.getLogger(name)
         logger.handlers.clear()
-        logger.propagate = True
+        logger.propagate = name in _TAKEN_OVER

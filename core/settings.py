@@ -53,6 +53,9 @@ class Settings(BaseSettings):
     # max_batch inputs. 0 ms: every call runs alone.
     batch_window_ms: float = Field(2.0, ge=0, le=1000)
     max_batch: int = Field(64, ge=1, le=10_000)
+    # Predict calls to a cached model answered below the framework (api/fastpath.py); false
+    # sends every call through the FastAPI route (the same answers, more CPU per call).
+    fast_predict: bool = True
     # How long the API trusts what it found for an API key (api/auth.py): a revoked key stops
     # working within this many seconds. 0: every request looks its key up.
     key_cache_seconds: float = Field(1.0, ge=0, le=60)
