@@ -21,6 +21,7 @@ from core.settings import get_settings
 from tests.conftest import api_client, migrate
 from workers.runner import run_job
 
+JSON, TEXT = {"content-type": "application/json"}, {"content-type": "text/plain"}
 MLP = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
 
 
@@ -143,10 +144,8 @@ def test_it_declines_what_the_route_must_answer(client: TestClient, owners: dict
         ("no inputs", predict, {"inputs": []}, alice, {}, 422, "inputs"),
         ("attention", predict, {**good, "attention": True}, alice, {}, 422, "attention"),
         ("an unknown field", predict, {**good, "colour": 1}, alice, {}, 422, "colour"),
-        ("not JSON", predict, b'{"inputs": [', alice, {"content-type": "application/json"}, 422,
-         "body"),
-        ("text", predict, json.dumps(good).encode(), alice, {"content-type": "text/plain"}, None,
-         None),
+        ("not JSON", predict, b'{"inputs": [', alice, JSON, 422, "body"),
+        ("text", predict, json.dumps(good).encode(), alice, TEXT, None, None),
         ("no predict", f"/models/{owners['ae']}/predict", good, alice, {}, 404, None),
         ("no such model", "/models/" + "0" * 32 + "/predict", good, alice, {}, 404, None),
     ]
