@@ -44,6 +44,14 @@ LATENCY = Histogram(
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+# Observed by the predict batcher (api/serving.py): how many inputs each forward pass took,
+# which says whether ANNLAB_BATCH_WINDOW_MS and ANNLAB_MAX_BATCH suit the traffic.
+BATCH_INPUTS = Histogram(
+    "annlab_predict_batch_inputs",
+    "Inputs in each batched predict forward pass",
+    registry=REGISTRY,
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 1024),
+)
 # A failed job's error, by its first words, to a handful of reasons.
 REASONS = (
     ("diverged", "training diverged"),

@@ -3,7 +3,8 @@ the dynamic batching of their predict calls.
 
 Dynamic batching, as Triton's dynamic batcher and TorchServe's `batch_size` /
 `max_batch_delay` describe it: a predict call waits at most ANNLAB_BATCH_WINDOW_MS for other
-calls to the same model, and the inputs of all of them, up to ANNLAB_MAX_BATCH in all (a call
+calls to the same model (counted from when it arrived, or when the model's previous forward pass
+ended if it queued during one), and the inputs of all of them, up to ANNLAB_MAX_BATCH in all (a call
 with many inputs counts them all), go through the module in one forward pass; each caller is
 answered from its own rows of the outputs. A forward pass over 32 inputs costs far less than 32
 passes over one, so throughput grows with the number of concurrent callers.
@@ -13,12 +14,12 @@ and a predict call costs the server little besides its forward pass (api/routes/
 cached model has a Batcher: a queue and one worker thread, woken through a condition variable.
 The route converts and checks its caller's inputs (a bad request is that caller's 422 and never
 reaches a batch), puts them on the queue and awaits a future; the worker takes the first waiting
-call, waits until the window since it arrived has passed or the batch is full, concatenates,
-runs the module once (torch releases the GIL: the event loop goes on reading requests) and
-settles each caller's future with its slice, on the caller's loop. One worker per model also
-means one forward pass at a time per model (what a GPU wants, and on a CPU torch's own threads
-share the cores). A window of 0 turns batching off: each call runs the family's predict on its
-own thread of the threadpool, as every other verb does.
+call, waits until the window has passed or the batch is full, concatenates, runs the module and
+makes the whole batch's answer once (torch releases the GIL: the event loop goes on reading
+requests) and settles each caller's future with its rows, on the caller's loop. One worker per
+model also means one forward pass at a time per model (what a GPU wants; on a CPU torch's own
+threads share the cores). A window of 0 turns batching off: each call runs the family's predict
+on its own thread of the threadpool, as every other verb does.
 """
 
 import asyncio
@@ -34,6 +35,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
+from api.metrics import BATCH_INPUTS
 from core.catalog import DatasetInfo
 from core.db import Job
 from core.jobs import latest_checkpoint
@@ -96,9 +98,10 @@ def _settle(future: asyncio.Future, outputs: Any, error: BaseException | None) -
 
 class Batcher:
     """Runs `forward` over the inputs of calls that arrive within `window` seconds of each
-    other (at most `max_batch` rows; one call larger than that runs alone) and gives each call
-    its own rows of the outputs. Callers await `submit`; one worker thread runs the batches. If
-    a batch fails, its calls are run one by one, so a call that breaks the module fails alone."""
+    other or of the end of the previous pass (at most `max_batch` rows; one call larger than
+    that runs alone) and gives each call its own rows of the outputs. Callers await `submit`;
+    one worker thread runs the batches. If a batch fails, its calls are run one by one, so a
+    call that breaks the module fails alone."""
 
     def __init__(self, forward: Callable[[Any], Any], *, window: float, max_batch: int):
         self.forward = forward
@@ -133,14 +136,23 @@ class Batcher:
             self._changed.notify()
 
     def _next_batch(self) -> list[Call]:
-        """Waits for a first call, then for the window since it arrived or a full batch;
-        takes the calls that fit in max_batch rows, oldest first. [] once closed and empty."""
+        """Waits for a first call, then for a full batch or the window, which opens when the
+        first waiting call arrived or when this worker came back from its last pass, whichever
+        is later; takes the calls that fit in max_batch rows, oldest first. [] once closed
+        and empty.
+
+        The window reopens after each pass because the callers a pass answers tend to call
+        again at once: without it, calls that queued during a pass left alone as soon as it
+        ended, and 32 callers in a row settled into two batches of 16 taking turns (on 2 CPU
+        cores, 1,080 calls a second to a 4096-wide MLP; with it, batches of 21 and 1,400)."""
+        free = time.monotonic()
         with self._changed:
             self._changed.wait_for(lambda: self._queue or self._closed)
             if not self._queue:
                 return []
+            opened = max(self._queue[0].arrived, free)
             while not self._closed and self._rows < self.max_batch:
-                left = self._queue[0].arrived + self.window - time.monotonic()
+                left = opened + self.window - time.monotonic()
                 if left <= 0 or not self._changed.wait(left):
                     break
             batch = [self._queue.popleft()]
@@ -157,6 +169,7 @@ class Batcher:
         while batch := self._next_batch():
             self.batches += 1
             self.calls += len(batch)
+            BATCH_INPUTS.observe(sum(len(c.inputs) for c in batch))
             try:
                 with torch.inference_mode():
                     outputs = self.forward(torch.cat([c.inputs for c in batch]))

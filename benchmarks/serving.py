@@ -7,16 +7,21 @@ with the default window, and runs 1, 8 and 32 concurrent clients (asyncio, each 
 connection sending one test image per request, the next when the answer is in) against each
 in turn. Prints one line per model and concurrency:
 
-    predict <model> <n> clients | batched <req/s> p50 <ms> p99 <ms> | unbatched ... | ratio <x>
+    predict <model> <n> clients | batched <req/s> p50 <ms> p99 <ms> (<inputs> per pass) |
+        unbatched ... | ratio <x>
 
 Models: `cnn`, the README's CNN with its defaults (its forward pass is a small part of a
 request's cost), and `mlp-4096`, an MLP with two hidden layers of 4096 (20 M weights: a pass
 over one input costs about as much as over 8, the case batching is for).
 
 Run: .venv/bin/python benchmarks/serving.py [--seconds 4] [--models cnn mlp-4096]
-The clients run on the same machine as the servers and take their share of its cores. Each
-server uses one torch thread (OMP_NUM_THREADS=1, as the tests do) unless OMP_NUM_THREADS is set:
-on a small shared machine torch's own threads wait on each other.
+The clients run on the same machine as the servers and take their share of its cores (a
+small one: plain asyncio streams). The servers use torch's own number of threads, as `make run`
+does (one per core), unless OMP_NUM_THREADS is set: the batched server runs one forward pass at
+a time and needs them to use the cores, the unbatched one runs a pass per call on the
+threadpool (one thread each serves it no better: OMP_NUM_THREADS=1 gave it the same figures).
+"per pass" is the mean number of inputs in the batched server's forward passes, from its
+/metrics (annlab_predict_batch_inputs).
 """
 
 import argparse
@@ -35,6 +40,7 @@ from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -79,7 +85,6 @@ def api(home: str, window_ms: float):
     """A uvicorn API as `make run` starts it, with this batching window."""
     port = free_port()
     env = {
-        "OMP_NUM_THREADS": "1",
         **os.environ,
         "ANNLAB_HOME": home,
         "ANNLAB_BATCH_WINDOW_MS": str(window_ms),
@@ -162,6 +167,16 @@ def load(url: str, job_id: str, bodies: list[dict], clients: int, seconds: float
     }
 
 
+def inputs_per_pass(url: str) -> tuple[float, float]:
+    """The batched forward passes so far and the inputs they took, from the API's /metrics."""
+    families = text_string_to_metric_families(httpx.get(f"{url}/metrics").text)
+    samples = {s.name: s.value for f in families for s in f.samples}
+    return (
+        samples.get("annlab_predict_batch_inputs_count", 0.0),
+        samples.get("annlab_predict_batch_inputs_sum", 0.0),
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=4.0)
@@ -183,11 +198,15 @@ def main() -> None:
                 httpx.post(f"{url}/models/{job_id}/predict", json=bodies[0], timeout=120)
                 load(url, job_id, bodies, 4, 1.0)
             for clients in args.clients:
+                passes, inputs = inputs_per_pass(batched)
                 on = load(batched, job_id, bodies, clients, args.seconds)
+                after = inputs_per_pass(batched)
+                per_pass = (after[1] - inputs) / max(after[0] - passes, 1)
                 off = load(unbatched, job_id, bodies, clients, args.seconds)
                 print(
                     f"predict {name} {clients:2d} clients | batched {on['rps']:5.0f} req/s "
-                    f"p50 {on['p50']:5.1f} ms p99 {on['p99']:6.1f} ms | unbatched "
+                    f"p50 {on['p50']:5.1f} ms p99 {on['p99']:6.1f} ms ({per_pass:4.1f} per pass)"
+                    f" | unbatched "
                     f"{off['rps']:5.0f} req/s p50 {off['p50']:5.1f} ms p99 {off['p99']:6.1f} ms"
                     f" | ratio {on['rps'] / off['rps']:.2f}x",
                     flush=True,

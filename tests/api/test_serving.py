@@ -4,6 +4,7 @@ model cache keeps at most model_cache_size models, evicting the least recently u
 
 import asyncio
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -94,6 +95,37 @@ def test_a_call_that_breaks_the_batch_fails_alone() -> None:
     assert isinstance(outputs[-1], ValueError)
     for x, y in zip(inputs[:-1], outputs[:-1], strict=True):
         assert torch.equal(y, 2 * x + 1)
+
+
+class Slow(Recording):
+    """Recording, each pass taking `seconds`."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        time.sleep(self.seconds)
+        return super().__call__(x)
+
+
+def test_calls_queued_during_a_pass_wait_a_window_for_the_callers_it_answers() -> None:
+    """A caller answered by a pass that calls again at once joins the call that queued during
+    that pass (else callers in a row split into batches that take turns)."""
+    forward = Slow(0.6)
+    batcher = Batcher(forward, window=0.2, max_batch=64)
+
+    async def run() -> list[torch.Tensor]:
+        first = asyncio.ensure_future(batcher.submit(torch.ones(1, 1)))
+        await asyncio.sleep(0.3)  # the first pass runs from 0.2 s to 0.8 s
+        queued = asyncio.ensure_future(batcher.submit(torch.full((1, 1), 2.0)))
+        await first
+        again = await batcher.submit(torch.full((1, 1), 3.0))  # its caller, at once
+        return [await queued, again]
+
+    assert [y.item() for y in asyncio.run(run())] == [5.0, 7.0]
+    assert forward.sizes == [1, 2], "the queued call waited for the caller the pass answered"
+    batcher.close()
 
 
 def test_a_caller_that_goes_away_leaves_the_others_their_answers() -> None:
