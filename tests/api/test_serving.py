@@ -14,6 +14,7 @@ import torch
 from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
+from api.metrics import BATCH_INPUTS
 from api.serving import Batcher, Closed, ModelCache
 from core.db import Job, session_scope, sessionmaker_for
 from core.settings import get_settings
@@ -209,6 +210,7 @@ def test_concurrent_batched_predictions_equal_the_unbatched_ones(
     bodies.append({"inputs": [["x"] * 64]})  # not numbers
     bodies.append({"inputs": [[0.5] * 64], "attention": True})  # an MLP has no attention maps
 
+    passes_before = BATCH_INPUTS.collect()[0].samples
     unbatched = ModelCache(get_settings().model_copy(update={"batch_window_ms": 0}))
     expected = []
     for body in bodies[:10]:
@@ -237,6 +239,12 @@ def test_concurrent_batched_predictions_equal_the_unbatched_ones(
     batcher = batching.batcher(job_id)
     assert batcher is not None and batcher.calls == 10
     assert batcher.batches < 10, "concurrent calls share forward passes"
+    # /metrics' histogram of inputs per pass saw each of them.
+    before = {sample.name: sample.value for sample in passes_before}
+    after = {sample.name: sample.value for sample in BATCH_INPUTS.collect()[0].samples}
+    count, total = "annlab_predict_batch_inputs_count", "annlab_predict_batch_inputs_sum"
+    assert after[count] - before[count] == batcher.batches
+    assert after[total] - before[total] == sum(len(b["inputs"]) for b in bodies[:10])
 
 
 def test_the_cache_keeps_at_most_its_size_and_evicts_the_least_recently_used(
