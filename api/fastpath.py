@@ -55,13 +55,13 @@ class FastPredict:
         if match is None or scope["method"] != "POST" or not _json_body(scope):
             await self.app(scope, receive, send)
             return
+        scope["route"] = RouteTemplate  # the router sets its own if the route answers
         body, messages = await _read_body(receive)
         answer = None if body is None else await self._answer(scope, match.group(1), body)
         if answer is None:
             await self.app(scope, _replay(messages, receive), send)
             return
         self.answered += 1
-        scope["route"] = RouteTemplate
         await send(
             {
                 "type": "http.response.start",
