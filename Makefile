@@ -44,7 +44,7 @@ test: venv datasets browsers
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # Benchmarks, each printing its lines of figures (CPU here; a GPU when there is one).
-# time_to_accuracy trains the default CNN on all of Fashion-MNIST (about 25 minutes on 2 CPU
+# time_to_accuracy trains the default CNN on all of Fashion-MNIST (7-25 minutes on 2 CPU
 # cores); TTA_ARGS="--max-train 10000 --epochs 5 --target 0.88" gives a quick figure.
 TTA_ARGS ?=
 bench: venv datasets

@@ -6,7 +6,7 @@ target, the whole run's wall clock, the best validation accuracy and the test ac
     .venv/bin/python benchmarks/time_to_accuracy.py --job docs/jobs/cnn-fashion-augmented.json \
         --target 0.945 [--epochs N] [--max-train N]
 
-On a CPU the whole run takes a while (about 20 minutes for the default CNN on Fashion-MNIST
+On a CPU the whole run takes a while (7 to 20 minutes for the default CNN on Fashion-MNIST
 on 2 cores); --max-train, --epochs and a lower --target give a quick figure.
 """
 
