@@ -18,6 +18,7 @@ from api.fastpath import FastPredict
 from core import keys
 from core.db import session_scope
 from core.settings import get_settings
+from tests.api.test_auth import make_key
 from tests.conftest import api_client, migrate
 from workers.runner import run_job
 
@@ -36,11 +37,6 @@ def url(tmp_path_factory: pytest.TempPathFactory) -> str:
 def client(url: str) -> Iterator[TestClient]:
     with api_client(database_url=url, key_cache_seconds=0) as client:
         yield client
-
-
-def make_key(url: str, name: str) -> dict[str, str]:
-    with session_scope(url) as session:
-        return {"Authorization": f"Bearer {keys.create(session, name)}"}
 
 
 def train(client: TestClient, url: str, headers: dict[str, str], document: dict) -> str:
