@@ -113,6 +113,9 @@ class Batcher:
         self._rows = 0  # inputs waiting in the queue
         self._changed = threading.Condition()
         self._closed = False
+        self._last_pass = max_batch  # calls the last pass answered; a new model assumes company
+        self._expected = max_batch  # calls the worker waits for (within the window)
+        self._passed = time.monotonic()  # when the last pass ended, before its answers went out
         self._worker = threading.Thread(target=self._work, name="annlab-batcher", daemon=True)
         self._worker.start()
 
@@ -125,7 +128,11 @@ class Batcher:
             self._queue.append(call)
             self._rows += len(inputs)
             # The worker sleeps until a first call arrives, then until the batch is full.
-            if len(self._queue) == 1 or self._rows >= self.max_batch:
+            if (
+                len(self._queue) == 1
+                or len(self._queue) >= self._expected
+                or self._rows >= self.max_batch
+            ):
                 self._changed.notify()
         return await call.future
 
@@ -137,21 +144,38 @@ class Batcher:
 
     def _next_batch(self) -> list[Call]:
         """Waits for a first call, then for a full batch or the window, which opens when the
-        first waiting call arrived or when this worker came back from its last pass, whichever
-        is later; takes the calls that fit in max_batch rows, oldest first. [] once closed
-        and empty.
+        first waiting call arrived or when the last pass ended, whichever is later; takes the
+        calls that fit in max_batch rows, oldest first. [] once closed and empty.
 
         The window reopens after each pass because the callers a pass answers tend to call
         again at once: without it, calls that queued during a pass left alone as soon as it
         ended, and 32 callers in a row settled into two batches of 16 taking turns (on 2 CPU
-        cores, 1,080 calls a second to a 4096-wide MLP; with it, batches of 21 and 1,400)."""
-        free = time.monotonic()
+        cores, 1,080 calls a second to a 4096-wide MLP; with it, batches of 21 and 1,400).
+
+        Nor does the window outlast its purpose: once the calls that queued during the last
+        pass and as many as that pass answered are waiting, the batch goes (8 callers in a
+        row had waited out the window after each pass of 8, all of them already back).
+
+        A call waits for no one where no one else is calling: alone in the queue, having
+        arrived after the last pass ended, when that pass answered a single call (a caller
+        calling in a row by itself, a notebook's loop, would otherwise pay the window on
+        every call). Any sign of company, a second call waiting, a call that queued during a
+        pass or a pass of several calls, brings the window back."""
         with self._changed:
             self._changed.wait_for(lambda: self._queue or self._closed)
             if not self._queue:
                 return []
-            opened = max(self._queue[0].arrived, free)
-            while not self._closed and self._rows < self.max_batch:
+            first, passed = self._queue[0].arrived, self._passed
+            opened = max(first, passed)
+            alone = len(self._queue) == 1 and self._last_pass == 1 and first > passed
+            # The calls that queued during the last pass, and the callers it answered, back.
+            self._expected = self._last_pass + sum(c.arrived <= passed for c in self._queue)
+            while (
+                not alone
+                and not self._closed
+                and self._rows < self.max_batch
+                and len(self._queue) < self._expected
+            ):
                 left = opened + self.window - time.monotonic()
                 if left <= 0 or not self._changed.wait(left):
                     break
@@ -161,6 +185,7 @@ class Batcher:
                 batch.append(self._queue.popleft())
                 rows += len(batch[-1].inputs)
             self._rows -= rows
+            self._last_pass = len(batch)
             return batch
 
     def _work(self) -> None:
@@ -175,6 +200,7 @@ class Batcher:
                     outputs = self.forward(torch.cat([c.inputs for c in batch]))
                 parts = split_rows(outputs, [len(c.inputs) for c in batch])
             except Exception:  # noqa: BLE001 - each call again alone; it gets its own error
+                self._passed = time.monotonic()
                 for call in batch:
                     try:
                         with torch.inference_mode():
@@ -182,6 +208,7 @@ class Batcher:
                     except Exception as exc:  # noqa: BLE001 - handed to its caller
                         call.settle(error=exc)
             else:
+                self._passed = time.monotonic()
                 for call, part in zip(batch, parts, strict=True):
                     call.settle(part)
 

@@ -129,6 +129,41 @@ def test_calls_queued_during_a_pass_wait_a_window_for_the_callers_it_answers() -
     batcher.close()
 
 
+def test_a_caller_calling_alone_in_a_row_does_not_wait_for_the_window() -> None:
+    forward = Recording()
+    batcher = Batcher(forward, window=0.5, max_batch=64)
+
+    async def run() -> tuple[float, float]:
+        started = time.monotonic()
+        await batcher.submit(torch.ones(1, 1))  # a new model waits for company once
+        first = time.monotonic() - started
+        started = time.monotonic()
+        for k in range(5):
+            assert (await batcher.submit(torch.full((1, 1), float(k)))).item() == 2 * k + 1
+        return first, time.monotonic() - started
+
+    first, rest = asyncio.run(run())
+    assert first >= 0.45 and rest < 0.5, (first, rest)
+    assert forward.sizes == [1] * 6
+    batcher.close()
+
+
+def test_the_callers_a_pass_answered_end_the_window_once_they_are_back() -> None:
+    forward = Recording()
+    batcher = Batcher(forward, window=0.6, max_batch=64)
+    three = [torch.full((1, 1), float(k)) for k in range(3)]
+
+    async def run() -> float:
+        await asyncio.gather(*(batcher.submit(x) for x in three))  # a new model: the window
+        started = time.monotonic()
+        await asyncio.gather(*(batcher.submit(x) for x in three))  # the same callers again
+        return time.monotonic() - started
+
+    again = asyncio.run(run())
+    assert forward.sizes == [3, 3] and again < 0.4, (forward.sizes, again)
+    batcher.close()
+
+
 def test_a_caller_that_goes_away_leaves_the_others_their_answers() -> None:
     batcher = Batcher(Recording(), window=0.2, max_batch=64)
 
