@@ -127,7 +127,8 @@ class Batcher:
                 raise Closed("this model was evicted from the cache")
             self._queue.append(call)
             self._rows += len(inputs)
-            # The worker sleeps until a first call arrives, then until the batch is full.
+            # The worker sleeps until a first call arrives, then until the batch is full or
+            # holds the calls it waits for.
             if (
                 len(self._queue) == 1
                 or len(self._queue) >= self._expected
