@@ -30,6 +30,7 @@ from pydantic import TypeAdapter, ValidationError
 from starlette.requests import Request
 
 from api.deps import settings_of
+from api.limits import replaying
 from models.configs.verbs import PredictRequest, PredictResponse
 
 _PREDICT = re.compile(r"^/models/([^/]{1,64})/predict$")
@@ -59,7 +60,7 @@ class FastPredict:
         body, messages = await _read_body(receive)
         answer = None if body is None else await self._answer(scope, match.group(1), body)
         if answer is None:
-            await self.app(scope, _replay(messages, receive), send)
+            await self.app(scope, replaying(messages, receive), send)
             return
         self.answered += 1
         await send(
@@ -120,13 +121,3 @@ async def _read_body(receive: Any) -> tuple[bytes | None, list[dict[str, Any]]]:
             return None, messages
         if not message.get("more_body", False):
             return b"".join(m.get("body", b"") for m in messages), messages
-
-
-def _replay(messages: list[dict[str, Any]], receive: Any) -> Any:
-    """A receive() that gives the route the messages already read, then the client's."""
-    pending = list(messages)
-
-    async def replayed() -> dict[str, Any]:
-        return pending.pop(0) if pending else await receive()
-
-    return replayed

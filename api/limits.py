@@ -39,26 +39,28 @@ class BodyLimit:
             await self.app(scope, receive, send)
             return
         # No declared length (chunked): read the body here, up to the limit, then replay it.
-        chunks, seen, more = [], 0, True
+        messages, seen, more = [], 0, True
         while more:
             message = await receive()
+            messages.append(message)
             if message["type"] != "http.request":
                 break  # the client went away; the app will see it
-            chunks.append(message.get("body", b""))
-            seen += len(chunks[-1])
+            seen += len(message.get("body", b""))
             more = message.get("more_body", False)
             if seen > limit:
                 await _too_large(send, limit)
                 return
-        replay = [
-            {"type": "http.request", "body": chunk, "more_body": k < len(chunks) - 1}
-            for k, chunk in enumerate(chunks)
-        ]
+        await self.app(scope, replaying(messages, receive), send)
 
-        async def replayed() -> dict[str, Any]:
-            return replay.pop(0) if replay else await receive()
 
-        await self.app(scope, replayed, send)
+def replaying(messages: list[dict[str, Any]], receive: Any) -> Any:
+    """A receive() that gives the app the messages already read, then the client's."""
+    pending = list(messages)
+
+    async def replayed() -> dict[str, Any]:
+        return pending.pop(0) if pending else await receive()
+
+    return replayed
 
 
 async def _too_large(send: Any, limit: int) -> None:

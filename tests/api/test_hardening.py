@@ -58,6 +58,13 @@ def test_a_body_over_the_limit_is_a_413_before_it_is_read(client: TestClient) ->
     streamed = client.post("/jobs", content=chunks(), headers={"content-type": "application/json"})
     assert streamed.status_code == 413
 
+    def small() -> Iterator[bytes]:  # under the limit: read here, then replayed to the route
+        yield b'{"family": "mlp", '
+        yield b'"dataset": {"name": "digits"}}'
+
+    within = client.post("/jobs", content=small(), headers={"content-type": "application/json"})
+    assert within.status_code == 202 and within.json()["spec"]["dataset"]["name"] == "digits"
+
 
 @pytest.fixture(scope="module")
 def model(client: TestClient) -> str:
