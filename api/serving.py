@@ -14,12 +14,13 @@ and a predict call costs the server little besides its forward pass (api/routes/
 cached model has a Batcher: a queue and one worker thread, woken through a condition variable.
 The route converts and checks its caller's inputs (a bad request is that caller's 422 and never
 reaches a batch), puts them on the queue and awaits a future; the worker takes the first waiting
-call, waits until the window has passed or the batch is full, concatenates, runs the module and
-makes the whole batch's answer once (torch releases the GIL: the event loop goes on reading
-requests) and settles each caller's future with its rows, on the caller's loop. One worker per
-model also means one forward pass at a time per model (what a GPU wants; on a CPU torch's own
-threads share the cores). A window of 0 turns batching off: each call runs the family's predict
-on its own thread of the threadpool, as every other verb does.
+call, waits until the window has passed or the batch is full, and hands the batch to FORWARD, the
+one thread that runs every model's passes: it concatenates, runs the module and makes the whole
+batch's answer once (torch releases the GIL: the event loop goes on reading requests) and
+settles each caller's future with its rows, on the caller's loop. So one forward pass runs at a
+time in the process (what a GPU wants; on a CPU torch's own threads share the cores, and see
+FORWARD for why one thread). A window of 0 turns batching off: each call runs the family's
+predict on its own thread of the threadpool, as every other verb does.
 """
 
 import asyncio
@@ -27,6 +28,7 @@ import threading
 import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache, partial
 from itertools import accumulate, pairwise
@@ -40,6 +42,19 @@ from core.catalog import DatasetInfo
 from core.db import Job
 from core.jobs import latest_checkpoint
 from core.settings import Settings
+from models.specs import SPECS
+
+# The one thread that runs the batched forward passes of every cached model, and loads those
+# models. torch's CPU threads are OpenMP's (libgomp), which keeps a team of worker threads for
+# each thread that has run a parallel op, as long as that thread lives, and lets them spin for
+# a while after each op so the next one starts at once; but once the process holds more such
+# threads than there are cores, every team's workers go to sleep after each op instead, and
+# each op waits for them to wake. A batcher thread per model, beside the threadpool thread
+# that had loaded its model, was already one too many on 2 cores: the default CNN's pass over
+# 32 images took 7 ms instead of 2.5, over one 4.9 instead of 0.3. With one thread for all
+# passes, and the loads done there too, a process that only batches keeps a single team (the
+# threadpool's threads still make their own when other verbs run, until they end, idle).
+FORWARD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annlab-forward")
 
 
 def final_weights(session: Session, job_id: str) -> bytes:
@@ -55,7 +70,7 @@ def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
 
     from core.checkpoint import unpack_weights
     from core.datasets import load_dataset
-    from models.base import Served
+    from models.base import Served, for_inference
     from models.registry import get_family
     from models.specs import parse_job_spec
 
@@ -67,7 +82,7 @@ def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
     module.load_state_dict(tensors)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dataset = cache(lambda: load_dataset(spec.dataset, settings, device))
-    return Served(module=module.to(device).eval(), spec=spec, info=info, dataset=dataset)
+    return Served(module=for_inference(module, device), spec=spec, info=info, dataset=dataset)
 
 
 class Closed(RuntimeError):
@@ -82,10 +97,6 @@ class Call:
     future: asyncio.Future
     arrived: float = field(default_factory=time.monotonic)
 
-    def settle(self, outputs: Any = None, error: BaseException | None = None) -> None:
-        """From the worker thread: hands the answer to the caller's event loop."""
-        self.future.get_loop().call_soon_threadsafe(_settle, self.future, outputs, error)
-
 
 def _settle(future: asyncio.Future, outputs: Any, error: BaseException | None) -> None:
     if future.cancelled():  # the client went away while its call waited
@@ -96,12 +107,30 @@ def _settle(future: asyncio.Future, outputs: Any, error: BaseException | None) -
         future.set_result(outputs)
 
 
+Answer = tuple[Call, Any, BaseException | None]  # a call, and its outputs or its error
+
+
+def settle_all(answers: list[Answer]) -> None:
+    """From the worker thread: hands a batch's answers to their callers' event loops, waking
+    each loop once for all of its callers rather than once for each."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[Answer]] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].future.get_loop(), []).append(answer)
+    for loop, some in by_loop.items():
+        loop.call_soon_threadsafe(_settle_some, some)
+
+
+def _settle_some(answers: list[Answer]) -> None:
+    for call, outputs, error in answers:
+        _settle(call.future, outputs, error)
+
+
 class Batcher:
     """Runs `forward` over the inputs of calls that arrive within `window` seconds of each
     other or of the end of the previous pass (at most `max_batch` rows; one call larger than
     that runs alone) and gives each call its own rows of the outputs. Callers await `submit`;
-    one worker thread runs the batches. If a batch fails, its calls are run one by one, so a
-    call that breaks the module fails alone."""
+    one worker thread makes the batches, and FORWARD runs them. If a batch fails, its calls are
+    run one by one, so a call that breaks the module fails alone."""
 
     def __init__(self, forward: Callable[[Any], Any], *, window: float, max_batch: int):
         self.forward = forward
@@ -190,28 +219,37 @@ class Batcher:
             return batch
 
     def _work(self) -> None:
-        import torch
-
         while batch := self._next_batch():
             self.batches += 1
             self.calls += len(batch)
             BATCH_INPUTS.observe(sum(len(c.inputs) for c in batch))
+            FORWARD.submit(self._pass, batch).result()  # on the one thread all models share
+
+    def _pass(self, batch: list[Call]) -> None:
+        """One forward pass over the batch, and each call's answer (or error) handed to it. If
+        the pass fails, each call runs again alone, so a call that breaks the module fails
+        alone."""
+        import torch
+
+        try:
+            with torch.inference_mode():
+                outputs = self.forward(torch.cat([c.inputs for c in batch]))
+            parts = split_rows(outputs, [len(c.inputs) for c in batch])
+        except Exception:  # noqa: BLE001 - each call again alone; it gets its own error
+            parts = None
+        if parts is not None:
+            self._passed = time.monotonic()  # before the answers go out (_next_batch)
+            settle_all([(call, part, None) for call, part in zip(batch, parts, strict=True)])
+            return
+        answers: list[Answer] = []
+        for call in batch:
             try:
                 with torch.inference_mode():
-                    outputs = self.forward(torch.cat([c.inputs for c in batch]))
-                parts = split_rows(outputs, [len(c.inputs) for c in batch])
-            except Exception:  # noqa: BLE001 - each call again alone; it gets its own error
-                self._passed = time.monotonic()
-                for call in batch:
-                    try:
-                        with torch.inference_mode():
-                            call.settle(self.forward(call.inputs))
-                    except Exception as exc:  # noqa: BLE001 - handed to its caller
-                        call.settle(error=exc)
-            else:
-                self._passed = time.monotonic()
-                for call, part in zip(batch, parts, strict=True):
-                    call.settle(part)
+                    answers.append((call, self.forward(call.inputs), None))
+            except Exception as exc:  # noqa: BLE001 - handed to its caller
+                answers.append((call, None, exc))
+        self._passed = time.monotonic()
+        settle_all(answers)
 
 
 def split_rows(outputs: Any, sizes: list[int]) -> list[Any]:
@@ -290,9 +328,14 @@ class ModelCache:
         job_id = job.id
         if (loaded := self.find(job_id)) is not None:
             return loaded
-        served = load_model(job, final_weights(session, job_id), self.settings)
+        weights = final_weights(session, job_id)
+        batched = self.settings.batch_window_ms > 0 and "predict" in SPECS[job.family].verbs
+        if batched:  # on the thread that will run its forward passes (see FORWARD)
+            served = FORWARD.submit(load_model, job, weights, self.settings).result()
+        else:
+            served = load_model(job, weights, self.settings)
         batcher = None
-        if self.settings.batch_window_ms > 0 and "predict" in served.spec.verbs:
+        if batched:
             batcher = Batcher(
                 partial(predict_batch, served),
                 window=self.settings.batch_window_ms / 1000,

@@ -11,7 +11,7 @@ from torch.nn import functional as F
 
 from core.datasets import Split, Splits
 from core.spec import JobSpecBase
-from models.base import BadRequest, Batch, ImageQuery, Lines, Served
+from models.base import BadRequest, Batch, ImageQuery, Lines, Served, to_channels_last
 from models.configs.verbs import MAX_FORECAST_STEPS, ForecastRequest, PredictRequest
 from models.training import GradientTrainer, Sums
 
@@ -37,12 +37,7 @@ class SupervisedTrainer(GradientTrainer):
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         super().__init__(spec, model, splits, device)
         self.classify = spec.task == "classification"
-        # Convolutions run fastest on NHWC tensors: cuDNN's tensor-core kernels on a GPU,
-        # oneDNN's on a CPU (a CNN's training step on 2 Sapphire Rapids cores: 1.3x in float32,
-        # 3x with bfloat16, whose NHWC kernels use the AMX units).
-        self.channels_last = any(isinstance(m, nn.Conv2d) for m in model.modules())
-        if self.channels_last:
-            model.to(memory_format=torch.channels_last)
+        self.channels_last = to_channels_last(model)
         # Training steps go through the compiled module (same parameters); evaluation, whose
         # batches differ in size, through the plain one.
         self.forward = torch.compile(model) if spec.train.compile else model
@@ -118,8 +113,9 @@ def inputs_tensor(served: Served, inputs: list[Any], *, raw: bool) -> torch.Tens
             "inputs", f"inputs must be within +-{MAX_INPUT:g} (images in [0, 1], or raw=true)"
         )
     x = array.astype(np.float32).reshape(len(array), *info.input_shape)
-    batch = torch.from_numpy(x)
-    return (batch / info.input_scale if raw else batch).to(served.device)
+    if raw:
+        x /= info.input_scale  # in numpy, as the checks: no torch op on the event loop
+    return torch.from_numpy(x).to(served.device)
 
 
 @torch.inference_mode()

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select, text
 
 from api.metrics import BATCH_INPUTS
-from api.serving import Batcher, Closed, ModelCache
+from api.serving import FORWARD, Batcher, Closed, ModelCache
 from core.db import Job, session_scope, sessionmaker_for
 from core.settings import get_settings
 from tests.conftest import api_client
@@ -195,6 +195,31 @@ def test_a_closed_batcher_answers_what_it_holds_and_refuses_new_calls() -> None:
     assert torch.equal(asyncio.run(run()), torch.full((1, 1), 3.0))
 
 
+def test_every_models_passes_run_on_the_one_forward_thread() -> None:
+    """Two models' batchers hand their passes to FORWARD: one thread, whose OpenMP team
+    alone stays in the process (api/serving.py)."""
+    seen: list[str] = []
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        seen.append(threading.current_thread().name)
+        return x + 1
+
+    first = Batcher(forward, window=0.01, max_batch=8)
+    second = Batcher(forward, window=0.01, max_batch=8)
+
+    async def run() -> list[Any]:
+        return await asyncio.gather(
+            *(b.submit(torch.ones(1, 2)) for b in (first, second, first, second))
+        )
+
+    assert all(torch.equal(y, torch.full((1, 2), 2.0)) for y in asyncio.run(run()))
+    assert len(seen) >= 2 and set(seen) == {seen[0]}
+    assert seen[0].startswith("annlab-forward")
+    assert FORWARD.submit(lambda: threading.current_thread().name).result() == seen[0]
+    first.close()
+    second.close()
+
+
 # Over HTTP, against models trained here (digits, one epoch each).
 
 DIGITS_MLP = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
@@ -302,6 +327,27 @@ def test_the_cache_keeps_at_most_its_size_and_evicts_the_least_recently_used(
             asyncio.run(evicted.submit(torch.zeros(1, 1, 8, 8)))
         assert cache.get(session, jobs[a]) is first_a  # now c is the least recently used
         assert cache.get(session, jobs[b]) is not None and cache.cached() == [a, b]
+
+
+def test_a_batched_model_loads_on_the_forward_thread_and_an_unbatched_one_where_called(
+    client: TestClient, trained: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.serving
+
+    loaded_on: list[str] = []
+    load_model = api.serving.load_model
+
+    def recording(*args: Any) -> Any:
+        loaded_on.append(threading.current_thread().name)
+        return load_model(*args)
+
+    monkeypatch.setattr(api.serving, "load_model", recording)
+    for window in (1.0, 0.0):
+        cache = ModelCache(get_settings().model_copy(update={"batch_window_ms": window}))
+        with session_scope(get_settings().database_url) as session:
+            cache.get(session, session.get(Job, trained[0]))
+    assert loaded_on[0].startswith("annlab-forward")
+    assert loaded_on[1] == threading.current_thread().name
 
 
 def test_a_read_only_session_does_not_hold_up_a_writer(client: TestClient) -> None:
