@@ -19,6 +19,7 @@ from models.base import (
     ImageQuery,
     Lines,
     Served,
+    for_inference,
     get_family,
     register,
 )
@@ -145,9 +146,13 @@ def test_family_trains_reports_its_declared_metrics_and_serves(
     test = trainer.evaluate(splits.test)
     assert set(test) == set(spec.eval_metrics())
 
-    # Every verb and picture answers a small request.
-    model.eval()
-    served = Served(module=model, spec=spec, info=splits.info, dataset=lambda: splits)
+    # Every verb and picture answers a small request, the model laid out as the API serves it.
+    served = Served(
+        module=for_inference(model, torch.device("cpu")),
+        spec=spec,
+        info=splits.info,
+        dataset=lambda: splits,
+    )
     x = splits.test.x[:4]
     for verb, run in family.verbs.items():
         if (name, verb) in REFUSED:
