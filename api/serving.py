@@ -231,24 +231,20 @@ class Batcher:
         alone."""
         import torch
 
+        answers: list[Answer] = []
         try:
             with torch.inference_mode():
                 outputs = self.forward(torch.cat([c.inputs for c in batch]))
             parts = split_rows(outputs, [len(c.inputs) for c in batch])
+            answers = [(call, part, None) for call, part in zip(batch, parts, strict=True)]
         except Exception:  # noqa: BLE001 - each call again alone; it gets its own error
-            parts = None
-        if parts is not None:
-            self._passed = time.monotonic()  # before the answers go out (_next_batch)
-            settle_all([(call, part, None) for call, part in zip(batch, parts, strict=True)])
-            return
-        answers: list[Answer] = []
-        for call in batch:
-            try:
-                with torch.inference_mode():
-                    answers.append((call, self.forward(call.inputs), None))
-            except Exception as exc:  # noqa: BLE001 - handed to its caller
-                answers.append((call, None, exc))
-        self._passed = time.monotonic()
+            for call in batch:
+                try:
+                    with torch.inference_mode():
+                        answers.append((call, self.forward(call.inputs), None))
+                except Exception as exc:  # noqa: BLE001 - handed to its caller
+                    answers.append((call, None, exc))
+        self._passed = time.monotonic()  # before the answers go out (_next_batch)
         settle_all(answers)
 
 
