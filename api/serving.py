@@ -51,9 +51,9 @@ from models.specs import SPECS
 # threads than there are cores, every team's workers go to sleep after each op instead, and
 # each op waits for them to wake. A batcher thread per model, beside the threadpool thread
 # that had loaded its model, was already one too many on 2 cores: the default CNN's pass over
-# 32 images took 7 ms instead of 2.5, over one 4.9 instead of 0.3. With one thread for all
-# passes, and the loads done there too, a process that only batches keeps a single team (the
-# threadpool's threads still make their own when other verbs run, until they end, idle).
+# 32 images took 7 ms instead of 2.5, over one 4.9 (0.3 alone in a process). With one thread
+# for all passes, and the loads done there too, a process that only batches keeps a single team
+# (the threadpool's threads still make their own when other verbs run, until they end, idle).
 FORWARD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annlab-forward")
 
 
