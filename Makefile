@@ -7,7 +7,7 @@ HOST ?= 127.0.0.1
 ANNLAB_HOME ?= ./.annlab
 export ANNLAB_HOME
 
-.PHONY: run test venv lint migrate datasets browsers bench
+.PHONY: run test venv lint migrate datasets browsers bench docs
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,8 +40,12 @@ run: venv migrate
 	$(BIN)/python -m workers.supervise $(BIN)/celery -A workers.celery_app worker --pool=solo --loglevel=info & \
 	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
 
-test: venv datasets browsers
+test: venv datasets browsers docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The docs site (MkDocs, Material theme) from docs/ into site/; --strict fails on a broken link.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
 
 # Benchmarks, each printing its lines of figures (CPU here; a GPU when there is one).
 # time_to_accuracy trains the default CNN on all of Fashion-MNIST (7-25 minutes on 2 CPU

@@ -307,10 +307,8 @@ def for_inference(model: nn.Module, device: torch.device) -> nn.Module:
 
     Convolutions go NHWC (to_channels_last). On a CPU, each nn.Linear's weight (out, in) is
     also stored column-major, as the contiguous (in, out) matrix it multiplies by: the same
-    values, read by MKL's sgemm without a transpose, which for the few rows a predict call or
-    a batch of them brings is much faster (a 784-4096-4096 MLP over 24 inputs, 5.8 -> 4.7 ms;
-    over one, 1.47 -> 1.39; the same at 64 and past). On a GPU the layout stays as it trained
-    (not measured there: no GPU was lent)."""
+    values, read by MKL's sgemm without a transpose, faster for the few rows a predict call or
+    a batch of them brings (docs/benchmarks.md). On a GPU the layout stays as it trained."""
     model.to(device).eval()
     to_channels_last(model)
     if device.type == "cpu":

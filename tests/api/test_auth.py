@@ -1,4 +1,4 @@
-"""API keys and ownership (issue 8, item 1), on a database of their own: keys made by the
+"""API keys and ownership, on a database of their own: keys made by the
 admin command, required once one exists; another owner's jobs, sweeps and uploads are 404;
 an admin sees everything; quotas answer 429 with Retry-After; production will not start
 without a key."""

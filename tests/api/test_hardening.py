@@ -1,5 +1,5 @@
-"""Regressions for the faults found when the service was attacked as a clumsy user would
-(issue 8): each of these was reproduced on the API before its fix."""
+"""Regressions for the faults found when the service was attacked as a clumsy user would:
+each of these was reproduced on the API before its fix."""
 
 import io
 import json
