@@ -38,17 +38,16 @@ def compressed(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
+FOREIGN_KEY = "fk_upload_blobs_upload_id_uploads"
+
+
+# The foreign key is added last and dropped first: on SQLite, batch mode rebuilds uploads
+# (DROP TABLE), which would delete every blob through ON DELETE CASCADE.
 def upgrade() -> None:
     op.create_table(
         "upload_blobs",
         sa.Column("upload_id", sa.Integer(), nullable=False),
         sa.Column("data", sa.LargeBinary(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["upload_id"],
-            ["uploads.id"],
-            name=op.f("fk_upload_blobs_upload_id_uploads"),
-            ondelete="CASCADE",
-        ),
         sa.PrimaryKeyConstraint("upload_id", name=op.f("pk_upload_blobs")),
     )
     with op.batch_alter_table("uploads") as batch:
@@ -70,12 +69,18 @@ def upgrade() -> None:
         batch.alter_column("sha256", existing_type=sa.String(length=64), nullable=False)
         batch.drop_column("data")
         batch.drop_constraint("uq_uploads_name", type_="unique")
+    with op.batch_alter_table("upload_blobs") as batch:
+        batch.create_foreign_key(
+            op.f(FOREIGN_KEY), "uploads", ["upload_id"], ["id"], ondelete="CASCADE"
+        )
     op.create_index(OWNER_NAME, "uploads", [sa.text("coalesce(owner_id, '')"), "name"], unique=True)
 
 
 def downgrade() -> None:
     """Fails if two owners have uploads of the same name (one namespace before)."""
     op.drop_index(OWNER_NAME, table_name="uploads")
+    with op.batch_alter_table("upload_blobs") as batch:
+        batch.drop_constraint(op.f(FOREIGN_KEY), type_="foreignkey")
     with op.batch_alter_table("uploads") as batch:
         batch.add_column(sa.Column("data", sa.LargeBinary(), nullable=True))
     connection = op.get_bind()
