@@ -19,7 +19,7 @@ from sqlalchemy import JSON, LargeBinary, column, event, insert, select, table, 
 
 from core import keys, uploads
 from core.db import Job, Upload, engine_for, session_scope, utcnow
-from core.settings import Settings, get_settings
+from core.settings import Settings
 from tests.conftest import ROOT, api_client
 from workers.runner import run_job
 
@@ -82,10 +82,11 @@ def keyed(db_settings: Settings) -> Iterator[tuple[TestClient, dict[str, dict[st
 
 
 def test_an_npz_over_the_owners_quota_is_refused_before_it_is_decompressed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
     """The quota was checked after decompressing (the API grew by GBs for a 1 MB file)."""
-    with api_client(max_upload_bytes_per_owner=3_000_000) as client:
+    quota = {"database_url": settings.database_url, "max_upload_bytes_per_owner": 3_000_000}
+    with api_client(**quota) as client:
         assert post(client, "quota-first", zeros_npz(1_000, 200)).status_code == 201  # 1.6 MB
         inflated = []  # bytes read out of zip members
         read = zipfile.ZipExtFile.read
@@ -110,12 +111,12 @@ def test_object_arrays_are_refused_by_their_header() -> None:
 
 
 def test_an_upload_holds_no_write_lock_while_it_is_checked_and_compressed(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, settings: Settings
 ) -> None:
     """A job's heartbeat (another connection's write) failed with "database is locked" while
     an upload was read and checked: the request's write transaction was open all along."""
-    with api_client() as client:
-        database = engine_for(get_settings().database_url).url.database
+    with api_client(database_url=settings.database_url) as client:
+        database = engine_for(settings.database_url).url.database
         written = []
         parse = uploads.parse_npz
 
