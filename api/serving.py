@@ -81,7 +81,7 @@ def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
     tensors, _ = unpack_weights(weights)
     module.load_state_dict(tensors)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dataset = cache(lambda: load_dataset(spec.dataset, settings, device))
+    dataset = cache(lambda: load_dataset(spec.dataset, settings, device, job.owner_id))
     return Served(module=for_inference(module, device), spec=spec, info=info, dataset=dataset)
 
 

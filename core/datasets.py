@@ -78,9 +78,13 @@ def content_hash(splits: Splits) -> str:
 
 
 def load_dataset(
-    spec: DatasetSpec, settings: Settings, device: torch.device | str = "cpu"
+    spec: DatasetSpec,
+    settings: Settings,
+    device: torch.device | str = "cpu",
+    owner: str | None = None,
 ) -> Splits:
-    """Load spec's dataset, split it as the spec says and put every tensor on `device`.
+    """Load spec's dataset, split it as the spec says and put every tensor on `device`; an
+    upload is `owner`'s (the job's owner; None: the anonymous local user).
 
     Raises DatasetUnavailable (message says how to get the files) when the data is not here.
     """
@@ -88,7 +92,7 @@ def load_dataset(
     train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
     split_rng = np.random.default_rng(split_seq)
     if spec.name.startswith(uploads.PREFIX):
-        return _load_upload(spec, settings, split_rng, device)
+        return _load_upload(spec, settings, split_rng, device, owner)
     info = resolve(spec)
     require_available(info, settings)
     if info.sequence:
@@ -114,8 +118,9 @@ def _load_upload(
     settings: Settings,
     split_rng: np.random.Generator,
     device: torch.device | str,
+    owner: str | None,
 ) -> Splits:
-    stored, arrays = uploads.read(settings.database_url, spec.name)
+    stored, arrays = uploads.read(settings.database_url, spec.name, owner)
     info = resolve(spec, {spec.name: stored})
     if info.sequence:
         return _load_series(spec, info, arrays["series"], device)

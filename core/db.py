@@ -26,6 +26,8 @@ from sqlalchemy import (
     UniqueConstraint,
     create_engine,
     event,
+    func,
+    literal_column,
 )
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
@@ -235,18 +237,40 @@ def migrate(url: str) -> None:
 
 
 class Upload(Base):
-    """A dataset a user uploaded: its facts (a DatasetInfo) and its arrays as an .npz."""
+    """A dataset a user uploaded: its facts (a DatasetInfo) and sizes; its arrays are in
+    UploadBlob, which listing and admission never read. Names are unique per owner."""
 
     __tablename__ = "uploads"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    name: Mapped[str] = mapped_column(String(80), unique=True)
+    name: Mapped[str] = mapped_column(String(80))
     kind: Mapped[str] = mapped_column(String(16))
     info: Mapped[dict[str, Any]] = mapped_column(JSON)
-    data: Mapped[bytes] = mapped_column(LargeBinary)
-    size_bytes: Mapped[int] = mapped_column(Integer)
+    size_bytes: Mapped[int] = mapped_column(Integer)  # the arrays' bytes, uncompressed
+    stored_bytes: Mapped[int] = mapped_column(Integer)  # the blob's bytes
+    sha256: Mapped[str] = mapped_column(String(64))  # the blob's
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+# One name per owner; the anonymous local user (owner NULL) is an owner too.
+Index(
+    "uq_uploads_owner_id_name",
+    func.coalesce(Upload.owner_id, literal_column("''")),
+    Upload.name,
+    unique=True,
+)
+
+
+class UploadBlob(Base):
+    """An upload's arrays as a compressed .npz (np.savez_compressed)."""
+
+    __tablename__ = "upload_blobs"
+
+    upload_id: Mapped[int] = mapped_column(
+        ForeignKey("uploads.id", ondelete="CASCADE"), primary_key=True
+    )
+    data: Mapped[bytes] = mapped_column(LargeBinary)
 
 
 class Artifact(Base):

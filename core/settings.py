@@ -60,8 +60,9 @@ class Settings(BaseSettings):
     # working within this many seconds. 0: every request looks its key up.
     key_cache_seconds: float = Field(1.0, ge=0, le=60)
     max_upload_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    # What an uploaded .npz may hold once decompressed (checked before decompressing).
-    max_upload_uncompressed_bytes: int = Field(1024 * 1024 * 1024, ge=1024)
+    # What an uploaded .npz may hold once decompressed (checked before decompressing); the API
+    # holds about 1.5x this while it checks and compresses an upload.
+    max_upload_uncompressed_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     # Any other request body (a predict call with 10,000 Fashion-MNIST images is ~50 MB).
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
     # What one training run may hold (estimated: weights, optimizer, a batch, the dataset),

@@ -17,7 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.catalog import DatasetInfo
+from core.catalog import CATALOG, DatasetInfo
 from core.checkpoint import pack_weights, unpack_weights
 from core.datasets import Split, load_dataset
 from core.db import FeatureNet, session_scope
@@ -60,15 +60,19 @@ class FeatureClassifier(nn.Module):
         return self.to_logits(self.features(x))
 
 
-def _key(spec: DatasetSpec) -> str:
+def _key(spec: DatasetSpec, owner: str | None) -> str:
+    """Uploads are per owner: two owners' `upload:x` are two datasets."""
+    if owner is not None and spec.name not in CATALOG:
+        return f"{spec.name}/{owner}/{RECIPE}"
     return f"{spec.name}/{RECIPE}"
 
 
 def train_feature_net(
-    spec: DatasetSpec, settings: Settings, device: torch.device
+    spec: DatasetSpec, settings: Settings, device: torch.device, owner: str | None = None
 ) -> tuple[FeatureClassifier, dict[str, Any]]:
     """Train the classifier on the dataset's default split, without touching the caller's RNG."""
-    splits = load_dataset(DatasetSpec(name=spec.name, val_fraction=0.0), settings, device)
+    split = DatasetSpec(name=spec.name, val_fraction=0.0)
+    splits = load_dataset(split, settings, device, owner)
     train, info = splits.train, splits.info
     n = min(len(train), MAX_TRAIN)
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -101,14 +105,17 @@ def train_feature_net(
     return net, facts
 
 
-def feature_net(spec: DatasetSpec, settings: Settings, device: torch.device) -> FeatureClassifier:
-    """The dataset's feature classifier: the stored one, or trained now and stored."""
-    key = _key(spec)
+def feature_net(
+    spec: DatasetSpec, settings: Settings, device: torch.device, owner: str | None = None
+) -> FeatureClassifier:
+    """The dataset's feature classifier: the stored one, or trained now and stored (an upload
+    is `owner`'s)."""
+    key = _key(spec, owner)
     with session_scope(settings.database_url) as session:
         row = session.get(FeatureNet, key)
         stored = (row.data, row.info) if row is not None else None
     if stored is None:
-        net, facts = train_feature_net(spec, settings, device)
+        net, facts = train_feature_net(spec, settings, device, owner)
         try:
             with session_scope(settings.database_url) as session:
                 session.add(FeatureNet(key=key, info=facts, data=pack_weights(net, facts)))

@@ -367,6 +367,7 @@ class _Run:
         self.sweep_id: str | None = None
         self.halving: Halving | None = None
         self.rungs: set[int] = set()
+        self.owner: str | None = None
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -376,11 +377,13 @@ class _Run:
         return pack(state, {"spec": self.document})
 
     def run(self) -> None:
+        with self.session() as session:
+            self.owner = session.get(Job, self.lease.job_id).owner_id  # whose upload it names
         # Again here, before anything is loaded: the budget may differ from the API's.
         info = resolve(self.spec.dataset, self.uploads())
         if info is not None:
             admission.check(self.spec, info, self.settings.worker_memory_bytes)
-        data = load_dataset(self.spec.dataset, self.settings, self.device)
+        data = load_dataset(self.spec.dataset, self.settings, self.device, self.owner)
         with self.session() as session:
             stored = latest_checkpoint(session, self.lease.job_id)
             blob = stored.data if stored is not None else None
@@ -630,7 +633,7 @@ class _Run:
         if self.spec.dataset.name in CATALOG:
             return None
         with self.session() as session:
-            return upload_infos(session, [self.spec.dataset.name])
+            return upload_infos(session, [self.spec.dataset.name], self.owner)
 
     def provenance(self, data: Splits, model: torch.nn.Module) -> dict[str, Any]:
         """What this run depended on besides its document: versions, where it ran, the
@@ -661,7 +664,7 @@ class _Run:
         samples = trainer.samples(quality.N_SAMPLES, generator)
         if samples is None:
             return {}
-        net = quality.feature_net(self.spec.dataset, self.settings, self.device)
+        net = quality.feature_net(self.spec.dataset, self.settings, self.device, self.owner)
         return quality.measure(net, samples, splits.test)
 
     def _best(self, best_model: dict[str, torch.Tensor] | None) -> dict[str, Any]:

@@ -3,7 +3,8 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
-from sqlalchemy import func, select
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from api.deps import CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
@@ -11,7 +12,7 @@ from api.routing import Route
 from api.schemas import DatasetPublic, DatasetsPublic, Problem
 from core import uploads
 from core.catalog import CATALOG, DatasetInfo, is_available
-from core.db import Upload
+from core.db import Upload, sessionmaker_for
 
 router = APIRouter(
     route_class=Route,
@@ -44,9 +45,9 @@ def dataset_public(info: DatasetInfo, available: bool = True) -> DatasetPublic:
 def list_datasets(settings: SettingsDep, session: SessionDep, caller: CallerDep) -> DatasetsPublic:
     """The built-in datasets (and whether this machine has them), and the caller's uploads."""
     items = [dataset_public(info, is_available(info, settings)) for info in CATALOG.values()]
-    uploaded = caller.only_own(select(Upload), Upload.owner_id).order_by(Upload.created_at)
-    for row in session.scalars(uploaded):
-        items.append(dataset_public(DatasetInfo.from_dict(row.info)))
+    uploaded = select(Upload.info).where(caller.mine(Upload.owner_id)).order_by(Upload.created_at)
+    for info in session.scalars(uploaded):
+        items.append(dataset_public(DatasetInfo.from_dict(info)))
     return DatasetsPublic(items=items)
 
 
@@ -63,7 +64,9 @@ def upload_dataset(
     caller: CallerDep,
     kind: Annotated[Literal["classification", "regression"] | None, Form()] = None,
 ) -> DatasetPublic:
-    """Upload a dataset; jobs then name it `upload:<name>`. Uploads are kept in the database."""
+    """Upload a dataset; jobs then name it `upload:<name>` (names are per owner). Uploads are
+    kept in the database, compressed. An .npz is checked against the size limit and the
+    owner's quota by what its headers declare, before anything is decompressed."""
     raw = file.file.read(settings.max_upload_bytes + 1)
     if len(raw) > settings.max_upload_bytes:
         raise upload_problem(
@@ -72,30 +75,31 @@ def upload_dataset(
             )
         )
     filename = (file.filename or "").lower()
+    quota = settings.max_upload_bytes_per_owner
     try:
         full_name = uploads.dataset_name(name)
-        if uploads.find(session, full_name) is not None:
-            raise uploads.UploadError("name", f"a dataset {full_name!r} exists already", 409)
+        # Checked, decompressed and compressed again outside any write transaction: on SQLite
+        # the write lock is held only for the inserts below.
+        with sessionmaker_for(settings.database_url, read_only=True)() as reading:
+            room = uploads.room(reading, full_name, caller.owner, quota)
         if filename.endswith(".csv"):
-            info, data = uploads.parse_csv(raw, name)
+            prepared = uploads.parse_csv(raw, name)
         elif filename.endswith(".npz"):
-            info, data = uploads.parse_npz(
-                raw, name, kind, max_uncompressed=settings.max_upload_uncompressed_bytes
+            prepared = uploads.parse_npz(
+                raw, name, kind, max_uncompressed=settings.max_upload_uncompressed_bytes, room=room
             )
         else:
             raise uploads.UploadError("file", "upload a .npz (X, y) or a .csv (one column)")
+        kept, _ = uploads.room(session, full_name, caller.owner, quota)
+        if kept + prepared.size_bytes > quota:
+            raise uploads.over_quota(prepared.size_bytes, kept, quota)
+        uploads.store(session, prepared, owner_id=caller.owner)
+        session.commit()
     except uploads.UploadError as exc:
         raise upload_problem(exc) from exc
-    kept = session.scalar(
-        select(func.coalesce(func.sum(Upload.size_bytes), 0)).where(caller.mine(Upload.owner_id))
-    )
-    if kept + len(data) > settings.max_upload_bytes_per_owner:
-        raise HTTPException(
-            429,
-            f"your uploads keep {kept:,} bytes and this one adds {len(data):,}; at most "
-            f"{settings.max_upload_bytes_per_owner:,} per owner",
-            headers={"Retry-After": "3600"},
-        )
-    uploads.store(session, info, data, owner_id=caller.owner)
-    session.commit()
-    return dataset_public(info)
+    except IntegrityError as exc:  # the same owner's upload of that name, a moment earlier
+        session.rollback()
+        raise upload_problem(
+            uploads.UploadError("name", f"your dataset {full_name!r} exists already", 409)
+        ) from exc
+    return dataset_public(prepared.info)

@@ -62,8 +62,8 @@ def with_upload(spec: JobSpecBase, known: dict[str, DatasetInfo]) -> JobSpecBase
 def visible_uploads(
     session: SessionDep, caller: Caller, names: list[str]
 ) -> dict[str, DatasetInfo]:
-    """The caller's uploads among `names` (an admin's: everyone's)."""
-    return upload_infos(session, names, owner=caller.owner, everyone=caller.admin)
+    """The caller's own uploads among `names` (an admin's too: a job uses its owner's)."""
+    return upload_infos(session, names, caller.owner)
 
 
 def admissible(

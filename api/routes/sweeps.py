@@ -93,11 +93,7 @@ def _normalizer(session: SessionDep, settings: SettingsDep, caller: Caller) -> A
 
     def normalize(document: dict[str, Any]) -> dict[str, Any]:
         name = (document.get("dataset") or {}).get("name") if isinstance(document, dict) else None
-        uploads = (
-            upload_infos(session, [name], owner=caller.owner, everyone=caller.admin)
-            if isinstance(name, str)
-            else {}
-        )
+        uploads = upload_infos(session, [name], caller.owner) if isinstance(name, str) else {}
         spec = parse_job_spec(document, uploads=uploads)
         if spec.dataset.name not in checked:
             checked.add(spec.dataset.name)
