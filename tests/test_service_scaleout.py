@@ -36,8 +36,9 @@ def test_a_job_submitted_while_the_broker_is_down_starts_soon_after_it_returns(
     tmp_path: Path,
 ) -> None:
     """The API answers at once and keeps the job queued; the reaper's sends fail while the
-    broker is down and count for nothing, so it sends again as soon as one goes through, and
-    the worker's consumer is back by then."""
+    broker is down and count for nothing, so it sends again as soon as one goes through; the
+    worker's consumer is back within seconds however long the outage (kombu's own waits between
+    tries grow to 30 s: here it would have tried 12 s and 20 s after the broker went)."""
     broker = PrivateRedis(tmp_path)
     broker.start()
     env = {"BROKER_URL": broker.url, "ANNLAB_UNSENT_SECONDS": "1"}
@@ -51,21 +52,30 @@ def test_a_job_submitted_while_the_broker_is_down_starts_soon_after_it_returns(
             stopped = time.monotonic()
             job = svc.submit({"family": "mlp", "dataset": {"name": "digits"}})
             answered = time.monotonic() - stopped
-            assert job["status"] == "queued" and answered < 5, answered
+            assert job["status"] == "queued" and answered < 1.5, answered
             svc.wait_for(
                 lambda: f"could not send job {job['id']}" in log_of(svc, "worker1.log"),
                 30,
                 "the reaper to try to send the job while the broker is down",
             )
-            time.sleep(max(0.0, 8 - (time.monotonic() - stopped)))
+            time.sleep(max(0.0, 15 - (time.monotonic() - stopped)))
             assert svc.job(job["id"])["status"] == "queued"
 
             broker.start()
             returned = time.monotonic()
+            svc.wait_for(
+                lambda: log_of(svc, "worker1.log").count("Connected to redis") == 2,
+                60,
+                "the worker to connect to the broker again",
+            )
+            reconnected = time.monotonic() - returned
             svc.wait_status(job["id"], {"running", "succeeded"}, timeout=60)
             seconds = time.monotonic() - returned
-            print(f"broker back -> job running: {seconds:.1f} s (POST /jobs: {answered:.2f} s)")
-            assert seconds < 10, svc.logs()
+            print(
+                f"broker back -> worker connected {reconnected:.1f} s, job running {seconds:.1f} s"
+                f" (POST /jobs while it was down: {answered:.2f} s)"
+            )
+            assert reconnected < 3 and seconds < 10, svc.logs()
             done = svc.wait_status(job["id"], {"succeeded", "failed"})
             assert done["status"] == "succeeded", done["error"]
     finally:
