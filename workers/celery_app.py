@@ -34,8 +34,8 @@ app.conf.update(
     # never gives up and exits (see Consumer below).
     broker_connection_max_retries=None,
     worker_consumer="workers.celery_app:Consumer",
-    # A send to a broker that is down fails within about a second (three tries, 0.2 s apart):
-    # the API answers and leaves the job to the reaper, which tries at every round.
+    # A send to a broker that is down fails in about 0.2 s (three tries, the last 0.2 s after
+    # the first): the API answers and leaves the job to the reaper, which tries at every round.
     task_publish_retry_policy={
         "max_retries": 2,
         "interval_start": 0,
