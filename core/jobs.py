@@ -7,6 +7,7 @@ Claiming is one conditional UPDATE, atomic on PostgreSQL (row lock) and SQLite (
 """
 
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -58,9 +59,15 @@ def new_job(
     return job
 
 
-def mark_sent(session: Session, job_id: str) -> None:
-    unsent = update(Job).where(Job.id == job_id, Job.dispatched_at.is_(None))
-    session.execute(unsent.values(dispatched_at=utcnow()))
+def mark_sent(session: Session, job_ids: Iterable[str], *, since: datetime) -> None:
+    """Record that the broker took these jobs' messages, sent from `since` on (read before the
+    first send). A job a worker took up meanwhile is left alone, and so is one it left queued
+    (claim's quota check unsends it, which moves its updated_at past `since`)."""
+    session.execute(
+        update(Job)
+        .where(Job.id.in_(list(job_ids)), Job.status == "queued", Job.updated_at <= since)
+        .values(dispatched_at=since)
+    )
 
 
 def claim(
@@ -272,15 +279,17 @@ def reap(
     *,
     max_attempts: int,
     redispatch_seconds: float,
-    unsent_seconds: float = 10.0,
+    unsent_seconds: float = 3.0,
     memory_limit: int | None = None,
     now: datetime | None = None,
 ) -> list[str]:
-    """Take back jobs whose worker vanished; return the ids whose task must be sent again.
+    """Take back jobs whose worker vanished; return the ids whose task must be sent (again),
+    oldest first. The caller commits, sends them and marks those the broker took (mark_sent):
+    a send that fails leaves its job unsent, so it comes back here at the next call.
 
-    A running job whose lease expired goes back to the queue (or ends: cancelled if a cancel was
-    asked for, failed once it has used up its attempts). A job committed but never marked sent
-    for `unsent_seconds` (its API died between the two) is sent; a queued job sent
+    A running job whose lease expired goes back to the queue, unsent (or ends: cancelled if a
+    cancel was asked for, failed once it has used up its attempts). A job not marked sent for
+    `unsent_seconds` (its sender died, or the broker refused it) is sent; a queued job sent
     `redispatch_seconds` ago and still not taken up is sent again, in case the broker lost its
     message. A job whose worker was lost while it held 90% or more of `memory_limit` (its last
     heartbeat says) was most likely killed for memory: it fails, and is not retried on another
@@ -290,9 +299,10 @@ def reap(
     expired = session.scalars(
         select(Job)
         .where(Job.status == "running", Job.lease_expires_at < now)
+        .order_by(Job.created_at)
         .with_for_update(skip_locked=True)
     ).all()
-    resend = []
+    requeued = []
     for job in expired:
         job.lease_token, job.lease_expires_at = None, None
         held = (job.progress or {}).get("memory_bytes") or 0
@@ -313,27 +323,24 @@ def reap(
                 "(killed, out of memory, or its machine went away)"
             )
         else:
-            job.status, job.dispatched_at = "queued", now
-            resend.append(job.id)
+            job.status, job.dispatched_at = "queued", None
+            requeued.append(job.id)
     stale = session.scalars(
-        select(Job)
+        select(Job.id)
         .where(
             Job.status == "queued",
             Job.dispatched_at < now - timedelta(seconds=redispatch_seconds),
         )
-        .with_for_update(skip_locked=True)
+        .order_by(Job.created_at)
     ).all()
     unsent = session.scalars(
-        select(Job)
+        select(Job.id)
         .where(
             Job.status == "queued",
             Job.dispatched_at.is_(None),
             Job.sweep_id.is_(None),  # a sweep's jobs wait for core.sweeps.release
             Job.updated_at < now - timedelta(seconds=unsent_seconds),
         )
-        .with_for_update(skip_locked=True)
+        .order_by(Job.created_at)
     ).all()
-    for job in [*stale, *unsent]:
-        job.dispatched_at = now
-        resend.append(job.id)
-    return resend
+    return list(dict.fromkeys([*requeued, *stale, *unsent]))

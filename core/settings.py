@@ -35,11 +35,12 @@ class Settings(BaseSettings):
     # Worker leases: a job whose lease is not renewed for lease_seconds is taken up again.
     lease_seconds: float = Field(30.0, gt=0)
     heartbeat_seconds: float = Field(2.0, gt=0)
-    reaper_seconds: float = Field(5.0, gt=0)
+    reaper_seconds: float = Field(2.0, gt=0)
     # A queued job whose message may have been lost (broker restart) is re-sent after this long.
     redispatch_seconds: float = Field(600.0, gt=0)
-    # A job committed but not marked sent for this long (its API died in between) is sent.
-    unsent_seconds: float = Field(10.0, gt=0)
+    # A job not marked sent for this long (its sender died, or the broker was down) is sent by
+    # the reaper, at every round until the broker takes it.
+    unsent_seconds: float = Field(3.0, gt=0)
     # Mid-epoch checkpoints at most this far apart; every epoch end is checkpointed too.
     checkpoint_seconds: float = Field(60.0, gt=0)
     max_attempts: int = Field(3, ge=1)

@@ -2,10 +2,11 @@
 random samples), repeats over seeds; the jobs they expand to, the fair release of those jobs to
 the broker, and the mean/std table of their results.
 
-A sweep's jobs are stored `queued` but not sent. `release` sends, for every sweep, just enough
-of them that at most `window` wait in the broker; the workers call it when they take up a job
-and when they end one, and the reaper every few seconds. So a job submitted after a sweep waits
-behind a few of the sweep's jobs, not all of them, and two sweeps' jobs alternate.
+A sweep's jobs are stored `queued` but not sent. `release` picks, for every sweep, just enough
+of them to send that at most `window` wait in the broker; the workers call it (and send those)
+when they take up a job and when they end one, and the reaper every few seconds. So a job
+submitted after a sweep waits behind a few of the sweep's jobs, not all of them, and two
+sweeps' jobs alternate.
 """
 
 import copy
@@ -19,7 +20,7 @@ from datetime import datetime
 from typing import Annotated, Any, Self
 
 from pydantic import Field, ValidationError, model_validator
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import FINISHED, Job, Metric, Sweep, utcnow
@@ -279,12 +280,12 @@ def _axis_field(spec: SweepSpec, path: str) -> str:
 # --- the fair release -------------------------------------------------------------------------
 
 
-def release(session: Session, window: int, now: datetime | None = None) -> list[str]:
-    """Mark, per unfinished sweep, enough of its unsent jobs as sent that `window` of them
-    wait in the broker (queued and sent), the first repeat of every cell first; the caller
-    commits, then sends them. Every sweep has a window of its own, so sweeps take turns in the
-    broker's queue, and a single job sent meanwhile waits behind a window of each."""
-    now = now or utcnow()
+def release(session: Session, window: int) -> list[str]:
+    """Per unfinished sweep, enough of its unsent jobs that `window` of them wait in the broker
+    (queued and sent), the first repeat of every cell first; the caller sends them and marks
+    those the broker took (core.jobs.mark_sent). Every sweep has a window of its own, so sweeps
+    take turns in the broker's queue, and a single job sent meanwhile waits behind a window of
+    each. Two callers at once may both send a job: the second message finds it taken."""
     waiting = dict(
         session.execute(
             select(Job.sweep_id, func.count())
@@ -298,27 +299,19 @@ def release(session: Session, window: int, now: datetime | None = None) -> list[
         .where(Job.sweep_id.is_not(None), Job.status == "queued", Job.dispatched_at.is_(None))
         .distinct()
     ).all()
-    sent = []
+    due = []
     for sweep_id in sorted(held):
         free = window - waiting.get(sweep_id, 0)
-        if free <= 0:
-            continue
-        candidates = session.scalars(
-            select(Job.id)
-            .where(Job.sweep_id == sweep_id, Job.status == "queued", Job.dispatched_at.is_(None))
-            .order_by(Job.sweep_repeat, Job.sweep_cell)
-            .limit(free)
-        ).all()
-        for job_id in candidates:
-            # Conditional: two releasers never send the same job.
-            taken = session.execute(
-                update(Job)
-                .where(Job.id == job_id, Job.dispatched_at.is_(None), Job.status == "queued")
-                .values(dispatched_at=now)
-            ).rowcount
-            if taken:
-                sent.append(job_id)
-    return sent
+        if free > 0:
+            due += session.scalars(
+                select(Job.id)
+                .where(
+                    Job.sweep_id == sweep_id, Job.status == "queued", Job.dispatched_at.is_(None)
+                )
+                .order_by(Job.sweep_repeat, Job.sweep_cell)
+                .limit(free)
+            ).all()
+    return due
 
 
 # --- progress and the table -------------------------------------------------------------------

@@ -65,6 +65,45 @@ class PostgresDatabase:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
 
 
+class PrivateRedis:
+    """A redis-server of the test's own on a free port, to stop and start again at will (the
+    machine's Redis is never touched). It keeps nothing on disk: a restart empties it, as a
+    broker that lost its data would be."""
+
+    def __init__(self, home: Path) -> None:
+        self.home, self.port = home, free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        log = open(self.home / "redis.log", "ab")  # noqa: SIM115 - lives as long as the process
+        self.process = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1"]
+            + ["--save", "", "--appendonly", "no", "--dir", str(self.home)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 30
+        while not self.answers():
+            assert time.monotonic() < deadline, "the private redis-server did not start"
+            time.sleep(0.05)
+
+    def answers(self) -> bool:
+        import redis
+
+        try:
+            return bool(redis.Redis(port=self.port, socket_timeout=1).ping())
+        except redis.RedisError:
+            return False
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(15)
+        self.process = None
+
+
 class Service:
     def __init__(self, backend: str, home: Path):
         self.backend, self.home = backend, home
@@ -89,16 +128,20 @@ class Service:
                 self.env.pop(name, None)
         self.api: subprocess.Popen | None = None
         self.workers: list[subprocess.Popen] = []
+        self.others: list[subprocess.Popen] = []  # more API processes
         self.client = httpx.Client(base_url=self.url, timeout=30)
+        self.clients = [self.client]
 
     # --- processes -------------------------------------------------------------------------
 
-    def _spawn(self, args: list[str], log_name: str) -> subprocess.Popen:
+    def _spawn(
+        self, args: list[str], log_name: str, env: dict[str, str] | None = None
+    ) -> subprocess.Popen:
         log = open(self.home / log_name, "ab")  # noqa: SIM115 - lives as long as the process
         return subprocess.Popen(
             args,
             cwd=ROOT,
-            env=self.env,
+            env=env or self.env,
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -113,31 +156,44 @@ class Service:
             capture_output=True,
         )
 
-    def start_api(self) -> None:
-        self.api = self._spawn(
-            [
-                sys.executable,
-                "-m",
-                "uvicorn",
-                "api.main:app",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-            ],
-            "api.log",
-        )
-        self.wait_for(lambda: self._healthy(), 90, "the API to answer /healthz")
+    @staticmethod
+    def _uvicorn(port: int) -> list[str]:
+        return [
+            sys.executable,
+            "-m",
+            "uvicorn",
+            "api.main:app",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ]
 
-    def _healthy(self) -> bool:
+    def start_api(self) -> None:
+        self.api = self._spawn(self._uvicorn(self.port), "api.log")
+        self.wait_for(lambda: self._healthy(self.client), 90, "the API to answer /healthz")
+
+    def start_another_api(self, home: Path) -> httpx.Client:
+        """One more API process, on its own port with its own ANNLAB_HOME (as on another
+        machine), on the same database and broker; a client for it."""
+        port = free_port()
+        env = self.env | {"ANNLAB_HOME": str(home)}
+        self.others.append(self._spawn(self._uvicorn(port), f"api-{port}.log", env))
+        client = httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=30)
+        self.clients.append(client)
+        self.wait_for(lambda: self._healthy(client), 90, f"the API on port {port}")
+        return client
+
+    @staticmethod
+    def _healthy(client: httpx.Client) -> bool:
         try:
-            return self.client.get("/healthz").status_code == 200
+            return client.get("/healthz").status_code == 200
         except httpx.HTTPError:
             return False
 
-    def start_worker(self, supervised: bool = False) -> subprocess.Popen:
+    def start_worker(self, supervised: bool = False, home: Path | None = None) -> subprocess.Popen:
         """A Celery worker process (under workers/supervise.py, as `make run` runs it, if
-        `supervised`), once it says it is ready."""
+        `supervised`; with its own ANNLAB_HOME if `home`), once it says it is ready."""
         n = len(self.workers) + 1
         log_name = f"worker{n}.log"
         supervisor = [sys.executable, "-m", "workers.supervise"] if supervised else []
@@ -158,6 +214,7 @@ class Service:
                 f"w{n}@%h",
             ],
             log_name,
+            self.env | {"ANNLAB_HOME": str(home)} if home else None,
         )
         self.workers.append(worker)
         self.wait_for(
@@ -171,16 +228,18 @@ class Service:
         process.wait(10)
 
     def stop(self) -> None:
-        for process in [*self.workers, self.api]:
+        processes = [*self.workers, *self.others, self.api]
+        for process in processes:
             if process is not None and process.poll() is None:
                 os.killpg(process.pid, signal.SIGTERM)
-        for process in [*self.workers, self.api]:
+        for process in processes:
             if process is not None:
                 try:
                     process.wait(15)
                 except subprocess.TimeoutExpired:
                     os.killpg(process.pid, signal.SIGKILL)
-        self.client.close()
+        for client in self.clients:
+            client.close()
         if self.database is not None:
             self.database.drop()
 

@@ -4,12 +4,15 @@ Delivery is at-least-once (acks_late, prefetch 1); the runner's claim makes a se
 the same job a no-op, and the reaper re-sends what a lost worker or a lost message left behind.
 """
 
+import functools
 import logging
 import os
 import socket
 
 from celery import Celery
 from celery.signals import setup_logging, worker_ready, worker_shutdown
+from celery.worker import consumer
+from kombu import Connection
 
 from core import logs
 from core.settings import get_settings
@@ -27,8 +30,24 @@ app.conf.update(
     task_serializer="json",
     accept_content=["json"],
     broker_connection_retry_on_startup=True,
+    # A worker that lost its broker tries again every second, however long the outage: it
+    # never gives up and exits (see Consumer below).
+    broker_connection_max_retries=None,
+    worker_consumer="workers.celery_app:Consumer",
+    # A send to a broker that is down fails in about 0.2 s (three tries, the last 0.2 s after
+    # the first): the API answers and leaves the job to the reaper, which tries at every round.
+    task_publish_retry_policy={
+        "max_retries": 2,
+        "interval_start": 0,
+        "interval_step": 0.2,
+        "interval_max": 0.2,
+    },
     worker_hijack_root_logger=False,
 )
+if settings.broker_url.startswith(("redis://", "rediss://")):
+    # Without socket timeouts a send to a Redis that stopped answering (a failover, a dropped
+    # connection) waits forever.
+    app.conf.broker_transport_options = {"socket_connect_timeout": 2, "socket_timeout": 5}
 if settings.broker_url.startswith("sqla+"):
     # kombu's SQLAlchemy transport polls its table, once a second by default (a job waited
     # ~0.5 s to start). Its transport options all go to create_engine, which refuses
@@ -45,6 +64,18 @@ if settings.broker_url.startswith("sqla+sqlite"):
 def _configure_logging(**_: object) -> None:
     """Celery leaves logging to us when this signal has a receiver: JSON lines with job ids."""
     logs.configure(settings.log_format, settings.log_level)
+
+
+class Consumer(consumer.Consumer):
+    """Celery's consumer, reconnecting to a lost broker every second. Celery leaves kombu's
+    waits between tries at their defaults (2 s, then 4, 6... up to 30 s), with no setting, so a
+    worker could sit idle for half a minute after its broker came back."""
+
+    def ensure_connected(self, conn: Connection) -> Connection:
+        conn.ensure_connection = functools.partial(
+            conn.ensure_connection, interval_start=1, interval_step=0, interval_max=1
+        )
+        return super().ensure_connected(conn)
 
 
 def worker_name() -> str:

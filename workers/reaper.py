@@ -1,4 +1,5 @@
-"""A thread in each worker that takes back jobs whose worker vanished and re-sends lost messages."""
+"""A thread in each worker that takes back jobs whose worker vanished, sends jobs that were never
+sent (their sender died, or the broker was down) and re-sends lost messages."""
 
 import logging
 import threading
@@ -6,7 +7,7 @@ import threading
 from core.db import session_scope
 from core.jobs import reap
 from core.settings import Settings
-from workers.dispatch import release_sweeps, try_send_job
+from workers.dispatch import release_sweeps, send_jobs
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +41,16 @@ class Reaper:
                 unsent_seconds=self.settings.unsent_seconds,
                 memory_limit=self.settings.worker_memory_bytes,
             )
-        for job_id in ids:
-            log.warning("re-sending job %s (its worker or its message was lost)", job_id)
-            try_send_job(job_id)
+        sent = send_jobs(self.settings, ids)
+        if ids:
+            log.warning(
+                "sent %d of %d jobs whose worker or message was lost, or never sent: %s",
+                len(sent),
+                len(ids),
+                ", ".join(ids[:10]),
+            )
         release_sweeps(self.settings)  # a sweep whose releasing worker died goes on
-        return ids
+        return sent
 
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.reaper_seconds):

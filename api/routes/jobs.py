@@ -21,7 +21,7 @@ from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.routing import Route
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
 from core.catalog import CATALOG, DatasetInfo, is_available, resolve
-from core.db import FINISHED, Job, Metric
+from core.db import FINISHED, Job, Metric, utcnow
 from core.jobs import artifacts_of, mark_sent, new_job, request_cancel
 from core.spec import JobSpecBase
 from core.uploads import upload_infos
@@ -128,8 +128,8 @@ def queue(
     rerun_of: str | None = None,
     idempotency: tuple[str, Any] | None = None,
 ) -> Job:
-    """Commit the job (with its Idempotency-Key and request, if any), then send it; the reaper
-    sends one whose sending never happened."""
+    """Commit the job (with its Idempotency-Key and request, if any), then send it and mark it
+    sent; the reaper sends one whose send failed or never happened."""
     within_quota(session, settings, caller, 1)
     job = new_job(session, spec.model_dump(mode="json"), owner_id=caller.owner, rerun_of=rerun_of)
     if idempotency is not None:
@@ -140,8 +140,9 @@ def queue(
         session.rollback()
         assert idempotency is not None
         return session.get(Job, earlier(session, "jobs", *idempotency))
+    since = utcnow()
     if try_send_job(job.id):
-        mark_sent(session, job.id)
+        mark_sent(session, [job.id], since=since)
         session.commit()
     return job
 

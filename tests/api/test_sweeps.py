@@ -18,6 +18,7 @@ from core.settings import get_settings
 from core.spec import DEFAULT_LR
 from core.sweeps import release
 from tests.conftest import api_client
+from workers.dispatch import release_sweeps
 from workers.runner import run_job
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -260,8 +261,9 @@ def test_cancel_ends_the_queued_jobs_and_the_sweep(client: TestClient) -> None:
 
 
 def test_jobs_are_released_a_window_at_a_time_and_sweeps_take_turns() -> None:
-    """core.sweeps.release against the real tables: at most `window` of each sweep's jobs
-    wait in the broker; a job taken up by a worker makes room for the next."""
+    """core.sweeps.release, and the sends, against the real tables and the embedded broker: at
+    most `window` of each sweep's jobs wait in the broker; a job taken up by a worker makes
+    room for the next."""
     with api_client() as client:
         first = create(client, {"base": TINY, "repeats": 6})
         second = create(client, {"base": TINY, "repeats": 6})
@@ -286,8 +288,7 @@ def test_jobs_are_released_a_window_at_a_time_and_sweeps_take_turns() -> None:
     taken = waiting(first)[0]
     with session_scope(url) as session:
         session.get(Job, taken.id).status = "running"
-    with session_scope(url) as session:
-        sent = release(session, window)
+    sent = release_sweeps(get_settings())
     assert len(sent) == 1 and len(waiting(first)) == window and len(waiting(second)) == window
     with api_client() as client:
         for sweep in (first, second):

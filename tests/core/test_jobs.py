@@ -125,9 +125,12 @@ def test_reaper_requeues_lost_jobs_and_ends_hopeless_ones(db_settings: Settings)
 def test_reaper_resends_queued_jobs_whose_message_may_be_lost(db_settings: Settings) -> None:
     job_id = make_job(db_settings)
     with session_scope(db_settings.database_url) as session:
+        mark_sent(session, [job_id], since=utcnow())
+    with session_scope(db_settings.database_url) as session:
         assert reap(session, max_attempts=3, redispatch_seconds=600) == []
         later = utcnow() + timedelta(seconds=601)
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == [job_id]
+        mark_sent(session, [job_id], since=later)
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=later) == []
 
 
@@ -136,12 +139,49 @@ def test_a_job_committed_but_never_sent_is_sent_within_seconds(db_settings: Sett
     `unsent_seconds`, not after the 600 s it waits for a message the broker may have lost."""
     unsent, sent = make_job(db_settings), make_job(db_settings)
     with session_scope(db_settings.database_url) as session:
-        mark_sent(session, sent)
-    soon = utcnow() + timedelta(seconds=11)
+        mark_sent(session, [sent], since=utcnow())
+    soon = utcnow() + timedelta(seconds=4)
     with session_scope(db_settings.database_url) as session:
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=utcnow()) == []
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=soon) == [unsent]
+
+
+def test_the_reaper_counts_a_job_sent_only_once_the_broker_took_it(
+    db_settings: Settings,
+) -> None:
+    """reap returns the jobs to send without marking them sent: a send that fails (the broker
+    is down) leaves the job for the next round, not for the 600 s wait of a sent job. A job a
+    worker lost is requeued unsent too."""
+    unsent, lost = make_job(db_settings), make_job(db_settings)
+    take(db_settings, lost)
+    expire_lease(db_settings, lost)
+    soon = utcnow() + timedelta(seconds=4)
+    for _ in range(3):  # every round while the broker is down
+        with session_scope(db_settings.database_url) as session:
+            resend = reap(session, max_attempts=3, redispatch_seconds=600, now=soon)
+        assert sorted(resend) == sorted([lost, unsent])
+        assert job_row(db_settings, unsent).dispatched_at is None
+        assert job_row(db_settings, lost).dispatched_at is None
+    with session_scope(db_settings.database_url) as session:
+        mark_sent(session, [unsent, lost], since=utcnow())
+    with session_scope(db_settings.database_url) as session:
         assert reap(session, max_attempts=3, redispatch_seconds=600, now=soon) == []
+
+
+def test_a_job_is_marked_sent_only_while_nothing_else_changed_it(db_settings: Settings) -> None:
+    """A worker may take the message before its sender marks it sent: a job it took up stays
+    as it is, and one it left queued (its owner at the running quota, which unsends it) stays
+    unsent, so that the reaper sends it again within seconds."""
+    taken, refused, plain = (make_job(db_settings) for _ in range(3))
+    since = utcnow()
+    take(db_settings, taken)
+    with session_scope(db_settings.database_url) as session:
+        session.execute(update(Job).where(Job.id == refused).values(dispatched_at=None))
+        mark_sent(session, [taken, refused, plain], since=since)
+    assert job_row(db_settings, plain).dispatched_at == since
+    assert job_row(db_settings, taken).dispatched_at is None
+    assert job_row(db_settings, taken).status == "running"
+    assert job_row(db_settings, refused).dispatched_at is None
 
 
 def test_a_worker_lost_near_its_memory_limit_is_not_retried(db_settings: Settings) -> None:
