@@ -9,10 +9,12 @@ import os
 import socket
 
 from celery import Celery
-from celery.signals import setup_logging, worker_ready, worker_shutdown
+from celery.concurrency import solo
+from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 
 from core import logs
 from core.settings import get_settings
+from workers.stopping import request_stop
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -63,3 +65,20 @@ def _stop_reaper(**_: object) -> None:
     from workers.reaper import Reaper
 
     Reaper.stop_running()
+
+
+@worker_shutting_down.connect
+def _stop_the_job(**_: object) -> None:
+    """Warm or cold shutdown (SIGTERM, SIGINT, SIGQUIT): the running job checkpoints, goes back
+    to the queue and the task returns within a second or two. Runs inside a signal handler."""
+    request_stop()
+
+
+def _stop_instead_of_kill(self: solo.TaskPool, pid: int, signal: object = None) -> None:
+    """A cold shutdown cancels the running task with the pool's terminate_job, which the solo
+    pool lacks (it raised NotImplementedError inside the job, which then failed). Its job runs
+    in this thread: ask it to stop, as a warm shutdown does."""
+    request_stop()
+
+
+solo.TaskPool.terminate_job = _stop_instead_of_kill
