@@ -36,9 +36,7 @@ browsers:
 run: venv migrate
 	@echo "annlab: API docs at http://$(HOST):$(PORT)/docs  (data in $(ANNLAB_HOME))"
 	@echo "annlab: without API keys only this machine is served; make one: $(BIN)/annlab keys create NAME"
-	@trap 'kill 0' EXIT INT TERM; \
-	$(BIN)/python -m workers.supervise $(BIN)/celery -A workers.celery_app worker --pool=solo --loglevel=info & \
-	$(BIN)/uvicorn api.main:app --host $(HOST) --port $(PORT) --no-access-log
+	@exec $(BIN)/python -m workers.launch --host $(HOST) --port $(PORT)
 
 test: venv datasets browsers docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -264,6 +264,28 @@ def finish(
         _put_checkpoint(session, lease.job_id, "final", epoch=epoch, step=0, data=final_checkpoint)
 
 
+def requeue(session: Session, lease: Lease) -> None:
+    """Give the job back: queued, unsent, its lease released and this attempt not counted (its
+    worker was stopped, the job did not fail). It resumes from its latest checkpoint; a cancel
+    asked for meanwhile ends it instead."""
+    _guarded(
+        session,
+        lease,
+        0.0,
+        status="queued",
+        lease_token=None,
+        lease_expires_at=None,
+        worker=None,
+        attempts=Job.attempts - 1,
+        dispatched_at=None,
+    )
+    session.execute(
+        update(Job)
+        .where(Job.id == lease.job_id, Job.status == "queued", Job.cancel_requested.is_(True))
+        .values(status="cancelled", finished_at=utcnow())
+    )
+
+
 def request_cancel(session: Session, job_id: str) -> None:
     """A queued job is cancelled at once; a running one is flagged and its worker stops it."""
     session.execute(update(Job).where(Job.id == job_id).values(cancel_requested=True))

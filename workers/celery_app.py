@@ -4,18 +4,23 @@ Delivery is at-least-once (acks_late, prefetch 1); the runner's claim makes a se
 the same job a no-op, and the reaper re-sends what a lost worker or a lost message left behind.
 """
 
+import atexit
 import functools
 import logging
 import os
 import socket
+import sys
 
+import celery.apps.worker
 from celery import Celery
-from celery.signals import setup_logging, worker_ready, worker_shutdown
+from celery.concurrency import solo
+from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
 from celery.worker import consumer
 from kombu import Connection
 
 from core import logs
 from core.settings import get_settings
+from workers.stopping import request_stop
 
 log = logging.getLogger(__name__)
 settings = get_settings()
@@ -90,7 +95,36 @@ def _start_reaper(**_: object) -> None:
 
 
 @worker_shutdown.connect
-def _stop_reaper(**_: object) -> None:
+def _stop_reaper(sender: object = None, **_: object) -> None:
     from workers.reaper import Reaper
 
     Reaper.stop_running()
+    if isinstance(sender, celery.apps.worker.Worker):  # `celery worker`, not an embedded one
+        _exit_now(sender.exitcode or 0)
+
+
+def _exit_now(code: int) -> None:
+    """The worker has stopped (its job given back, its messages acknowledged or restored):
+    exit without the interpreter's teardown, which took seconds on a busy machine."""
+    atexit._run_exitfuncs()
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os._exit(code)
+
+
+@worker_shutting_down.connect
+def _stop_the_job(**_: object) -> None:
+    """Warm or cold shutdown (SIGTERM, SIGINT, SIGQUIT): the running job checkpoints, goes back
+    to the queue and the task returns within a second or two. Runs inside a signal handler."""
+    request_stop()
+
+
+def _stop_instead_of_kill(self: solo.TaskPool, pid: int, signal: object = None) -> None:
+    """A cold shutdown cancels the running task with the pool's terminate_job, which the solo
+    pool lacks (it raised NotImplementedError inside the job, which then failed). Its job runs
+    in this thread: ask it to stop, as a warm shutdown does."""
+    request_stop()
+
+
+solo.TaskPool.terminate_job = _stop_instead_of_kill

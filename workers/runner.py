@@ -34,6 +34,7 @@ from core.jobs import (
     heartbeat,
     latest_checkpoint,
     record_epoch,
+    requeue,
     save_checkpoint,
     set_model_facts,
 )
@@ -45,12 +46,20 @@ from models import admission, quality
 from models.base import Trainer, n_params
 from models.registry import get_family
 from models.specs import parse_job_spec
+from workers.stopping import stop_requested
 
 log = logging.getLogger(__name__)
+# A stop is taken at the next batch boundary, where the position is checkpointed; a batch (or an
+# evaluation) still running this long after it is cut short and resumes from the last checkpoint.
+STOP_GRACE_SECONDS = 1.0
 
 
 class Cancelled(Exception):
     pass
+
+
+class Stopped(Exception):
+    """The worker is shutting down: the job goes back to the queue, to resume elsewhere."""
 
 
 class Diverged(Exception):
@@ -79,11 +88,15 @@ class Control:
     lost: threading.Event = dataclasses.field(default_factory=threading.Event)
     progress: dict[str, Any] | None = None
 
-    def check(self) -> None:
+    def check(self, *, stop_after: float | None = STOP_GRACE_SECONDS) -> None:
+        """Raise if the job must stop: lease lost, cancelled, or (unless `stop_after` is None)
+        its worker asked to stop at least `stop_after` seconds ago."""
         if self.lost.is_set():
             raise LeaseLost("lease lost")
         if self.cancel.is_set():
             raise Cancelled()
+        if stop_after is not None and stop_requested(for_seconds=stop_after):
+            raise Stopped()
 
 
 class Heartbeat:
@@ -161,8 +174,11 @@ def run_job(
     on_claimed: Callable[[], object] | None = None,
 ) -> str:
     """Run the job if it is ours to run; returns what happened (for logs and tests).
-    `on_claimed` runs once the job is ours (the worker sends a sweep's next job then)."""
+    `on_claimed` runs once the job is ours (the worker sends a sweep's next job then).
+    "stopped": this worker is shutting down; the job is queued again, unsent."""
     with job_context(job_id):  # every line logged while it runs names the job
+        if stop_requested():
+            return "stopped"
         with session_scope(settings.database_url) as session:
             lease = claim(
                 session,
@@ -177,10 +193,10 @@ def run_job(
             log.info("job %s is not ours to run (ended, cancelled or held by a worker)", job_id)
             return "skipped"
         log.info("job %s: attempt %d on %s", job_id, lease.attempt, worker)
-        if on_claimed is not None:
-            on_claimed()
         control = Control()
         try:
+            if on_claimed is not None:
+                on_claimed()
             with Heartbeat(settings, lease, control):
                 _Run(lease, document, settings, control).run()
             return "succeeded"
@@ -190,7 +206,20 @@ def run_job(
         except Cancelled:
             _end(settings, lease, "cancelled")
             return "cancelled"
-        except Exception as exc:  # noqa: BLE001 - every failure ends the job with its reason
+        except Stopped:
+            _requeue(settings, lease)
+            return "stopped"
+        except BaseException as exc:
+            if stop_requested():
+                # The shutdown broke into the job (an exception raised by a signal handler):
+                # it resumes elsewhere from its last checkpoint.
+                log.warning("job %s: stopped by the worker's shutdown (%r)", job_id, exc)
+                _requeue(settings, lease)
+                if not isinstance(exc, Exception):
+                    raise
+                return "stopped"
+            if not isinstance(exc, Exception):
+                raise
             if not isinstance(exc, (Diverged, DatasetUnavailable)):
                 log.exception("job %s failed", job_id)
             _end(settings, lease, "failed", error=describe(exc))
@@ -198,6 +227,17 @@ def run_job(
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
+
+
+def _requeue(settings: Settings, lease: Lease) -> None:
+    try:
+        with session_scope(settings.database_url) as session:
+            requeue(session, lease)
+        log.info("job %s: worker stopping; the job is queued again", lease.job_id)
+    except LeaseLost:
+        log.warning("job %s: lease lost before it could be queued again", lease.job_id)
+    except Exception:  # noqa: BLE001 - the lease runs out and the reaper requeues it
+        log.exception("job %s: could not be queued again; the reaper will", lease.job_id)
 
 
 def _end(settings: Settings, lease: Lease, status: str, error: str | None = None) -> None:
@@ -511,7 +551,14 @@ class _Run:
             trainer.begin_epoch(epoch)
             steps = trainer.n_batches(epoch)
             started = time.perf_counter()
+
             for batch in range(position.batch, steps):
+                if stop_requested():
+                    if batch > 0:  # at batch 0 the last epoch's checkpoint is this position
+                        position.batch = batch
+                        position.seconds += time.perf_counter() - started
+                        self.save_position(trainer, position, extra | self._best(best_model))
+                    raise Stopped()
                 self.control.check()
                 stats = trainer.train_batch(epoch, batch)
                 # Sums the trainer left on the device are added there and read once per epoch
@@ -526,21 +573,9 @@ class _Run:
                     and batch + 1 < steps
                 ):
                     position.batch = batch + 1
-                    where = f"by epoch {epoch}, batch {batch + 1}"
-                    position.sums = _read_sums(position.sums, where)
                     position.seconds += time.perf_counter() - started
                     started = time.perf_counter()
-                    blob = self.checkpoint(trainer, position, extra | self._best(best_model))
-                    with self.session() as session:
-                        save_checkpoint(
-                            session,
-                            lease,
-                            lease_seconds=settings.lease_seconds,
-                            epoch=epoch,
-                            step=batch + 1,
-                            data=blob,
-                            progress=self.control.progress,
-                        )
+                    self.save_position(trainer, position, extra | self._best(best_model))
                     last_saved = time.monotonic()
             position.sums = _read_sums(position.sums, f"in epoch {epoch}")
             seconds = position.seconds + time.perf_counter() - started
@@ -573,7 +608,7 @@ class _Run:
             position.epoch, position.batch, position.sums = epoch + 1, 0, {}
             position.seconds, position.last = 0.0, metrics
             artifacts = trainer.epoch_artifacts(epoch)
-            self.control.check()
+            self.control.check(stop_after=None)  # a stop waits for the epoch's record
             blob = self.checkpoint(trainer, position, extra | self._best(best_model))
             with self.session() as session:
                 record_epoch(
@@ -606,6 +641,22 @@ class _Run:
         if position.halved_epoch is not None:
             result["halved_at_epoch"] = position.halved_epoch
         return result, best_model
+
+    def save_position(self, trainer: Trainer, position: Position, extra: dict[str, Any]) -> None:
+        """A mid-epoch checkpoint: resume runs `position.batch` of `position.epoch` next."""
+        where = f"by epoch {position.epoch}, batch {position.batch}"
+        position.sums = _read_sums(position.sums, where)
+        blob = self.checkpoint(trainer, position, extra)
+        with self.session() as session:
+            save_checkpoint(
+                session,
+                self.lease,
+                lease_seconds=self.settings.lease_seconds,
+                epoch=position.epoch,
+                step=position.batch,
+                data=blob,
+                progress=self.control.progress,
+            )
 
     def promoted(self, fold: int, epoch: int, metrics: dict[str, float]) -> bool:
         """Successive halving's rule at a rung, asynchronously (ASHA; as Ray Tune's

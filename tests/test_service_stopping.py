@@ -1,0 +1,59 @@
+"""Stopping a worker mid-job (SIGTERM, as a deployment stops it) gives the job back: another
+worker takes it up within seconds and it succeeds, every epoch recorded once; nothing fails."""
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from core.db import Job, session_scope
+from core.settings import Settings
+from tests.service import Service, running
+
+pytestmark = pytest.mark.service
+
+JOB = {
+    "family": "mlp",
+    "dataset": {"name": "digits"},
+    "model": {"hidden": [256, 256]},
+    "train": {"epochs": 12, "batch_size": 16},
+}
+
+
+def worker_of(svc: Service, job_id: str) -> str | None:
+    """hostname:pid of the worker that holds (or last held) the job."""
+    with session_scope(Settings(home=svc.home).database_url) as session:
+        return session.get(Job, job_id).worker
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM])
+def test_a_worker_stopped_mid_job_gives_it_to_another(tmp_path: Path, signum: int) -> None:
+    with running("embedded", tmp_path, worker=False) as svc:
+        first, second = svc.start_worker(), svc.start_worker()
+        job = svc.submit(JOB)
+        svc.wait_for(lambda: len(svc.metrics(job["id"])) >= 2, 120, "two epochs")
+        holder = worker_of(svc, job["id"])
+        stopped = first if holder.endswith(f":{first.pid}") else second
+        assert holder.endswith(f":{stopped.pid}"), holder
+        at = time.monotonic()
+        os.kill(stopped.pid, signum)
+        taken = svc.wait_for(
+            lambda: worker_of(svc, job["id"]) not in (None, holder) and svc.job(job["id"]),
+            10,
+            "another worker to take the job up",
+        )
+        taken_after = time.monotonic() - at
+        stopped.wait(10)
+        gone_after = time.monotonic() - at
+        print(
+            f"{signum!r}: taken up again after {taken_after:.1f} s, worker gone after "
+            f"{gone_after:.1f} s"
+        )
+        assert stopped.returncode is not None and taken["status"] == "running"
+        done = svc.wait_status(job["id"], {"succeeded", "failed", "cancelled"}, timeout=180)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 1  # the stopped attempt is not counted
+        epochs = [row["epoch"] for row in svc.metrics(job["id"])]
+        assert epochs == list(range(1, JOB["train"]["epochs"] + 1))
