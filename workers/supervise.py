@@ -1,5 +1,5 @@
 """Keeps a worker running: `python -m workers.supervise CMD ...` starts CMD and starts it again
-whenever it exits (a broker outage that ends the worker, a crash), waiting 1 s, then 2, 4...
+whenever it exits (a crash, or a kill for memory), waiting 1 s, then 2, 4...
 up to 30 s between quick failures, until it gets SIGTERM or SIGINT. Then it sends CMD SIGTERM
 (a worker's warm shutdown: its job goes back to the queue), SIGKILLs it if it has not exited
 within STOP_SECONDS, and exits. `make run` runs its worker this way; a deployment uses its own
