@@ -12,6 +12,7 @@ import copy
 import itertools
 import math
 import random
+import reprlib
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Mapping
@@ -30,6 +31,10 @@ Path = Annotated[
 ]
 Values = Annotated[list[Any], Field(min_length=1, max_length=1000)]
 MAX_SWEEP_JOBS = 1000  # cells x repeats of one sweep
+# How a message quotes an axis value: a long string or list cut short.
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_quote = _short.repr
 
 
 class Range(StrictModel):
@@ -205,7 +210,8 @@ def expand(
         base = normalize(spec.base)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:])
+        loc = ("", "family") if first["type"].startswith("union_tag") else first["loc"]
+        where = ".".join(str(p) for p in loc[1:])
         raise SweepProblem(f"base.{where}" if where else "base", first["msg"]) from exc
     cells = cells_of(spec)
     if len(cells) * spec.repeats > max_jobs:
@@ -226,7 +232,7 @@ def expand(
                     f"{path!r} is not a field of the job document (paths go through its "
                     "sections and list items, e.g. model.hidden.0)",
                 ) from None
-        shown = ", ".join(f"{p}={v!r}" for p, v in cell.items())
+        shown = ", ".join(f"{p}={_quote(v)}" for p, v in cell.items())
         try:
             document = normalize(document)
         except ValidationError as exc:
