@@ -6,12 +6,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
 
 from api.auth import Callers
 from api.deps import get_caller, settings_of
+from api.errors import clipped_detail, field_problems, validation_message
 from api.fastpath import FastPredict
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
@@ -63,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     sys.setswitchinterval(0.001)
     with session_scope(settings.database_url) as session:
         if settings.admin_key:
-            keys.ensure_admin(session, settings.admin_key)
+            keys.ensure_admin(session, settings.admin_key.get_secret_value())
         protected = keys.any_active(session)
     if not protected:
         if settings.environment == "production":
@@ -102,24 +104,28 @@ def create_app() -> FastAPI:
     app.include_router(ui.router)
     app.mount("/ui/static", ui.static_files, name="ui-static")
 
+    # Answers name the failing fields but quote no more than a few hundred characters of the
+    # request (api/errors.py): a field may be a user's key, a message may quote a value.
     @app.exception_handler(RequestValidationError)
     async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
         errors = [
             {
                 "field": field_name(tuple(e["loc"]), e["type"], e.get("ctx")),
-                "message": e["msg"],
+                "message": validation_message(e),
                 "type": e["type"],
             }
             for e in exc.errors()
         ]
-        message = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return JSONResponse({"detail": errors, "message": message}, status_code=422)
+        detail, message = field_problems(errors)
+        return JSONResponse({"detail": detail, "message": message}, status_code=422)
 
+    # Starlette's class: its own 404, 405 and body-parsing errors come here too.
     @app.exception_handler(HTTPException)
     async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
-        body: dict[str, Any] = {"detail": exc.detail}
-        if isinstance(exc.detail, list):
-            body["message"] = "; ".join(f"{e['field']}: {e['message']}" for e in exc.detail)
+        detail, message = clipped_detail(exc.detail)
+        body: dict[str, Any] = {"detail": detail}
+        if message is not None:
+            body["message"] = message
         return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
     return app

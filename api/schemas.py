@@ -1,11 +1,13 @@
 """Request and response bodies. Job documents themselves are models.specs.JobSpec."""
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
 
 from core.db import JOB_STATUSES
+from core.sweeps import SweepSpec
+from models.specs import JobSpec
 
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
 
@@ -190,4 +192,23 @@ class SweepTable(BaseModel):
     rows: list[dict[str, Any]] = Field(
         description="one per cell: its axis values, n_params, <figure>_mean and <figure>_std "
         "over the repeats that succeeded (sample std; 0 for one), succeeded and repeats"
+    )
+
+
+# A job document as POST /jobs states it; its parts are that operation's components.
+_JOB_DOCUMENT = {
+    key: value
+    for key, value in TypeAdapter(JobSpec)
+    .json_schema(ref_template="#/components/schemas/{model}")
+    .items()
+    if key != "$defs"
+}
+
+
+class SweepCreate(SweepSpec):
+    """A sweep as posted: the document states its base as the job document it is (the API
+    keeps the base as written, so that the axes change what the user wrote)."""
+
+    base: Annotated[dict[str, Any], WithJsonSchema(_JOB_DOCUMENT)] = Field(
+        description=SweepSpec.model_fields["base"].description
     )

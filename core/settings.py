@@ -4,22 +4,29 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
+from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+MIN_KEY_LENGTH = 24
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="ANNLAB_", extra="ignore")
+    # Errors name the setting but never print what it was given (a key, a URL's password).
+    model_config = SettingsConfigDict(
+        env_prefix="ANNLAB_", extra="ignore", hide_input_in_errors=True
+    )
 
     environment: Literal["development", "production"] = "development"
     # Where the embedded database, broker and data live.
     home: Path = Path(".annlab")
+    # Either may hold a password: kept out of the settings' repr.
     database_url: str | None = Field(
-        None, validation_alias=AliasChoices("DATABASE_URL", "ANNLAB_DATABASE_URL")
+        None, validation_alias=AliasChoices("DATABASE_URL", "ANNLAB_DATABASE_URL"), repr=False
     )
     broker_url: str | None = Field(
-        None, validation_alias=AliasChoices("BROKER_URL", "ANNLAB_BROKER_URL")
+        None, validation_alias=AliasChoices("BROKER_URL", "ANNLAB_BROKER_URL"), repr=False
     )
     queue: str = "annlab"
     # Logs: one JSON object per line (with the job id) for machines, or "text" for people.
@@ -72,10 +79,20 @@ class Settings(BaseSettings):
     # Per owner (API key): jobs waiting at once, and bytes of uploads kept.
     # A deployment's first key: the API makes sure an admin key "admin" with this value exists
     # (a container cannot run `annlab keys create` before its API starts).
-    admin_key: str | None = Field(None, min_length=24, repr=False)
+    admin_key: SecretStr | None = None
+    # What a Prometheus scraper sends (a bearer token) to read GET /metrics without an admin
+    # key; unset, /metrics needs an admin key.
+    metrics_key: SecretStr | None = None
     max_queued_jobs: int = Field(1000, ge=1)
     max_running_jobs: int = Field(100, ge=1)  # a worker leaves an owner's job beyond it queued
     max_upload_bytes_per_owner: int = Field(1024**3, ge=1024)
+
+    @field_validator("admin_key", "metrics_key")
+    @classmethod
+    def _long_enough(cls, key: SecretStr | None) -> SecretStr | None:
+        if key is not None and len(key.get_secret_value()) < MIN_KEY_LENGTH:
+            raise ValueError(f"a key must be {MIN_KEY_LENGTH} characters or more")
+        return key
 
     @model_validator(mode="after")
     def _fill_and_refuse_unsafe(self) -> "Settings":
@@ -96,6 +113,21 @@ class Settings(BaseSettings):
         if self.data_dir is None:
             self.data_dir = self.home / "data"
         return self
+
+    def redact(self, text: str) -> str:
+        """`text` with every secret of these settings (the keys, the URLs' passwords) replaced
+        by ***, for a message that quotes what a library said about a connection."""
+        secrets = [k.get_secret_value() for k in (self.admin_key, self.metrics_key) if k]
+        for url in (self.database_url, self.broker_url):
+            try:
+                password = urlsplit(url or "").password
+            except ValueError:
+                password = None
+            if password:
+                secrets += [password, unquote(password)]
+        for secret in sorted(set(secrets), key=len, reverse=True):
+            text = text.replace(secret, "***")
+        return text
 
     def ensure_dirs(self) -> None:
         """ANNLAB_HOME and its data folder, readable by this user alone (0700), and the

@@ -7,7 +7,7 @@ Every float refuses NaN and Inf; every number has bounds; unknown keys are error
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Annotated, Any, ClassVar, Literal, Self, get_args
+from typing import Annotated, Any, ClassVar, Literal, Self, get_args, get_origin
 
 from pydantic import (
     BaseModel,
@@ -33,14 +33,57 @@ def error_at(path: str, message: str) -> PydanticCustomError:
     return PydanticCustomError("value_error", "{message}", {"at": path, "message": message})
 
 
+def _whole(value: Any, annotation: Any) -> Any:
+    """`value` with each float that has no fraction where `annotation` wants an int made that
+    int (JSON has one number type: 5.0 is the integer 5 to JSON Schema, and to this API)."""
+    annotation = _bare(annotation)
+    options = [_bare(a) for a in get_args(annotation)] if get_origin(annotation) else []
+    if type(value) is float and value.is_integer():
+        wants_int = annotation is int or (int in options and float not in options)
+        return int(value) if wants_int and get_origin(annotation) is not list else value
+    if isinstance(value, list):
+        lists = [a for a in [annotation, *options] if get_origin(a) is list]
+        if lists and _mentions_int(item := get_args(lists[0])[0]):  # not a list of pixels
+            return [_whole(v, item) for v in value]
+    return value
+
+
+def _mentions_int(annotation: Any) -> bool:
+    annotation = _bare(annotation)
+    return annotation is int or any(_mentions_int(a) for a in get_args(annotation))
+
+
+def _bare(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
 class StrictModel(BaseModel):
-    # strict: `true` is not an epoch count and "5" is not a number; an int is still a float.
+    # strict: `true` is not an epoch count and "5" is not a number; an int is still a float,
+    # and a float with no fraction is an int.
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _whole_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        fields = cls.model_fields
+        return {k: _whole(v, fields[k].annotation) if k in fields else v for k, v in data.items()}
+
+
+UPLOAD_NAME = r"upload:[a-z0-9][a-z0-9_-]{0,63}"
+# What the document says a dataset name may be; the validator refuses anything else with the
+# list of built-in names.
+DATASET_NAME = "^(" + "|".join([*(re.escape(n) for n in sorted(CATALOG)), UPLOAD_NAME]) + ")$"
 
 
 class DatasetSpec(StrictModel):
     name: str = Field(
-        max_length=80, description="a built-in dataset, see GET /datasets, or upload:<name>"
+        max_length=80,
+        description="a built-in dataset, see GET /datasets, or upload:<name>",
+        json_schema_extra={"pattern": DATASET_NAME},
     )
     val_fraction: float = Field(0.1, ge=0.0, le=0.5, description="share of train held out")
     test_fraction: float = Field(
@@ -115,10 +158,13 @@ class DatasetSpec(StrictModel):
     @field_validator("name")
     @classmethod
     def _known(cls, name: str) -> str:
-        if name not in CATALOG and not re.match(r"^upload:[a-z0-9][a-z0-9_-]{0,63}$", name):
-            raise ValueError(
-                f"unknown dataset {name!r}; built in: {', '.join(sorted(CATALOG))}, "
-                "or upload:<name> for an uploaded one (POST /datasets)"
+        if name not in CATALOG and not re.fullmatch(UPLOAD_NAME, name):
+            # The pattern the document states, said in words.
+            raise PydanticCustomError(
+                "string_pattern_mismatch",
+                "unknown dataset {name}; built in: {known}, or upload:<name> for an uploaded "
+                "one (POST /datasets)",
+                {"name": repr(name), "known": ", ".join(sorted(CATALOG))},
             )
         return name
 
@@ -177,17 +223,12 @@ class OptimizerSpec(StrictModel):
     name: OptimizerName = "adam"
     lr: float | None = Field(None, gt=0.0, le=100.0)
     momentum: float | None = Field(None, ge=0.0, lt=1.0, description="momentum and nesterov")
-    betas: list[float] = Field([0.9, 0.999], min_length=2, max_length=2, description="adam")
+    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        [0.9, 0.999], min_length=2, max_length=2, description="adam"
+    )
     rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta, rmsprop")
     max_iter: int = Field(20, ge=1, le=1000, description="lbfgs iterations per step")
     history_size: int = Field(100, ge=1, le=1000, description="lbfgs")
-
-    @field_validator("betas")
-    @classmethod
-    def _betas(cls, betas: list[float]) -> list[float]:
-        if not all(0.0 <= b < 1.0 for b in betas):
-            raise ValueError("each beta must be in [0, 1)")
-        return betas
 
     @model_validator(mode="after")
     def _defaults(self) -> Self:

@@ -13,24 +13,32 @@ import copy
 import itertools
 import math
 import random
+import reprlib
 import statistics
 from collections import defaultdict
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Self
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.db import FINISHED, Job, Metric, Sweep, utcnow
-from core.spec import StrictModel
+from core.spec import DATASET_NAME, StrictModel
 
 Path = Annotated[
     str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")
 ]
 Values = Annotated[list[Any], Field(min_length=1, max_length=1000)]
+# A mapping keyed by Path: the document says that every key is one (pydantic states the key
+# pattern as patternProperties, which on its own lets other keys through).
+PATHS_ONLY = {"additionalProperties": False}
 MAX_SWEEP_JOBS = 1000  # cells x repeats of one sweep
+# How a message quotes an axis value: a long string or list cut short.
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 60
+_quote = _short.repr
 
 
 class Range(StrictModel):
@@ -71,7 +79,7 @@ class Range(StrictModel):
 class RandomSearch(StrictModel):
     n: int = Field(ge=1, le=MAX_SWEEP_JOBS, description="points drawn")
     seed: int = Field(0, ge=0, le=2**31 - 1)
-    ranges: dict[Path, Range] = Field(min_length=1, max_length=32)
+    ranges: dict[Path, Range] = Field(min_length=1, max_length=32, json_schema_extra=PATHS_ONLY)
 
 
 class Halving(StrictModel):
@@ -92,19 +100,49 @@ class Halving(StrictModel):
         return rungs
 
 
+# What the document states of a sweep's base; the rest of it is checked as POST /jobs checks a
+# job (a 422 on base.<field>).
+BASE_SCHEMA = {
+    "type": "object",
+    "required": ["family", "dataset"],
+    "properties": {
+        "family": {"type": "string"},
+        "dataset": {
+            "type": "object",
+            "required": ["name"],
+            "properties": {"name": {"type": "string", "pattern": DATASET_NAME}},
+        },
+    },
+}
+# One of these makes more than one job (the validator below says so in words).
+SOMETHING_TO_SWEEP = [
+    {"required": ["axes"], "properties": {"axes": {"minProperties": 1}}},
+    {"required": ["zip"], "properties": {"zip": {"minItems": 1}}},
+    {"required": ["random"], "properties": {"random": {"type": "object"}}},
+    {"required": ["repeats"], "properties": {"repeats": {"minimum": 2}}},
+]
+
+
 class SweepSpec(StrictModel):
-    base: dict[str, Any] = Field(description="a job document, as for POST /jobs")
+    model_config = ConfigDict(json_schema_extra={"anyOf": SOMETHING_TO_SWEEP})
+
+    base: dict[str, Any] = Field(
+        description="a job document, as for POST /jobs", json_schema_extra=BASE_SCHEMA
+    )
     axes: dict[Path, Values] = Field(
         {},
         max_length=32,
+        json_schema_extra=PATHS_ONLY,
         description="a grid: values per dotted path into the job document "
         '(e.g. "model.hidden.0": [25, 50, 100], "train.optimizer.name": ["sgd", "adam"])',
     )
-    zip: list[dict[Path, Values]] = Field(
-        [],
-        max_length=16,
-        description="groups of paths whose values change together (equal lengths); each group "
-        "is one more axis of the grid",
+    zip: list[Annotated[dict[Path, Values], Field(min_length=1, json_schema_extra=PATHS_ONLY)]] = (
+        Field(
+            [],
+            max_length=16,
+            description="groups of paths whose values change together (equal lengths); each group "
+            "is one more axis of the grid",
+        )
     )
     random: RandomSearch | None = Field(
         None, description="n random points, crossed with the grid (if any)"
@@ -126,11 +164,13 @@ class SweepSpec(StrictModel):
 
 
 class SweepProblem(ValueError):
-    """A sweep that cannot run; `field` names where (`axes.model.hidden.0`, `zip.1`...)."""
+    """A sweep that cannot run; `field` names where (`axes.model.hidden.0`, `zip.1`...), `type`
+    what failed (pydantic's type where the base itself fails validation)."""
 
-    def __init__(self, field: str, message: str):
+    def __init__(self, field: str, message: str, type_: str = "sweep_invalid"):
         super().__init__(message)
         self.field = field
+        self.type = type_
 
 
 def _set(document: dict[str, Any], full: dict[str, Any], path: str, value: Any) -> None:
@@ -206,8 +246,11 @@ def expand(
         base = normalize(spec.base)
     except ValidationError as exc:
         first = exc.errors()[0]
-        where = ".".join(str(p) for p in first["loc"][1:])
-        raise SweepProblem(f"base.{where}" if where else "base", first["msg"]) from exc
+        loc = ("", "family") if first["type"].startswith("union_tag") else first["loc"]
+        where = ".".join(str(p) for p in loc[1:])
+        raise SweepProblem(
+            f"base.{where}" if where else "base", first["msg"], first["type"]
+        ) from exc
     cells = cells_of(spec)
     if len(cells) * spec.repeats > max_jobs:
         raise SweepProblem(
@@ -227,7 +270,7 @@ def expand(
                     f"{path!r} is not a field of the job document (paths go through its "
                     "sections and list items, e.g. model.hidden.0)",
                 ) from None
-        shown = ", ".join(f"{p}={v!r}" for p, v in cell.items())
+        shown = ", ".join(f"{p}={_quote(v)}" for p, v in cell.items())
         try:
             document = normalize(document)
         except ValidationError as exc:

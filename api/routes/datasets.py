@@ -3,6 +3,7 @@
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, File, Form, HTTPException, UploadFile
+from pydantic import WithJsonSchema
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -57,12 +58,23 @@ def upload_problem(exc: uploads.UploadError) -> HTTPException:
 
 @router.post("", status_code=201, response_model=DatasetPublic)
 def upload_dataset(
-    file: Annotated[UploadFile, File(description=".npz with arrays X and y, or a one-column CSV")],
+    file: Annotated[
+        UploadFile,
+        File(
+            description=".npz with arrays X and y, or a one-column CSV (its name says which)",
+            json_schema_extra={"minLength": 1},
+        ),
+    ],
     name: Annotated[str, Form(pattern=uploads.NAME_PATTERN, description="jobs use upload:<name>")],
     session: SessionDep,
     settings: SettingsDep,
     caller: CallerDep,
-    kind: Annotated[Literal["classification", "regression"] | None, Form()] = None,
+    kind: Annotated[
+        Literal["classification", "regression"] | None,
+        # A form field is a string or absent: the document offers no null.
+        WithJsonSchema({"type": "string", "enum": ["classification", "regression"]}),
+        Form(),
+    ] = None,
 ) -> DatasetPublic:
     """Upload a dataset; jobs then name it `upload:<name>` (names are per owner). Uploads are
     kept in the database, compressed. An .npz is checked against the size limit and the

@@ -1,14 +1,16 @@
 """Liveness that means something: the database answers, and a message goes through the
 broker and back."""
 
+import hmac
 import time
 import uuid
 
-from fastapi import APIRouter, Depends, Response
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from api.deps import SessionDep, get_caller
+from api.auth import presented
+from api.deps import SessionDep, SettingsDep, get_caller
 from api.metrics import exposition
 from api.routing import Route
 from api.schemas import Health, Problem
@@ -40,7 +42,7 @@ def _check_broker() -> str:
 
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
-def healthz(session: SessionDep) -> JSONResponse:
+def healthz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
     checks = {}
     for name, check in (
         ("database", lambda: session.execute(text("SELECT 1")) and "ok"),
@@ -49,26 +51,38 @@ def healthz(session: SessionDep) -> JSONResponse:
         try:
             checks[name] = check()
         except Exception as exc:  # noqa: BLE001 - report any failure as the component's state
-            first_line = (str(exc).splitlines() or [""])[0][:300]
+            first_line = settings.redact((str(exc).splitlines() or [""])[0])[:300]
             checks[name] = f"error: {type(exc).__name__}: {first_line}"
     ok = all(v == "ok" for v in checks.values())
     body = Health(status="ok" if ok else "degraded", **checks)
     return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
 
 
+async def metrics_reader(request: Request, settings: SettingsDep) -> None:
+    """/metrics counts every owner's jobs: it is for an admin key, or for a scraper that sends
+    ANNLAB_METRICS_KEY as its bearer token (a local caller with no keys made is an admin)."""
+    key, wanted = presented(request), settings.metrics_key
+    if key is not None and wanted is not None:
+        if hmac.compare_digest(key.encode(), wanted.get_secret_value().encode()):
+            return
+    if not (await get_caller(request, settings)).admin:
+        raise HTTPException(403, "GET /metrics needs an admin key or ANNLAB_METRICS_KEY")
+
+
 @router.get(
     "/metrics",
     response_class=Response,
-    dependencies=[Depends(get_caller)],
+    dependencies=[Depends(metrics_reader)],
     responses={
         200: {"content": {"text/plain": {}}},
-        401: {"model": Problem},
+        401: {"model": Problem, "description": "no API key, or an unknown or revoked one"},
+        403: {"model": Problem, "description": "a key that is neither admin nor the metrics key"},
         413: {"model": Problem},
     },
 )
 def read_metrics_text(session: SessionDep) -> Response:
     """Prometheus text format: HTTP requests and latency per route; jobs by status, the queue,
-    running jobs and heartbeat age per worker, failures by reason, epoch seconds. Needs a key
-    like every route but /healthz (a scraper sends it as a bearer token)."""
+    running jobs and heartbeat age per worker, failures by reason, epoch seconds. Needs an admin
+    key or ANNLAB_METRICS_KEY (a scraper sends it as a bearer token)."""
     body, content_type = exposition(session)
     return Response(body, media_type=content_type)

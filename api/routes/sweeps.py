@@ -20,11 +20,11 @@ from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.routes.jobs import within_quota
 from api.routing import Route
-from api.schemas import Problem, SweepPublic, SweepsPublic, SweepTable
+from api.schemas import Problem, SweepCreate, SweepPublic, SweepsPublic, SweepTable
 from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
 from core.jobs import new_job, request_cancel
-from core.sweeps import SweepProblem, SweepSpec, expand, jobs_of, progress, table, training_seconds
+from core.sweeps import SweepProblem, expand, jobs_of, progress, table, training_seconds
 from core.uploads import upload_infos
 from models.specs import SPECS, parse_job_spec
 from workers.dispatch import release_sweeps
@@ -121,7 +121,7 @@ def _normalizer(session: SessionDep, settings: SettingsDep, caller: Caller) -> A
 
 @router.post("", status_code=202, response_model=SweepPublic)
 def create_sweep(
-    body: SweepSpec,
+    body: SweepCreate,
     session: SessionDep,
     settings: SettingsDep,
     caller: CallerDep,
@@ -139,7 +139,7 @@ def create_sweep(
         normalize = _normalizer(session, settings, caller)
         cells, documents = expand(body, normalize, settings.max_sweep_jobs)
     except SweepProblem as exc:
-        raise field_error(422, exc.field, str(exc), "sweep_invalid") from exc
+        raise field_error(422, exc.field, str(exc), exc.type) from exc
     base = documents[0][0]
     family = base["family"]
     if body.halving is not None:

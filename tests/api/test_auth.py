@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from fastapi.testclient import TestClient
+from pydantic import SecretStr
 
 from api.main import app
 from core import keys
@@ -194,7 +195,7 @@ def test_production_does_not_start_without_a_key(tmp_path: Path) -> None:
     try:
         with pytest.raises(RuntimeError, match="needs an API key"), TestClient(app):
             pass
-        with_key = production.model_copy(update={"admin_key": "x" * 32})
+        with_key = production.model_copy(update={"admin_key": SecretStr("x" * 32)})
         app.dependency_overrides[get_settings] = lambda: with_key
         with TestClient(app) as client:
             headers = {"Authorization": "Bearer " + "x" * 32}

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from api.fastpath import FastPredict
 from core import keys
@@ -24,6 +25,7 @@ from workers.runner import run_job
 
 JSON, TEXT = {"content-type": "application/json"}, {"content-type": "text/plain"}
 MLP = {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 1}}
+METRICS_KEY = "scraper-" + "m" * 24
 
 
 @pytest.fixture(scope="module")
@@ -81,9 +83,10 @@ def post(client: TestClient, path: str, body: Any, headers: dict[str, str], **kw
     return client.post(path, json=body, headers=headers)
 
 
-def requests_counted(client: TestClient, headers: dict[str, str]) -> float:
-    """annlab_http_requests_total for predict calls answered 200, as /metrics says."""
-    scraped = client.get("/metrics", headers=headers)
+def requests_counted(client: TestClient) -> float:
+    """annlab_http_requests_total for predict calls answered 200, as /metrics says to a scraper
+    with the metrics key."""
+    scraped = client.get("/metrics", headers={"Authorization": f"Bearer {METRICS_KEY}"})
     assert scraped.status_code == 200
     for family in text_string_to_metric_families(scraped.text):
         for sample in family.samples:
@@ -177,14 +180,19 @@ def test_its_calls_are_counted_and_logged_under_the_route(
     url: str, owners: dict, capsys: pytest.CaptureFixture
 ) -> None:
     alice, job_id = owners["alice"], owners["mlp"]
-    with api_client(database_url=url, key_cache_seconds=0, log_format="json") as client:
+    with api_client(
+        database_url=url,
+        key_cache_seconds=0,
+        log_format="json",
+        metrics_key=SecretStr(METRICS_KEY),
+    ) as client:
         fast = fast_path(client)
         post(client, f"/models/{job_id}/predict", {"inputs": [[0.5] * 64]}, alice)
-        before, answered = requests_counted(client, alice), fast.answered
+        before, answered = requests_counted(client), fast.answered
         for _ in range(3):
             post(client, f"/models/{job_id}/predict", {"inputs": [[0.5] * 64]}, alice)
         assert fast.answered == answered + 3
-        assert requests_counted(client, alice) == before + 3
+        assert requests_counted(client) == before + 3
     lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line[:1] == "{"]
     logged = [
         line

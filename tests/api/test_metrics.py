@@ -2,13 +2,16 @@
 runs and when requests are answered."""
 
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import SecretStr
 
 from core.settings import get_settings
-from tests.conftest import api_client
+from tests.api.test_auth import make_key
+from tests.conftest import api_client, migrate
 from workers.runner import run_job
 
 
@@ -19,6 +22,7 @@ def client() -> Iterator[TestClient]:
 
 
 def scrape(client: TestClient) -> dict[tuple[str, tuple], float]:
+    """What a local caller reads while no key exists (it is an admin, as for every route)."""
     response = client.get("/metrics")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/plain")
@@ -68,3 +72,18 @@ def test_failures_are_counted_by_reason(client: TestClient) -> None:
     assert run_job(job["id"], settings=get_settings(), worker="metrics-test") == "failed"
     key = ("annlab_jobs_failed", (("reason", "diverged"),))
     assert scrape(client)[key] == before.get(key, 0) + 1
+
+
+def test_only_an_admin_or_the_metrics_key_reads_it(tmp_path: Path) -> None:
+    """/metrics counts every owner's jobs: an owner's key is refused."""
+    url = f"sqlite:///{tmp_path / 'annlab.db'}"
+    migrate(url)
+    scraper = "scraper-" + "s" * 32
+    owner, admin = make_key(url, "alice"), make_key(url, "root", admin=True)
+    with api_client(database_url=url, metrics_key=SecretStr(scraper)) as client:
+        assert client.get("/metrics", headers=owner).status_code == 403
+        assert client.get("/metrics").status_code == 401  # once a key exists, one is needed
+        assert client.get("/metrics", headers={"X-API-Key": "nope" * 8}).status_code == 401
+        assert client.get("/metrics", headers=admin).status_code == 200
+        scraped = client.get("/metrics", headers={"Authorization": f"Bearer {scraper}"})
+        assert scraped.status_code == 200 and "annlab_jobs" in scraped.text

@@ -84,7 +84,7 @@ def test_the_path_is_drawn_and_bad_requests_name_the_field(client: TestClient) -
     picture = client.post("/optimizers/trace.png", json=body)
     assert picture.status_code == 200 and picture.content.startswith(PNG)
     for bad, field in [
-        ({"optimizer": {"name": "lbfgs"}}, "body"),
+        ({"optimizer": {"name": "lbfgs"}}, "optimizer.name"),
         ({"function": "cosine"}, "function"),
         ({"steps": 0}, "steps"),
         ({"steps": 10**6}, "steps"),

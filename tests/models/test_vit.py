@@ -125,7 +125,7 @@ def test_config_bounds_and_defaults() -> None:
         ("digits", {"dim": 30, "heads": 4}, "dim 30 must be a multiple of heads 4"),
         ("digits", {"depth": 0}, "greater than or equal to 1"),
         ("digits", {"pool": "max"}, "'cls' or 'mean'"),
-        ("digits", {"heads": 4.0}, "valid integer"),
+        ("digits", {"heads": 4.5}, "valid integer"),  # 4.0 is the integer 4, as in JSON
         ("digits", {"tokens": 5}, "Extra inputs"),
         ("surface2d", {}, "a ViT needs image inputs; 'surface2d'"),
         ("cifar10", {"patch": 1, "dim": 4096, "depth": 32}, "parameters; the limit"),
