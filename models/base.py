@@ -99,6 +99,13 @@ class Trainer:
 
     # --- batches --------------------------------------------------------------------------
 
+    @cached_property
+    def eval_chunk(self) -> int:
+        """Examples per evaluation pass (models/admission.py: no more than a step holds)."""
+        from models.admission import eval_chunk  # the model built again on the meta device
+
+        return eval_chunk(self.spec, self.splits.info)
+
     def n_batches(self, epoch: int) -> int:
         return math.ceil(len(self.splits.train) / self.batch_size)
 

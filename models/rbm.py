@@ -216,8 +216,9 @@ class RBMTrainer(GradientTrainer):
         generator = torch.Generator(device=self.device).manual_seed(0)
         units = torch.randint(x.shape[1], (len(x),), generator=generator, device=self.device)
         reconstruction, pseudo_likelihood = 0.0, 0.0
-        for start in range(0, len(x), CHUNK):
-            part = slice(start, start + CHUNK)
+        chunk = self.eval_chunk
+        for start in range(0, len(x), chunk):
+            part = slice(start, start + chunk)
             reconstruction += rbm.reconstruction(x[part]).sum().item()
             pseudo_likelihood += rbm.pseudo_likelihood(x[part], units[part]).sum().item()
         n = len(x)
