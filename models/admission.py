@@ -4,7 +4,8 @@ per-worker budget at submission and again in the worker before anything is loade
 A job holds its weights, gradients and optimizer state and its dataset (twice: as loaded and
 as split) throughout, and on top of them one phase at a time: a training step (a batch's
 inputs and what its forward and backward passes keep), an evaluation pass over a chunk of a
-split, drawing samples (generative families), and scoring them with the Frechet feature net.
+split, drawing samples (generative families), scoring them with the Frechet feature net, and
+writing a checkpoint.
 What a pass holds per example is measured on the model built on the meta device
 (models/summary.py). Evaluation runs in chunks sized so that a pass holds no more than a
 training step (or EVAL_FLOOR_BYTES, if more): `eval_chunk` is what the trainers use. An
@@ -25,6 +26,7 @@ MAX_EVAL_CHUNK = 4096
 # An evaluation pass may hold this much even where a training step holds less (a tiny model
 # evaluates in chunks of MAX_EVAL_CHUNK).
 EVAL_FLOOR_BYTES = 64 * 1024**2
+PHASES = ("training", "evaluation", "sampling", "scoring", "checkpoint")
 
 
 class TooBig(ValueError):
@@ -84,17 +86,17 @@ def estimate(spec: JobSpecBase, info: DatasetInfo) -> dict[str, int]:
         "evaluation": chunk * inference,
         "sampling": quality.N_SAMPLES * inference if samples else 0,
         "scoring": quality.memory(info) if samples else 0,
+        # Weights and optimizer state copied out, packed as safetensors bytes, and the
+        # database driver's copy of those bytes.
+        "checkpoint": 3 * (memory["parameters"] + memory["optimizer_state"]),
     }
-    phase = max(parts["training"], parts["evaluation"], parts["sampling"], parts["scoring"])
+    phase = max(parts[name] for name in PHASES)
     return parts | {"total": parts["model"] + parts["dataset"] + phase, "eval_chunk": chunk}
 
 
 def eval_chunk(spec: JobSpecBase, info: DatasetInfo) -> int:
     """Examples per evaluation pass: as many as hold no more than a training step does."""
     return estimate(spec, info)["eval_chunk"]
-
-
-PHASES = ("training", "evaluation", "sampling", "scoring")
 
 
 def check(spec: JobSpecBase, info: DatasetInfo, budget: int) -> dict[str, int]:
@@ -111,6 +113,7 @@ def check(spec: JobSpecBase, info: DatasetInfo, budget: int) -> dict[str, int]:
         "evaluation": "model",  # a single example's pass is too big
         "sampling": "model",
         "scoring": "dataset.name",
+        "checkpoint": "model",
     }[largest]
     shown = ", ".join(f"{k} {parts[k] / GIB:.2f}" for k in ("model", "dataset", *PHASES))
     raise TooBig(

@@ -167,6 +167,10 @@ class RBM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.reconstruct(x)
 
+    def probe(self, x: Tensor) -> tuple[Any, Tensor]:
+        """A CD-1 step and a reconstruction (models/summary.py measures their memory)."""
+        return contrastive_divergence(self.params, x.flatten(1), 1, None).grads, self(x)
+
 
 def build_rbm(spec: RBMJob, info: DatasetInfo) -> RBM:
     return RBM(input_shape=info.input_shape, hidden=spec.model.hidden)

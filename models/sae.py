@@ -58,6 +58,10 @@ class StackedAutoEncoder(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encode(x))
 
+    def probe(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """What an evaluation runs (models/summary.py measures its memory)."""
+        return self(x), self.reconstruct(x)
+
 
 def build_sae(spec: SAEJob, info: DatasetInfo) -> StackedAutoEncoder:
     return StackedAutoEncoder(

@@ -44,7 +44,10 @@ def _optimizer_state(spec: JobSpecBase) -> int:
 
 
 def _probe(model: nn.Module, info: DatasetInfo, device: torch.device, n: int = 1) -> Any:
-    """One forward pass of a batch of n through everything that has layers."""
+    """One forward pass of a batch of n through everything that has layers (a model's
+    `probe`, where its training or evaluation runs more than its forward)."""
+    if hasattr(model, "probe"):
+        return model.probe(torch.zeros(n, *info.input_shape, device=device))
     if hasattr(model, "discriminate"):  # a GAN: z through the generator, then the critic
         return model.discriminate(model.decode(torch.zeros(n, model.latent, device=device)))
     if not hasattr(model, "patterns"):  # a Hopfield network has weights, no layers
