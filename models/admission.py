@@ -13,12 +13,15 @@ estimate, not a measurement: float32 tensors, no allocator slack.
 """
 
 import math
+from typing import Any
+
+import torch
 
 from core.catalog import DatasetInfo
 from core.spec import FULL_BATCH, JobSpecBase
 from models import quality
-from models.base import Trainer, get_family
-from models.summary import summarize
+from models.base import ROW, BadRequest, Served, Trainer, get_family
+from models.summary import per_example, summarize
 
 FLOAT_BYTES = 4
 GIB = 1024**3
@@ -122,3 +125,79 @@ def check(spec: JobSpecBase, info: DatasetInfo, budget: int) -> dict[str, int]:
         f"the largest phase; {shown} GiB); a worker has {budget / GIB:.1f} GiB "
         f"(ANNLAB_WORKER_MEMORY). Make {field} smaller ({largest} is the largest part)",
     )
+
+
+# --- verb calls (the API) ---------------------------------------------------------------------
+
+# A verb's forward pass over many inputs runs in chunks that hold at most this (predict).
+VERB_CHUNK_BYTES = 64 * 1024**2
+# Each value of a call's inputs and answer, besides the forward pass: a Python float in a list
+# as parsed and as answered, numpy's float64 and float32 copies, and its JSON text.
+VALUE_BYTES = 80
+
+
+class CallTooBig(BadRequest):
+    """A verb call whose estimate is over the API's budget; `field` says what to make smaller."""
+
+
+def inference_bytes(spec: JobSpecBase, info: DatasetInfo) -> int:
+    """What a forward pass holds per input at its peak (measured on the meta device)."""
+    with torch.device("meta"):
+        module = get_family(spec.family).build(spec, info)
+    try:
+        return per_example(module, info, torch.device("meta"), training=False)["inference"]
+    except (NotImplementedError, RuntimeError):  # an op without a meta kernel
+        module = get_family(spec.family).build(spec, info)
+        return per_example(module, info, torch.device("cpu"), training=False)["inference"]
+
+
+def _units(served: Served, verb: str, body: Any) -> tuple[str, int, int]:
+    """(the field that sets the size, how many rows the call runs, values per row)."""
+    info = served.info
+    values = max(math.prod(info.input_shape), info.n_classes or 1)
+    if verb in ("predict", "reconstruct", "encode", "score"):
+        extra = 0
+        if getattr(body, "attention", False) and hasattr(served.module, "blocks"):
+            tokens = math.prod(served.module.grid) + 1  # ViT: every block's map, tokens^2
+            extra = len(served.module.blocks) * tokens * tokens
+        return "inputs", len(body.inputs), values + extra
+    if verb == "decode":
+        if body.codes is not None:
+            return "codes", len(body.codes), values
+        split = info.n_train if body.mean_of == "train" else info.n_test
+        return "mean_of", min(split or MAX_EVAL_CHUNK, MAX_EVAL_CHUNK), values
+    if verb == "sample":
+        return ("latents", len(body.latents), values) if body.latents else ("n", body.n, values)
+    if verb in ("interpolate", "forecast"):
+        return "steps", body.steps, values
+    if verb == "recall":
+        field = "inputs" if body.inputs is not None else "patterns"
+        states = body.max_iterations + 1 if body.trajectory else 2
+        return field, len(getattr(body, field)), values * states
+    if verb == "attractors":  # every state of a network of at most 16 neurons
+        return "max_iterations", 2 ** math.prod(info.input_shape), values * 2
+    if verb == "images":
+        return "n", max(body.n, ROW), values * 3
+    raise KeyError(verb)
+
+
+def call_bytes(served: Served, verb: str, body: Any) -> tuple[str, int]:
+    """A verb call's estimate (bytes besides the weights) and the field that sets it: the
+    forward pass over its rows (predict: over a chunk of them) and every value in and out."""
+    field, rows, values = _units(served, verb, body)
+    forward = min(rows, served.chunk_rows) if verb == "predict" else rows
+    return field, forward * served.per_input + rows * values * VALUE_BYTES
+
+
+def check_call(served: Served, verb: str, body: Any, budget: int) -> int:
+    """The call's estimate; CallTooBig naming the field when it and the weights are over
+    `budget`."""
+    field, need = call_bytes(served, verb, body)
+    if need + served.weights_bytes > budget:
+        raise CallTooBig(
+            field,
+            f"this call would need about {(need + served.weights_bytes) / GIB:.2f} GiB "
+            f"(the model's weights {served.weights_bytes / GIB:.2f} GiB); the API allows "
+            f"{budget / GIB:.2f} GiB (ANNLAB_API_MEMORY). Make {field} smaller",
+        )
+    return need

@@ -125,7 +125,7 @@ def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
     if request.attention and not hasattr(served.module, "attention_maps"):
         raise BadRequest("attention", f"a {served.spec.family} model has no attention maps")
     return predict_answer(
-        served, served.module(inputs_tensor(served, request.inputs, raw=request.raw))
+        served, served.forward(inputs_tensor(served, request.inputs, raw=request.raw))
     )
 
 

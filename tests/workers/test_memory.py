@@ -57,7 +57,13 @@ JOBS = {
     "dbm": {
         "family": "dbm",
         "dataset": DIGITS,
-        "model": {"layers": [2048, 256], "pretrain_epochs": 1, "sample_steps": 10},
+        "model": {
+            "layers": [2048, 256],
+            "pretrain_epochs": 1,
+            "sample_steps": 10,
+            "mean_field_steps": 2,
+            "gibbs_steps": 1,
+        },
         "train": {"epochs": 3, "batch_size": 2048},
     },
     "gan": {"family": "gan", "dataset": DIGITS, "model": {"hidden": [16384]}, "train": BIG},
