@@ -27,8 +27,9 @@ import asyncio
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import cache, partial
 from itertools import accumulate, pairwise
@@ -70,6 +71,7 @@ def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
 
     from core.checkpoint import unpack_weights
     from core.datasets import load_dataset
+    from models.admission import inference_bytes
     from models.base import Served, for_inference
     from models.registry import get_family
     from models.specs import parse_job_spec
@@ -82,7 +84,39 @@ def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
     module.load_state_dict(tensors)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     dataset = cache(lambda: load_dataset(spec.dataset, settings, device, job.owner_id))
-    return Served(module=for_inference(module, device), spec=spec, info=info, dataset=dataset)
+    return Served(
+        module=for_inference(module, device),
+        spec=spec,
+        info=info,
+        dataset=dataset,
+        per_input=inference_bytes(spec, info),
+    )
+
+
+class MemoryGate:
+    """A semaphore weighted in bytes: each verb call holds its estimate while it runs, and the
+    calls running at once hold at most `capacity` together; a call waits until its bytes are
+    free. Calls are first refused if over the capacity alone (models/admission.py)."""
+
+    def __init__(self, capacity: int):
+        self.capacity = capacity
+        self.held = 0
+        self.peak = 0  # the most ever held at once
+        self._free = threading.Condition()
+
+    @contextmanager
+    def hold(self, n: int) -> Iterator[None]:
+        n = min(n, self.capacity)
+        with self._free:
+            self._free.wait_for(lambda: self.held + n <= self.capacity)
+            self.held += n
+            self.peak = max(self.peak, self.held)
+        try:
+            yield
+        finally:
+            with self._free:
+                self.held -= n
+                self._free.notify_all()
 
 
 class Closed(RuntimeError):
@@ -132,8 +166,17 @@ class Batcher:
     one worker thread makes the batches, and FORWARD runs them. If a batch fails, its calls are
     run one by one, so a call that breaks the module fails alone."""
 
-    def __init__(self, forward: Callable[[Any], Any], *, window: float, max_batch: int):
+    def __init__(
+        self,
+        forward: Callable[[Any], Any],
+        *,
+        window: float,
+        max_batch: int,
+        gate: MemoryGate | None = None,
+        row_bytes: int = 0,
+    ):
         self.forward = forward
+        self.gate, self.row_bytes = gate, row_bytes
         self.window = window
         self.max_batch = max_batch
         self.batches = 0  # forward passes run, and the calls they answered: batches <= calls
@@ -222,8 +265,13 @@ class Batcher:
         while batch := self._next_batch():
             self.batches += 1
             self.calls += len(batch)
-            BATCH_INPUTS.observe(sum(len(c.inputs) for c in batch))
-            FORWARD.submit(self._pass, batch).result()  # on the one thread all models share
+            rows = sum(len(c.inputs) for c in batch)
+            BATCH_INPUTS.observe(rows)
+            if self.gate is None:
+                FORWARD.submit(self._pass, batch).result()  # on the one thread all models share
+            else:  # its bytes held before its turn on FORWARD, which then never waits
+                with self.gate.hold(rows * self.row_bytes):
+                    FORWARD.submit(self._pass, batch).result()
 
     def _pass(self, batch: list[Call]) -> None:
         """One forward pass over the batch, and each call's answer (or error) handed to it. If
@@ -263,7 +311,7 @@ def predict_batch(served: Any, inputs: Any) -> dict[str, Any]:
     few torch calls, instead of a few for each caller on the event loop."""
     from models.supervised import predict_answer
 
-    return predict_answer(served, served.module(inputs))
+    return predict_answer(served, served.forward(inputs))
 
 
 @dataclass
@@ -274,6 +322,22 @@ class Loaded:
     owner_id: str | None  # the job's owner: who may call the model
     served: Any  # models.base.Served
     batcher: Batcher | None  # None: batching off, or the family has no predict
+    gate: MemoryGate
+    budget: int  # ANNLAB_API_MEMORY
+
+    def reserve(self, verb: str, body: Any) -> Any:
+        """The bytes the call holds while it runs, after refusing one over the budget (a
+        BadRequest naming the field)."""
+        from models.admission import check_call
+
+        return self.gate.hold(check_call(self.served, verb, body, self.budget))
+
+    def run(self, verb: str, body: Any) -> Any:
+        """The family's verb, on this thread, within the memory gate."""
+        from models.registry import get_family
+
+        with self.reserve(verb, body):
+            return get_family(self.served.spec.family).verbs[verb](self.served, body)
 
     async def predict(self, request: Any) -> dict[str, Any]:
         """The family's predict (models/supervised.py), with the forward pass batched with
@@ -281,13 +345,13 @@ class Loaded:
         and reading its rows of the outputs; the forward pass runs on the batcher's thread.
         Attention maps (ViT) are per request, and a call of more inputs than a batch holds
         would only wait: those run on the threadpool, unbatched, as with batching off."""
-        from models.registry import get_family
+        from models.admission import check_call
         from models.supervised import inputs_tensor
 
         batcher = self.batcher
         if batcher is None or request.attention or len(request.inputs) > batcher.max_batch:
-            verb = get_family(self.served.spec.family).verbs["predict"]
-            return await run_in_threadpool(verb, self.served, request)
+            return await run_in_threadpool(self.run, "predict", request)
+        check_call(self.served, "predict", request, self.budget)  # a batch holds its bytes
         inputs = inputs_tensor(self.served, request.inputs, raw=request.raw)
         try:
             return await batcher.submit(inputs)
@@ -310,6 +374,8 @@ class ModelCache:
         self.settings = settings
         self._models: OrderedDict[str, Loaded] = OrderedDict()
         self._lock = threading.Lock()
+        # What the verb calls of every cached model hold at once.
+        self.gate = MemoryGate(settings.api_memory_bytes)
 
     def find(self, job_id: str) -> Loaded | None:
         """The job's model if it is cached (and now the most recently used)."""
@@ -336,6 +402,8 @@ class ModelCache:
                 partial(predict_batch, served),
                 window=self.settings.batch_window_ms / 1000,
                 max_batch=self.settings.max_batch,
+                gate=self.gate,
+                row_bytes=served.row_bytes,
             )
         with self._lock:
             if job_id in self._models:  # loaded meanwhile by another request: keep that one
@@ -343,7 +411,9 @@ class ModelCache:
                     batcher.close()
                 self._models.move_to_end(job_id)
                 return self._models[job_id]
-            self._models[job_id] = loaded = Loaded(job_id, job.owner_id, served, batcher)
+            self._models[job_id] = loaded = Loaded(
+                job_id, job.owner_id, served, batcher, self.gate, self.settings.api_memory_bytes
+            )
             while len(self._models) > self.settings.model_cache_size:
                 _, evicted = self._models.popitem(last=False)
                 if evicted.batcher is not None:

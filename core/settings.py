@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_KEY_LENGTH = 24
@@ -15,7 +15,7 @@ MIN_KEY_LENGTH = 24
 class Settings(BaseSettings):
     # Errors name the setting but never print what it was given (a key, a URL's password).
     model_config = SettingsConfigDict(
-        env_prefix="ANNLAB_", extra="ignore", hide_input_in_errors=True
+        env_prefix="ANNLAB_", extra="ignore", hide_input_in_errors=True, populate_by_name=True
     )
 
     environment: Literal["development", "production"] = "development"
@@ -73,9 +73,20 @@ class Settings(BaseSettings):
     max_upload_uncompressed_bytes: int = Field(256 * 1024 * 1024, ge=1024)
     # Any other request body (a predict call with 10,000 Fashion-MNIST images is ~50 MB).
     max_request_bytes: int = Field(64 * 1024 * 1024, ge=1024)
-    # What one training run may hold (estimated: weights, optimizer, a batch, the dataset),
-    # checked at submission and again in the worker.
-    worker_memory_bytes: int = Field(4 * 1024**3, ge=1024**2)
+    # Memory budgets, in bytes or with a unit ("4GiB"). A worker's: what one job may hold at
+    # once in any phase (training step, evaluation, sampling, quality scoring; estimated),
+    # checked at submission and again in the worker. The API's: what its verb calls may hold
+    # at once, all of them together, besides the cached models' weights.
+    worker_memory_bytes: ByteSize = Field(
+        ByteSize(4 * 1024**3),
+        ge=1024**2,
+        validation_alias=AliasChoices("ANNLAB_WORKER_MEMORY", "ANNLAB_WORKER_MEMORY_BYTES"),
+    )
+    api_memory_bytes: ByteSize = Field(
+        ByteSize(2 * 1024**3),
+        ge=1024**2,
+        validation_alias=AliasChoices("ANNLAB_API_MEMORY", "ANNLAB_API_MEMORY_BYTES"),
+    )
     # Per owner (API key): jobs waiting at once, and bytes of uploads kept.
     # A deployment's first key: the API makes sure an admin key "admin" with this value exists
     # (a container cannot run `annlab keys create` before its API starts).

@@ -137,8 +137,9 @@ class AETrainer(GradientTrainer):
     def evaluate(self, split: Split) -> dict[str, float]:
         self.model.eval()
         loss_sum, mse_sum = 0.0, 0.0
-        for start in range(0, len(split), CHUNK):
-            x = split.x[start : start + CHUNK]
+        chunk = self.eval_chunk
+        for start in range(0, len(split), chunk):
+            x = split.x[start : start + chunk]
             pre, out = self.model.reconstruct(x)
             loss_sum += per_example_loss(self.loss_name, out, x, pre).sum().item()
             mse_sum += per_example_loss("mse", out, x).sum().item()

@@ -99,6 +99,13 @@ class Trainer:
 
     # --- batches --------------------------------------------------------------------------
 
+    @cached_property
+    def eval_chunk(self) -> int:
+        """Examples per evaluation pass (models/admission.py: no more than a step holds)."""
+        from models.admission import eval_chunk  # the model built again on the meta device
+
+        return eval_chunk(self.spec, self.splits.info)
+
     def n_batches(self, epoch: int) -> int:
         return math.ceil(len(self.splits.train) / self.batch_size)
 
@@ -180,6 +187,33 @@ class Served:
     spec: JobSpecBase
     info: DatasetInfo
     dataset: Callable[[], Splits]  # loads (once) the job's dataset, for verbs that need it
+    per_input: int = 0  # bytes a forward pass holds per input (models/admission.py)
+
+    @cached_property
+    def weights_bytes(self) -> int:
+        return sum(p.numel() * p.element_size() for p in self.module.parameters())
+
+    @cached_property
+    def row_bytes(self) -> int:
+        """What a predict call holds per input: its forward pass, its values in and out."""
+        from models.admission import VALUE_BYTES
+
+        values = max(math.prod(self.info.input_shape), self.info.n_classes or 1)
+        return self.per_input + values * VALUE_BYTES
+
+    @cached_property
+    def chunk_rows(self) -> int:
+        """Inputs per forward pass of a large call (predict)."""
+        from models.admission import VERB_CHUNK_BYTES
+
+        return max(1, VERB_CHUNK_BYTES // max(1, self.per_input))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """The module over x, in chunks of chunk_rows inputs."""
+        rows = self.chunk_rows
+        if len(x) <= rows:
+            return self.module(x)
+        return torch.cat([self.module(x[i : i + rows]) for i in range(0, len(x), rows)])
 
     @cached_property
     def device(self) -> torch.device:

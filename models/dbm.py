@@ -30,7 +30,6 @@ from models.autoencoder import reconstructions_picture
 from models.base import BadRequest, Family, register
 from models.configs.dbm import DBMJob
 from models.rbm import (
-    CHUNK,
     RBMParams,
     bernoulli,
     contrastive_divergence,
@@ -236,8 +235,9 @@ class DBMTrainer(GradientTrainer):
         self.model.eval()
         x = split.x.flatten(1)
         total = 0.0
-        for start in range(0, len(x), CHUNK):
-            part = x[start : start + CHUNK]
+        chunk = self.eval_chunk
+        for start in range(0, len(x), chunk):
+            part = x[start : start + chunk]
             if self.stage < self.n_layers:
                 out = self.model.stack_reconstruction(part, self.stage + 1)
             else:

@@ -170,9 +170,10 @@ class GANTrainer(LatentTrainer):
         generator = torch.Generator(device=self.device).manual_seed(self.spec.train.seed)
         z = torch.randn(len(split), self.model.latent, generator=generator, device=self.device)
         real_loss, fake_loss, d_real, d_fake = 0.0, 0.0, 0.0, 0.0
-        for start in range(0, len(split), CHUNK):
-            real_logits = self.model.discriminate(split.x[start : start + CHUNK])
-            fake_logits = self.model.discriminate(self.model.decode(z[start : start + CHUNK]))
+        chunk = self.eval_chunk
+        for start in range(0, len(split), chunk):
+            real_logits = self.model.discriminate(split.x[start : start + chunk])
+            fake_logits = self.model.discriminate(self.model.decode(z[start : start + chunk]))
             real_loss += F.softplus(-real_logits).sum().item()  # -log D(x)
             fake_loss += F.softplus(fake_logits).sum().item()  # -log(1 - D(G(z)))
             d_real += torch.sigmoid(real_logits).sum().item()

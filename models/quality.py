@@ -27,7 +27,7 @@ from core.spec import DatasetSpec
 RECIPE = "cnn32-64-128/v1"  # part of the stored key: a new recipe trains new nets
 N_SAMPLES = 1000  # samples drawn at the end of a job to measure
 STEPS, BATCH, MAX_TRAIN = 800, 64, 20_000
-CHUNK = 2048
+CHUNK = 512  # images per pass of the feature net
 
 
 def applies(info: DatasetInfo) -> bool:
@@ -129,6 +129,22 @@ def feature_net(
     net = FeatureClassifier(input_shape=info.input_shape, n_classes=info.n_classes)
     net.load_state_dict(unpack_weights(data)[0])
     return net.to(device).eval()
+
+
+def memory(info: DatasetInfo) -> int:
+    """Bytes scoring holds at once besides the job's own tensors (an estimate, for admission):
+    the dataset loaded again to train the feature net if none is stored yet, the net's passes
+    over a chunk, and the features and images it scores."""
+    from models.summary import per_example  # torch's meta device
+
+    with torch.device("meta"):
+        net = FeatureClassifier(input_shape=info.input_shape, n_classes=info.n_classes)
+    image = math.prod(info.input_shape) * 4
+    per = per_example(net, info, torch.device("meta"))
+    examples = (info.n_train or 0) + (info.n_test or 0)
+    passes = max(CHUNK * (image + per["inference"]), BATCH * (image + per["training"]))
+    features = ((info.n_test or 0) + 2 * N_SAMPLES) * 128 * 8 * 2  # float64, torch and numpy
+    return 2 * examples * image + passes + features + 2 * N_SAMPLES * image
 
 
 @torch.inference_mode()

@@ -167,6 +167,10 @@ class RBM(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.reconstruct(x)
 
+    def probe(self, x: Tensor) -> tuple[Any, Tensor]:
+        """A CD-1 step and a reconstruction (models/summary.py measures their memory)."""
+        return contrastive_divergence(self.params, x.flatten(1), 1, None).grads, self(x)
+
 
 def build_rbm(spec: RBMJob, info: DatasetInfo) -> RBM:
     return RBM(input_shape=info.input_shape, hidden=spec.model.hidden)
@@ -216,8 +220,9 @@ class RBMTrainer(GradientTrainer):
         generator = torch.Generator(device=self.device).manual_seed(0)
         units = torch.randint(x.shape[1], (len(x),), generator=generator, device=self.device)
         reconstruction, pseudo_likelihood = 0.0, 0.0
-        for start in range(0, len(x), CHUNK):
-            part = slice(start, start + CHUNK)
+        chunk = self.eval_chunk
+        for start in range(0, len(x), chunk):
+            part = slice(start, start + chunk)
             reconstruction += rbm.reconstruction(x[part]).sum().item()
             pseudo_likelihood += rbm.pseudo_likelihood(x[part], units[part]).sum().item()
         n = len(x)

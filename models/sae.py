@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from models.autoencoder import CHUNK, per_example_loss, reconstruct_with, reconstructions_picture
+from models.autoencoder import per_example_loss, reconstruct_with, reconstructions_picture
 from models.base import Family, Served, register
 from models.configs.sae import SAEConfig, SAEJob
 from models.configs.verbs import ReconstructRequest
@@ -57,6 +57,10 @@ class StackedAutoEncoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.head(self.encode(x))
+
+    def probe(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """What an evaluation runs (models/summary.py measures its memory)."""
+        return self(x), self.reconstruct(x)
 
 
 def build_sae(spec: SAEJob, info: DatasetInfo) -> StackedAutoEncoder:
@@ -126,8 +130,9 @@ class SAETrainer(GradientTrainer):
         self.model.eval()
         depth = min(self.stage + 1, self.n_layers)
         loss_sum, correct, reconstruction_sum = 0.0, 0, 0.0
-        for start in range(0, len(split), CHUNK):
-            x, y = split.x[start : start + CHUNK], split.y[start : start + CHUNK]
+        chunk = self.eval_chunk
+        for start in range(0, len(split), chunk):
+            x, y = split.x[start : start + chunk], split.y[start : start + chunk]
             logits = self.model(x)
             loss_sum += F.cross_entropy(logits, y, reduction="sum").item()
             correct += (logits.argmax(1) == y).sum().item()

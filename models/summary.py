@@ -4,13 +4,20 @@ of its conv/pool stack, and an estimate of the memory a training step needs.
 
 The model is built on PyTorch's meta device (shapes without storage), so a 50-million-parameter
 model costs the API nothing; a module that cannot run there is run on the CPU instead.
+
+The memory per example is measured on the same model: every tensor a forward pass (and a
+training step's backward pass) creates is counted while it lives, and the peak at two batch
+sizes gives the bytes per example and the fixed part (weight gradients).
 """
 
 import math
+import weakref
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from core.catalog import DatasetInfo
 from core.spec import JobSpecBase
@@ -36,12 +43,91 @@ def _optimizer_state(spec: JobSpecBase) -> int:
     return max(counts)
 
 
-def _probe(model: nn.Module, info: DatasetInfo, device: torch.device) -> None:
-    """One forward pass of a batch of one through everything that has layers."""
+def _probe(model: nn.Module, info: DatasetInfo, device: torch.device, n: int = 1) -> Any:
+    """One forward pass of a batch of n through everything that has layers (a model's
+    `probe`, where its training or evaluation runs more than its forward)."""
+    if hasattr(model, "probe"):
+        return model.probe(torch.zeros(n, *info.input_shape, device=device))
     if hasattr(model, "discriminate"):  # a GAN: z through the generator, then the critic
-        model.discriminate(model.decode(torch.zeros(1, model.latent, device=device)))
-    elif not hasattr(model, "patterns"):  # a Hopfield network has weights, no layers
-        model(torch.zeros(1, *info.input_shape, device=device))
+        return model.discriminate(model.decode(torch.zeros(n, model.latent, device=device)))
+    if not hasattr(model, "patterns"):  # a Hopfield network has weights, no layers
+        return model(torch.zeros(n, *info.input_shape, device=device))
+    return None
+
+
+class LiveBytes(TorchDispatchMode):
+    """Counts the bytes of the tensors the ops run under it create, while they live, and the
+    peak. Views and in-place results share their input's storage and are not counted."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live = self.peak = 0
+
+    def _free(self, n: int) -> None:
+        self.live -= n
+
+    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
+        out = func(*args, **(kwargs or {}))
+        if any(r.alias_info is not None for r in func._schema.returns):
+            return out
+        for tensor in tree_leaves(out):
+            if isinstance(tensor, Tensor):
+                n = tensor.numel() * tensor.element_size()
+                self.live += n
+                weakref.finalize(tensor, self._free, n)
+        self.peak = max(self.peak, self.live)
+        return out
+
+
+def _peak(model: nn.Module, info: DatasetInfo, device: torch.device, n: int, train: bool) -> int:
+    mode = LiveBytes()
+    with mode:
+        if train:
+            output = _probe(model, info, device, n)
+            loss = sum(t.float().sum() for t in tree_leaves(output) if isinstance(t, Tensor))
+            if isinstance(loss, Tensor) and loss.requires_grad:
+                loss.backward()
+            del output, loss
+        else:
+            with torch.no_grad():
+                _probe(model, info, device, n)
+    model.zero_grad(set_to_none=True)
+    return mode.peak
+
+
+def per_example(
+    model: nn.Module,
+    info: DatasetInfo,
+    device: torch.device,
+    batch: int = 2,
+    *,
+    training: bool = True,
+) -> dict[str, int]:
+    """Bytes a forward pass holds at its peak per example (inference), and what a training
+    step's forward and backward passes hold per example and besides (weight gradients), both
+    measured at batches of `batch` and twice that, where the peak is reached as in training."""
+    batch = max(2, batch if device.type == "meta" else min(batch, 8))  # batch norm: 2 or more
+    was_training = model.training
+    try:
+        model.eval()
+        low, high = (_peak(model, info, device, n, False) for n in (batch, 2 * batch))
+        inference = max(0, math.ceil((high - low) / batch))
+        if not training:
+            return {"inference": inference}
+        model.train()
+        low, high = (_peak(model, info, device, n, True) for n in (batch, 2 * batch))
+        train = max(0, math.ceil((high - low) / batch))
+        if any(isinstance(m, nn.RNNBase) for m in model.modules()):
+            # A CPU's fused LSTM keeps a workspace the meta device's step-by-step ops do not
+            # (a worker's peak was 1.9x what the meta device counts).
+            train *= 2
+    finally:
+        model.train(was_training)
+    return {
+        "inference": inference,
+        "training": train,
+        "training_fixed": max(0, low - batch * train),
+    }
 
 
 def _shape(output: Any) -> list[int] | None:
@@ -112,6 +198,7 @@ def _summary(build: Any, spec: JobSpecBase, info: DatasetInfo, device: torch.dev
             image = False  # the conv stack over the input ended
         layers.append(row)
 
+    profile = per_example(model, info, device, spec.train.batch_size)
     n_params = sum(p.numel() for p in model.parameters())
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     batch = spec.train.batch_size
@@ -132,4 +219,6 @@ def _summary(build: Any, spec: JobSpecBase, info: DatasetInfo, device: torch.dev
         "trainable_params": trainable,
         "batch_size": batch,
         "training_memory_bytes": memory,
+        # Measured (LiveBytes): what admission (models/admission.py) counts.
+        "bytes_per_example": profile,
     }

@@ -69,8 +69,9 @@ class SupervisedTrainer(GradientTrainer):
     def evaluate(self, split: Split) -> dict[str, float]:
         self.model.eval()
         loss_sum, correct = 0.0, 0
-        for start in range(0, len(split), 4096):
-            x, y = split.x[start : start + 4096], split.y[start : start + 4096]
+        chunk = self.eval_chunk
+        for start in range(0, len(split), chunk):
+            x, y = split.x[start : start + chunk], split.y[start : start + chunk]
             with self.autocast():
                 outputs = self.model(self.inputs(x)).float()
             loss_sum += self.loss(outputs, y).item() * len(y)
@@ -124,7 +125,7 @@ def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
     if request.attention and not hasattr(served.module, "attention_maps"):
         raise BadRequest("attention", f"a {served.spec.family} model has no attention maps")
     return predict_answer(
-        served, served.module(inputs_tensor(served, request.inputs, raw=request.raw))
+        served, served.forward(inputs_tensor(served, request.inputs, raw=request.raw))
     )
 
 

@@ -135,8 +135,9 @@ class VAETrainer(LatentTrainer):
         self.model.eval()
         generator = torch.Generator(device=self.device).manual_seed(EVAL_SEED)
         reconstruction_sum, kl_sum = 0.0, 0.0
-        for start in range(0, len(split), CHUNK):
-            x = split.x[start : start + CHUNK]
+        chunk = self.eval_chunk
+        for start in range(0, len(split), chunk):
+            x = split.x[start : start + chunk]
             eps = torch.randn(len(x), self.model.latent, generator=generator, device=self.device)
             reconstruction, kl = self.model.terms(x, x, eps)
             reconstruction_sum += reconstruction.sum().item()

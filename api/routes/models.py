@@ -129,11 +129,10 @@ def serve(loaded: Loaded, verb: str, body: Any) -> dict:
     """Run a family's verb on the cached model; a BadRequest from it is a 422 naming its field."""
     # torch loads with the first model served, not when the API starts.
     from models.base import BadRequest
-    from models.registry import get_family
 
-    family = offered(loaded, verb)
+    offered(loaded, verb)
     try:
-        return get_family(family).verbs[verb](loaded.served, body)
+        return loaded.run(verb, body)
     except BadRequest as exc:
         raise field_error(422, exc.field, str(exc)) from exc
 
@@ -237,11 +236,12 @@ def read_image(
             404,
             f"a {job.family} model draws no {name!r}; it draws: {', '.join(declared) or 'none'}",
         )
-    served = request.app.state.models.get(session, job).served
+    loaded = request.app.state.models.get(session, job)
     session.commit()  # nothing to write: no transaction stays open while the picture is drawn
     query = ImageQuery(n=n, seed=seed, steps=steps, layer=layer)
     try:
-        picture = get_family(job.family).images[name](served, query)
+        with loaded.reserve("images", query):
+            picture = get_family(job.family).images[name](loaded.served, query)
     except BadRequest as exc:
         raise field_error(422, exc.field, str(exc)) from exc
     title = f"{job.family} on {job.spec['dataset']['name']}: {name}"
