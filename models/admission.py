@@ -21,6 +21,7 @@ from core.catalog import DatasetInfo
 from core.spec import FULL_BATCH, JobSpecBase
 from models import quality
 from models.base import ROW, BadRequest, Served, Trainer, get_family
+from models.hopfield import MAX_ATTRACTOR_NEURONS
 from models.summary import per_example, summarize
 
 FLOAT_BYTES = 4
@@ -174,8 +175,9 @@ def _units(served: Served, verb: str, body: Any) -> tuple[str, int, int]:
         field = "inputs" if body.inputs is not None else "patterns"
         states = body.max_iterations + 1 if body.trajectory else 2
         return field, len(getattr(body, field)), values * states
-    if verb == "attractors":  # every state of a network of at most 16 neurons
-        return "max_iterations", 2 ** math.prod(info.input_shape), values * 2
+    if verb == "attractors":  # every state of the network (the verb refuses a larger one)
+        n = min(math.prod(info.input_shape), MAX_ATTRACTOR_NEURONS)
+        return "model", 2**n, values * 2
     if verb == "images":
         return "n", max(body.n, ROW), values * 3
     raise KeyError(verb)
