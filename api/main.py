@@ -77,6 +77,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             "(anonymous, admin) and all others are refused; make one with "
             "`annlab keys create NAME` to require keys"
         )
+    jobs.warm_up(settings)  # torch and the families, before the first request, not in it
     yield
 
 

@@ -12,8 +12,6 @@ from urllib.error import URLError
 
 import numpy as np
 import torch
-from sklearn.datasets import load_digits
-from torchvision import datasets as tv_datasets
 
 from core import uploads
 from core.catalog import (
@@ -27,11 +25,9 @@ from core.catalog import (
 from core.settings import Settings
 from core.spec import DatasetSpec
 
-_TORCHVISION = {
-    "mnist": tv_datasets.MNIST,
-    "fashion_mnist": tv_datasets.FashionMNIST,
-    "cifar10": tv_datasets.CIFAR10,
-}
+# torchvision's dataset classes by name; torchvision and scikit-learn are imported where a
+# dataset of theirs is read (each takes seconds to import, and most processes never need them).
+_TORCHVISION = {"mnist": "MNIST", "fashion_mnist": "FashionMNIST", "cifar10": "CIFAR10"}
 
 _FUNCTIONS_1D = {
     "sin": lambda x: np.sin(2 * np.pi * x),
@@ -179,9 +175,13 @@ def _raw_arrays(
     the test pair is None for digits.
     """
     if name == "digits":
+        from sklearn.datasets import load_digits
+
         digits = load_digits()  # images float64 (1797, 8, 8) with integer values 0..16
         x = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)
         return x, torch.from_numpy(digits.target.astype(np.int64)), None, None
+
+    from torchvision import datasets as tv_datasets
 
     info = CATALOG[name]
     if name == "fashion_mnist":
@@ -189,7 +189,9 @@ def _raw_arrays(
     parts: list[torch.Tensor] = []
     for train in (True, False):
         try:
-            ds = _TORCHVISION[name](root=data_dir, train=train, download=allow_download)
+            ds = getattr(tv_datasets, _TORCHVISION[name])(
+                root=data_dir, train=train, download=allow_download
+            )
         except (RuntimeError, URLError) as err:  # "Dataset not found or corrupted", no network
             raise DatasetUnavailable(
                 f"dataset {name!r} could not be loaded from {data_dir}: {err}. {info.how_to_get}"

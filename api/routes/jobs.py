@@ -23,6 +23,7 @@ from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, Metrics
 from core.catalog import CATALOG, DatasetInfo, is_available, resolve
 from core.db import FINISHED, Job, Metric, utcnow
 from core.jobs import artifacts_of, mark_sent, new_job, request_cancel
+from core.settings import Settings
 from core.spec import JobSpecBase
 from core.uploads import upload_infos
 from models.specs import JOB_EXAMPLES, JobSpec, parse_job_spec
@@ -86,6 +87,13 @@ def fits_in_memory(spec: JobSpecBase, info: DatasetInfo, settings: SettingsDep) 
         check(spec, info, settings.worker_memory_bytes)
     except TooBig as exc:
         raise field_error(422, exc.field, str(exc), "too_big") from exc
+
+
+def warm_up(settings: Settings) -> None:
+    """Import torch and every family and check one job's memory, as the first POST /jobs
+    would: the API runs this before it answers, so that the first job costs what the next do."""
+    spec = parse_job_spec({"family": "mlp", "dataset": {"name": "digits"}})
+    fits_in_memory(spec, CATALOG["digits"], settings)
 
 
 def available(
