@@ -21,10 +21,11 @@ from core.catalog import DatasetInfo
 from core.spec import FULL_BATCH, JobSpecBase
 from models import quality
 from models.base import ROW, BadRequest, Served, Trainer, get_family
-from models.summary import per_example, summarize
+from models.summary import count_parameters, per_example, summarize
 
 FLOAT_BYTES = 4
 GIB = 1024**3
+MAX_PARAMS = 50_000_000
 MAX_EVAL_CHUNK = 4096
 # An evaluation pass may hold this much even where a training step holds less (a tiny model
 # evaluates in chunks of MAX_EVAL_CHUNK).
@@ -102,8 +103,20 @@ def eval_chunk(spec: JobSpecBase, info: DatasetInfo) -> int:
     return estimate(spec, info)["eval_chunk"]
 
 
+def check_params(spec: JobSpecBase, info: DatasetInfo) -> int:
+    """The model's parameter count; TooBig naming `model` when it is over MAX_PARAMS."""
+    count = count_parameters(spec, info)
+    if count > MAX_PARAMS:
+        raise TooBig(
+            "model", f"the model would have {count:,} parameters; the limit is {MAX_PARAMS:,}"
+        )
+    return count
+
+
 def check(spec: JobSpecBase, info: DatasetInfo, budget: int) -> dict[str, int]:
-    """The estimate; TooBig naming what to make smaller when the total is over `budget`."""
+    """The estimate; TooBig naming what to make smaller when the model has more than
+    MAX_PARAMS parameters or the total is over `budget`."""
+    check_params(spec, info)
     parts = estimate(spec, info)
     if parts["total"] <= budget:
         return parts
