@@ -1,5 +1,6 @@
-"""Admission by estimated memory: the most a job will hold at once, checked against the
-per-worker budget at submission and again in the worker before anything is loaded.
+"""Admission by parameter count and estimated memory: a model may have at most MAX_PARAMS
+parameters, and the most a job will hold at once is checked against the per-worker budget,
+at submission and again in the worker before anything is loaded.
 
 A job holds its weights, gradients and optimizer state and its dataset (twice: as loaded and
 as split) throughout, and on top of them one phase at a time: a training step (a batch's

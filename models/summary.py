@@ -1,6 +1,7 @@
-"""Architecture arithmetic without training (POST /architectures/summary): the family's model
-built from a job document, each layer's output shape and parameter count, the receptive field
-of its conv/pool stack, and an estimate of the memory a training step needs.
+"""Facts of a job's model without training, taken from the model itself: its parameter count
+(`count_parameters`: a job's n_params, capped by admission) and, for POST
+/architectures/summary, each layer's output shape and parameter count, the receptive field of
+its conv/pool stack, and an estimate of the memory a training step needs.
 
 The model is built on PyTorch's meta device (shapes without storage), so a 50-million-parameter
 model costs the API nothing; a module that cannot run there is run on the CPU instead.
