@@ -18,7 +18,7 @@ from core.catalog import CATALOG, resolve
 from models.base import get_family
 from models.specs import SPECS, parse_job_spec
 from tests.conftest import api_client
-from tests.models.test_counts import CONFIGS
+from tests.models.counts import CONFIGS
 
 DIGITS = {"name": "digits"}
 MINIMAL = {"family": "mlp", "dataset": DIGITS}

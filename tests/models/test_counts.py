@@ -9,50 +9,7 @@ from models.base import n_params
 from models.registry import REGISTRY
 from models.specs import parse_job_spec
 from models.summary import count_parameters
-from tests.models.counts import BY_FAMILY
-
-DIGITS = {"name": "digits"}
-
-
-def job(family: str, model: dict, dataset: dict = DIGITS) -> dict:
-    return {"family": family, "dataset": dataset, "model": model}
-
-
-# Configurations other than the defaults, on datasets every machine has.
-CONFIGS = [
-    job("mlp", {"hidden": [7, 5], "batchnorm": True}),
-    job("mlp", {"hidden": [3]}, {"name": "function1d"}),
-    job(
-        "cnn",
-        {
-            "conv": [
-                {"filters": 3, "kernel": 5, "padding": 0, "batchnorm": True},
-                {"filters": 6, "pool": "avg"},
-            ],
-            "dense": [9],
-        },
-    ),
-    job("cnn", {"conv": [{"filters": 2, "stride": 2, "padding": 1}], "dense": []}),
-    job("lstm", {"hidden": 12, "layers": 2, "dropout": 0.1, "bidirectional": True, "head": [8]}),
-    job("lstm", {"hidden": 5}, {"name": "mackey_glass", "lag": 12}),
-    job("vit", {"patch": 2, "dim": 12, "depth": 2, "heads": 3, "mlp_dim": 20, "pool": "mean"}),
-    job("vit", {"patch": 4, "dim": 8, "depth": 1, "heads": 2, "mlp_dim": 16}),
-    job("ae", {"hidden": [20, 10], "latent": 3}),
-    job("ae", {"kind": "conv", "filters": [3, 5], "latent": 4}),
-    job("ae", {"hidden": [6], "latent": 1}, {"name": "surface2d"}),
-    job("vae", {"latent": 3, "hidden": [20, 10]}),
-    job("vae", {"kind": "conv", "filters": [4, 8], "kernel": 4, "latent": 5}),
-    job("gan", {"latent": 5, "hidden": [16, 32]}),
-    job("gan", {"kind": "conv", "filters": [8, 4], "latent": 5}),
-    job("sae", {"layers": [20, 10]}),
-    job("sae", {"layers": [7]}),
-    job("rbm", {"hidden": 30}),
-    job("rbm", {"hidden": 3, "persistent": True}),
-    job("dbm", {"layers": [30, 20, 10]}),
-    job("dbm", {"layers": [5, 3]}),
-    job("hopfield", {"rule": "storkey"}, {"name": "patterns", "patterns": [[1, -1, 1], [1, 1, 1]]}),
-    job("hopfield", {"n_patterns": 4}),
-]
+from tests.models.counts import BY_FAMILY, CONFIGS, job
 
 IMAGES = [{"name": name} for name in ("digits", "fashion_mnist", "cifar10")]
 # The same models over other input shapes (their datasets' data is not needed).
