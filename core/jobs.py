@@ -36,10 +36,12 @@ def new_job(
     owner_id: str | None = None,
     rerun_of: str | None = None,
     sweep: tuple[str, int, int] | None = None,
+    n_params: int | None = None,
 ) -> Job:
     """A queued job, not sent yet: the caller commits, sends it and then calls mark_sent (a job
     whose sender died in between is sent by the reaper within seconds). A sweep's job (sweep
-    id, cell, repeat) waits for core.sweeps.release instead."""
+    id, cell, repeat) waits for core.sweeps.release instead. `n_params`: its model's count, as
+    admission found it."""
     sweep_id, cell, repeat = sweep or (None, None, None)
     job = Job(
         id=uuid.uuid4().hex,
@@ -51,6 +53,7 @@ def new_job(
         sweep_id=sweep_id,
         sweep_cell=cell,
         sweep_repeat=repeat,
+        n_params=n_params,
         progress={"epoch": 0, "epochs": spec.get("train", {}).get("epochs"), "percent": 0.0},
         dispatched_at=None,
     )

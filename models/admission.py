@@ -1,5 +1,6 @@
-"""Admission by estimated memory: the most a job will hold at once, checked against the
-per-worker budget at submission and again in the worker before anything is loaded.
+"""Admission by parameter count and estimated memory: a model may have at most MAX_PARAMS
+parameters, and the most a job will hold at once is checked against the per-worker budget,
+at submission and again in the worker before anything is loaded.
 
 A job holds its weights, gradients and optimizer state and its dataset (twice: as loaded and
 as split) throughout, and on top of them one phase at a time: a training step (a batch's
@@ -22,10 +23,11 @@ from core.spec import FULL_BATCH, JobSpecBase
 from models import quality
 from models.base import ROW, BadRequest, Served, Trainer, get_family
 from models.hopfield import MAX_ATTRACTOR_NEURONS
-from models.summary import per_example, summarize
+from models.summary import count_parameters, per_example, summarize
 
 FLOAT_BYTES = 4
 GIB = 1024**3
+MAX_PARAMS = 50_000_000
 MAX_EVAL_CHUNK = 4096
 # An evaluation pass may hold this much even where a training step holds less (a tiny model
 # evaluates in chunks of MAX_EVAL_CHUNK).
@@ -103,8 +105,20 @@ def eval_chunk(spec: JobSpecBase, info: DatasetInfo) -> int:
     return estimate(spec, info)["eval_chunk"]
 
 
+def check_params(spec: JobSpecBase, info: DatasetInfo) -> int:
+    """The model's parameter count; TooBig naming `model` when it is over MAX_PARAMS."""
+    count = count_parameters(spec, info)
+    if count > MAX_PARAMS:
+        raise TooBig(
+            "model", f"the model would have {count:,} parameters; the limit is {MAX_PARAMS:,}"
+        )
+    return count
+
+
 def check(spec: JobSpecBase, info: DatasetInfo, budget: int) -> dict[str, int]:
-    """The estimate; TooBig naming what to make smaller when the total is over `budget`."""
+    """The estimate; TooBig naming what to make smaller when the model has more than
+    MAX_PARAMS parameters or the total is over `budget`."""
+    check_params(spec, info)
     parts = estimate(spec, info)
     if parts["total"] <= budget:
         return parts

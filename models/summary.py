@@ -1,6 +1,7 @@
-"""Architecture arithmetic without training (POST /architectures/summary): the family's model
-built from a job document, each layer's output shape and parameter count, the receptive field
-of its conv/pool stack, and an estimate of the memory a training step needs.
+"""Facts of a job's model without training, taken from the model itself: its parameter count
+(`count_parameters`: a job's n_params, capped by admission) and, for POST
+/architectures/summary, each layer's output shape and parameter count, the receptive field of
+its conv/pool stack, and an estimate of the memory a training step needs.
 
 The model is built on PyTorch's meta device (shapes without storage), so a 50-million-parameter
 model costs the API nothing; a module that cannot run there is run on the CPU instead.
@@ -21,12 +22,14 @@ from torch.utils._pytree import tree_leaves
 
 from core.catalog import DatasetInfo
 from core.spec import JobSpecBase
-from models.base import get_family
+from models.base import get_family, n_params
 
 FLOAT_BYTES = 4
 # Tensors an optimizer keeps per parameter (LBFGS: its history, two vectors per entry).
 OPTIMIZER_STATE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adadelta": 2}
 POOLS = nn.MaxPool2d | nn.AvgPool2d
+MAX_COUNTS = 4096  # architectures whose count is kept
+_COUNTS: dict[tuple[str, str, DatasetInfo], int] = {}
 
 
 def _optimizer_state(spec: JobSpecBase) -> int:
@@ -142,6 +145,19 @@ def _pair(value: int | tuple[int, ...]) -> int:
     return value[0] if isinstance(value, tuple) else value
 
 
+def count_parameters(spec: JobSpecBase, info: DatasetInfo) -> int:
+    """PyTorch's count of the job's model, built on the meta device: the job's n_params, and
+    what admission caps. Cached by architecture (the model section and the dataset's facts)."""
+    key = (spec.family, spec.model_dump_json(include={"task", "model"}), info)
+    if (count := _COUNTS.get(key)) is None:
+        with torch.device("meta"):
+            count = n_params(get_family(spec.family).build(spec, info))
+        if len(_COUNTS) >= MAX_COUNTS:
+            _COUNTS.clear()
+        _COUNTS[key] = count
+    return count
+
+
 def summarize(spec: JobSpecBase, info: DatasetInfo) -> dict[str, Any]:
     family = get_family(spec.family)
     try:
@@ -199,12 +215,12 @@ def _summary(build: Any, spec: JobSpecBase, info: DatasetInfo, device: torch.dev
         layers.append(row)
 
     profile = per_example(model, info, device, spec.train.batch_size)
-    n_params = sum(p.numel() for p in model.parameters())
+    total = n_params(model)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     batch = spec.train.batch_size
     activations = sum(math.prod(row["output_shape"]) for row in layers if row["output_shape"])
     memory = {
-        "parameters": n_params * FLOAT_BYTES,
+        "parameters": total * FLOAT_BYTES,
         "gradients": trainable * FLOAT_BYTES,
         "optimizer_state": _optimizer_state(spec) * trainable * FLOAT_BYTES,
         "inputs": batch * math.prod(info.input_shape) * FLOAT_BYTES,
@@ -215,7 +231,7 @@ def _summary(build: Any, spec: JobSpecBase, info: DatasetInfo, device: torch.dev
         "family": spec.family,
         "input_shape": list(info.input_shape),
         "layers": layers,
-        "n_params": n_params,
+        "n_params": total,
         "trainable_params": trainable,
         "batch_size": batch,
         "training_memory_bytes": memory,

@@ -69,24 +69,27 @@ def visible_uploads(
 
 def admissible(
     spec: JobSpecBase, session: SessionDep, settings: SettingsDep, caller: Caller
-) -> JobSpecBase:
+) -> tuple[JobSpecBase, int]:
     """The job as it will run: its dataset here (a built-in one) or checked against the upload
-    it names, and its training within a worker's memory budget."""
+    it names, and its training within a worker's memory budget; and its parameter count."""
     name = spec.dataset.name
     uploads = None if name in CATALOG else visible_uploads(session, caller, [name])
     spec = available(spec, settings, uploads)
-    fits_in_memory(spec, resolve(spec.dataset, uploads), settings)
-    return spec
+    return spec, fits_in_memory(spec, resolve(spec.dataset, uploads), settings)
 
 
-def fits_in_memory(spec: JobSpecBase, info: DatasetInfo, settings: SettingsDep) -> None:
+def fits_in_memory(spec: JobSpecBase, info: DatasetInfo, settings: SettingsDep) -> int:
+    """The model's parameter count, once admission accepts the job (a 422 naming the field to
+    make smaller if not)."""
     from models.admission import TooBig, check  # loads torch (the model is built on "meta")
     from models.registry import REGISTRY  # noqa: F401 - every family registered
+    from models.summary import count_parameters
 
     try:
         check(spec, info, settings.worker_memory_bytes)
     except TooBig as exc:
         raise field_error(422, exc.field, str(exc), "too_big") from exc
+    return count_parameters(spec, info)
 
 
 def warm_up(settings: Settings) -> None:
@@ -133,13 +136,20 @@ def queue(
     settings: SettingsDep,
     caller: Caller,
     spec: JobSpecBase,
+    n_params: int,
     rerun_of: str | None = None,
     idempotency: tuple[str, Any] | None = None,
 ) -> Job:
     """Commit the job (with its Idempotency-Key and request, if any), then send it and mark it
     sent; the reaper sends one whose send failed or never happened."""
     within_quota(session, settings, caller, 1)
-    job = new_job(session, spec.model_dump(mode="json"), owner_id=caller.owner, rerun_of=rerun_of)
+    job = new_job(
+        session,
+        spec.model_dump(mode="json"),
+        owner_id=caller.owner,
+        rerun_of=rerun_of,
+        n_params=n_params,
+    )
     if idempotency is not None:
         remember(session, "jobs", *idempotency, job.id)
     try:
@@ -168,8 +178,8 @@ def create_job(
     previous, idempotency = replayed(session, caller, idempotency_key, spec.model_dump(mode="json"))
     if previous is not None:
         return previous
-    spec = admissible(spec, session, settings, caller)
-    return queue(session, settings, caller, spec, idempotency=idempotency)
+    spec, n_params = admissible(spec, session, settings, caller)
+    return queue(session, settings, caller, spec, n_params, idempotency=idempotency)
 
 
 def replayed(
@@ -370,8 +380,10 @@ def rerun_job(
         spec = parse_job_spec(job.spec)
     except ValidationError as exc:  # a document stored by an older annlab
         raise HTTPException(409, f"job {job.id}'s document no longer validates: {exc}") from exc
-    spec = admissible(spec, session, settings, caller)
-    return queue(session, settings, caller, spec, rerun_of=job.id, idempotency=idempotency)
+    spec, n_params = admissible(spec, session, settings, caller)
+    return queue(
+        session, settings, caller, spec, n_params, rerun_of=job.id, idempotency=idempotency
+    )
 
 
 @router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)

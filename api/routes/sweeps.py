@@ -4,6 +4,7 @@ assignment asks for."""
 
 import csv
 import io
+import json
 import statistics
 import uuid
 from collections import defaultdict
@@ -87,8 +88,16 @@ def public(sweep: Sweep, jobs: list[Any], *, cells: bool = False) -> SweepPublic
     )
 
 
-def _normalizer(session: SessionDep, settings: SettingsDep, caller: Caller) -> Any:
-    """A job document as POST /jobs would store it; datasets must be here, uploads known."""
+def _architecture(document: dict[str, Any]) -> str:
+    """What a stored job's model is built from (its repeats differ in their seeds only)."""
+    return json.dumps([document[k] for k in ("family", "task", "model", "dataset")])
+
+
+def _normalizer(
+    session: SessionDep, settings: SettingsDep, caller: Caller, counts: dict[str, int]
+) -> Any:
+    """A job document as POST /jobs would store it; datasets must be here, uploads known.
+    Each model's parameter count goes into `counts`, by _architecture."""
     checked: set[str] = set()
 
     def normalize(document: dict[str, Any]) -> dict[str, Any]:
@@ -107,14 +116,18 @@ def _normalizer(session: SessionDep, settings: SettingsDep, caller: Caller) -> A
                 raise SweepProblem(
                     "base.dataset.name", f"no uploaded dataset {spec.dataset.name!r}"
                 )
+        info = resolve(spec.dataset, uploads or None)
         try:
-            check(spec, resolve(spec.dataset, uploads or None), settings.worker_memory_bytes)
+            check(spec, info, settings.worker_memory_bytes)
         except TooBig as exc:
             raise SweepProblem(f"base.{exc.field}", str(exc)) from exc
-        return spec.model_dump(mode="json")
+        stored = spec.model_dump(mode="json")
+        counts[_architecture(stored)] = count_parameters(spec, info)
+        return stored
 
     from models.admission import TooBig, check  # loads torch (models are built on "meta")
     from models.registry import REGISTRY  # noqa: F401 - every family registered
+    from models.summary import count_parameters
 
     return normalize
 
@@ -135,8 +148,9 @@ def create_sweep(
     idempotency_key = scoped(caller, idempotency_key)
     if (previous := earlier(session, "sweeps", idempotency_key, payload)) is not None:
         return public(session.get(Sweep, previous), jobs_of(session, previous))
+    counts: dict[str, int] = {}
     try:
-        normalize = _normalizer(session, settings, caller)
+        normalize = _normalizer(session, settings, caller, counts)
         cells, documents = expand(body, normalize, settings.max_sweep_jobs)
     except SweepProblem as exc:
         raise field_error(422, exc.field, str(exc), exc.type) from exc
@@ -173,7 +187,13 @@ def create_sweep(
     session.flush()
     for cell, runs in enumerate(documents):
         for repeat, document in enumerate(runs):
-            new_job(session, document, owner_id=caller.owner, sweep=(sweep.id, cell, repeat))
+            new_job(
+                session,
+                document,
+                owner_id=caller.owner,
+                sweep=(sweep.id, cell, repeat),
+                n_params=counts[_architecture(document)],
+            )
     remember(session, "sweeps", idempotency_key, payload, sweep.id)
     try:
         session.commit()

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Body, HTTPException, Response
 
 from api import plots
 from api.deps import CallerDep, SessionDep
+from api.errors import field_error
 from api.routes.jobs import visible_uploads, with_upload
 from api.routing import Route
 from core.catalog import CATALOG, resolve
@@ -61,6 +62,7 @@ def architecture_summary(
     and parameters (the total is PyTorch's count of the built model), the receptive field and
     jump of its conv/pool stack, and the memory a training step at train.batch_size needs.
     The dataset's data is not needed, only its shape."""
+    from models.admission import TooBig, check_params
     from models.registry import REGISTRY  # noqa: F401 - loads torch and every family
     from models.summary import summarize
 
@@ -68,4 +70,9 @@ def architecture_summary(
     if spec.dataset.name not in CATALOG:
         uploads = visible_uploads(session, caller, [spec.dataset.name])
         spec = with_upload(spec, uploads)
-    return summarize(spec, resolve(spec.dataset, uploads))
+    info = resolve(spec.dataset, uploads)
+    try:
+        check_params(spec, info)
+    except TooBig as exc:
+        raise field_error(422, exc.field, str(exc), "too_big") from exc
+    return summarize(spec, info)

@@ -1,13 +1,11 @@
 """CNN config: a conv stack (filters, kernel, stride, padding, pooling) and a dense head."""
 
-import math
-from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, PlainValidator, ValidationInfo, WithJsonSchema, field_validator
 
 from core.spec import StrictModel
-from models.configs.common import Activation, SupervisedJob, check_params, dataset_of
+from models.configs.common import Activation, SupervisedJob, dataset_of
 
 
 def _padding(value: object) -> int | str:
@@ -70,15 +68,6 @@ class CNNConfig(StrictModel):
             shapes.append((c, h, w))
         return shapes
 
-    def n_params(self, input_shape: tuple[int, ...], n_out: int) -> int:
-        total, c_in = 0, input_shape[0]
-        for layer in self.conv:
-            total += (c_in * layer.kernel**2 + 1) * layer.filters
-            total += 2 * layer.filters if layer.batchnorm else 0
-            c_in = layer.filters
-        sizes = [math.prod(self.feature_shapes(input_shape)[-1]), *self.dense, n_out]
-        return total + sum((a + 1) * b for a, b in pairwise(sizes))
-
 
 class CNNJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict",)
@@ -94,5 +83,5 @@ class CNNJob(SupervisedJob):
                 raise ValueError(
                     f"a CNN needs image inputs; {data.name!r} has shape {data.input_shape}"
                 )
-            check_params(model.n_params(data.input_shape, data.n_classes or data.target_dim))
+            model.feature_shapes(data.input_shape)
         return model

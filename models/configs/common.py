@@ -1,4 +1,4 @@
-"""What the family configs share: activations, the parameter cap, the job's dataset facts."""
+"""What the family configs share: activations, the job's dataset facts, sample epochs."""
 
 import math
 from typing import Annotated, ClassVar, Literal, TypeVar
@@ -9,7 +9,6 @@ from core.catalog import DatasetInfo, resolve
 from core.spec import Direction, JobSpecBase, uploads_of
 
 Activation = Literal["relu", "tanh", "sigmoid", "leaky_relu", "elu", "gelu", "silu", "identity"]
-MAX_PARAMS = 50_000_000
 MAX_SAMPLE_EPOCHS = 100
 
 
@@ -18,11 +17,6 @@ def dataset_of(info: ValidationInfo) -> DatasetInfo | None:
     it is unknown yet (the dataset section failed, or an upload not resolved yet)."""
     dataset = info.data.get("dataset")
     return resolve(dataset, uploads_of(info)) if dataset is not None else None
-
-
-def check_params(n: int) -> None:
-    if n > MAX_PARAMS:
-        raise ValueError(f"the model would have {n:,} parameters; the limit is {MAX_PARAMS:,}")
 
 
 class SupervisedJob(JobSpecBase):

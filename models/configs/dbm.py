@@ -1,15 +1,13 @@
 """Deep Boltzmann machine config ("dbm"): layers of Bernoulli units, pretrained greedily as
 RBMs, then trained jointly (mean-field data term, persistent Gibbs chains model term)."""
 
-import math
-from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, Stage, StrictModel
 from models.configs.autoencoder import require_images
-from models.configs.common import check_params, dataset_of
+from models.configs.common import dataset_of
 from models.configs.rbm import CD_OPTIMIZER, MAX_UNITS
 from models.configs.verbs import MAX_GIBBS_STEPS
 
@@ -38,12 +36,6 @@ class DBMConfig(StrictModel):
         description="Gibbs sweeps from a random start of the samples that measure the job's "
         "sample quality, and of `sample` when it names no steps",
     )
-
-    def n_params(self, n_visible: int) -> int:
-        sizes = [n_visible, *self.layers]
-        weights = sum(a * b for a, b in pairwise(sizes))
-        # A bias per unit, and pretraining's own visible biases of RBMs 2..L.
-        return weights + sum(sizes) + sum(self.layers[:-1])
 
 
 class DBMJob(JobSpecBase):
@@ -74,7 +66,6 @@ class DBMJob(JobSpecBase):
     def _fits_dataset(cls, model: DBMConfig, info: ValidationInfo) -> DBMConfig:
         if (data := dataset_of(info)) is not None:
             require_images(data, "a dbm models images with pixels in [0, 1] (Bernoulli units)")
-            check_params(model.n_params(math.prod(data.input_shape)))
         return model
 
     def stages(self) -> list[Stage]:

@@ -1,15 +1,13 @@
 """Generative adversarial network config ("gan"): a dense or DCGAN-style convolutional generator
 and its mirrored discriminator, for image datasets."""
 
-import math
-from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, StrictModel
 from models.configs.autoencoder import Size, require_images
-from models.configs.common import SampleEpochs, check_params, dataset_of, with_sample_epochs
+from models.configs.common import SampleEpochs, dataset_of, with_sample_epochs
 
 KERNEL = 4  # DCGAN's 4x4 kernels, stride 2, padding 1: each layer halves or doubles a side
 
@@ -54,30 +52,6 @@ class GANConfig(StrictModel):
             sizes.append((h, w))
         return sizes
 
-    def n_params(self, input_shape: tuple[int, ...]) -> int:
-        n_in = math.prod(input_shape)
-        if self.kind == "mlp":
-            generator = [self.latent, *self.hidden, n_in]
-            discriminator = [n_in, *self.hidden[::-1], 1]
-            batchnorm = 2 * sum(self.hidden)  # the generator's hidden layers
-            return (
-                sum((a + 1) * b for a, b in pairwise(generator))
-                + batchnorm
-                + sum((a + 1) * b for a, b in pairwise(discriminator))
-            )
-        h, w = self.map_sizes(input_shape)[-1]
-        channels = [*self.filters, input_shape[0]]
-        k2 = KERNEL**2
-        flat = self.filters[0] * h * w
-        # Generator: z -> first map (with its batchnorm), transposed convs (batchnorm on all
-        # but the last); discriminator: the convs mirrored, then one logit.
-        generator = (self.latent + 1) * flat + 2 * self.filters[0]
-        generator += sum(a * k2 * b + b for a, b in pairwise(channels))
-        generator += 2 * sum(self.filters[1:])
-        discriminator = sum(b * k2 * a + a for a, b in pairwise(channels)) + flat + 1
-        discriminator += 2 * sum(self.filters[:-1])  # batchnorm after all convs but the first
-        return generator + discriminator
-
 
 class GANJob(JobSpecBase):
     """A generative adversarial network (Goodfellow et al. 2014; DCGAN: Radford et al. 2016) of
@@ -103,7 +77,8 @@ class GANJob(JobSpecBase):
         if (data := dataset_of(info)) is None:
             return model
         require_images(data, "a gan generates images")
-        check_params(model.n_params(data.input_shape))
+        if model.kind == "conv":
+            model.map_sizes(data.input_shape)
         return model
 
     def train_metrics(self) -> dict[str, Direction]:

@@ -1,14 +1,13 @@
 """Hopfield network config ("hopfield"): an associative memory of +/-1 patterns, stored in
 closed form by one of three rules; no gradient training."""
 
-import math
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, Stage, StrictModel, error_at
 from models.configs.autoencoder import is_image
-from models.configs.common import check_params, dataset_of
+from models.configs.common import dataset_of
 
 Mode = Literal["async", "sync"]
 
@@ -78,7 +77,6 @@ class HopfieldJob(JobSpecBase):
                     f"n_patterns {model.n_patterns} is more than the {data.n_classes} classes "
                     f"of {data.name!r}: one pattern is stored per class",
                 )
-        check_params(math.prod(data.input_shape) ** 2)
         return model
 
     def stages(self) -> list[Stage]:

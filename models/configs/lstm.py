@@ -4,13 +4,12 @@ Every dataset reads as a sequence: a time series' window as `lag` steps of one v
 row by row (H steps of C*W values), a point of d coordinates as d steps of one value.
 """
 
-from itertools import pairwise
 from typing import Annotated, ClassVar, Literal, Self
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from core.spec import StrictModel
-from models.configs.common import Activation, SupervisedJob, check_params, dataset_of
+from models.configs.common import Activation, SupervisedJob, dataset_of
 
 
 def sequence_shape(input_shape: tuple[int, ...]) -> tuple[int, int]:
@@ -39,17 +38,6 @@ class LSTMConfig(StrictModel):
             raise ValueError("dropout acts between LSTM layers; it needs layers >= 2")
         return self
 
-    def n_params(self, input_shape: tuple[int, ...], n_out: int) -> int:
-        _, features = sequence_shape(input_shape)
-        directions = 2 if self.bidirectional else 1
-        total, width = 0, features
-        for _ in range(self.layers):
-            # Four gates, each with input and recurrent weights and two biases (as torch has).
-            total += directions * 4 * (width * self.hidden + self.hidden**2 + 2 * self.hidden)
-            width = directions * self.hidden
-        sizes = [width, *self.head, n_out]
-        return total + sum((a + 1) * b for a, b in pairwise(sizes))
-
 
 class LSTMJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
@@ -61,5 +49,5 @@ class LSTMJob(SupervisedJob):
     @classmethod
     def _fits_dataset(cls, model: LSTMConfig, info: ValidationInfo) -> LSTMConfig:
         if (data := dataset_of(info)) is not None:
-            check_params(model.n_params(data.input_shape, data.n_classes or data.target_dim))
+            sequence_shape(data.input_shape)
         return model

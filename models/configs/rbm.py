@@ -1,14 +1,13 @@
 """Restricted Boltzmann machine config ("rbm"): Bernoulli visible and hidden units, trained by
 contrastive divergence (CD-k) or persistent CD; no loss, no autograd."""
 
-import math
 from typing import Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, JobSpecBase, StrictModel
 from models.configs.autoencoder import require_images
-from models.configs.common import check_params, dataset_of
+from models.configs.common import dataset_of
 from models.configs.verbs import MAX_GIBBS_STEPS
 
 MAX_UNITS = 8192  # hidden units of one layer
@@ -29,9 +28,6 @@ class RBMConfig(StrictModel):
         description="Gibbs steps from a random start of the samples that measure the job's "
         "sample quality, and of `sample` when it names no steps",
     )
-
-    def n_params(self, n_visible: int) -> int:
-        return n_visible * self.hidden + n_visible + self.hidden
 
 
 # Adam at 1e-2: in 10 to 15 epochs of digits (200 to 300 updates) CD-1 then gives samples
@@ -62,7 +58,6 @@ class RBMJob(JobSpecBase):
     def _fits_dataset(cls, model: RBMConfig, info: ValidationInfo) -> RBMConfig:
         if (data := dataset_of(info)) is not None:
             require_images(data, "an rbm models images with pixels in [0, 1] (Bernoulli units)")
-            check_params(model.n_params(math.prod(data.input_shape)))
         return model
 
     def train_metrics(self) -> dict[str, Direction]:

@@ -1,15 +1,13 @@
 """Stacked autoencoder config ("sae"): pretrained greedily layer by layer, then a head, then
 fine-tuned as a classifier."""
 
-import math
-from itertools import pairwise
 from typing import ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from core.spec import Direction, Stage, StrictModel
 from models.configs.autoencoder import Size, is_image
-from models.configs.common import Activation, SupervisedJob, check_params, dataset_of
+from models.configs.common import Activation, SupervisedJob, dataset_of
 
 
 class SAEConfig(StrictModel):
@@ -24,11 +22,6 @@ class SAEConfig(StrictModel):
         10, ge=1, le=1000, description="epochs training the classifier on the frozen encoders"
     )
     loss: Literal["l1", "mse"] = Field("mse", description="reconstruction loss of pretraining")
-
-    def n_params(self, n_in: int, n_classes: int) -> int:
-        sizes = [n_in, *self.layers]
-        autoencoders = sum((a + 1) * b + (b + 1) * a for a, b in pairwise(sizes))
-        return autoencoders + (sizes[-1] + 1) * n_classes
 
 
 class SAEJob(SupervisedJob):
@@ -51,7 +44,6 @@ class SAEJob(SupervisedJob):
                     f"a stacked autoencoder classifies images; {data.name!r} is {data.kind} "
                     f"with inputs of shape {data.input_shape}"
                 )
-            check_params(model.n_params(math.prod(data.input_shape), data.n_classes))
         return model
 
     def stages(self) -> list[Stage]:

@@ -1,8 +1,6 @@
 """Variational autoencoder config ("vae"): a dense or convolutional VAE with a Bernoulli
 likelihood on images in [0, 1], and a beta on its KL term (beta-VAE)."""
 
-import math
-from itertools import pairwise
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
@@ -12,7 +10,6 @@ from models.configs.autoencoder import ConvAEConfig, Size, require_images
 from models.configs.common import (
     Activation,
     SampleEpochs,
-    check_params,
     dataset_of,
     with_sample_epochs,
 )
@@ -56,19 +53,6 @@ class VAEConfig(StrictModel):
         """conv: (channels, height, width) after each strided conv (ValueError if too small)."""
         return self.conv_ae().feature_shapes(input_shape)
 
-    def n_params(self, input_shape: tuple[int, ...]) -> int:
-        # The encoder ends in 2 * latent values (means and log-variances); the decoder starts
-        # from latent values.
-        if self.kind == "mlp":
-            sizes = [math.prod(input_shape), *self.hidden]
-            body = sum((a + 1) * b + (b + 1) * a for a, b in pairwise(sizes))
-            return body + (sizes[-1] + 1) * 2 * self.latent + (self.latent + 1) * sizes[-1]
-        channels = [input_shape[0], *self.filters]
-        k2 = self.kernel**2
-        convs = sum(a * k2 * b + b + b * k2 * a + a for a, b in pairwise(channels))
-        flat = math.prod(self.feature_shapes(input_shape)[-1])
-        return convs + (flat + 1) * 2 * self.latent + (self.latent + 1) * flat
-
 
 class VAEJob(JobSpecBase):
     """A variational autoencoder (Kingma & Welling 2014; beta-VAE: Higgins et al. 2017) of an
@@ -97,7 +81,8 @@ class VAEJob(JobSpecBase):
         if (data := dataset_of(info)) is None:
             return model
         require_images(data, "a vae models images in [0, 1] (a Bernoulli likelihood)")
-        check_params(model.n_params(data.input_shape))
+        if model.kind == "conv":
+            model.feature_shapes(data.input_shape)
         return model
 
     def train_metrics(self) -> dict[str, Direction]:

@@ -5,7 +5,7 @@ from typing import ClassVar, Literal, Self
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from core.spec import StrictModel
-from models.configs.common import SupervisedJob, check_params, dataset_of
+from models.configs.common import SupervisedJob, dataset_of
 
 
 class ViTConfig(StrictModel):
@@ -35,15 +35,6 @@ class ViTConfig(StrictModel):
             )
         return height // self.patch, width // self.patch
 
-    def n_params(self, input_shape: tuple[int, ...], n_out: int) -> int:
-        rows, columns = self.grid(input_shape)
-        dim, hidden, cls = self.dim, self.mlp_dim, int(self.pool == "cls")
-        embed = (input_shape[0] * self.patch**2 + 1) * dim  # patches to tokens
-        embed += (rows * columns + cls) * dim + cls * dim  # position embeddings, CLS token
-        # Per block: two layer norms, q/k/v and output projections, the MLP.
-        block = 4 * dim + 4 * (dim * dim + dim) + (dim + 1) * hidden + (hidden + 1) * dim
-        return embed + self.depth * block + 2 * dim + (dim + 1) * n_out
-
 
 class ViTJob(SupervisedJob):
     verbs: ClassVar[tuple[str, ...]] = ("predict",)
@@ -58,5 +49,5 @@ class ViTJob(SupervisedJob):
                 raise ValueError(
                     f"a ViT needs image inputs; {data.name!r} has shape {data.input_shape}"
                 )
-            check_params(model.n_params(data.input_shape, data.n_classes or data.target_dim))
+            model.grid(data.input_shape)
         return model

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from core.catalog import CATALOG
-from models.specs import SPECS
+from core.catalog import CATALOG, resolve
+from models.base import get_family
+from models.specs import SPECS, parse_job_spec
 from tests.conftest import api_client
+from tests.models.counts import CONFIGS
 
 DIGITS = {"name": "digits"}
 MINIMAL = {"family": "mlp", "dataset": DIGITS}
@@ -260,6 +262,18 @@ def test_default_cnn_on_digits_is_queued(client: TestClient) -> None:
     assert job["family"] == "cnn"
     assert [layer["filters"] for layer in job["spec"]["model"]["conv"]] == [32, 64, 128]
     assert job["spec"]["train"]["schedule"]["name"] == "cosine"  # the family's default
+
+
+@pytest.mark.parametrize("document", CONFIGS, ids=lambda d: d["family"])
+def test_a_queued_job_reports_pytorchs_count_of_its_model(
+    client: TestClient, document: dict[str, Any]
+) -> None:
+    job = queue_job(client, document)
+    spec = parse_job_spec(job["spec"])
+    built = get_family(spec.family).build(spec, resolve(spec.dataset))
+    assert job["n_params"] == sum(p.numel() for p in built.parameters())
+    listed = client.get("/jobs", params={"family": spec.family, "limit": 1}).json()["items"]
+    assert [j["n_params"] for j in listed if j["id"] == job["id"]] == [job["n_params"]]
 
 
 # ------------------------------------------------------------------------- reading jobs

@@ -250,6 +250,15 @@ def test_successive_halving_stops_the_poor_cells_early(client: TestClient) -> No
     assert [r["succeeded"] for r in table["rows"]] == [1, 1, 1]
 
 
+def test_the_table_counts_each_cells_parameters_before_any_job_runs(client: TestClient) -> None:
+    sweep = create(client, {"base": TINY, "axes": {"model.hidden.0": [4, 16]}, "repeats": 2})
+    rows = client.get(f"/sweeps/{sweep['id']}/table").json()["rows"]
+    assert [row["n_params"] for row in rows] == [65 * h + (h + 1) * 10 for h in (4, 16)]
+    for cell in client.get(f"/sweeps/{sweep['id']}").json()["cells"]:
+        assert {j["status"] for j in cell["jobs"]} == {"queued"}
+    assert client.post(f"/sweeps/{sweep['id']}/cancel").status_code == 202
+
+
 def test_cancel_ends_the_queued_jobs_and_the_sweep(client: TestClient) -> None:
     sweep = create(client, {"base": TINY, "repeats": 4})
     response = client.post(f"/sweeps/{sweep['id']}/cancel")

@@ -160,3 +160,11 @@ def test_a_bad_model_section_is_a_422_naming_the_field(client: TestClient) -> No
         "/architectures/summary", json={"family": "mlp", "dataset": {"name": "upload:nope"}}
     )
     assert unknown.status_code == 422 and unknown.json()["detail"][0]["field"] == "dataset.name"
+
+
+def test_a_model_over_the_parameter_cap_is_a_422_naming_the_model(client: TestClient) -> None:
+    too_big = {"family": "mlp", "dataset": {"name": "digits"}, "model": {"hidden": [16_384] * 4}}
+    response = client.post("/architectures/summary", json=too_big)
+    assert response.status_code == 422, response.text
+    error = response.json()["detail"][0]
+    assert error["field"] == "model" and "806,584,330 parameters" in error["message"]

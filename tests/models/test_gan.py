@@ -8,7 +8,7 @@ from pydantic import ValidationError
 
 from core.datasets import Splits, load_dataset
 from core.settings import Settings
-from models.base import BadRequest, Served, n_params
+from models.base import BadRequest, Served
 from models.configs.common import default_sample_epochs
 from models.configs.gan import GANConfig, GANJob
 from models.configs.verbs import InterpolateRequest, SampleRequest
@@ -20,16 +20,13 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize("shape", [(1, 8, 8), (1, 28, 28), (3, 32, 32), (1, 7, 9)])
 @pytest.mark.parametrize("kind", ["mlp", "conv"])
-def test_both_backbones_fit_the_image_and_the_config_counts_them(
-    kind: str, shape: tuple[int, int, int]
-) -> None:
+def test_both_backbones_fit_the_image(kind: str, shape: tuple[int, int, int]) -> None:
     config = GANConfig(kind=kind, latent=5, hidden=[16, 32], filters=[8, 4])
     gan = GAN(input_shape=shape, config=config)
     gan.eval()
     images = gan.decode(torch.randn(3, 5))
     assert images.shape == (3, *shape) and images.min() >= 0 and images.max() <= 1
     assert gan.discriminate(images).shape == (3,)
-    assert config.n_params(shape) == n_params(gan)
 
 
 def test_sample_epochs_default_to_five_and_must_be_in_the_run() -> None:

@@ -7,7 +7,7 @@ from pydantic import ValidationError
 from core.catalog import CATALOG
 from core.datasets import Splits
 from core.settings import Settings
-from models.base import Served, Trainer, n_params
+from models.base import Served, Trainer
 from models.configs.lstm import LSTMJob
 from models.configs.verbs import ForecastRequest, PredictRequest
 from models.lstm import LSTM
@@ -76,7 +76,7 @@ def test_lstm_classifies_digits_read_row_by_row(settings: Settings) -> None:
 
 @pytest.mark.parametrize("name", ["digits", "fashion_mnist", "surface2d", "mackey_glass"])
 def test_every_input_shape_reads_as_a_sequence(name: str) -> None:
-    """Stacked, bidirectional, with a head: sizes and parameter counts agree for each shape."""
+    """Stacked, bidirectional, with a head: sizes agree for each shape."""
     info = CATALOG[name]
     spec = LSTMJob.model_validate(
         {
@@ -94,7 +94,6 @@ def test_every_input_shape_reads_as_a_sequence(name: str) -> None:
     module = get_family("lstm").build(spec, info)
     n_out = info.n_classes or info.target_dim
     assert module(torch.rand(3, *info.input_shape)).shape == (3, n_out)
-    assert n_params(module) == spec.model.n_params(info.input_shape, n_out)
 
 
 def test_bidirectional_reads_each_direction_to_its_end() -> None:
@@ -126,7 +125,6 @@ def test_config_bounds_and_defaults() -> None:
         ({"layers": 9}, "less than or equal to 8"),
         ({"dropout": 0.2}, "needs layers >= 2"),
         ({"cells": 3}, "Extra inputs"),
-        ({"hidden": 4096, "layers": 8}, "parameters; the limit"),
     ]
     for model, message in bad:
         with pytest.raises(ValidationError, match=message):

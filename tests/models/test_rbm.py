@@ -13,7 +13,7 @@ from sklearn.neural_network import BernoulliRBM
 
 from core.datasets import Splits, load_dataset
 from core.settings import Settings
-from models.base import BadRequest, ImageQuery, Served, n_params
+from models.base import BadRequest, ImageQuery, Served
 from models.configs.dbm import DBMJob
 from models.configs.rbm import RBMJob
 from models.configs.verbs import ReconstructRequest, SampleRequest
@@ -156,14 +156,11 @@ def test_filters_are_one_layer_for_an_rbm(rbm: Served) -> None:
 # --- the config ------------------------------------------------------------------------------
 
 
-def test_config_counts_parameters_and_refuses_what_it_cannot_model() -> None:
+def test_config_refuses_what_it_cannot_model() -> None:
     spec = RBMJob.model_validate({"family": "rbm", "dataset": DIGITS, "model": {"hidden": 30}})
-    assert spec.model.n_params(64) == n_params(RBM(input_shape=(1, 8, 8), hidden=30))
     dbm = DBMJob.model_validate(
         {"family": "dbm", "dataset": DIGITS, "model": {"layers": [30, 20, 10]}}
     )
-    built = DBM(input_shape=(1, 8, 8), layers=[30, 20, 10], mean_field_steps=3)
-    assert dbm.model.n_params(64) == n_params(built)
     assert spec.train.optimizers["model"].name == "adam"
     assert set(dbm.train.optimizers) == {"pretrain", "joint"}
     cases = [

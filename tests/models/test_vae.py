@@ -10,7 +10,7 @@ from torch.nn import functional as F
 
 from core.datasets import Splits, load_dataset
 from core.settings import Settings
-from models.base import BadRequest, ImageGrid, ImageQuery, Served, get_family, n_params
+from models.base import BadRequest, ImageGrid, ImageQuery, Served, get_family
 from models.configs.vae import VAEConfig, VAEJob
 from models.configs.verbs import (
     DecodeRequest,
@@ -109,13 +109,10 @@ def test_the_conv_vae_decodes_to_the_exact_input_size(
     assert model.logits(mean).shape == (3, *shape)
     reconstruction, kl = model.terms(x, x, torch.randn(3, 5))
     assert reconstruction.shape == kl.shape == (3,)
-    assert n_params(model) == config.n_params(shape)
 
 
-def test_the_mlp_vae_counts_its_parameters_as_its_config_does() -> None:
-    config = VAEConfig(latent=3, hidden=[32, 16])
-    model = VAE(input_shape=(1, 8, 8), config=config)
-    assert n_params(model) == config.n_params((1, 8, 8))
+def test_the_mlp_vae_gives_back_the_input_shape() -> None:
+    model = VAE(input_shape=(1, 8, 8), config=VAEConfig(latent=3, hidden=[32, 16]))
     assert model(torch.rand(2, 1, 8, 8)).shape == (2, 1, 8, 8)
 
 
