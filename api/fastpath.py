@@ -7,9 +7,9 @@ forward pass runs on the batcher's thread, api/serving.py), and the event loop i
 thread every call goes through. So a call takes this path when nothing about it needs the
 route: a JSON body, a model already in the cache, a caller the key cache knows (api/auth.py)
 and who may see the job, a family with predict, a body that validates. It is the route's
-work done in the same order with the same pieces (Callers.identify, PredictRequest,
-Loaded.predict, PredictResponse serialized as FastAPI serializes a response model), so the
-answer is the route's answer, byte for byte.
+work done in the same order with the same pieces (Callers.identify, PredictRequest, the route's
+own `answer`, PredictResponse serialized as FastAPI serializes a response model), so the answer
+is the route's answer, byte for byte.
 
 Anything else goes on to the route untouched, the body read here replayed to it: a model not
 loaded yet, an unknown key (401), another owner's job (404), a family without predict, a body
@@ -31,6 +31,7 @@ from starlette.requests import Request
 
 from api.deps import settings_of
 from api.limits import replaying
+from api.routes.models import answer
 from models.configs.verbs import PredictRequest, PredictResponse
 
 _PREDICT = re.compile(r"^/models/([^/]{1,64})/predict$")
@@ -77,14 +78,12 @@ class FastPredict:
 
     async def _answer(self, scope: dict[str, Any], job_id: str, body: bytes) -> bytes | None:
         """The route's answer to this call, or None where the route must give it."""
-        from models.base import BadRequest
-
         app = scope["app"]
         settings = settings_of(app)
         if not settings.fast_predict:
             return None
         loaded = app.state.models.find(job_id)
-        if loaded is None or "predict" not in loaded.served.spec.verbs:
+        if loaded is None:
             return None
         try:
             caller = await app.state.callers.identify(Request(scope), settings)
@@ -97,8 +96,8 @@ class FastPredict:
         except (ValueError, ValidationError):  # not JSON, or not a predict request
             return None
         try:
-            outputs = await loaded.predict(request)
-        except BadRequest:
+            outputs = await answer(loaded, "predict", request)
+        except HTTPException:  # 404 (no predict) or 422: the route gives it
             return None
         return _ANSWER.dump_json(_ANSWER.validate_python(outputs), exclude_none=True)
 

@@ -1,33 +1,33 @@
 """Trained models, loaded once from their final checkpoint and kept in a small LRU cache, and
-the dynamic batching of their predict calls.
+the dynamic batching of their batchable verbs' calls (predict's).
 
 Dynamic batching, as Triton's dynamic batcher and TorchServe's `batch_size` /
-`max_batch_delay` describe it: a predict call waits at most ANNLAB_BATCH_WINDOW_MS for other
-calls to the same model (counted from when it arrived, or when the model's previous forward pass
-ended if it queued during one), and the inputs of all of them, up to ANNLAB_MAX_BATCH in all (a call
-with many inputs counts them all), go through the module in one forward pass; each caller is
-answered from its own rows of the outputs. A forward pass over 32 inputs costs far less than 32
-passes over one, so throughput grows with the number of concurrent callers.
+`max_batch_delay` describe it: a call waits at most ANNLAB_BATCH_WINDOW_MS for other calls to
+the same model's verb (counted from when it arrived, or when the model's previous forward pass
+ended if it queued during one), and the inputs of all of them, up to ANNLAB_MAX_BATCH in all (a
+call with many inputs counts them all), are answered at once; each caller gets its own rows of
+the answer. A forward pass over 32 inputs costs far less than 32 passes over one, so throughput
+grows with the number of concurrent callers.
 
-The design follows how the predict route runs: it is a coroutine on the server's event loop,
-and a predict call costs the server little besides its forward pass (api/routes/models.py). Each
-cached model has a Batcher: a queue and one worker thread, woken through a condition variable.
-The route converts and checks its caller's inputs (a bad request is that caller's 422 and never
-reaches a batch), puts them on the queue and awaits a future; the worker takes the first waiting
-call, waits until the window has passed or the batch is full, and hands the batch to FORWARD, the
-one thread that runs every model's passes: it concatenates, runs the module and makes the whole
-batch's answer once (torch releases the GIL: the event loop goes on reading requests) and
-settles each caller's future with its rows, on the caller's loop. So one forward pass runs at a
-time in the process (what a GPU wants; on a CPU torch's own threads share the cores, and see
-FORWARD for why one thread). A window of 0 turns batching off: each call runs the family's
-predict on its own thread of the threadpool, as every other verb does.
+Whatever way a call comes in, the family's verb answers it (Loaded.call). A verb declares
+itself batchable by being a models.base.Batchable: `rows` checks a request and makes its rows,
+`answer` answers rows. The route (a coroutine on the server's event loop) makes its caller's
+rows there, so a bad request is that caller's 422 and never reaches a batch, puts them on the
+verb's Batcher queue and awaits a future; the Batcher's worker thread takes the first waiting
+call, waits until the window has passed or the batch is full, and hands the batch to FORWARD,
+the one thread that runs every model's passes: it concatenates the rows, runs the verb's
+`answer` once (torch releases the GIL: the event loop goes on reading requests) and settles
+each caller's future with its rows, on the caller's loop. So one forward pass runs at a time in
+the process (what a GPU wants; on a CPU torch's own threads share the cores, and see FORWARD
+for why one thread). A window of 0 turns batching off: each call runs the verb on its own
+thread of the threadpool, as every other verb does.
 """
 
 import asyncio
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,7 +43,6 @@ from core.catalog import DatasetInfo
 from core.db import Job
 from core.jobs import latest_checkpoint
 from core.settings import Settings
-from models.specs import SPECS
 
 # The one thread that runs the batched forward passes of every cached model, and loads those
 # models. torch's CPU threads are OpenMP's (libgomp), which keeps a team of worker threads for
@@ -298,30 +297,23 @@ class Batcher:
 
 def split_rows(outputs: Any, sizes: list[int]) -> list[Any]:
     """Each call's rows of a batch's outputs: a tensor's, or those of each list in a dict of
-    lists with a row per input (a predict answer)."""
+    lists with a row per input (a batchable verb's answer)."""
     if isinstance(outputs, dict):
         bounds = list(pairwise(accumulate(sizes, initial=0)))
         return [{key: rows[a:b] for key, rows in outputs.items()} for a, b in bounds]
     return outputs.split(sizes)
 
 
-def predict_batch(served: Any, inputs: Any) -> dict[str, Any]:
-    """The predict answer for a batch of converted inputs, a row per input in each of its
-    lists. On the batcher's thread: the whole batch's softmax and lists are made there, in a
-    few torch calls, instead of a few for each caller on the event loop."""
-    from models.supervised import predict_answer
-
-    return predict_answer(served, served.forward(inputs))
-
-
 @dataclass
 class Loaded:
-    """A cached model: the family's view of it, and its predict calls' batcher."""
+    """A cached model: the family's view of it, its verbs, and a batcher for each verb whose
+    calls are batched."""
 
     job_id: str
     owner_id: str | None  # the job's owner: who may call the model
     served: Any  # models.base.Served
-    batcher: Batcher | None  # None: batching off, or the family has no predict
+    verbs: Mapping[str, Any]  # the family's verbs (models.base.Verb)
+    batchers: dict[str, Batcher]  # empty: batching off, or no verb is batchable
     gate: MemoryGate
     budget: int  # ANNLAB_API_MEMORY
 
@@ -334,36 +326,28 @@ class Loaded:
 
     def run(self, verb: str, body: Any) -> Any:
         """The family's verb, on this thread, within the memory gate."""
-        from models.registry import get_family
-
         with self.reserve(verb, body):
-            return get_family(self.served.spec.family).verbs[verb](self.served, body)
+            return self.verbs[verb](self.served, body)
 
-    async def predict(self, request: Any) -> dict[str, Any]:
-        """The family's predict (models/supervised.py), with the forward pass batched with
-        other callers' when batching is on. On the event loop: converting one caller's inputs
-        and reading its rows of the outputs; the forward pass runs on the batcher's thread.
-        Attention maps (ViT) are per request, and a call of more inputs than a batch holds
-        would only wait: those run on the threadpool, unbatched, as with batching off."""
+    async def call(self, verb: str, body: Any) -> Any:
+        """The family's verb on this model. A batchable verb's call (models.base.Batchable)
+        that joins, of at most max_batch inputs, is checked and made rows here, on the event
+        loop, and its rows answered with other callers' on the batcher's thread (its bytes
+        held there, per batch); any other call runs the verb on the threadpool."""
         from models.admission import check_call
-        from models.supervised import inputs_tensor
 
-        batcher = self.batcher
-        if batcher is None or request.attention or len(request.inputs) > batcher.max_batch:
-            return await run_in_threadpool(self.run, "predict", request)
-        check_call(self.served, "predict", request, self.budget)  # a batch holds its bytes
-        inputs = inputs_tensor(self.served, request.inputs, raw=request.raw)
+        batcher = self.batchers.get(verb)
+        if batcher is None or len(body.inputs) > batcher.max_batch:
+            return await run_in_threadpool(self.run, verb, body)
+        batchable = self.verbs[verb]
+        if not batchable.joins(body):
+            return await run_in_threadpool(self.run, verb, body)
+        check_call(self.served, verb, body, self.budget)
+        rows = batchable.rows(self.served, body)
         try:
-            return await batcher.submit(inputs)
+            return await batcher.submit(rows)
         except Closed:  # evicted since: run alone
-            return await run_in_threadpool(_predict_alone, self.served, inputs)
-
-
-def _predict_alone(served: Any, inputs: Any) -> dict[str, Any]:
-    import torch
-
-    with torch.inference_mode():
-        return predict_batch(served, inputs)
+            return await run_in_threadpool(self.run, verb, body)
 
 
 class ModelCache:
@@ -390,34 +374,44 @@ class ModelCache:
         job_id = job.id
         if (loaded := self.find(job_id)) is not None:
             return loaded
+        from models.registry import get_family
+
         weights = final_weights(session, job_id)
-        batched = self.settings.batch_window_ms > 0 and "predict" in SPECS[job.family].verbs
+        family = get_family(job.family)
+        batched = family.batchable if self.settings.batch_window_ms > 0 else []
         if batched:  # on the thread that will run its forward passes (see FORWARD)
             served = FORWARD.submit(load_model, job, weights, self.settings).result()
         else:
             served = load_model(job, weights, self.settings)
-        batcher = None
-        if batched:
-            batcher = Batcher(
-                partial(predict_batch, served),
+        batchers = {
+            verb: Batcher(
+                partial(family.verbs[verb].answer, served),
                 window=self.settings.batch_window_ms / 1000,
                 max_batch=self.settings.max_batch,
                 gate=self.gate,
                 row_bytes=served.row_bytes,
             )
+            for verb in batched
+        }
         with self._lock:
             if job_id in self._models:  # loaded meanwhile by another request: keep that one
-                if batcher is not None:
+                for batcher in batchers.values():
                     batcher.close()
                 self._models.move_to_end(job_id)
                 return self._models[job_id]
             self._models[job_id] = loaded = Loaded(
-                job_id, job.owner_id, served, batcher, self.gate, self.settings.api_memory_bytes
+                job_id,
+                job.owner_id,
+                served,
+                family.verbs,
+                batchers,
+                self.gate,
+                self.settings.api_memory_bytes,
             )
             while len(self._models) > self.settings.model_cache_size:
                 _, evicted = self._models.popitem(last=False)
-                if evicted.batcher is not None:
-                    evicted.batcher.close()
+                for batcher in evicted.batchers.values():
+                    batcher.close()
         return loaded
 
     def cached(self) -> list[str]:
@@ -425,8 +419,8 @@ class ModelCache:
         with self._lock:
             return list(self._models)
 
-    def batcher(self, job_id: str) -> Batcher | None:
-        """A cached model's batcher (its counts say how well calls were batched)."""
+    def batcher(self, job_id: str, verb: str = "predict") -> Batcher | None:
+        """A cached model's batcher of a verb (its counts say how well calls were batched)."""
         with self._lock:
             entry = self._models.get(job_id)
-        return entry.batcher if entry is not None else None
+        return entry.batchers.get(verb) if entry is not None else None

@@ -232,6 +232,28 @@ class BadRequest(ValueError):
 Verb = Callable[[Served, Any], dict[str, Any]]
 
 
+class Batchable:
+    """A verb whose calls may share a forward pass. Its requests carry `inputs`, one per row;
+    `rows` checks a request and makes it a tensor with a row per input (a BadRequest names the
+    field), and `answer` answers a tensor of rows with lists holding a row per input. Called as
+    a verb, it answers one request: `answer(rows(request))`. The API's batcher concatenates the
+    rows of several calls, answers them at once and gives each caller its own rows
+    (api/serving.py); a request for which `joins` is false is answered alone, by the call."""
+
+    def rows(self, served: Served, request: Any) -> Tensor:
+        raise NotImplementedError
+
+    def answer(self, served: Served, rows: Tensor) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def joins(self, request: Any) -> bool:
+        return True
+
+    @torch.inference_mode()
+    def __call__(self, served: Served, request: Any) -> dict[str, Any]:
+        return self.answer(served, self.rows(served, request))
+
+
 ROW = 8  # images per row of a picture
 
 
@@ -288,6 +310,11 @@ class Family:
     @property
     def name(self) -> str:
         return self.spec.family_name()
+
+    @property
+    def batchable(self) -> list[str]:
+        """The verbs whose calls the API may batch."""
+        return [name for name, verb in self.verbs.items() if isinstance(verb, Batchable)]
 
 
 REGISTRY: dict[str, Family] = {}

@@ -11,7 +11,15 @@ from torch.nn import functional as F
 
 from core.datasets import Split, Splits
 from core.spec import JobSpecBase
-from models.base import BadRequest, Batch, ImageQuery, Lines, Served, to_channels_last
+from models.base import (
+    BadRequest,
+    Batch,
+    Batchable,
+    ImageQuery,
+    Lines,
+    Served,
+    to_channels_last,
+)
 from models.configs.verbs import MAX_FORECAST_STEPS, ForecastRequest, PredictRequest
 from models.training import GradientTrainer, Sums
 
@@ -92,9 +100,8 @@ MAX_INPUT = 1e6  # no feature this service trains on comes near it; 1e30 is a mi
 
 def inputs_tensor(served: Served, inputs: list[Any], *, raw: bool) -> torch.Tensor:
     """The request's inputs as a (n, *input_shape) batch on the model's device. Checked in
-    numpy: a predict call converts its inputs on the API's event loop (api/serving.py), where
-    each small torch op cost more than the check it made (it gives up the GIL, then waits for
-    the batcher's thread to hand it back)."""
+    numpy: a batched call converts its inputs on the API's event loop (api/serving.py), where
+    a small torch op gives up the GIL and waits for the batcher's thread to hand it back."""
     info = served.info
     try:
         array = np.asarray(inputs)
@@ -119,28 +126,28 @@ def inputs_tensor(served: Served, inputs: list[Any], *, raw: bool) -> torch.Tens
     return torch.from_numpy(x).to(served.device)
 
 
-@torch.inference_mode()
-def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
+class Predict(Batchable):
     """Class labels and probabilities for a classifier, values for a regressor."""
-    if request.attention and not hasattr(served.module, "attention_maps"):
-        raise BadRequest("attention", f"a {served.spec.family} model has no attention maps")
-    return predict_answer(
-        served, served.forward(inputs_tensor(served, request.inputs, raw=request.raw))
-    )
+
+    def rows(self, served: Served, request: PredictRequest) -> torch.Tensor:
+        if request.attention and not hasattr(served.module, "attention_maps"):
+            raise BadRequest("attention", f"a {served.spec.family} model has no attention maps")
+        return inputs_tensor(served, request.inputs, raw=request.raw)
+
+    @torch.inference_mode()
+    def answer(self, served: Served, rows: torch.Tensor) -> dict[str, Any]:
+        outputs = served.forward(rows)
+        if served.spec.task != "classification":
+            return {"outputs": outputs.cpu().tolist()}
+        probabilities = outputs.softmax(1)
+        labels = probabilities.argmax(1).cpu().tolist()
+        answer: dict[str, Any] = {"outputs": labels, "probabilities": probabilities.cpu().tolist()}
+        if served.info.classes:
+            answer["class_names"] = [served.info.classes[k] for k in labels]
+        return answer
 
 
-@torch.inference_mode()
-def predict_answer(served: Served, outputs: torch.Tensor) -> dict[str, Any]:
-    """predict's answer for the module's outputs, row by row: so the API may run several
-    requests' inputs as one batch and answer each from its own rows (api/serving.py)."""
-    if served.spec.task != "classification":
-        return {"outputs": outputs.cpu().tolist()}
-    probabilities = outputs.softmax(1)
-    labels = probabilities.argmax(1).cpu().tolist()
-    answer: dict[str, Any] = {"outputs": labels, "probabilities": probabilities.cpu().tolist()}
-    if served.info.classes:
-        answer["class_names"] = [served.info.classes[k] for k in labels]
-    return answer
+predict = Predict()
 
 
 @torch.inference_mode()

@@ -12,7 +12,7 @@ from models import supervised
 from models.base import BadRequest, Family, Served, register
 from models.configs.verbs import PredictRequest
 from models.configs.vit import ViTConfig, ViTJob
-from models.supervised import SupervisedTrainer, inputs_tensor
+from models.supervised import SupervisedTrainer
 
 MAX_ATTENTION_INPUTS = 64
 
@@ -115,18 +115,27 @@ def build(spec: ViTJob, info: DatasetInfo) -> ViT:
     return ViT(input_shape=info.input_shape, n_out=info.n_classes, config=spec.model)
 
 
-@torch.inference_mode()
-def predict(served: Served, request: PredictRequest) -> dict[str, Any]:
-    """Labels and probabilities, and with `attention` each input's attention maps per block."""
-    if request.attention and len(request.inputs) > MAX_ATTENTION_INPUTS:
-        raise BadRequest(
-            "inputs", f"attention maps are returned for at most {MAX_ATTENTION_INPUTS} inputs"
-        )
-    answer = supervised.predict(served, request)
-    if request.attention:
-        x = inputs_tensor(served, request.inputs, raw=request.raw)
-        answer["attention"] = served.module.attention_maps(x).cpu().tolist()
-    return answer
+class Predict(supervised.Predict):
+    """Labels and probabilities, and with `attention` each input's attention maps per block
+    (such a call is answered alone)."""
+
+    def joins(self, request: PredictRequest) -> bool:
+        return not request.attention
+
+    def rows(self, served: Served, request: PredictRequest) -> Tensor:
+        if request.attention and len(request.inputs) > MAX_ATTENTION_INPUTS:
+            raise BadRequest(
+                "inputs", f"attention maps are returned for at most {MAX_ATTENTION_INPUTS} inputs"
+            )
+        return super().rows(served, request)
+
+    @torch.inference_mode()
+    def __call__(self, served: Served, request: PredictRequest) -> dict[str, Any]:
+        x = self.rows(served, request)
+        answer = self.answer(served, x)
+        if request.attention:
+            answer["attention"] = served.module.attention_maps(x).cpu().tolist()
+        return answer
 
 
-register(Family(spec=ViTJob, build=build, trainer=SupervisedTrainer, verbs={"predict": predict}))
+register(Family(spec=ViTJob, build=build, trainer=SupervisedTrainer, verbs={"predict": Predict()}))

@@ -126,7 +126,8 @@ def offered(loaded: Loaded, verb: str) -> str:
 
 
 def serve(loaded: Loaded, verb: str, body: Any) -> dict:
-    """Run a family's verb on the cached model; a BadRequest from it is a 422 naming its field."""
+    """A verb that is not batched, on this thread of the threadpool (where FastAPI also checks
+    its answer against the response model, off the event loop); a 422 as in `answer`."""
     # torch loads with the first model served, not when the API starts.
     from models.base import BadRequest
 
@@ -137,18 +138,25 @@ def serve(loaded: Loaded, verb: str, body: Any) -> dict:
         raise field_error(422, exc.field, str(exc)) from exc
 
 
+async def answer(loaded: Loaded, verb: str, body: Any) -> dict:
+    """The family's verb on the cached model, batched with other callers' calls if it is
+    batchable (api/serving.py); a BadRequest from it is a 422 naming its field. The fast path
+    (api/fastpath.py) calls this too."""
+    from models.base import BadRequest
+
+    offered(loaded, verb)
+    try:
+        return await loaded.call(verb, body)
+    except BadRequest as exc:
+        raise field_error(422, exc.field, str(exc)) from exc
+
+
+# A coroutine, as a batchable verb's route (models.base.Batchable) must be: its calls are many
+# and small, and the event loop hands them to the batcher without a thread each.
 @verbs.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
 async def predict(loaded: LoadedDep, body: PredictRequest) -> dict:
     """Class labels and probabilities for classifiers, values for regressors."""
-    # A coroutine, unlike the other verbs: its calls are many and small, and batched with each
-    # other's (api/serving.py); the event loop hands them to the batcher without a thread each.
-    from models.base import BadRequest
-
-    offered(loaded, "predict")
-    try:
-        return await loaded.predict(body)
-    except BadRequest as exc:
-        raise field_error(422, exc.field, str(exc)) from exc
+    return await answer(loaded, "predict", body)
 
 
 @verbs.post("/{job_id}/forecast", response_model=ForecastResponse)
