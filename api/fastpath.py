@@ -1,12 +1,11 @@
 """POST /models/{id}/predict answered below the framework, for the calls that need none of it.
 
-A predict call to a cached model is what an API gets most of, and most of what it costs the
-server is not the model: on two CPU cores FastAPI's routing, dependency solving, body
-validation and its response path took about 0.6 ms of the event loop's 1.2 ms per call (the
-forward pass runs on the batcher's thread, api/serving.py), and the event loop is the one
-thread every call goes through. So a call takes this path when nothing about it needs the
-route: a JSON body, a model already in the cache, a caller the key cache knows (api/auth.py)
-and who may see the job, a family with predict, a body that validates. It is the route's
+A predict call to a cached model is what an API gets most of, and much of what it costs the
+event loop (the one thread every call goes through) is FastAPI's routing, dependency solving,
+body validation and response path, not the model, whose pass runs on the batcher's thread
+(api/serving.py). So a call takes this path when nothing about it needs the route: a JSON
+body, a model already in the cache, a caller the key cache knows (api/auth.py) and who may see
+the job, a family with predict, a body that validates. It is the route's
 work done in the same order with the same pieces (Callers.identify, PredictRequest, the route's
 own `answer`, PredictResponse serialized as FastAPI serializes a response model), so the answer
 is the route's answer, byte for byte.

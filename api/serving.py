@@ -46,14 +46,9 @@ from core.settings import Settings
 
 # The one thread that runs the batched forward passes of every cached model, and loads those
 # models. torch's CPU threads are OpenMP's (libgomp), which keeps a team of worker threads for
-# each thread that has run a parallel op, as long as that thread lives, and lets them spin for
-# a while after each op so the next one starts at once; but once the process holds more such
-# threads than there are cores, every team's workers go to sleep after each op instead, and
-# each op waits for them to wake. A batcher thread per model, beside the threadpool thread
-# that had loaded its model, was already one too many on 2 cores: the default CNN's pass over
-# 32 images took 7 ms instead of 2.5, over one 4.9 (0.3 alone in a process). With one thread
-# for all passes, and the loads done there too, a process that only batches keeps a single team
-# (the threadpool's threads still make their own when other verbs run, until they end, idle).
+# each thread that has run a parallel op; once the process holds more teams' threads than
+# cores, every team sleeps between ops and each op waits for it to wake. One thread for all
+# passes keeps a process that only batches to a single team (docs/benchmarks.md has figures).
 FORWARD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annlab-forward")
 
 
@@ -219,14 +214,9 @@ class Batcher:
         first waiting call arrived or when the last pass ended, whichever is later; takes the
         calls that fit in max_batch rows, oldest first. [] once closed and empty.
 
-        The window reopens after each pass because the callers a pass answers tend to call
-        again at once: without it, calls that queued during a pass left alone as soon as it
-        ended, and 32 callers in a row settled into two batches of 16 taking turns (on 2 CPU
-        cores, 1,080 calls a second to a 4096-wide MLP; with it, batches of 21 and 1,400).
-
-        Nor does the window outlast its purpose: once the calls that queued during the last
-        pass and as many as that pass answered are waiting, the batch goes (8 callers in a
-        row had waited out the window after each pass of 8, all of them already back).
+        The window reopens after each pass, since the callers a pass answers tend to call
+        again at once; it closes once the calls that queued during the last pass and as many
+        as that pass answered are waiting.
 
         A call waits for no one where no one else is calling: alone in the queue, having
         arrived after the last pass ended, when that pass answered a single call (a caller

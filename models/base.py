@@ -353,9 +353,7 @@ def to_channels_last(model: nn.Module) -> bool:
     """Puts a model with 2-d convolutions in NHWC memory order, in place; whether it has any.
 
     Convolutions run fastest on NHWC tensors: cuDNN's tensor-core kernels on a GPU, oneDNN's
-    on a CPU (on 2 Sapphire Rapids cores, a CNN's training step 1.3x in float32 and 3x with
-    bfloat16, whose NHWC kernels use the AMX units; the default CNN's forward pass over 24
-    images in float32, 4.0 -> 2.0 ms). NCHW inputs need no conversion: a convolution whose
+    on a CPU (figures in docs/benchmarks.md). NCHW inputs need no conversion: a convolution whose
     weights are NHWC gives NHWC outputs, and everything after it keeps the order."""
     if not any(isinstance(m, nn.Conv2d) for m in model.modules()):
         return False
