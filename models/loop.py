@@ -5,6 +5,7 @@ that writes every checkpoint and metric row.
 """
 
 import dataclasses
+import logging
 import math
 import random
 import time
@@ -17,6 +18,8 @@ import torch
 from core.datasets import Splits, fold_splits
 from core.spec import Direction, JobSpecBase
 from models.base import Family, Trainer
+
+log = logging.getLogger(__name__)
 
 
 class Diverged(Exception):
@@ -164,15 +167,20 @@ def train(
     spec: JobSpecBase,
     data: Splits,
     device: torch.device,
-    *,
-    position: Position | None = None,
     saved: dict[str, Any] | None = None,
     callbacks: Sequence[Callback] = (),
 ) -> tuple[dict[str, Any], torch.nn.Module]:
-    """Train every fold of a job (one without cross-validation) from `position`, resuming
-    from `saved` (a checkpoint's state, see checkpoint_state); returns the job's result and
-    the model it serves."""
-    position = position or Position()
+    """Train every fold of a job (one without cross-validation), from the start or from
+    where `saved` (a checkpoint's state, see checkpoint_state) stands; returns the job's
+    result and the model it serves."""
+    position = Position(**saved["loop"]) if saved is not None else Position()
+    if saved is not None:
+        log.info(
+            "resuming at fold %d, epoch %d, batch %d",
+            position.fold + 1,
+            position.epoch,
+            position.batch,
+        )
     folds = spec.dataset.kfold or 1
     for fold in range(position.fold, folds):
         splits = fold_splits(data, folds, fold) if folds > 1 else data
@@ -389,7 +397,7 @@ def callbacks_for(spec: JobSpecBase) -> list[Callback]:
     if spec.train.clip_grad_norm is not None:
         callbacks.append(ClipGradNorm(spec.train.clip_grad_norm))
     stopping, monitor_from = spec.train.early_stopping, spec.monitor_from()
-    if stopping is not None and monitor_from is not None:
+    if stopping is not None:
         callbacks.append(
             EarlyStopping(
                 monitor=stopping.monitor,
@@ -397,7 +405,8 @@ def callbacks_for(spec: JobSpecBase) -> list[Callback]:
                 patience=stopping.patience,
                 min_delta=stopping.min_delta,
                 restore_best=stopping.restore_best,
-                from_epoch=monitor_from,
+                # No stage monitored: it judges no epoch.
+                from_epoch=monitor_from or spec.total_epochs() + 1,
             )
         )
     if (spec.dataset.kfold or 1) > 1:

@@ -6,7 +6,6 @@ one callback that writes checkpoints and metric rows (`Recorder`).
 """
 
 import dataclasses
-import hashlib
 import importlib.metadata
 import logging
 import platform
@@ -16,24 +15,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from sqlalchemy import select
 
-from core import sweeps
-from core.catalog import CATALOG, DatasetInfo, DatasetUnavailable, resolve
-from core.checkpoint import pack, pack_weights, unpack
+from core import jobs, sweeps
+from core.catalog import CATALOG, DatasetUnavailable, resolve
+from core.checkpoint import pack, pack_weights, unpack, weights_hash
 from core.datasets import Splits, content_hash, load_dataset
-from core.db import Job, Metric, Sweep, session_scope
-from core.jobs import (
-    Lease,
-    LeaseLost,
-    claim,
-    finish,
-    latest_checkpoint,
-    record_epoch,
-    requeue,
-    save_checkpoint,
-    set_model_facts,
-)
+from core.db import Job, Sweep, session_scope
+from core.jobs import Lease, LeaseLost
 from core.logs import job_context
 from core.settings import Settings
 from core.uploads import upload_infos
@@ -42,7 +30,7 @@ from models.base import Trainer, n_params
 from models.loop import Callback, Diverged, EpochEnd, Position
 from models.registry import get_family
 from models.specs import parse_job_spec
-from workers.heartbeat import Cancelled, Control, Heartbeat, Stopped, memory_in_use
+from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
 from workers.stopping import stop_requested
 
 log = logging.getLogger(__name__)
@@ -71,7 +59,7 @@ def run_job(
         if stop_requested():
             return "stopped"
         with session_scope(settings.database_url) as session:
-            lease = claim(
+            lease = jobs.claim(
                 session,
                 job_id,
                 worker=worker,
@@ -95,17 +83,17 @@ def run_job(
             log.warning("job %s: lease lost; another worker owns it now", job_id)
             return "lost"
         except Cancelled:
-            _end(settings, lease, "cancelled")
+            end(settings, lease, "cancelled")
             return "cancelled"
         except Stopped:
-            _requeue(settings, lease)
+            give_back(settings, lease)
             return "stopped"
         except BaseException as exc:
             if stop_requested():
                 # The shutdown broke into the job (an exception raised by a signal handler):
                 # it resumes elsewhere from its last checkpoint.
                 log.warning("job %s: stopped by the worker's shutdown (%r)", job_id, exc)
-                _requeue(settings, lease)
+                give_back(settings, lease)
                 if not isinstance(exc, Exception):
                     raise
                 return "stopped"
@@ -113,48 +101,11 @@ def run_job(
                 raise
             if not isinstance(exc, (Diverged, DatasetUnavailable)):
                 log.exception("job %s failed", job_id)
-            _end(settings, lease, "failed", error=describe(exc))
+            end(settings, lease, "failed", error=describe(exc))
             return "failed"
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-
-def _requeue(settings: Settings, lease: Lease) -> None:
-    try:
-        with session_scope(settings.database_url) as session:
-            requeue(session, lease)
-        log.info("job %s: worker stopping; the job is queued again", lease.job_id)
-    except LeaseLost:
-        log.warning("job %s: lease lost before it could be queued again", lease.job_id)
-    except Exception:  # noqa: BLE001 - the lease runs out and the reaper requeues it
-        log.exception("job %s: could not be queued again; the reaper will", lease.job_id)
-
-
-def _end(settings: Settings, lease: Lease, status: str, error: str | None = None) -> None:
-    try:
-        with session_scope(settings.database_url) as session:
-            finish(session, lease, status, error=error)
-    except LeaseLost:
-        log.warning("job %s: lease lost before it could be marked %s", lease.job_id, status)
-
-
-def watch_cancel(model: torch.nn.Module, control: Control) -> None:
-    """Check for a cancel (and a lost lease) before every layer runs, so that one long batch
-    (a full-batch epoch, LBFGS's line search) stops within a layer, not at its end."""
-    for module in model.modules():
-        if next(module.children(), None) is None:  # a leaf: where the work is
-            module.register_forward_pre_hook(lambda *_: control.check())
-
-
-def weights_hash(model: torch.nn.Module) -> str:
-    """sha256 of the weights (names, shapes and values), e.g. as they start."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        array = tensor.detach().cpu().contiguous()
-        digest.update(f"{name}{tuple(array.shape)}{array.dtype}".encode())
-        digest.update(array.numpy().tobytes())
-    return digest.hexdigest()
 
 
 class Recorder(Callback):
@@ -172,9 +123,11 @@ class Recorder(Callback):
         return pack(state, {"spec": self.run.document})
 
     def save(self, trainer: Trainer, position: Position, *, epoch: int, step: int) -> None:
+        """A checkpoint from which a resumed run goes on at `position`."""
+        position.read_sums()
         blob = self.checkpoint(trainer, position)
         with self.run.session() as session:
-            save_checkpoint(
+            jobs.save_checkpoint(
                 session,
                 self.run.lease,
                 lease_seconds=self.run.settings.lease_seconds,
@@ -185,18 +138,13 @@ class Recorder(Callback):
             )
         self.last_saved = time.monotonic()
 
-    def save_position(self, trainer: Trainer, position: Position) -> None:
-        """A mid-epoch checkpoint: resume runs `position.batch` of `position.epoch` next."""
-        position.read_sums()
-        self.save(trainer, position, epoch=position.epoch, step=position.batch)
-
     def on_fold_start(self, trainer: Trainer, position: Position) -> None:
-        watch_cancel(trainer.model, self.run.control)
+        self.run.control.watch(trainer.model)
         if self.facts_set:
             return
         self.facts_set = True  # the first fold this attempt runs: the model's initial weights
         with self.run.session() as session:
-            set_model_facts(
+            jobs.set_model_facts(
                 session,
                 self.run.lease,
                 n_params=n_params(trainer.model),
@@ -208,14 +156,14 @@ class Recorder(Callback):
     def on_batch_start(self, trainer: Trainer, position: Position) -> None:
         if stop_requested():
             if position.batch > 0:  # at batch 0 the last epoch's checkpoint is this position
-                self.save_position(trainer, position)
+                self.save(trainer, position, epoch=position.epoch, step=position.batch)
             raise Stopped()
         self.run.control.check()
 
     def on_batch_end(self, trainer: Trainer, position: Position, steps: int) -> None:
         due = time.monotonic() - self.last_saved > self.run.settings.checkpoint_seconds
         if due and position.batch < steps:
-            self.save_position(trainer, position)
+            self.save(trainer, position, epoch=position.epoch, step=position.batch)
 
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
         run, fold = self.run, position.fold
@@ -223,7 +171,7 @@ class Recorder(Callback):
         run.control.check(stop_after=None)  # a stop waits for the epoch's record
         blob = self.checkpoint(trainer, position)
         with run.session() as session:
-            record_epoch(
+            jobs.record_epoch(
                 session,
                 run.lease,
                 lease_seconds=run.settings.lease_seconds,
@@ -240,18 +188,10 @@ class Recorder(Callback):
             run.lease.job_id,
             ended.epoch,
             ended.seconds,
-            extra={
-                "fold": fold,
-                "epoch": ended.epoch,
-                "seconds": ended.seconds,
-                "metrics": ended.metrics,
-            },
+            extra={"fold": fold, **dataclasses.asdict(ended)},
         )
         self.last_saved = time.monotonic()
         return False
-
-    def on_train_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
-        result |= self.run.sample_quality(trainer, trainer.splits)
 
     def on_fold_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
         if position.fold + 1 < self.run.folds:  # the next fold starts from this checkpoint
@@ -275,62 +215,47 @@ class _Run:
         return session_scope(self.settings.database_url)
 
     def run(self) -> None:
+        name = self.spec.dataset.name
         with self.session() as session:
             job = session.get(Job, self.lease.job_id)
             self.owner, sweep_id = job.owner_id, job.sweep_id  # whose upload it names
+            uploads = None if name in CATALOG else upload_infos(session, [name], self.owner)
         # Again here, before anything is loaded: the budget may differ from the API's.
-        info = resolve(self.spec.dataset, self.uploads())
+        info = resolve(self.spec.dataset, uploads)
         if info is not None:
             admission.check(self.spec, info, self.settings.worker_memory_bytes)
         data = load_dataset(self.spec.dataset, self.settings, self.device, self.owner)
         with self.session() as session:
-            stored = latest_checkpoint(session, self.lease.job_id)
+            stored = jobs.latest_checkpoint(session, self.lease.job_id)
             blob = stored.data if stored is not None else None
             sweep = session.get(Sweep, sweep_id) if sweep_id else None
             halving = sweep.spec.get("halving") if sweep is not None else None
         saved: dict[str, Any] | None = None
-        position = Position()
         if blob is not None:
             saved, meta = unpack(blob)
             if meta.get("spec") != self.document:
                 raise RuntimeError("the stored checkpoint was made for a different job spec")
-            position = Position(**saved["loop"])
-            log.info(
-                "job %s: resuming at fold %d, epoch %d, batch %d",
-                self.lease.job_id,
-                position.fold + 1,
-                position.epoch,
-                position.batch,
-            )
         epochs = self.spec.total_epochs()
         callbacks = loop.callbacks_for(self.spec)
         if halving:
             callbacks.append(self.halving(sweeps.Halving.model_validate(halving), sweep_id))
+        callbacks.append(quality.SampleQuality(self.settings, self.owner))
         callbacks.append(loop.Progress(folds=self.folds, epochs=epochs, publish=self.publish))
         callbacks.append(Recorder(self, data, callbacks))
-        result, model = loop.train(
-            self.family,
-            self.spec,
-            data,
-            self.device,
-            position=position,
-            saved=saved,
-            callbacks=callbacks,
-        )
+        result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
         weights = pack_weights(
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
         )
         done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
-        done["memory_bytes"] = memory_in_use()
         with self.session() as session:
-            finish(
+            jobs.finish(
                 session,
                 self.lease,
                 "succeeded",
                 result=result,
                 final_checkpoint=weights,
                 epoch=epochs,
-                progress=done,
+                progress=done | {"memory_bytes": memory_in_use()},
             )
 
     def publish(self, progress: dict[str, Any]) -> None:
@@ -338,32 +263,19 @@ class _Run:
 
     def halving(self, config: sweeps.Halving, sweep_id: str) -> loop.Halving:
         """Successive halving against what the sweep's other jobs reported at a rung."""
-        name = config.metric
 
         def peers(fold: int, epoch: int) -> list[float]:
             with self.session() as session:
-                reported = session.scalars(
-                    select(Metric.values)
-                    .join(Job, Job.id == Metric.job_id)
-                    .where(Job.sweep_id == sweep_id, Job.id != self.lease.job_id)
-                    .where(Metric.epoch == epoch, Metric.fold == fold)
-                ).all()
-            return [v[name] for v in reported if name in v]
+                rows = sweeps.reported(session, sweep_id, fold, epoch, besides=self.lease.job_id)
+            return [row[config.metric] for row in rows if config.metric in row]
 
         return loop.Halving(
-            metric=name,
-            direction=self.spec.metrics()[name],
+            metric=config.metric,
+            direction=self.spec.metrics()[config.metric],
             reduction=config.reduction,
             rungs=config.rungs(self.spec.total_epochs()),
             peers=peers,
         )
-
-    def uploads(self) -> dict[str, DatasetInfo] | None:
-        """The facts of the upload the job trains on (None for a built-in dataset)."""
-        if self.spec.dataset.name in CATALOG:
-            return None
-        with self.session() as session:
-            return upload_infos(session, [self.spec.dataset.name], self.owner)
 
     def provenance(self, data: Splits, model: torch.nn.Module) -> dict[str, Any]:
         """What this run depended on besides its document: versions, where it ran, the
@@ -385,14 +297,3 @@ class _Run:
                 "sample_quality": seed,
             },
         }
-
-    def sample_quality(self, trainer: Trainer, splits: Splits) -> dict[str, Any]:
-        """For a generative family: how its samples compare with the test images."""
-        if not quality.applies(splits.info):
-            return {}
-        generator = torch.Generator(self.device).manual_seed(self.spec.train.seed)
-        samples = trainer.samples(quality.N_SAMPLES, generator)
-        if samples is None:
-            return {}
-        net = quality.feature_net(self.spec.dataset, self.settings, self.device, self.owner)
-        return quality.measure(net, samples, splits.test)

@@ -1,5 +1,6 @@
-"""A running job's lease: the heartbeat thread that renews it, publishes the job's progress and
-notices a cancel, and the `Control` through which the training loop hears of it."""
+"""A claimed job's lease: the heartbeat thread that renews it, publishes the job's progress and
+notices a cancel, the `Control` through which the training loop hears of it, and the two ways
+the lease ends early (the job given back to the queue, or ended)."""
 
 import contextvars
 import dataclasses
@@ -11,7 +12,7 @@ from typing import Any
 import torch
 
 from core.db import session_scope
-from core.jobs import Lease, LeaseLost, heartbeat
+from core.jobs import Lease, LeaseLost, finish, heartbeat, requeue
 from core.settings import Settings
 from workers.stopping import stop_requested
 
@@ -46,6 +47,13 @@ class Control:
             raise Cancelled()
         if stop_after is not None and stop_requested(for_seconds=stop_after):
             raise Stopped()
+
+    def watch(self, model: torch.nn.Module) -> None:
+        """Check before every layer runs, so that one long batch (a full-batch epoch, LBFGS's
+        line search) stops within a layer, not at its end."""
+        for module in model.modules():
+            if next(module.children(), None) is None:  # a leaf: where the work is
+                module.register_forward_pre_hook(lambda *_: self.check())
 
 
 class Heartbeat:
@@ -104,3 +112,22 @@ def memory_in_use() -> int:
         pass
     gpu = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
     return max(resident, gpu)
+
+
+def give_back(settings: Settings, lease: Lease) -> None:
+    try:
+        with session_scope(settings.database_url) as session:
+            requeue(session, lease)
+        log.info("job %s: worker stopping; the job is queued again", lease.job_id)
+    except LeaseLost:
+        log.warning("job %s: lease lost before it could be queued again", lease.job_id)
+    except Exception:  # noqa: BLE001 - the lease runs out and the reaper requeues it
+        log.exception("job %s: could not be queued again; the reaper will", lease.job_id)
+
+
+def end(settings: Settings, lease: Lease, status: str, error: str | None = None) -> None:
+    try:
+        with session_scope(settings.database_url) as session:
+            finish(session, lease, status, error=error)
+    except LeaseLost:
+        log.warning("job %s: lease lost before it could be marked %s", lease.job_id, status)
