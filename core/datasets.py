@@ -15,7 +15,6 @@ import torch
 from sklearn.datasets import load_digits
 from torchvision import datasets as tv_datasets
 
-from core import uploads
 from core.catalog import (
     CATALOG,
     DatasetInfo,
@@ -91,7 +90,7 @@ def load_dataset(
     # Independent streams, so the test set does not move when n_train or val_fraction change.
     train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
     split_rng = np.random.default_rng(split_seq)
-    if spec.name.startswith(uploads.PREFIX):
+    if spec.name not in CATALOG:  # upload:<name>
         return _load_upload(spec, settings, split_rng, device, owner)
     info = resolve(spec)
     require_available(info, settings)
@@ -120,6 +119,8 @@ def _load_upload(
     device: torch.device | str,
     owner: str | None,
 ) -> Splits:
+    from core import uploads  # the database: imported where an upload is read
+
     stored, arrays = uploads.read(settings.database_url, spec.name, owner)
     info = resolve(spec, {spec.name: stored})
     if info.sequence:
