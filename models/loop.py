@@ -58,11 +58,11 @@ class Position:
             best_fold_score=self.best_fold_score,
         )
 
-    def read_sums(self) -> None:
+    def read_sums(self, where: str | None = None) -> None:
         """The epoch's running sums as floats (one wait for the device), refused if not
         finite."""
         self.sums = {name: float(value) for name, value in self.sums.items()}
-        refuse_non_finite(self.sums, f"by epoch {self.epoch}, batch {self.batch}")
+        refuse_non_finite(self.sums, where or f"by epoch {self.epoch}, batch {self.batch}")
 
 
 @dataclasses.dataclass
@@ -143,7 +143,7 @@ def fit(
             position.batch, position.seconds = batch + 1, time.perf_counter() - started
             for callback in callbacks:
                 callback.on_batch_end(trainer, position, steps)
-        position.read_sums()
+        position.read_sums(f"in epoch {epoch}")
         seconds = time.perf_counter() - started
         metrics = trainer.epoch_metrics(position.sums)
         if splits.val is not None:
