@@ -230,11 +230,9 @@ class _Run:
             blob = stored.data if stored is not None else None
             sweep = session.get(Sweep, sweep_id) if sweep_id else None
             halving = sweep.spec.get("halving") if sweep is not None else None
-        saved: dict[str, Any] | None = None
-        if blob is not None:
-            saved, meta = unpack(blob)
-            if meta.get("spec") != self.document:
-                raise RuntimeError("the stored checkpoint was made for a different job spec")
+        saved, meta = unpack(blob) if blob is not None else (None, {"spec": self.document})
+        if meta.get("spec") != self.document:
+            raise RuntimeError("the stored checkpoint was made for a different job spec")
         epochs = self.spec.total_epochs()
         callbacks = loop.callbacks_for(self.spec)
         if halving:
