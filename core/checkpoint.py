@@ -4,6 +4,7 @@ Nothing here unpickles: nested state (an optimizer's state_dict, RNG states, cou
 into tensors, stored by path, and a JSON skeleton that says where each tensor goes back.
 """
 
+import hashlib
 import json
 import struct
 from typing import Any
@@ -78,3 +79,13 @@ def unpack_weights(blob: bytes) -> tuple[dict[str, torch.Tensor], dict[str, Any]
     if header.get("format") != "annlab-weights/1":
         raise ValueError(f"not annlab weights (format {header.get('format')!r})")
     return load_tensors(blob), json.loads(header["meta"])
+
+
+def weights_hash(model: torch.nn.Module) -> str:
+    """sha256 of the weights (names, shapes and values), e.g. as they start."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        array = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}{tuple(array.shape)}{array.dtype}".encode())
+        digest.update(array.numpy().tobytes())
+    return digest.hexdigest()

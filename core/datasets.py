@@ -13,7 +13,6 @@ from urllib.error import URLError
 import numpy as np
 import torch
 
-from core import uploads
 from core.catalog import (
     CATALOG,
     DatasetInfo,
@@ -87,7 +86,7 @@ def load_dataset(
     # Independent streams, so the test set does not move when n_train or val_fraction change.
     train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
     split_rng = np.random.default_rng(split_seq)
-    if spec.name.startswith(uploads.PREFIX):
+    if spec.name not in CATALOG:  # upload:<name>
         return _load_upload(spec, settings, split_rng, device, owner)
     info = resolve(spec)
     require_available(info, settings)
@@ -116,6 +115,8 @@ def _load_upload(
     device: torch.device | str,
     owner: str | None,
 ) -> Splits:
+    from core import uploads  # the database: imported where an upload is read
+
     stored, arrays = uploads.read(settings.database_url, spec.name, owner)
     info = resolve(spec, {spec.name: stored})
     if info.sequence:

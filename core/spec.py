@@ -298,6 +298,9 @@ class TrainSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     schedule: ScheduleSpec | None = None
     early_stopping: EarlyStoppingSpec | None = None
+    clip_grad_norm: float | None = Field(
+        None, gt=0.0, le=1e6, description="scale the gradients down to this total 2-norm"
+    )
     input_noise: float = Field(
         0.0, ge=0.0, le=10.0, description="std of Gaussian noise added to training inputs"
     )

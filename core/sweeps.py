@@ -100,6 +100,20 @@ class Halving(StrictModel):
         return rungs
 
 
+def reported(
+    session: Session, sweep_id: str, fold: int, epoch: int, *, besides: str
+) -> list[dict[str, Any]]:
+    """The metric rows that a sweep's jobs other than `besides` recorded at (fold, epoch)."""
+    return list(
+        session.scalars(
+            select(Metric.values)
+            .join(Job, Job.id == Metric.job_id)
+            .where(Job.sweep_id == sweep_id, Job.id != besides)
+            .where(Metric.epoch == epoch, Metric.fold == fold)
+        )
+    )
+
+
 # What the document states of a sweep's base; the rest of it is checked as POST /jobs checks a
 # job (a 422 on base.<field>).
 BASE_SCHEMA = {

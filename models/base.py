@@ -2,13 +2,13 @@
 
 A family is one `Family` declaration at the end of its module. Its job class (torch-free, in
 models/configs) declares the verbs, the named optimizers, the stages and the metrics with their
-direction; the trainer here says what one batch of training means. The worker's runner owns
-everything else (the loop, checkpoints, metric rows, leases, cancel) and treats every family
-alike: it saves and restores `optimizers`, `schedulers`, `stage` and `state()` generically.
+direction; the trainer here says what one batch of training means. models/loop.py runs the loop
+and treats every family alike: it saves and restores `optimizers`, `schedulers`, `stage` and
+`state()` generically.
 """
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -52,13 +52,14 @@ def augment(x: Tensor, spec: AugmentSpec, seed: int, epoch: int, index: int) -> 
 
 
 class Trainer:
-    """A family's training run, stepped batch by batch by the worker's runner.
+    """A family's training run, stepped batch by batch by models/loop.py.
 
     A subclass builds its optimizers into `optimizers` (and `schedulers`), and says what a
     batch of training is (`train_batch`) and how a split is evaluated (`evaluate`).
     """
 
     model: nn.Module
+    callbacks: Sequence[Any] = ()  # the loop's callbacks (models/loop.py), set by its fit
 
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         self.spec, self.model, self.splits, self.device = spec, model, splits, device
@@ -86,7 +87,7 @@ class Trainer:
         return last
 
     def begin_epoch(self, epoch: int) -> None:
-        """The runner calls this before an epoch's first batch (also when it resumes)."""
+        """The loop calls this before an epoch's first batch (also when it resumes)."""
         self.enter(self.stage_at(epoch))
 
     def enter(self, stage: int) -> None:
@@ -125,6 +126,11 @@ class Trainer:
         if self.spec.train.input_noise:
             x = clean + self.spec.train.input_noise * torch.randn_like(clean)
         return Batch(x=x, y=train.y[idx], clean=clean, index=idx)
+
+    def before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        """A subclass calls this between computing the gradients and stepping `optimizer`."""
+        for callback in self.callbacks:
+            callback.on_before_optimizer_step(self, optimizer)
 
     def train_batch(self, epoch: int, index: int) -> dict[str, float]:
         """Train on batch `index` of `epoch`; return sums over its examples and their `count`

@@ -187,7 +187,7 @@ class DBMTrainer(GradientTrainer):
 
     @torch.no_grad()
     def start_chains(self) -> list[Tensor]:
-        """Chains at random training examples, run WARMUP_SWEEPS sweeps (the runner's RNG)."""
+        """Chains at random training examples, run WARMUP_SWEEPS sweeps (the loop's seeded RNG)."""
         train = self.splits.train.x
         picked = torch.randint(len(train), (self.n_chains,), device=train.device)
         v = bernoulli(train[picked].flatten(1))

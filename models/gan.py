@@ -139,7 +139,7 @@ class GANTrainer(LatentTrainer):
         real = self.batch(epoch, index).x
         n = len(real)
         self.model.train()
-        z = torch.randn(n, self.model.latent, device=self.device)  # the runner's seeded RNG
+        z = torch.randn(n, self.model.latent, device=self.device)  # the loop's seeded RNG
         fake = self.model.decode(z)  # (batch, *input_shape)
 
         def discriminator_loss() -> tuple[Tensor, dict[str, float]]:

@@ -29,7 +29,7 @@ def decode_all(module: LatentGenerator, z: Tensor) -> Tensor:
 
 class LatentTrainer(GradientTrainer):
     """Keeps the decodings of n_kept latent points (drawn once with train.seed) after each of
-    the job's sample_epochs, and draws the samples whose quality the runner measures."""
+    the job's sample_epochs, and draws the samples whose quality models/quality.py measures."""
 
     model: nn.Module  # a LatentGenerator
 

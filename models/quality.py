@@ -23,6 +23,8 @@ from core.datasets import Split, load_dataset
 from core.db import FeatureNet, session_scope
 from core.settings import Settings
 from core.spec import DatasetSpec
+from models.base import Trainer
+from models.loop import Callback, Position
 
 RECIPE = "cnn32-64-128/v1"  # part of the stored key: a new recipe trains new nets
 N_SAMPLES = 1000  # samples drawn at the end of a job to measure
@@ -190,3 +192,20 @@ def measure(net: FeatureClassifier, samples: Tensor, test: Split) -> dict[str, A
         "sample_class_histogram": [round(v, 4) for v in histogram.tolist()],
         "sample_class_entropy": entropy,
     }
+
+
+class SampleQuality(Callback):
+    """Adds to a generative family's fold result how its samples compare with the test
+    images (the feature net is trained once per dataset and kept in the database)."""
+
+    def __init__(self, settings: Settings, owner: str | None):
+        self.settings, self.owner = settings, owner
+
+    def on_train_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
+        spec, splits, device = trainer.spec, trainer.splits, trainer.device
+        if not applies(splits.info):
+            return
+        samples = trainer.samples(N_SAMPLES, torch.Generator(device).manual_seed(spec.train.seed))
+        if samples is not None:
+            net = feature_net(spec.dataset, self.settings, device, self.owner)
+            result |= measure(net, samples, splits.test)

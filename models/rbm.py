@@ -38,7 +38,7 @@ MAX_CHAIN_STEPS = 1_000_000
 
 def bernoulli(p: Tensor, generator: torch.Generator | None = None) -> Tensor:
     """Binary samples with probabilities p; drawn by `generator` (on its own device) when
-    given, else by the global RNG (the runner's seeded one, during training)."""
+    given, else by the global RNG (the loop's seeded one, during training)."""
     if generator is None:
         return torch.bernoulli(p)
     return (torch.rand(p.shape, generator=generator, device=generator.device).to(p.device) < p).to(

@@ -166,6 +166,7 @@ class GradientTrainer(Trainer):
             # LBFGS's line search needs the value whose gradient it gets: penalties included.
             total = loss + penalty(params, opt_spec, self.spec)
             total.backward()
+            self.before_optimizer_step(optimizer)
             if not first:
                 first.append((loss.detach(), sums))
             return total
@@ -177,7 +178,7 @@ class GradientTrainer(Trainer):
             optimizer.step()
         self.after_step(name)
         # A tensor, not a float: reading it would wait for the device after every step; the
-        # runner sums tensors on the device and reads them once per epoch.
+        # loop sums tensors on the device and reads them once per epoch.
         return first[0]
 
     def apply_gradients(self, name: str, grads: Mapping[nn.Parameter, Tensor]) -> None:
@@ -192,6 +193,7 @@ class GradientTrainer(Trainer):
                 if grad is not None and l1 and p.dim() > 1:
                     grad = grad + l1 * p.detach().sign()
                 p.grad = grad
+        self.before_optimizer_step(optimizer)
         optimizer.step()
         self.after_step(name)
 

@@ -97,6 +97,18 @@ MALFORMED = [
         mlp(train={"epochs": 0}), "train.epochs", "greater than or equal to 1", id="zero-epochs"
     ),
     pytest.param(
+        mlp(train={"clip_grad_norm": 0}),
+        "train.clip_grad_norm",
+        "greater than 0",
+        id="zero-clip-grad-norm",
+    ),
+    pytest.param(
+        mlp(train={"clip_grad_norm": 1e7}),
+        "train.clip_grad_norm",
+        "less than or equal to 1000000",
+        id="huge-clip-grad-norm",
+    ),
+    pytest.param(
         mlp(model={"hidden": [10**9]}),
         "model.hidden.0",
         "less than or equal to 16384",

@@ -20,7 +20,7 @@ from models.configs.verbs import (
     EncodeRequest,
     ReconstructRequest,
 )
-from tests.models.support import fit
+from models.loop import fit
 
 CPU = torch.device("cpu")
 DIGITS = {"name": "digits"}

@@ -24,11 +24,10 @@ from models.base import (
     register,
 )
 from models.configs import verbs as v
+from models.loop import fit, restore_trainer, trainer_state
 from models.registry import REGISTRY as LOADED
 from models.specs import FAMILY_NAMES, SPECS
 from models.supervised import SupervisedTrainer
-from tests.models.support import fit
-from workers.runner import restore_trainer, trainer_state
 
 TINY = {"name": "digits", "max_train": 32}
 # A small job per family; a family added without one fails test_every_family_has_an_example.
@@ -247,7 +246,7 @@ def test_a_run_resumed_from_a_checkpoint_mid_epoch_matches_an_unbroken_one(
     fit(unbroken, splits)
 
     first = fresh(0)
-    fit(first, splits, range(1, last))
+    fit(first, splits, until=last - 1)
     first.begin_epoch(last)
     stop = first.n_batches(last) // 2
     for index in range(stop):

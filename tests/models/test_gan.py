@@ -13,7 +13,7 @@ from models.configs.common import default_sample_epochs
 from models.configs.gan import GANConfig, GANJob
 from models.configs.verbs import InterpolateRequest, SampleRequest
 from models.gan import GAN, GANTrainer, build_gan, interpolate, sample
-from tests.models.support import fit
+from models.loop import fit
 
 CPU = torch.device("cpu")
 

@@ -21,7 +21,7 @@ from models.hopfield import (
     recall,
     weights_for,
 )
-from tests.models.support import fit
+from models.loop import fit
 
 CPU = torch.device("cpu")
 THREE = [[1, 1], [-1, -1], [1, -1]]

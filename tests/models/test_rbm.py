@@ -18,8 +18,8 @@ from models.configs.dbm import DBMJob
 from models.configs.rbm import RBMJob
 from models.configs.verbs import ReconstructRequest, SampleRequest
 from models.dbm import DBM, DBMTrainer
+from models.loop import fit
 from models.rbm import RBM, RBMParams, RBMTrainer, filters_picture, inpaint, reconstruct, sample
-from tests.models.support import fit
 
 CPU = torch.device("cpu")
 DIGITS = {"name": "digits"}

@@ -14,9 +14,8 @@ from core.settings import Settings
 from models.base import Served, get_family
 from models.configs.sae import SAEJob
 from models.configs.verbs import PredictRequest, ReconstructRequest
+from models.loop import Position, fit, restore_trainer, trainer_state
 from models.sae import SAETrainer, build_sae
-from tests.models.support import fit
-from workers.runner import restore_trainer, trainer_state
 
 CPU = torch.device("cpu")
 DIGITS = {"name": "digits"}
@@ -109,7 +108,7 @@ def test_a_resumed_sae_run_matches_an_unbroken_one(
     torch.manual_seed(0)
     first = SAETrainer(spec, build_sae(spec, digits.info), digits, CPU)
     epoch, batch = stop
-    fit(first, digits, range(1, epoch))
+    fit(first, digits, until=epoch - 1)
     first.begin_epoch(epoch)
     for index in range(batch):
         first.train_batch(epoch, index)
@@ -125,7 +124,7 @@ def test_a_resumed_sae_run_matches_an_unbroken_one(
             resumed.train_batch(epoch, index)
         resumed.end_epoch(epoch, {"train_loss": 0.0})
         epoch += 1
-    fit(resumed, digits, range(epoch, epochs + 1))
+    fit(resumed, digits, Position(epoch=epoch))
 
     for name, tensor in unbroken.model.state_dict().items():
         assert torch.equal(tensor, resumed.model.state_dict()[name]), name

@@ -19,8 +19,8 @@ from models.configs.verbs import (
     ReconstructRequest,
     SampleRequest,
 )
+from models.loop import Position, fit
 from models.vae import VAE, VAETrainer, build_vae
-from tests.models.support import fit
 
 CPU = torch.device("cpu")
 DIGITS = {"name": "digits"}
@@ -152,7 +152,7 @@ def test_samples_are_kept_at_the_sample_epochs_from_fixed_latent_points(digits: 
     trainer = VAETrainer(spec, build_vae(spec, digits.info), digits, CPU)
     kept = {}
     for epoch in range(1, 4):
-        fit(trainer, digits, range(epoch, epoch + 1))
+        fit(trainer, digits, Position(epoch=epoch), until=epoch)
         kept[epoch] = trainer.epoch_artifacts(epoch)
     assert kept[2] == {}
     assert set(kept[1]) == set(kept[3]) == {"samples"}

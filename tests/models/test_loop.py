@@ -1,0 +1,197 @@
+"""models/loop.py without a database: the loop, its callbacks, and what it imports."""
+
+import subprocess
+import sys
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from torch import nn
+
+from core.datasets import Splits, load_dataset
+from core.settings import Settings
+from models.base import Trainer
+from models.loop import (
+    Callback,
+    ClipGradNorm,
+    EarlyStopping,
+    EpochEnd,
+    Halving,
+    Position,
+    callbacks_for,
+    fit,
+)
+from models.registry import get_family
+
+CPU = torch.device("cpu")
+
+
+def stub_trainer(epochs: int = 10) -> Any:
+    """What EarlyStopping and Halving read of a trainer: its model and its epochs."""
+    return SimpleNamespace(
+        model=nn.Linear(1, 1, bias=False), spec=SimpleNamespace(total_epochs=lambda: epochs)
+    )
+
+
+def run_epochs(callback: Callback, trainer: Any, values: list[float], name: str) -> Position:
+    """Ends epochs 1, 2, ... with `name` = each value (the weight set to it) as the loop does;
+    returns where the fold stands once it stops or the values run out."""
+    position = Position()
+    for epoch, value in enumerate(values, start=1):
+        with torch.no_grad():
+            trainer.model.weight.fill_(value)
+        position.epoch, position.last = epoch + 1, {name: value}
+        if callback.on_epoch_end(trainer, position, EpochEnd(epoch, {name: value}, 0.1)):
+            position.stopped_epoch = epoch
+            break
+    return position
+
+
+def test_early_stopping_stops_after_patience_epochs_and_restores_the_best() -> None:
+    stopping = EarlyStopping(monitor="val_loss", direction="min", patience=2, min_delta=0.05)
+    trainer = stub_trainer()
+    # 0.48 is better than 0.5, but not by more than min_delta: it does not count.
+    position = run_epochs(stopping, trainer, [1.0, 0.5, 0.48, 0.7, 0.1], "val_loss")
+    assert (position.stopped_epoch, position.best_epoch, position.best) == (4, 2, 0.5)
+    result: dict[str, Any] = {}
+    stopping.on_train_end(trainer, position, result)
+    assert result == {"best_epoch": 2, "stopped_epoch": 4}
+    assert trainer.model.weight.item() == 0.5  # the weights of epoch 2
+
+
+def test_early_stopping_on_a_rising_metric_and_from_a_later_epoch() -> None:
+    stopping = EarlyStopping(
+        monitor="val_accuracy", direction="max", patience=1, restore_best=False, from_epoch=3
+    )
+    trainer = stub_trainer(epochs=6)
+    position = run_epochs(stopping, trainer, [0.9, 0.1, 0.2, 0.3, 0.25, 0.4], "val_accuracy")
+    assert (position.stopped_epoch, position.best_epoch) == (5, 4)  # epochs 1-2 not judged
+    assert stopping.state_dict() == {}  # restore_best off: no snapshot is kept
+
+
+def test_early_stopping_refuses_a_metric_the_job_does_not_report() -> None:
+    stopping = EarlyStopping(monitor="val_loss", direction="min", patience=2)
+    with pytest.raises(ValueError, match="train_loss"):
+        stopping.on_epoch_end(stub_trainer(), Position(), EpochEnd(1, {"train_loss": 1.0}, 0.1))
+
+
+def test_halving_stops_a_job_outside_the_best_third_at_a_rung() -> None:
+    asked: list[tuple[int, int]] = []
+
+    def peers(fold: int, epoch: int) -> list[float]:
+        asked.append((fold, epoch))
+        return [0.1, 0.2, 0.3, 0.4, 0.5]  # val_loss of the sweep's other jobs
+
+    def halving() -> Halving:
+        return Halving(metric="val_loss", direction="min", reduction=3, rungs=[1, 3], peers=peers)
+
+    good = run_epochs(halving(), stub_trainer(), [0.15, 0.9, 0.15, 0.9], "val_loss")
+    assert good.stopped_epoch is None and good.halved_epoch is None
+    assert asked == [(0, 1), (0, 3)]  # only at the rungs
+    poor = run_epochs(halving(), stub_trainer(), [0.15, 0.1, 0.35], "val_loss")
+    assert (poor.stopped_epoch, poor.halved_epoch) == (3, 3)
+    result: dict[str, Any] = {}
+    halving().on_train_end(stub_trainer(), poor, result)
+    assert result == {"halved_at_epoch": 3}
+
+
+def test_halving_on_a_rising_metric_and_after_an_early_stop() -> None:
+    def halving(peers: list[float]) -> Halving:
+        return Halving(
+            metric="val_accuracy", direction="max", reduction=2, rungs=[2], peers=lambda *_: peers
+        )
+
+    assert (
+        run_epochs(halving([0.5, 0.6, 0.7]), stub_trainer(), [0, 0.55], "val_accuracy").halved_epoch
+        == 2
+    )
+    assert (
+        run_epochs(halving([0.5, 0.6, 0.7]), stub_trainer(), [0, 0.65], "val_accuracy").halved_epoch
+        is None
+    )
+    stopped = Position(stopped_epoch=2)  # early stopping ended it first: it is not halved
+    assert not halving([0.9]).on_epoch_end(
+        stub_trainer(), stopped, EpochEnd(2, {"val_accuracy": 0}, 0)
+    )
+    assert stopped.halved_epoch is None
+
+
+def mlp_trainer(settings: Settings, **train: Any) -> tuple[Trainer, Splits]:
+    family = get_family("mlp")
+    spec = family.spec.model_validate(
+        {"family": "mlp", "dataset": {"name": "digits", "max_train": 256}, "train": train}
+    )
+    splits = load_dataset(spec.dataset, settings)
+    torch.manual_seed(0)
+    return family.trainer(spec, family.build(spec, splits.info), splits, CPU), splits
+
+
+class GradNorms(Callback):
+    """The total gradient norm each optimizer step sees (after the callbacks before it)."""
+
+    def __init__(self) -> None:
+        self.norms: list[float] = []
+
+    def on_before_optimizer_step(self, trainer: Trainer, optimizer: torch.optim.Optimizer) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"]]
+        self.norms.append(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads])).item())
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "lbfgs"])
+def test_clip_grad_norm_bounds_every_step(settings: Settings, optimizer: str) -> None:
+    train = {"epochs": 2, "optimizer": {"name": optimizer, "lr": 5.0}, "batch_size": 32}
+    unclipped = GradNorms()
+    trainer, splits = mlp_trainer(settings, **train)
+    fit(trainer, splits, callbacks=[*callbacks_for(trainer.spec), unclipped])
+    assert max(unclipped.norms) > 1.0  # without a bound, the steps go past it
+
+    clipped = GradNorms()
+    trainer, splits = mlp_trainer(settings, **train, clip_grad_norm=0.25)
+    callbacks = callbacks_for(trainer.spec)
+    assert [type(c) for c in callbacks] == [ClipGradNorm]
+    fit(trainer, splits, callbacks=[*callbacks, clipped])
+    assert len(clipped.norms) >= 2 * trainer.n_batches(1)
+    assert max(clipped.norms) <= 0.25 * (1 + 1e-5)
+
+
+class StopAt(Callback):
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
+        return ended.epoch == self.epoch
+
+
+def test_fit_stops_where_a_callback_says_and_resumes_mid_epoch(settings: Settings) -> None:
+    trainer, splits = mlp_trainer(settings, epochs=5)
+    position = Position()
+    history = fit(trainer, splits, position, [StopAt(2)])
+    assert len(history) == 2 and position.stopped_epoch == 2 and position.epoch == 3
+    assert position.last == history[-1] and position.sums == {} and position.batch == 0
+
+    # Resumed at batch 3 of epoch 3: the loop trains batches 3.. of it, then epochs 4 and 5.
+    seen: list[tuple[int, int]] = []
+
+    class Batches(Callback):
+        def on_batch_start(self, trainer: Trainer, position: Position) -> None:
+            seen.append((position.epoch, position.batch))
+
+    trainer, splits = mlp_trainer(settings, epochs=5)
+    history = fit(
+        trainer, splits, Position(epoch=3, batch=3, sums={"loss": 0.0, "count": 1.0}), [Batches()]
+    )
+    steps = trainer.n_batches(1)
+    assert len(history) == 3
+    assert seen == [(3, b) for b in range(3, steps)] + [
+        (e, b) for e in (4, 5) for b in range(steps)
+    ]
+
+
+def test_the_loop_imports_no_database() -> None:
+    code = (
+        "import sys, models.loop; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy' or m == 'core.db'))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"

@@ -1,0 +1,133 @@
+"""A claimed job's lease: the heartbeat thread that renews it, publishes the job's progress and
+notices a cancel, the `Control` through which the training loop hears of it, and the two ways
+the lease ends early (the job given back to the queue, or ended)."""
+
+import contextvars
+import dataclasses
+import logging
+import os
+import threading
+from typing import Any
+
+import torch
+
+from core.db import session_scope
+from core.jobs import Lease, LeaseLost, finish, heartbeat, requeue
+from core.settings import Settings
+from workers.stopping import stop_requested
+
+log = logging.getLogger(__name__)
+# A stop is taken at the next batch boundary, where the position is checkpointed; a batch (or an
+# evaluation) still running this long after it is cut short and resumes from the last checkpoint.
+STOP_GRACE_SECONDS = 1.0
+
+
+class Cancelled(Exception):
+    pass
+
+
+class Stopped(Exception):
+    """The worker is shutting down: the job goes back to the queue, to resume elsewhere."""
+
+
+@dataclasses.dataclass
+class Control:
+    """What the heartbeat thread tells the training loop, and the progress it publishes."""
+
+    cancel: threading.Event = dataclasses.field(default_factory=threading.Event)
+    lost: threading.Event = dataclasses.field(default_factory=threading.Event)
+    progress: dict[str, Any] | None = None
+
+    def check(self, *, stop_after: float | None = STOP_GRACE_SECONDS) -> None:
+        """Raise if the job must stop: lease lost, cancelled, or (unless `stop_after` is None)
+        its worker asked to stop at least `stop_after` seconds ago."""
+        if self.lost.is_set():
+            raise LeaseLost("lease lost")
+        if self.cancel.is_set():
+            raise Cancelled()
+        if stop_after is not None and stop_requested(for_seconds=stop_after):
+            raise Stopped()
+
+    def watch(self, model: torch.nn.Module) -> None:
+        """Check before every layer runs, so that one long batch (a full-batch epoch, LBFGS's
+        line search) stops within a layer, not at its end."""
+        for module in model.modules():
+            if next(module.children(), None) is None:  # a leaf: where the work is
+                module.register_forward_pre_hook(lambda *_: self.check())
+
+
+class Heartbeat:
+    """Renews the lease every few seconds, publishes progress and notices cancel requests."""
+
+    def __init__(self, settings: Settings, lease: Lease, control: Control):
+        self.settings, self.lease, self.control = settings, lease, control
+        self._stop = threading.Event()
+        # Started in a copy of this context, so its log lines carry the job id too.
+        self._thread = threading.Thread(
+            target=contextvars.copy_context().run,
+            args=(self._loop,),
+            name="annlab-heartbeat",
+            daemon=True,
+        )
+
+    def __enter__(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.heartbeat_seconds):
+            try:
+                with session_scope(self.settings.database_url) as session:
+                    progress = self.control.progress
+                    if progress is not None:  # with the memory the run holds now
+                        progress = {**progress, "memory_bytes": memory_in_use()}
+                    cancelled = heartbeat(
+                        session,
+                        self.lease,
+                        lease_seconds=self.settings.lease_seconds,
+                        progress=progress,
+                    )
+                if cancelled:
+                    self.control.cancel.set()
+            except LeaseLost:
+                self.control.lost.set()
+                return
+            except Exception:  # noqa: BLE001 - a database blip; the lease has slack for it
+                log.exception("heartbeat for job %s failed", self.lease.job_id)
+
+
+def memory_in_use() -> int:
+    """This process's resident memory now (Linux), or the GPU memory its tensors hold, if
+    more: published with the progress, so that the reaper can tell a worker killed for memory
+    from a lost machine."""
+    resident = 0
+    try:
+        with open("/proc/self/statm") as statm:
+            resident = int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        pass
+    gpu = torch.cuda.memory_allocated() if torch.cuda.is_available() else 0
+    return max(resident, gpu)
+
+
+def give_back(settings: Settings, lease: Lease) -> None:
+    try:
+        with session_scope(settings.database_url) as session:
+            requeue(session, lease)
+        log.info("job %s: worker stopping; the job is queued again", lease.job_id)
+    except LeaseLost:
+        log.warning("job %s: lease lost before it could be queued again", lease.job_id)
+    except Exception:  # noqa: BLE001 - the lease runs out and the reaper requeues it
+        log.exception("job %s: could not be queued again; the reaper will", lease.job_id)
+
+
+def end(settings: Settings, lease: Lease, status: str, error: str | None = None) -> None:
+    try:
+        with session_scope(settings.database_url) as session:
+            finish(session, lease, status, error=error)
+    except LeaseLost:
+        log.warning("job %s: lease lost before it could be marked %s", lease.job_id, status)
