@@ -240,7 +240,12 @@ class _Run:
         if halving:
             callbacks.append(self.halving(sweeps.Halving.model_validate(halving), sweep_id))
         progress = loop.Progress(folds=self.folds, epochs=epochs, publish=self.publish)
-        callbacks.append(quality.SampleQuality(self.settings, self.owner, progress.scoring))
+
+        def scoring(done: int, total: int | None) -> None:
+            progress.scoring(done, total)
+            self.control.check()  # a cancel or a stop is heard while a feature net trains
+
+        callbacks.append(quality.SampleQuality(self.settings, self.owner, scoring))
         callbacks.append(progress)
         callbacks.append(Recorder(self, data, callbacks))
         result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)

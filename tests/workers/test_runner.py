@@ -375,3 +375,33 @@ def test_a_generative_job_publishes_its_phases_and_an_eta_for_scoring(
     assert all(p["percent"] == 100.0 for p in scoring)  # training is done; scoring is not
     job = load(settings, job_id)[0]
     assert job.progress["phase"] == "saving" and job.progress["phase_percent"] == 100.0
+
+
+def test_a_cancel_is_heard_while_the_feature_net_trains(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import quality
+    from workers.runner import _Run
+
+    monkeypatch.setattr(quality, "STEPS", 40)
+    steps: list[int] = []
+    real_publish = _Run.publish
+
+    def cancel_at_step_5(self: _Run, progress: dict) -> None:
+        if progress.get("phase_steps") == 40:
+            steps.append(progress["phase_step"])
+            if progress["phase_step"] == 5:
+                self.control.cancel.set()  # as the heartbeat does on a cancel request
+        real_publish(self, progress)
+
+    monkeypatch.setattr(_Run, "publish", cancel_at_step_5)
+    document = {
+        "family": "gan",
+        "dataset": {"name": "digits", "max_train": 200},
+        "model": {"latent": 8},
+        "train": {"epochs": 1, "batch_size": 50},
+    }
+    job_id = submit(settings, document)
+    assert run_job(job_id, settings=settings, worker="w") == "cancelled"
+    assert steps == [0, 1, 2, 3, 4, 5]
+    assert load(settings, job_id)[0].status == "cancelled"
