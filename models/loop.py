@@ -382,10 +382,12 @@ class Progress(Callback):
     def seconds_left(self, phase_left: float | None = 0.0) -> float | None:
         """The ETA: None until a rate has been measured for what is left."""
         done_here = self.fraction_done - (self.start_fraction or 0.0)
-        if done_here <= 0 or phase_left is None:
+        if phase_left is None or (done_here <= 0 and self.fraction_done < 1):
             return None
-        training = time.monotonic() - self.t0 - self.aside
-        left = training / done_here * (1 - self.fraction_done) + phase_left
+        left = phase_left
+        if self.fraction_done < 1:  # training left, at this attempt's rate
+            training = time.monotonic() - self.t0 - self.aside
+            left += training / done_here * (1 - self.fraction_done)
         folds_left = self.folds - self.fold - 1  # after this one
         this_fold = {"training": 2, "scoring samples": 1}.get(self.phase_name, 0)
         if self.val_seconds is not None:
