@@ -106,7 +106,13 @@ def progress_cell(job: Mapping[str, Any]) -> str:
     if job["status"] in ("queued", "succeeded"):
         return ""
     epochs = progress.get("epochs") or "?"
-    return f"{progress.get('epoch', 0)}/{epochs} ({progress.get('percent', 0):.0f}%)"
+    cell = f"{progress.get('epoch', 0)}/{epochs} ({progress.get('percent', 0):.0f}%)"
+    phase = progress.get("phase")
+    if job["status"] != "running" or phase in (None, "training"):
+        return cell
+    if progress.get("phase_steps"):
+        phase += f" {progress.get('phase_percent') or 0:.0f}%"
+    return f"{cell}, {phase}"
 
 
 def job_table(job: Mapping[str, Any]) -> Table:

@@ -379,7 +379,8 @@ class Client:
     ) -> Job:
         """Poll the job until it ends (succeeded, failed or cancelled) and return it; with
         `progress`, a tqdm.auto bar (terminal or notebook) shows percent, epoch, step, the
-        last epoch's loss and the API's ETA. `timeout` seconds: raise TimeoutError."""
+        last epoch's loss, the phase besides training (evaluating, scoring samples...) and
+        the API's ETA. `timeout` seconds: raise TimeoutError."""
         deadline = None if timeout is None else time.monotonic() + timeout
         bar = None
         seen_epoch, loss = 0, None
@@ -398,7 +399,7 @@ class Client:
                     epoch = (job.get("progress") or {}).get("epoch") or 0
                     if epoch != seen_epoch:
                         seen_epoch, loss = epoch, last_loss(self.read_metrics(job_id))
-                    bar.n = min(float((job.get("progress") or {}).get("percent") or 0), 100.0)
+                    bar.n = bar_percent(job)
                     bar.set_postfix_str(describe_progress(job, loss), refresh=False)
                     bar.refresh()
                 if job["status"] in TERMINAL:
@@ -779,21 +780,43 @@ def last_loss(metrics: Mapping[str, Any]) -> float | None:
 
 
 def describe_progress(job: Mapping[str, Any], loss: float | None = None) -> str:
-    """`epoch 2/3, step 40/94, loss 0.412, eta 12s` for a running job; its status else."""
+    """`epoch 2/3, step 40/94, loss 0.412, eta 12s` for a running job, or the phase it is in
+    besides training (`epoch 3/3, scoring samples 45% (step 360/800), eta 3m00s`); its status
+    else."""
     status = job.get("status", "?")
     progress = job.get("progress") or {}
+    phase = progress.get("phase")
+    if status == "running" and phase == "loading":
+        return "loading data"
     if status != "running" or not progress.get("epochs"):
         return status
     if not progress.get("epoch"):
         return "starting"
     parts = [f"epoch {progress['epoch']}/{progress['epochs']}"]
-    if progress.get("steps"):
-        parts.append(f"step {progress.get('step') or 0}/{progress['steps']}")
+    if phase in (None, "training"):
+        if progress.get("steps"):
+            parts.append(f"step {progress.get('step') or 0}/{progress['steps']}")
+    elif progress.get("phase_steps"):
+        parts.append(
+            f"{phase} {progress.get('phase_percent') or 0:.0f}% "
+            f"(step {progress.get('phase_step') or 0}/{progress['phase_steps']})"
+        )
+    else:
+        parts.append(phase)
     if loss is not None:
         parts.append(f"loss {loss:.4g}")
     if progress.get("eta_seconds") is not None:
         parts.append(f"eta {_duration(progress['eta_seconds'])}")
     return ", ".join(parts)
+
+
+def bar_percent(job: Mapping[str, Any]) -> float:
+    """What a progress bar shows: training's percent, or the phase's own while a phase counted
+    in steps (scoring samples) runs after training."""
+    progress = job.get("progress") or {}
+    if job.get("status") == "running" and progress.get("phase_steps"):
+        return min(float(progress.get("phase_percent") or 0), 100.0)
+    return min(float(progress.get("percent") or 0), 100.0)
 
 
 def _duration(seconds: float) -> str:

@@ -12,13 +12,30 @@ from models.specs import JobSpec
 JobStatus = Literal[JOB_STATUSES]  # type: ignore[valid-type]
 
 
+Phase = Literal["loading", "training", "evaluating", "scoring samples", "saving"]
+
+
 class Progress(BaseModel):
+    phase: Phase | None = Field(
+        None,
+        description="what the run does now: loading its data, training, evaluating (the "
+        "validation set after an epoch, the test set at the end), scoring samples (a "
+        "generative family's sample quality, training the dataset's feature net first if "
+        "none is stored yet), saving",
+    )
+    phase_percent: float | None = Field(None, description="how far the phase is, 0-100")
+    phase_step: int | None = Field(None, description="steps of the phase done, where counted")
+    phase_steps: int | None = None
     epoch: int = 0
     epochs: int | None = None
     step: int | None = None
     steps: int | None = None
     percent: float = 0.0
-    eta_seconds: float | None = None
+    eta_seconds: float | None = Field(
+        None,
+        description="seconds left: training, evaluation and scoring at their measured rates; "
+        "null while a part left has no rate yet",
+    )
     memory_bytes: int | None = Field(
         None, description="what the run held at its last report (host RSS, or GPU if more)"
     )

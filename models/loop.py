@@ -353,41 +353,130 @@ class ClipGradNorm(Callback):
 
 
 class Progress(Callback):
-    """Publishes progress (epoch, step, percent) and an ETA over the part of the run this
-    attempt does (all folds together) after every batch."""
+    """Publishes where the run stands after every batch and at each change of phase: the
+    phase (training, evaluating, scoring samples; the worker adds loading and saving) and how
+    far it is (`phase_percent`), the epoch, step and percent of training, and an ETA over what
+    this attempt has left: the epochs at the rate measured so far, their validation and the
+    test set's evaluation at the rate the last one took, and the running phase at its own
+    measured rate."""
 
     def __init__(self, *, folds: int, epochs: int, publish: Callable[[dict[str, Any]], None]):
         self.folds, self.epochs, self.publish = folds, epochs, publish
         self.start_fraction: float | None = None
         self.t0 = time.monotonic()
+        self.fraction_done = 0.0
+        self.fold, self.epoch = 0, 1
+        self.training: dict[str, Any] = {}  # epoch, step, percent... of the last batch
+        self.aside = 0.0  # seconds of this attempt spent besides training batches
+        self.mark: float | None = None  # when the evaluation or scoring running now began
+        self.val_seconds: float | None = None  # the last epoch's validation
+        self.test_seconds: float | None = None  # the last fold's test set (or an estimate)
+        self.scoring_seconds: float | None = None  # the last fold's sample scoring
+        self.test_ratio = 1.0  # test examples per validation example
+        self.phase_name, self.phase_start = "training", time.monotonic()
 
     def fraction(self, fold: int, epoch: int, step: int, steps: int) -> float:
         within = min(1.0, ((epoch - 1) + step / steps) / self.epochs)
         return (fold + within) / self.folds
 
+    def seconds_left(self, phase_left: float | None = 0.0) -> float | None:
+        """The ETA: None until a rate has been measured for what is left."""
+        done_here = self.fraction_done - (self.start_fraction or 0.0)
+        if phase_left is None or (done_here <= 0 and self.fraction_done < 1):
+            return None
+        left = phase_left
+        if self.fraction_done < 1:  # training left, at this attempt's rate
+            training = time.monotonic() - self.t0 - self.aside
+            left += training / done_here * (1 - self.fraction_done)
+        folds_left = self.folds - self.fold - 1  # after this one
+        this_fold = {"training": 2, "scoring samples": 1}.get(self.phase_name, 0)
+        if self.val_seconds is not None:
+            evals = folds_left * self.epochs + (self.epochs - self.epoch + 1) * (this_fold == 2)
+            left += evals * self.val_seconds
+        test = self.test_seconds
+        if test is None and self.val_seconds is not None:
+            test = self.val_seconds * self.test_ratio
+        left += (test or 0.0) * (folds_left + (this_fold > 0))
+        left += (self.scoring_seconds or 0.0) * (folds_left + (this_fold == 2))
+        return math.ceil(max(left, 0.0) * 10) / 10  # up: 0 only when nothing is left
+
+    def phase(
+        self, name: str, done: int = 0, total: int | None = None, left: float | None = 0.0
+    ) -> None:
+        """Publish phase `name` with `done` of its `total` steps (its clock restarts when
+        `done` is 0); without steps, `left` is its estimated seconds left (None: unknown)."""
+        now = time.monotonic()
+        if name != self.phase_name or done == 0:
+            self.phase_name, self.phase_start = name, now
+        phase_left = left
+        if total:
+            elapsed = now - self.phase_start
+            phase_left = elapsed / done * (total - done) if done > 0 else None
+        progress = self.training | {
+            "phase": name,
+            "phase_percent": round(100 * done / total, 2) if total else 0.0,
+            "eta_seconds": self.seconds_left(phase_left),
+        }
+        if total:
+            progress |= {"phase_step": done, "phase_steps": total}
+        self.publish(progress)
+
     def on_fold_start(self, trainer: Trainer, position: Position) -> None:
+        self.fold, self.phase_name = position.fold, "training"
         if self.start_fraction is None:  # the first fold this attempt runs
             self.t0 = time.monotonic()
             self.start_fraction = self.fraction(
                 position.fold, position.epoch, position.batch, trainer.n_batches(1)
             )
+            self.fraction_done = self.start_fraction
+        val, test = trainer.splits.val, trainer.splits.test
+        if val is not None and len(val) > 0:
+            self.test_ratio = len(test) / len(val)
 
     def on_batch_end(self, trainer: Trainer, position: Position, steps: int) -> None:
-        fraction = self.fraction(position.fold, position.epoch, position.batch, steps)
-        done_here = fraction - (self.start_fraction or 0.0)
-        elapsed = time.monotonic() - self.t0
-        eta = elapsed / done_here * (1 - fraction) if done_here > 0 else None
-        progress = {
+        self.fraction_done = self.fraction(position.fold, position.epoch, position.batch, steps)
+        self.epoch = position.epoch
+        self.training = {
             "epoch": position.epoch,
             "epochs": self.epochs,
             "step": position.batch,
             "steps": steps,
-            "percent": round(100 * fraction, 2),
-            "eta_seconds": round(eta, 1) if eta is not None else None,
+            "percent": round(100 * self.fraction_done, 2),
         }
         if self.folds > 1:
-            progress |= {"fold": position.fold + 1, "folds": self.folds}
-        self.publish(progress)
+            self.training |= {"fold": position.fold + 1, "folds": self.folds}
+        if position.batch == steps and trainer.splits.val is not None:
+            self.phase("evaluating")
+            self.mark = time.monotonic()
+        else:
+            self.phase("training", position.batch, steps)
+
+    def _measured(self) -> float:
+        seconds = time.monotonic() - (self.mark or time.monotonic())
+        self.aside, self.mark = self.aside + seconds, None
+        return seconds
+
+    def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
+        if self.mark is not None:
+            self.val_seconds = self._measured()
+        self.epoch, self.phase_name = position.epoch, "training"
+        return False
+
+    def on_train_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
+        # The callbacks before this one have scored samples, if the family draws them.
+        if self.mark is not None:
+            self.scoring_seconds = self._measured()
+        self.phase("evaluating")
+        self.mark = time.monotonic()
+
+    def on_fold_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
+        self.test_seconds = self._measured()
+
+    def scoring(self, done: int, total: int | None) -> None:
+        """Sample scoring's progress (models/quality.py): `done` of `total` steps."""
+        if self.mark is None:
+            self.mark = time.monotonic()
+        self.phase("scoring samples", done, total, left=self.scoring_seconds)
 
 
 def callbacks_for(spec: JobSpecBase) -> list[Callback]:

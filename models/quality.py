@@ -8,6 +8,7 @@ so every worker measures with the same one and no job pays for it twice.
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -69,10 +70,19 @@ def _key(spec: DatasetSpec, owner: str | None) -> str:
     return f"{spec.name}/{RECIPE}"
 
 
+# Told `done` of `total` steps of scoring (total None: a part that is not counted in steps)
+Report = Callable[[int, int | None], None]
+
+
 def train_feature_net(
-    spec: DatasetSpec, settings: Settings, device: torch.device, owner: str | None = None
+    spec: DatasetSpec,
+    settings: Settings,
+    device: torch.device,
+    owner: str | None = None,
+    report: Report | None = None,
 ) -> tuple[FeatureClassifier, dict[str, Any]]:
-    """Train the classifier on the dataset's default split, without touching the caller's RNG."""
+    """Train the classifier on the dataset's default split, without touching the caller's RNG;
+    `report` hears of every step done (of STEPS)."""
     split = DatasetSpec(name=spec.name, val_fraction=0.0)
     splits = load_dataset(split, settings, device, owner)
     train, info = splits.train, splits.info
@@ -83,6 +93,8 @@ def train_feature_net(
         optimizer = torch.optim.Adam(net.parameters(), lr=1e-3)
         generator = torch.Generator().manual_seed(0)
         net.train()
+        if report is not None:
+            report(0, STEPS)
         for step in range(STEPS):
             if step % max(1, n // BATCH) == 0:
                 order = torch.randperm(n, generator=generator).to(device)
@@ -92,6 +104,8 @@ def train_feature_net(
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
+            if report is not None:
+                report(step + 1, STEPS)
     net.eval()
     with torch.inference_mode():
         logits = torch.cat(
@@ -108,16 +122,20 @@ def train_feature_net(
 
 
 def feature_net(
-    spec: DatasetSpec, settings: Settings, device: torch.device, owner: str | None = None
+    spec: DatasetSpec,
+    settings: Settings,
+    device: torch.device,
+    owner: str | None = None,
+    report: Report | None = None,
 ) -> FeatureClassifier:
-    """The dataset's feature classifier: the stored one, or trained now and stored (an upload
-    is `owner`'s)."""
+    """The dataset's feature classifier: the stored one, or trained now (telling `report` of
+    its steps) and stored (an upload is `owner`'s)."""
     key = _key(spec, owner)
     with session_scope(settings.database_url) as session:
         row = session.get(FeatureNet, key)
         stored = (row.data, row.info) if row is not None else None
     if stored is None:
-        net, facts = train_feature_net(spec, settings, device, owner)
+        net, facts = train_feature_net(spec, settings, device, owner, report)
         try:
             with session_scope(settings.database_url) as session:
                 session.add(FeatureNet(key=key, info=facts, data=pack_weights(net, facts)))
@@ -196,16 +214,19 @@ def measure(net: FeatureClassifier, samples: Tensor, test: Split) -> dict[str, A
 
 class SampleQuality(Callback):
     """Adds to a generative family's fold result how its samples compare with the test
-    images (the feature net is trained once per dataset and kept in the database)."""
+    images (the feature net is trained once per dataset and kept in the database); `report`
+    hears how far scoring is: the feature net's training steps, when it trains one."""
 
-    def __init__(self, settings: Settings, owner: str | None):
-        self.settings, self.owner = settings, owner
+    def __init__(self, settings: Settings, owner: str | None, report: Report | None = None):
+        self.settings, self.owner, self.report = settings, owner, report
 
     def on_train_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
         spec, splits, device = trainer.spec, trainer.splits, trainer.device
         if not applies(splits.info):
             return
+        if self.report is not None:
+            self.report(0, None)
         samples = trainer.samples(N_SAMPLES, torch.Generator(device).manual_seed(spec.train.seed))
         if samples is not None:
-            net = feature_net(spec.dataset, self.settings, device, self.owner)
+            net = feature_net(spec.dataset, self.settings, device, self.owner, self.report)
             result |= measure(net, samples, splits.test)

@@ -219,11 +219,13 @@ class _Run:
         with self.session() as session:
             job = session.get(Job, self.lease.job_id)
             self.owner, sweep_id = job.owner_id, job.sweep_id  # whose upload it names
+            shown = dict(job.progress or {})  # where a resumed job stood
             uploads = None if name in CATALOG else upload_infos(session, [name], self.owner)
         # Again here, before anything is loaded: the budget may differ from the API's.
         info = resolve(self.spec.dataset, uploads)
         if info is not None:
             admission.check(self.spec, info, self.settings.worker_memory_bytes)
+        self.publish(shown | {"phase": "loading", "phase_percent": 0.0, "eta_seconds": None})
         data = load_dataset(self.spec.dataset, self.settings, self.device, self.owner)
         with self.session() as session:
             stored = jobs.latest_checkpoint(session, self.lease.job_id)
@@ -237,14 +239,22 @@ class _Run:
         callbacks = loop.callbacks_for(self.spec)
         if halving:
             callbacks.append(self.halving(sweeps.Halving.model_validate(halving), sweep_id))
-        callbacks.append(quality.SampleQuality(self.settings, self.owner))
-        callbacks.append(loop.Progress(folds=self.folds, epochs=epochs, publish=self.publish))
+        progress = loop.Progress(folds=self.folds, epochs=epochs, publish=self.publish)
+
+        def scoring(done: int, total: int | None) -> None:
+            progress.scoring(done, total)
+            self.control.check()  # a cancel or a stop is heard while a feature net trains
+
+        callbacks.append(quality.SampleQuality(self.settings, self.owner, scoring))
+        callbacks.append(progress)
         callbacks.append(Recorder(self, data, callbacks))
         result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
+        progress.phase("saving")
         weights = pack_weights(
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
         )
         done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
+        done |= {"phase": "saving", "phase_percent": 100.0}
         with self.session() as session:
             jobs.finish(
                 session,

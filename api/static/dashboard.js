@@ -104,6 +104,22 @@ function progressBar(percent) {
   return el("div", { class: "progress small", title: `${percent.toFixed(0)}%` }, bar);
 }
 
+// The phase a running job is in besides training: "evaluating", "scoring samples 45% (step 360
+// of 800)"; "" while it trains or once it has ended.
+function phaseText(job) {
+  const p = job.progress;
+  if (job.status !== "running" || !p.phase || p.phase === "training") return "";
+  if (p.phase === "loading") return "loading data";
+  if (!p.phase_steps) return p.phase;
+  return `${p.phase} ${p.phase_percent.toFixed(0)}% (step ${p.phase_step} of ${p.phase_steps})`;
+}
+
+// A running phase counted in steps (scoring samples) shows its own percent; else training's.
+function shownPercent(job) {
+  const p = job.progress;
+  return job.status === "running" && p.phase_steps ? p.phase_percent : p.percent;
+}
+
 function seconds(s) {
   if (s === null || s === undefined) return "";
   if (s < 90) return `${Math.round(s)} s`;

@@ -19,10 +19,12 @@ function showJob(job) {
       ? `took ${seconds((Date.parse(job.finished_at) - Date.parse(job.started_at)) / 1000)}`
       : "",
   ].filter(Boolean).join(" · ");
-  document.getElementById("bar").style.width = `${p.percent}%`;
+  const percent = shownPercent(job);
+  document.getElementById("bar").style.width = `${percent}%`;
   document.getElementById("progress-text").textContent = [
-    `${p.percent.toFixed(0)}%`,
+    `${percent.toFixed(0)}%`,
     p.epochs ? `epoch ${p.epoch} of ${p.epochs}` : "",
+    phaseText(job),
     job.status === "running" && p.eta_seconds !== null ? `about ${seconds(p.eta_seconds)} left` : "",
   ].filter(Boolean).join(" · ");
   const error = document.getElementById("error");

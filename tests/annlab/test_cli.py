@@ -7,9 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from annlab.cli import main, parser
+from annlab.cli import main, parser, progress_cell
+from annlab.client import Client
 from tests.conftest import ROOT, migrate
 from tests.service import Service, free_port
 
@@ -155,3 +157,49 @@ def test_keys_list_as_json(tmp_path: Path) -> None:
     assert [(k["name"], k["admin"]) for k in listed] == [("erin", False), ("ops", True)]
     assert keys("revoke", "erin").returncode == 0 and keys("revoke", "erin").returncode == 1
     assert [k["name"] for k in json.loads(keys("list", "--json").stdout)] == ["ops"]
+
+
+def test_the_bar_and_the_jobs_table_show_the_phase_after_training(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Training done, scoring samples at 45%: the bar shows the phase's percent and step, not
+    training's 100%."""
+    training = {"epoch": 3, "epochs": 3, "step": 10, "steps": 20, "percent": 83.3}
+    done = {"epoch": 3, "epochs": 3, "step": 20, "steps": 20, "percent": 100.0}
+    scoring = done | {
+        "phase": "scoring samples",
+        "phase_percent": 45.0,
+        "phase_step": 360,
+        "phase_steps": 800,
+        "eta_seconds": 180.0,
+    }
+    states = iter(
+        [
+            ("running", {"phase": "loading", "phase_percent": 0.0}),
+            ("running", training | {"phase": "training", "phase_percent": 50.0}),
+            ("running", scoring),
+            ("succeeded", done | {"phase": "saving", "phase_percent": 100.0}),
+        ]
+    )
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path.endswith("/metrics"):
+            return httpx.Response(200, json={"history": []})
+        status, progress = next(states)
+        return httpx.Response(200, json={"family": "gan", "status": status, "progress": progress})
+
+    http = httpx.Client(base_url="http://api.test", transport=httpx.MockTransport(answer))
+    Client("http://api.test", http=http).wait("j1", poll=0)
+    updates = re.split(r"[\r\n]+", capsys.readouterr().err)
+    assert any(re.search(r"0%\|.*loading data", u) for u in updates), updates
+    assert any(
+        re.search(r"45%\|.*scoring samples 45% \(step 360/800\), eta 3m00s", u) for u in updates
+    )
+    assert any(re.search(r"100%\|.*succeeded", u) for u in updates)
+
+    assert progress_cell({"status": "running", "progress": scoring}) == (
+        "3/3 (100%), scoring samples 45%"
+    )
+    assert progress_cell({"status": "running", "progress": done | {"phase": "evaluating"}}) == (
+        "3/3 (100%), evaluating"
+    )

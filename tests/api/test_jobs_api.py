@@ -483,6 +483,12 @@ def test_openapi_publishes_every_job_family(client: TestClient) -> None:
     assert predict["additionalProperties"] is False
     assert predict["required"] == ["inputs"]
 
+    # A job's progress states its phase and the phase's own percent.
+    progress = components["Progress"]["properties"]
+    phases = ["loading", "training", "evaluating", "scoring samples", "saving"]
+    assert progress["phase"]["anyOf"][0]["enum"] == phases
+    assert {"phase_percent", "phase_step", "phase_steps", "eta_seconds"} <= set(progress)
+
 
 def test_docs_page_answers(client: TestClient) -> None:
     response = client.get("/docs")

@@ -152,6 +152,20 @@ def test_submit_follow_list_and_compare(browser, embedded: Service, tmp_path: Pa
         "the learning-curves picture",
     )
     screenshot(driver, tmp_path, "dashboard-job")
+    # A job scoring its samples after training shows that phase and its own percent.
+    scoring = embedded.job(job_id) | {"status": "running", "result": None}
+    scoring["progress"] |= {
+        "phase": "scoring samples",
+        "phase_percent": 45.0,
+        "phase_step": 360,
+        "phase_steps": 800,
+        "eta_seconds": 180.0,
+    }
+    driver.execute_script("showJob(arguments[0])", scoring)
+    assert text(driver, "#progress-text") == (
+        "45% · epoch 8 of 8 · scoring samples 45% (step 360 of 800) · about 3 min left"
+    )
+    assert driver.execute_script("return document.getElementById('bar').style.width") == "45%"
 
     # The list follows jobs live: a second MLP (another learning rate), one that diverges,
     # and a long one, whose page draws each new epoch and cancels it.

@@ -323,3 +323,85 @@ def test_a_cancel_stops_a_long_batch_inside_it(settings: Settings, monkeypatch) 
     assert raised_inside == ["train_batch"]
     job, rows = load(settings, job_id)
     assert job.status == "cancelled" and rows == []
+
+
+def test_a_generative_job_publishes_its_phases_and_an_eta_for_scoring(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On a fresh database the GAN's dataset has no feature net: scoring trains one, and the
+    progress says so, step by step, with time left, instead of 100% and 0 s."""
+    from models import quality
+    from workers.runner import _Run
+
+    monkeypatch.setattr(quality, "STEPS", 40)
+    published: list[dict] = []
+    real_publish = _Run.publish
+
+    def recorded(self: _Run, progress: dict) -> None:
+        published.append(dict(progress))
+        real_publish(self, progress)
+
+    monkeypatch.setattr(_Run, "publish", recorded)
+    document = {
+        "family": "gan",
+        "dataset": {"name": "digits", "max_train": 200},
+        "model": {"latent": 8},
+        "train": {"epochs": 2, "batch_size": 50},
+    }
+    job_id = submit(settings, document)
+    assert run_job(job_id, settings=settings, worker="w") == "succeeded"
+
+    phases = [p["phase"] for p in published]
+    assert phases[0] == "loading" and phases[-1] == "saving"
+    order = [phase for i, phase in enumerate(phases) if i == 0 or phases[i - 1] != phase]
+    assert order == [
+        "loading",
+        *["training", "evaluating"] * 2,  # each epoch, then its validation
+        "scoring samples",
+        "evaluating",  # the test set
+        "saving",
+    ]
+    training = [p for p in published if p["phase"] == "training"]
+    # 4 batches an epoch: the 4th ends in the epoch's evaluation
+    assert [p["phase_percent"] for p in training] == [25.0, 50.0, 75.0] * 2
+    assert [p["percent"] for p in training] == [12.5, 25.0, 37.5, 62.5, 75.0, 87.5]
+    scoring = [p for p in published if p["phase"] == "scoring samples"]
+    steps = [p.get("phase_step") for p in scoring if p.get("phase_steps") == 40]
+    assert steps == list(range(41))
+    percents = [p["phase_percent"] for p in scoring]
+    assert percents == sorted(percents) and percents[-1] == 100.0
+    # While feature-net steps are left, the ETA counts them at their measured rate.
+    assert all(p["eta_seconds"] > 0 for p in scoring if 0 < p.get("phase_step", 0) < 40)
+    assert all(p["percent"] == 100.0 for p in scoring)  # training is done; scoring is not
+    job = load(settings, job_id)[0]
+    assert job.progress["phase"] == "saving" and job.progress["phase_percent"] == 100.0
+
+
+def test_a_cancel_is_heard_while_the_feature_net_trains(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import quality
+    from workers.runner import _Run
+
+    monkeypatch.setattr(quality, "STEPS", 40)
+    steps: list[int] = []
+    real_publish = _Run.publish
+
+    def cancel_at_step_5(self: _Run, progress: dict) -> None:
+        if progress.get("phase_steps") == 40:
+            steps.append(progress["phase_step"])
+            if progress["phase_step"] == 5:
+                self.control.cancel.set()  # as the heartbeat does on a cancel request
+        real_publish(self, progress)
+
+    monkeypatch.setattr(_Run, "publish", cancel_at_step_5)
+    document = {
+        "family": "gan",
+        "dataset": {"name": "digits", "max_train": 200},
+        "model": {"latent": 8},
+        "train": {"epochs": 1, "batch_size": 50},
+    }
+    job_id = submit(settings, document)
+    assert run_job(job_id, settings=settings, worker="w") == "cancelled"
+    assert steps == [0, 1, 2, 3, 4, 5]
+    assert load(settings, job_id)[0].status == "cancelled"
