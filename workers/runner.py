@@ -183,13 +183,8 @@ class Recorder(Callback):
                 progress=(run.control.progress or {}) | {"memory_bytes": memory_in_use()},
                 artifacts={k: pack({"tensor": v}) for k, v in artifacts.items()},
             )
-        log.info(
-            "job %s: epoch %d done in %.2f s",
-            run.lease.job_id,
-            ended.epoch,
-            ended.seconds,
-            extra={"fold": fold, **dataclasses.asdict(ended)},
-        )
+        done = f"job {run.lease.job_id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
+        log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
         self.last_saved = time.monotonic()
         return False
 
@@ -254,17 +249,10 @@ class _Run:
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
         )
         done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
-        done |= {"phase": "saving", "phase_percent": 100.0}
+        done |= {"phase": "saving", "phase_percent": 100.0, "memory_bytes": memory_in_use()}
         with self.session() as session:
-            jobs.finish(
-                session,
-                self.lease,
-                "succeeded",
-                result=result,
-                final_checkpoint=weights,
-                epoch=epochs,
-                progress=done | {"memory_bytes": memory_in_use()},
-            )
+            finished = {"result": result, "final_checkpoint": weights, "epoch": epochs}
+            jobs.finish(session, self.lease, "succeeded", progress=done, **finished)
 
     def publish(self, progress: dict[str, Any]) -> None:
         self.control.progress = progress  # the heartbeat sends it
