@@ -9,6 +9,7 @@ of each run's median epoch to the baseline (2 threads, idle) of the same case in
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -121,6 +122,7 @@ def main() -> None:
                     row[f"runner {load} {threads}t s"] = runner_epochs(
                         document, settings, args.epochs
                     )
+                row[f"load average {load}"] = os.getloadavg()[0]
             finally:
                 for process in busy:
                     process.kill()

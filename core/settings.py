@@ -10,7 +10,7 @@ from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_KEY_LENGTH = 24
-SINGLE_THREAD_FLOPS = 2_000_000
+SINGLE_THREAD_FLOPS = 100_000_000
 
 
 class Settings(BaseSettings):
@@ -103,7 +103,8 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1)
     workers_per_machine: int = Field(1, ge=1)
     # A job whose forward pass of one training batch counts fewer FLOPs than this trains on one
-    # thread (more threads only slowed such steps, most on a loaded machine). 0: never.
+    # thread: on a 2-core machine, two threads were no faster for a CNN at 8e7 FLOPs per batch
+    # and several times slower for smaller models, or on a loaded machine. 0: never.
     single_thread_flops: int = Field(SINGLE_THREAD_FLOPS, ge=0)
 
     @field_validator("admin_key", "metrics_key")

@@ -9,7 +9,10 @@ import torch
 from celery.signals import worker_init
 from pydantic import ValidationError
 
+from core.catalog import resolve
 from core.settings import Settings
+from models.specs import parse_job_spec
+from models.summary import batch_flops
 from models.supervised import SupervisedTrainer
 from tests.workers.test_runner import submit
 from workers import celery_app
@@ -111,3 +114,11 @@ def test_the_count_comes_back_after_a_failed_job(
     monkeypatch.setattr(SupervisedTrainer, "train_batch", diverge)
     assert run_job(submit(settings, SMALL), settings=settings, worker="w") == "failed"
     assert seen == [1] and torch.get_num_threads() == 3
+
+
+def test_a_batch_is_counted_on_the_meta_device() -> None:
+    spec = parse_job_spec(SMALL)
+    info = resolve(spec.dataset, None)
+    assert batch_flops(spec, info) == 2 * 64 * (1 * 32 + 32 * 32 + 32 * 1)
+    full = parse_job_spec(SMALL | {"train": {"optimizer": {"name": "lbfgs"}}})
+    assert batch_flops(full, info) == 2 * 200 * (1 * 32 + 32 * 32 + 32 * 1)  # the full batch
