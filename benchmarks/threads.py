@@ -36,6 +36,12 @@ CASES = {
         "dataset": {"name": "function1d", "n_train": 2000, "val_fraction": 0.0},
         "model": {"hidden": [32, 32], "activation": "tanh"},
     },
+    "mlp 10-100-1 mackey_glass (1,201 parameters)": {
+        "family": "mlp",
+        "task": "regression",
+        "dataset": {"name": "mackey_glass", "lag": 10, "val_fraction": 0.0},
+        "model": {"hidden": [100]},
+    },
     "mlp 64-16-10 digits": {
         "family": "mlp",
         "dataset": {"name": "digits", "val_fraction": 0.0},
