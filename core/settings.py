@@ -10,6 +10,7 @@ from pydantic import AliasChoices, ByteSize, Field, SecretStr, field_validator, 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 MIN_KEY_LENGTH = 24
+SINGLE_THREAD_FLOPS = 100_000_000
 
 
 class Settings(BaseSettings):
@@ -97,6 +98,14 @@ class Settings(BaseSettings):
     max_queued_jobs: int = Field(1000, ge=1)
     max_running_jobs: int = Field(100, ge=1)  # a worker leaves an owner's job beyond it queued
     max_upload_bytes_per_owner: int = Field(1024**3, ge=1024)
+    # Torch's threads in a worker process; unset: the cores this process may use divided by
+    # workers_per_machine (the workers that share those cores).
+    torch_threads: int | None = Field(None, ge=1)
+    workers_per_machine: int = Field(1, ge=1)
+    # A job whose forward pass of one training batch counts fewer FLOPs than this trains on one
+    # thread: on a 2-core machine, two threads were no faster for a CNN at 8e7 FLOPs per batch
+    # and several times slower for smaller models, or on a loaded machine. 0: never.
+    single_thread_flops: int = Field(SINGLE_THREAD_FLOPS, ge=0)
 
     @field_validator("admin_key", "metrics_key")
     @classmethod
@@ -124,6 +133,13 @@ class Settings(BaseSettings):
         if self.data_dir is None:
             self.data_dir = self.home / "data"
         return self
+
+    def worker_threads(self) -> int:
+        """Torch's threads for a worker: torch_threads, else its share of the cores."""
+        if self.torch_threads is not None:
+            return self.torch_threads
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+        return max(1, (cores or 1) // self.workers_per_machine)
 
     def redact(self, text: str) -> str:
         """`text` with every secret of these settings (the keys, the URLs' passwords) replaced

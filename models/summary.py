@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
+from torch.utils.flop_counter import FlopCounterMode
 
 from core.catalog import DatasetInfo
 from core.spec import JobSpecBase
@@ -156,6 +157,22 @@ def count_parameters(spec: JobSpecBase, info: DatasetInfo) -> int:
             _COUNTS.clear()
         _COUNTS[key] = count
     return count
+
+
+def batch_flops(spec: JobSpecBase, info: DatasetInfo) -> int:
+    """FLOPs of one forward pass of a training batch, counted by PyTorch on the meta device
+    (matrix products and convolutions; a model that cannot run there counts 0)."""
+    batch = spec.train.batch_size
+    if spec.train.optimizer.name in ("gd", "lbfgs"):  # the full batch
+        batch = spec.dataset.max_train or spec.dataset.n_train or info.n_train or batch
+    try:
+        with torch.device("meta"):
+            model = get_family(spec.family).build(spec, info)
+        with FlopCounterMode(display=False) as counter, torch.no_grad():
+            _probe(model, info, torch.device("meta"), batch)
+    except (NotImplementedError, RuntimeError):
+        return 0
+    return int(counter.get_total_flops())
 
 
 def summarize(spec: JobSpecBase, info: DatasetInfo) -> dict[str, Any]:

@@ -14,7 +14,14 @@ import sys
 import celery.apps.worker
 from celery import Celery
 from celery.concurrency import solo
-from celery.signals import setup_logging, worker_ready, worker_shutdown, worker_shutting_down
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_ready,
+    worker_shutdown,
+    worker_shutting_down,
+)
 from celery.worker import consumer
 from kombu import Connection
 
@@ -85,6 +92,15 @@ class Consumer(consumer.Consumer):
 
 def worker_name() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+@worker_init.connect
+@worker_process_init.connect
+def _set_torch_threads(**_: object) -> None:
+    """The worker's (or a pool process's) torch threads, before it takes a job."""
+    from workers.threads import apply_worker_threads
+
+    apply_worker_threads(settings)
 
 
 @worker_ready.connect

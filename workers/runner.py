@@ -32,6 +32,7 @@ from models.registry import get_family
 from models.specs import parse_job_spec
 from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
 from workers.stopping import stop_requested
+from workers.threads import job_threads
 
 log = logging.getLogger(__name__)
 
@@ -243,7 +244,8 @@ class _Run:
         callbacks.append(quality.SampleQuality(self.settings, self.owner, scoring))
         callbacks.append(progress)
         callbacks.append(Recorder(self, data, callbacks))
-        result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
+        with job_threads(self.spec, data.info, self.settings, self.device):
+            result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
         progress.phase("saving")
         weights = pack_weights(
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
