@@ -56,6 +56,7 @@ bench: venv datasets
 	$(BIN)/python benchmarks/service_overhead.py --family cnn --dataset fashion_mnist --max-train 10000 --epochs 2
 	$(BIN)/python benchmarks/serving.py
 	$(BIN)/python benchmarks/listing.py
+	$(BIN)/python benchmarks/threads.py
 	$(BIN)/python benchmarks/time_to_accuracy.py $(TTA_ARGS)
 
 lint: venv
