@@ -1,0 +1,56 @@
+"""Per-job overhead: a job's wall time through workers.runner.run_job against the sum of its
+epochs' training seconds, for small jobs run one after another in one process (as a worker
+runs them; the second run of each finds its dataset already loaded).
+
+    .venv/bin/python -m benchmarks.job_overhead [--repeats 2]
+"""
+
+import argparse
+import time
+
+import torch
+from sqlalchemy import select
+
+from benchmarks.scratch import queue, scratch_settings
+from core.db import Metric, session_scope
+from workers.runner import run_job
+
+JOBS = {
+    "tiny MLP, function1d": {
+        "family": "mlp",
+        "dataset": {"name": "function1d"},
+        "model": {"hidden": [32, 32]},
+        "train": {"epochs": 10},
+    },
+    "MLP, digits": {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 10}},
+    "CNN, Fashion-MNIST 1 per class": {
+        "family": "cnn",
+        "dataset": {"name": "fashion_mnist", "n_per_class": 1},
+        "train": {"epochs": 5},
+    },
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=2, help="runs of each job, in order")
+    args = parser.parse_args()
+    settings = scratch_settings()
+    print(f"torch threads {torch.get_num_threads()}")
+    print(f"{'job':34} {'run':>3} {'wall s':>8} {'epochs s':>9} {'ratio':>6}")
+    for name, document in JOBS.items():
+        for run in range(1, args.repeats + 1):
+            job_id, _ = queue(settings, document)
+            started = time.perf_counter()
+            outcome = run_job(job_id, settings=settings, worker="bench")
+            wall = time.perf_counter() - started
+            with session_scope(settings.database_url) as session:
+                seconds = sum(
+                    session.scalars(select(Metric.seconds).where(Metric.job_id == job_id))
+                )
+            ratio = wall / seconds if seconds else float("inf")
+            print(f"{name:34} {run:>3} {wall:8.2f} {seconds:9.2f} {ratio:6.2f} {outcome}")
+
+
+if __name__ == "__main__":
+    main()
