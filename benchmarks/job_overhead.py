@@ -1,6 +1,7 @@
 """Per-job overhead: a job's wall time through workers.runner.run_job against the sum of its
-epochs' training seconds, for small jobs run one after another in one process (as a worker
-runs them; the second run of each finds its dataset already loaded).
+epochs' training seconds, for small jobs with default settings (20 epochs) run one after
+another in one process, as a worker runs them (the second run of a job finds its dataset
+already loaded).
 
     .venv/bin/python -m benchmarks.job_overhead [--repeats 2]
 """
@@ -15,19 +16,16 @@ from benchmarks.scratch import queue, scratch_settings
 from core.db import Metric, session_scope
 from workers.runner import run_job
 
+FASHION_1 = {"family": "cnn", "dataset": {"name": "fashion_mnist", "n_per_class": 1}}
 JOBS = {
-    "tiny MLP, function1d": {
+    "MLP 1-32-32-1, function1d": {
         "family": "mlp",
         "dataset": {"name": "function1d"},
         "model": {"hidden": [32, 32]},
-        "train": {"epochs": 10},
     },
-    "MLP, digits": {"family": "mlp", "dataset": {"name": "digits"}, "train": {"epochs": 10}},
-    "CNN, Fashion-MNIST 1 per class": {
-        "family": "cnn",
-        "dataset": {"name": "fashion_mnist", "n_per_class": 1},
-        "train": {"epochs": 5},
-    },
+    "MLP, digits": {"family": "mlp", "dataset": {"name": "digits"}},
+    "CNN, Fashion-MNIST 1 per class": FASHION_1,
+    "the same, validate_every 20": FASHION_1 | {"train": {"validate_every": 20}},
 }
 
 
