@@ -3,7 +3,7 @@ epochs' training seconds, for small jobs with default settings (20 epochs) run o
 another in one process, as a worker runs them (the second run of a job finds its dataset
 already loaded).
 
-    .venv/bin/python -m benchmarks.job_overhead [--repeats 2]
+    .venv/bin/python -m benchmarks.job_overhead [--repeats 2] [--threads 1] [--only digits]
 """
 
 import argparse
@@ -32,11 +32,17 @@ JOBS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=2, help="runs of each job, in order")
+    parser.add_argument("--threads", type=int, help="torch threads (default: torch's)")
+    parser.add_argument("--only", help="run the jobs whose name contains this")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     settings = scratch_settings()
     print(f"torch threads {torch.get_num_threads()}")
     print(f"{'job':34} {'run':>3} {'wall s':>8} {'epochs s':>9} {'ratio':>6}")
     for name, document in JOBS.items():
+        if args.only and args.only not in name:
+            continue
         for run in range(1, args.repeats + 1):
             job_id, _ = queue(settings, document)
             started = time.perf_counter()
