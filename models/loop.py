@@ -316,7 +316,7 @@ class Halving(Callback):
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
         if position.stopped_epoch is not None or ended.epoch not in self.rungs:
             return False
-        if not ended.validated:
+        if not ended.validated:  # a rung between validations judges nothing
             return False
         value = ended.metrics.get(self.metric)
         if value is None or self.promoted(position.fold, ended.epoch, value):
