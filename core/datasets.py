@@ -5,6 +5,8 @@ import hashlib
 import os
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -72,6 +74,54 @@ def content_hash(splits: Splits) -> str:
     return digest.hexdigest()
 
 
+def _copy(splits: Splits) -> Splits:
+    """New tensors with the same values: a job may change its own without touching the cache."""
+
+    def copy(split: Split | None) -> Split | None:
+        return None if split is None else Split(x=split.x.clone(), y=split.y.clone())
+
+    return replace(splits, train=copy(splits.train), val=copy(splits.val), test=copy(splits.test))
+
+
+def _nbytes(splits: Splits) -> int:
+    parts = [p for p in (splits.train, splits.val, splits.test) if p is not None]
+    return sum(t.numel() * t.element_size() for p in parts for t in (p.x, p.y))
+
+
+class _Cache:
+    """Loaded splits by key, least recently used first, within a budget in bytes."""
+
+    def __init__(self) -> None:
+        self.entries: OrderedDict[tuple, tuple[Splits, int]] = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key: tuple) -> Splits | None:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is None:
+                return None
+            self.entries.move_to_end(key)
+            return entry[0]
+
+    def put(self, key: tuple, splits: Splits, budget: int) -> None:
+        size = _nbytes(splits)
+        with self.lock:
+            if size > budget:
+                return
+            self.entries[key] = (splits, size)
+            self.entries.move_to_end(key)
+            while sum(size for _, size in self.entries.values()) > budget:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+# A worker process loads a dataset section once; every job on it gets its own copy.
+_LOADED = _Cache()
+
+
 def load_dataset(
     spec: DatasetSpec,
     settings: Settings,
@@ -81,13 +131,39 @@ def load_dataset(
     """Load spec's dataset, split it as the spec says and put every tensor on `device`; an
     upload is `owner`'s (the job's owner; None: the anonymous local user).
 
+    The splits of a dataset section are kept (settings.dataset_cache_bytes, least recently used
+    out first) and each call gets new tensors, so nothing a job does reaches the next one.
     Raises DatasetUnavailable (message says how to get the files) when the data is not here.
     """
+    digest = None
+    if spec.name not in CATALOG:  # an upload: its content, so a replaced one loads afresh
+        from core import uploads
+
+        digest = uploads.digest(settings.database_url, spec.name, owner)
+        if digest is None:
+            raise DatasetUnavailable(f"no uploaded dataset {spec.name!r}; see GET /datasets")
+    where = (settings.database_url, owner) if digest else (settings.data_dir, None)
+    key = (spec.model_dump_json(), str(torch.device(device)), settings.fashion_mnist_system_dir)
+    key += (*where, digest)
+    splits = _LOADED.get(key)
+    if splits is None:
+        splits = _load(spec, settings, device, owner, digest)
+        _LOADED.put(key, splits, settings.dataset_cache_bytes)
+    return _copy(splits)
+
+
+def _load(
+    spec: DatasetSpec,
+    settings: Settings,
+    device: torch.device | str,
+    owner: str | None,
+    digest: str | None,
+) -> Splits:
     # Independent streams, so the test set does not move when n_train or val_fraction change.
     train_seq, test_seq, split_seq = np.random.SeedSequence(spec.split_seed).spawn(3)
     split_rng = np.random.default_rng(split_seq)
-    if spec.name not in CATALOG:  # upload:<name>
-        return _load_upload(spec, settings, split_rng, device, owner)
+    if digest is not None:  # upload:<name>
+        return _load_upload(spec, settings, split_rng, device, owner, digest)
     info = resolve(spec)
     require_available(info, settings)
     if info.sequence:
@@ -114,10 +190,11 @@ def _load_upload(
     split_rng: np.random.Generator,
     device: torch.device | str,
     owner: str | None,
+    digest: str,
 ) -> Splits:
     from core import uploads  # the database: imported where an upload is read
 
-    stored, arrays = uploads.read(settings.database_url, spec.name, owner)
+    stored, arrays = uploads.read(settings.database_url, spec.name, owner, digest)
     info = resolve(spec, {spec.name: stored})
     if info.sequence:
         return _load_series(spec, info, arrays["series"], device)

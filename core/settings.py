@@ -57,6 +57,8 @@ class Settings(BaseSettings):
     sweep_window: int = Field(2, ge=1)
     max_sweep_jobs: int = Field(1000, ge=1)
     model_cache_size: int = Field(8, ge=1)
+    # Loaded dataset splits a process keeps for its next jobs (core/datasets.py); 0: none.
+    dataset_cache_bytes: int = Field(2 * 1024**3, ge=0)
     # Dynamic batching of predict calls (api/serving.py): calls for the same model that arrive
     # within batch_window_ms of the first waiting one run as one forward pass of at most
     # max_batch inputs. 0 ms: every call runs alone.

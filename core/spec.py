@@ -298,6 +298,14 @@ class TrainSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     schedule: ScheduleSpec | None = None
     early_stopping: EarlyStoppingSpec | None = None
+    validate_every: int = Field(
+        1,
+        ge=1,
+        le=10_000,
+        description="evaluate the validation split every N epochs and at the last; the epochs "
+        "between record train metrics only, and early stopping, plateau schedules and "
+        "successive halving act on validated epochs alone",
+    )
     clip_grad_norm: float | None = Field(
         None, gt=0.0, le=1e6, description="scale the gradients down to this total 2-norm"
     )

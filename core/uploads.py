@@ -318,10 +318,19 @@ def upload_infos(session: Session, names: list[str], owner: str | None) -> dict[
     return {row.name: DatasetInfo.from_dict(row.info) for row in rows}
 
 
+def digest(database_url: str, name: str, owner: str | None) -> str | None:
+    """The sha256 of the owner's upload of that name (None: there is none)."""
+    with sessionmaker_for(database_url, read_only=True)() as session:
+        return session.scalar(_owned(select(Upload.sha256).where(Upload.name == name), owner))
+
+
 @lru_cache(maxsize=4)
-def read(database_url: str, name: str, owner: str | None) -> tuple[DatasetInfo, dict[str, Any]]:
-    """The owner's upload's facts and arrays (uploads never change, so caching is safe); read
-    in a read-only session, which on SQLite holds no write lock while the blob is read."""
+def read(
+    database_url: str, name: str, owner: str | None, sha256: str | None = None
+) -> tuple[DatasetInfo, dict[str, Any]]:
+    """The owner's upload's facts and arrays, cached by `sha256` (an upload replaced under the
+    same name is read again); read in a read-only session, which on SQLite holds no write lock
+    while the blob is read."""
     with sessionmaker_for(database_url, read_only=True)() as session:
         row = find(session, name, owner)
         if row is None:

@@ -60,6 +60,7 @@ class Trainer:
 
     model: nn.Module
     callbacks: Sequence[Any] = ()  # the loop's callbacks (models/loop.py), set by its fit
+    validated: bool = True  # whether the epoch ending now evaluated the validation split
 
     def __init__(self, spec: JobSpecBase, model: nn.Module, splits: Splits, device: torch.device):
         self.spec, self.model, self.splits, self.device = spec, model, splits, device
@@ -153,7 +154,7 @@ class Trainer:
                 continue  # stepped after each batch (GradientTrainer.after_step)
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 watched = self.plateau_metric()
-                if watched in metrics:
+                if watched in metrics and self.validated:
                     scheduler.step(metrics[watched])
             else:
                 scheduler.step()

@@ -72,6 +72,7 @@ class EpochEnd:
     epoch: int
     metrics: dict[str, float]
     seconds: float  # its wall time
+    validated: bool = True  # whether it was a validation epoch (train.validate_every)
 
 
 class Callback:
@@ -146,20 +147,28 @@ def fit(
         position.read_sums(f"in epoch {epoch}")
         seconds = time.perf_counter() - started
         metrics = trainer.epoch_metrics(position.sums)
-        if splits.val is not None:
+        validated = validates(trainer.spec, epoch)
+        if splits.val is not None and validated:
             metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
         refuse_non_finite(metrics, f"at the end of epoch {epoch}")
+        trainer.validated = validated
         trainer.end_epoch(epoch, metrics)
         if len(trainer.stages) > 1:
             metrics["stage"] = float(trainer.stage)
         history.append(metrics)
         position.epoch, position.batch, position.sums = epoch + 1, 0, {}
         position.seconds, position.last = 0.0, metrics
-        ended = EpochEnd(epoch, metrics, seconds)
+        ended = EpochEnd(epoch, metrics, seconds, validated)
         for callback in callbacks:
             if callback.on_epoch_end(trainer, position, ended):
                 position.stopped_epoch = position.stopped_epoch or epoch
     return history
+
+
+def validates(spec: JobSpecBase, epoch: int) -> bool:
+    """Whether `epoch` evaluates the validation split: every `train.validate_every`-th and the
+    last."""
+    return epoch % spec.train.validate_every == 0 or epoch == spec.total_epochs()
 
 
 def train(
@@ -245,7 +254,7 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
         epoch, metrics = ended.epoch, ended.metrics
-        if epoch < self.from_epoch:
+        if epoch < self.from_epoch or not ended.validated:
             return False
         if self.monitor not in metrics:
             raise ValueError(
@@ -306,6 +315,8 @@ class Halving(Callback):
 
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
         if position.stopped_epoch is not None or ended.epoch not in self.rungs:
+            return False
+        if not ended.validated:  # a rung between validations judges nothing
             return False
         value = ended.metrics.get(self.metric)
         if value is None or self.promoted(position.fold, ended.epoch, value):

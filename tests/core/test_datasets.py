@@ -300,3 +300,61 @@ def test_time_series_splits_are_ordered_windows(tmp_path: Path) -> None:
     assert torch.equal(test.x[0, -1:], val.y[-1])
     mean, std = splits.info.series_mean, splits.info.series_std
     assert abs(train.y.mean().item()) < 0.2 and 0.1 < std and 0.5 < mean < 1.2
+
+
+# ---------------------------------------------------------------- the per-process dataset cache
+
+
+@pytest.fixture
+def cache(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """An empty dataset cache; the list names each section that was loaded, not served."""
+    from core import datasets
+
+    loads: list[str] = []
+    load = datasets._load
+
+    def counted(spec: DatasetSpec, *args: object) -> Splits:
+        loads.append(spec.function)
+        return load(spec, *args)
+
+    datasets._LOADED.clear()
+    monkeypatch.setattr(datasets, "_load", counted)
+    yield loads
+    datasets._LOADED.clear()
+
+
+def wave(function: str) -> DatasetSpec:
+    return DatasetSpec(name="function1d", function=function, n_train=500, n_test=500)
+
+
+def test_the_cache_serves_a_section_again_without_loading_it(
+    tmp_path: Path, cache: list[str]
+) -> None:
+    settings = make_settings(tmp_path)
+    first, second = (load_dataset(wave("sin"), settings) for _ in range(2))
+    assert cache == ["sin"]
+    for a, b in zip(
+        (first.train, first.val, first.test), (second.train, second.val, second.test), strict=True
+    ):
+        assert torch.equal(a.x, b.x) and torch.equal(a.y, b.y)
+    load_dataset(wave("cubic"), settings)  # another section is another entry
+    assert cache == ["sin", "cubic"]
+
+
+def test_the_cache_keeps_no_more_than_its_bytes(tmp_path: Path, cache: list[str]) -> None:
+    one = 4 * (500 + 500) * 2  # float32 x and y of 1,000 points
+    settings = make_settings(tmp_path).model_copy(update={"dataset_cache_bytes": one + 100})
+    for function in ("sin", "cubic", "cubic", "sin"):
+        load_dataset(wave(function), settings)
+    assert cache == ["sin", "cubic", "sin"]  # cubic pushed sin out
+
+
+def test_a_job_cannot_change_the_cached_data_of_the_next(tmp_path: Path, cache: list[str]) -> None:
+    settings = make_settings(tmp_path)
+    first = load_dataset(wave("sin"), settings)
+    clean = first.train.x.clone(), first.test.y.clone()
+    first.train.x.mul_(0.0)
+    first.test.y.add_(1.0)
+    second = load_dataset(wave("sin"), settings)
+    assert cache == ["sin"]
+    assert torch.equal(second.train.x, clean[0]) and torch.equal(second.test.y, clean[1])

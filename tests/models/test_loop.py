@@ -195,3 +195,52 @@ def test_the_loop_imports_no_database() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_validate_every_validates_on_its_epochs_and_the_last(settings: Settings) -> None:
+    trainer, splits = mlp_trainer(settings, epochs=7, validate_every=3)
+    history = fit(trainer, splits)
+    validated = [epoch for epoch, row in enumerate(history, 1) if "val_loss" in row]
+    assert validated == [3, 6, 7]
+    assert all("train_loss" in row for row in history)
+
+
+def test_early_stopping_with_validate_every_counts_validated_epochs_only(
+    settings: Settings,
+) -> None:
+    # No change counts (min_delta): after the first validation (epoch 2, the best), patience 2
+    # runs out at the second validated epoch after it, epoch 6, not at epoch 4.
+    stopping = {"monitor": "val_loss", "patience": 2, "min_delta": 1e6}
+    trainer, splits = mlp_trainer(settings, epochs=12, validate_every=2, early_stopping=stopping)
+    position = Position()
+    history = fit(trainer, splits, position, callbacks_for(trainer.spec))
+    assert (position.best_epoch, position.stopped_epoch, len(history)) == (2, 6, 6)
+
+
+def test_the_test_set_is_evaluated_once_per_fold(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from models import loop
+    from models.supervised import SupervisedTrainer
+
+    family = get_family("mlp")
+    spec = family.spec.model_validate(
+        {
+            "family": "mlp",
+            "dataset": {"name": "digits", "max_train": 200, "kfold": 3},
+            "train": {"epochs": 3},
+        }
+    )
+    data = load_dataset(spec.dataset, settings)
+    sizes: list[int] = []
+    evaluate = SupervisedTrainer.evaluate
+
+    def counted(self: Trainer, split: Any) -> dict[str, float]:
+        sizes.append(len(split))
+        return evaluate(self, split)
+
+    monkeypatch.setattr(SupervisedTrainer, "evaluate", counted)
+    result, _ = loop.train(family, spec, data, CPU, callbacks=callbacks_for(spec))
+    assert sizes.count(len(data.test)) == 3  # one test pass per fold, none per epoch
+    assert len(sizes) == 3 * 3 + 3  # and one validation pass per epoch of each fold
+    assert len(result["folds"]) == 3 and all("test_accuracy" in f for f in result["folds"])
