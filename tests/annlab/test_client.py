@@ -431,7 +431,7 @@ def test_the_readme_cnn_flow_through_the_client(
     assert done["result"]["test_accuracy"] > 0.5  # 10 classes: chance is 0.1
     bar = capsys.readouterr().err
     assert f"cnn {job['id'][:8]}" in bar and "100%" in bar and "succeeded" in bar
-    assert re.search(r"epoch [12]/2, step \d+/\d+", bar), bar[-2000:]
+    assert re.search(r"epoch [12]/2", bar), bar[-2000:]
 
     history = api.read_metrics(job["id"])["history"]
     assert [row["epoch"] for row in history] == [1, 2]
