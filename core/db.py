@@ -97,6 +97,8 @@ class Job(Base):
         Index("ix_jobs_status_listing", "status", "created_at", "id", "family", "owner_id"),
         Index("ix_jobs_family_listing", "family", "created_at", "id", "status", "owner_id"),
         Index("ix_jobs_owner_id_listing", "owner_id", "created_at", "id", "status", "family"),
+        # A worker looks for the queued jobs it may train in one stack with the one it took.
+        Index("ix_jobs_stack_key", "stack_key", "status", "created_at"),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -106,6 +108,9 @@ class Job(Base):
     # Per-user ownership arrives with API keys; jobs made before then have no owner.
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     n_params: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Jobs with the same key may train as one stack (core.spec.JobSpecBase.stack_key); None:
+    # the job trains alone.
+    stack_key: Mapped[str | None] = mapped_column(String(64), default=None)
     # What serving needs to rebuild the model without reloading the dataset.
     data_info: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
     # What reproduces it: versions, the dataset's content hash, every seed (set when it runs).

@@ -37,11 +37,12 @@ def new_job(
     rerun_of: str | None = None,
     sweep: tuple[str, int, int] | None = None,
     n_params: int | None = None,
+    stack_key: str | None = None,
 ) -> Job:
     """A queued job, not sent yet: the caller commits, sends it and then calls mark_sent (a job
     whose sender died in between is sent by the reaper within seconds). A sweep's job (sweep
     id, cell, repeat) waits for core.sweeps.release instead. `n_params`: its model's count, as
-    admission found it."""
+    admission found it; `stack_key`: which jobs it may train with as one stack."""
     sweep_id, cell, repeat = sweep or (None, None, None)
     job = Job(
         id=uuid.uuid4().hex,
@@ -54,6 +55,7 @@ def new_job(
         sweep_cell=cell,
         sweep_repeat=repeat,
         n_params=n_params,
+        stack_key=stack_key,
         progress={"epoch": 0, "epochs": spec.get("train", {}).get("epochs"), "percent": 0.0},
         dispatched_at=None,
     )
@@ -119,6 +121,48 @@ def claim(
     if job.started_at is None:
         job.started_at = now
     return Lease(job_id=job_id, token=token, attempt=job.attempts)
+
+
+def claim_stack(
+    session: Session,
+    job_id: str,
+    *,
+    worker: str,
+    limit: int,
+    lease_seconds: float,
+    max_attempts: int,
+    max_running: int | None = None,
+) -> list[Lease]:
+    """Take up to `limit` jobs with the stack key of job `job_id` (which this worker holds),
+    oldest first, to train with it as one stack: each taken as claim takes one (queued, or
+    running under an expired lease)."""
+    key = session.scalar(select(Job.stack_key).where(Job.id == job_id))
+    if key is None or limit <= 0:
+        return []
+    claimable = or_(
+        Job.status == "queued",
+        and_(Job.status == "running", Job.lease_expires_at < utcnow()),
+    )
+    candidates = session.scalars(
+        select(Job.id)
+        .where(Job.stack_key == key, claimable, Job.id != job_id)
+        .where(Job.cancel_requested.is_(False))
+        .order_by(Job.created_at)
+        .limit(limit)
+    ).all()
+    leases = []
+    for candidate in candidates:
+        lease = claim(
+            session,
+            candidate,
+            worker=worker,
+            lease_seconds=lease_seconds,
+            max_attempts=max_attempts,
+            max_running=max_running,
+        )
+        if lease is not None:
+            leases.append(lease)
+    return leases
 
 
 def _owner_at_quota(session: Session, job_id: str, max_running: int) -> bool:

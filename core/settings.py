@@ -108,6 +108,9 @@ class Settings(BaseSettings):
     # thread: on a 2-core machine, two threads were no faster for a CNN at 8e7 FLOPs per batch
     # and several times slower for smaller models, or on a loaded machine. 0: never.
     single_thread_flops: int = Field(SINGLE_THREAD_FLOPS, ge=0)
+    # Jobs a worker trains as one stack at most (models/stack.py): the one it was sent and
+    # queued jobs with the same stack key. 1: every job trains alone.
+    stack_max: int = Field(32, ge=1, le=1024)
 
     @field_validator("admin_key", "metrics_key")
     @classmethod

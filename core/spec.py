@@ -4,6 +4,8 @@ Pydantic only (no torch), so the API validates a job and publishes its schema wi
 Every float refuses NaN and Inf; every number has bounds; unknown keys are errors.
 """
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -340,6 +342,25 @@ class Stage:
     monitored: bool = True  # early stopping and fold selection judge its epochs
 
 
+# What a member of a stack may have of its own (dotted paths in a job document): its seeds, its
+# data's values (not their shapes), its learning rate and penalties, and when it stops.
+MEMBER_OWN = (
+    "train.seed",
+    "train.optimizer.lr",
+    "train.weight_decay",
+    "train.l1",
+    "train.input_noise",
+    "train.early_stopping",
+    "train.validate_every",
+    "train.device",
+    "dataset.split_seed",
+    "dataset.noise",
+    "dataset.function",
+    "dataset.tau",
+    "dataset.dt",
+)
+
+
 class JobSpecBase(StrictModel):
     """A job document; each family narrows `family`, adds its `model` section and declares
     what the runner and the API need to know of it without torch: its inference verbs, its
@@ -359,6 +380,9 @@ class JobSpecBase(StrictModel):
     # Whose training may run under bfloat16 autocast and torch.compile (train.precision,
     # train.compile): the families with one plain forward pass and a standard loss.
     accelerated: ClassVar[bool] = False
+    # Whether jobs of the family may train as one stack (models/stack.py): its trainer's batch
+    # is one step of its "model" optimizer on `batch_loss`, which runs under torch.func.vmap.
+    stackable: ClassVar[bool] = False
 
     family: str
     dataset: DatasetSpec
@@ -414,6 +438,44 @@ class JobSpecBase(StrictModel):
 
     def optimizer_for(self, name: str) -> OptimizerSpec:
         return self.train.optimizers.get(name, self.train.optimizer)
+
+    def stack_key(self, owner: str | None = None) -> str | None:
+        """Jobs with the same key may train as one stack: the same model, data shapes,
+        optimizer, batches and epochs (an upload: the same owner's). What each member may have
+        of its own (MEMBER_OWN: its seeds, learning rate, penalties, noise, early stopping) is
+        left out. None: the job
+        trains alone (its family cannot stack, or it needs what a stack cannot give each
+        member exactly: dropout or batch norm draw across the stack, LBFGS steps each model a
+        different number of times, one_cycle and clipping act per step)."""
+        train = self.train
+        opt = self.optimizer_for("model")
+        model = getattr(self, "model", None)
+        shared = model.model_dump() if model is not None else {}
+        if (
+            not self.stackable
+            or self.optimizer_names != ("model",)
+            or len(self.stages()) != 1
+            or opt.name == "lbfgs"
+            or shared.get("dropout")
+            or shared.get("batchnorm")
+            or train.compile
+            or train.precision == "bfloat16"
+            or train.clip_grad_norm is not None
+            or train.augment is not None
+            or (train.schedule is not None and train.schedule.name == "one_cycle")
+        ):
+            return None
+        document = self.model_dump(mode="json")
+        for path in MEMBER_OWN:
+            *parents, leaf = path.split(".")
+            node = document
+            for part in parents:
+                node = node.get(part) or {}
+            node.pop(leaf, None)
+        if self.dataset.name not in CATALOG:  # an upload's name is its owner's
+            document["owner"] = owner
+        canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
     # --- validation ---------------------------------------------------------------------
 

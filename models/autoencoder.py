@@ -12,7 +12,7 @@ from torch.nn import functional as F
 
 from core.catalog import DatasetInfo
 from core.datasets import Split, Splits
-from models.base import BadRequest, Family, ImageGrid, ImageQuery, Served, register
+from models.base import BadRequest, Batch, Family, ImageGrid, ImageQuery, Served, register
 from models.configs.autoencoder import AEJob, ConvAEConfig, DenseAEConfig
 from models.configs.verbs import DecodeRequest, EncodeRequest, ReconstructRequest
 from models.supervised import activation, inputs_tensor
@@ -121,15 +121,15 @@ class AETrainer(GradientTrainer):
         super().__init__(spec, model, splits, device)
         self.loss_name = spec.model.loss
 
+    def batch_loss(self, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
+        """The batch's mean loss (a stack runs it per member, models/stack.py)."""
+        pre, out = self.model.reconstruct(batch.x)
+        return per_example_loss(self.loss_name, out, batch.clean, pre).mean(), {}
+
     def train_batch(self, epoch: int, index: int) -> dict[str, float]:
         batch = self.batch(epoch, index)
         self.model.train()
-
-        def loss_fn() -> tuple[Tensor, dict[str, float]]:
-            pre, out = self.model.reconstruct(batch.x)
-            return per_example_loss(self.loss_name, out, batch.clean, pre).mean(), {}
-
-        loss, _ = self.step("model", loss_fn)
+        loss, _ = self.step("model", lambda: self.batch_loss(batch))
         n = len(batch.x)
         return {"loss": loss * n, "count": float(n)}
 

@@ -57,10 +57,13 @@ class Control:
 
 
 class Heartbeat:
-    """Renews the lease every few seconds, publishes progress and notices cancel requests."""
+    """Renews leases every few seconds, publishes progress and notices cancel requests: one
+    job's, or those of every job of a stack, in one transaction."""
 
-    def __init__(self, settings: Settings, lease: Lease, control: Control):
-        self.settings, self.lease, self.control = settings, lease, control
+    def __init__(self, settings: Settings, held: list[tuple[Lease, Control]]):
+        self.settings = settings
+        self.held = dict(held)  # lease -> its control; a job that ended is dropped
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         # Started in a copy of this context, so its log lines carry the job id too.
         self._thread = threading.Thread(
@@ -78,26 +81,38 @@ class Heartbeat:
         self._stop.set()
         self._thread.join()
 
+    def drop(self, lease: Lease) -> None:
+        """Stop renewing this lease (its job has ended or gone back to the queue)."""
+        with self._lock:
+            self.held.pop(lease, None)
+
     def _loop(self) -> None:
         while not self._stop.wait(self.settings.heartbeat_seconds):
+            with self._lock:
+                held = list(self.held.items())
+            if not held:
+                continue
             try:
                 with session_scope(self.settings.database_url) as session:
-                    progress = self.control.progress
-                    if progress is not None:  # with the memory the run holds now
-                        progress = {**progress, "memory_bytes": memory_in_use()}
-                    cancelled = heartbeat(
-                        session,
-                        self.lease,
-                        lease_seconds=self.settings.lease_seconds,
-                        progress=progress,
-                    )
-                if cancelled:
-                    self.control.cancel.set()
-            except LeaseLost:
-                self.control.lost.set()
-                return
+                    for lease, control in held:
+                        self._beat(session, lease, control)
             except Exception:  # noqa: BLE001 - a database blip; the lease has slack for it
-                log.exception("heartbeat for job %s failed", self.lease.job_id)
+                log.exception("heartbeat for job(s) %s failed", [h[0].job_id for h in held])
+
+    def _beat(self, session: Any, lease: Lease, control: Control) -> None:
+        progress = control.progress
+        if progress is not None:  # with the memory the run holds now
+            progress = {**progress, "memory_bytes": memory_in_use()}
+        try:
+            cancelled = heartbeat(
+                session, lease, lease_seconds=self.settings.lease_seconds, progress=progress
+            )
+        except LeaseLost:
+            control.lost.set()
+            self.drop(lease)
+            return
+        if cancelled:
+            control.cancel.set()
 
 
 def memory_in_use() -> int:

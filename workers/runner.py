@@ -68,7 +68,8 @@ def run_job(
                 max_attempts=settings.max_attempts,
                 max_running=settings.max_running_jobs,
             )
-            document = session.get(Job, job_id).spec if lease else None
+            job = session.get(Job, job_id) if lease else None
+            document, key = (job.spec, job.stack_key) if job is not None else (None, None)
         if lease is None:
             log.info("job %s is not ours to run (ended, cancelled or held by a worker)", job_id)
             return "skipped"
@@ -77,7 +78,15 @@ def run_job(
         try:
             if on_claimed is not None:
                 on_claimed()
-            with Heartbeat(settings, lease, control):
+            if key is not None:
+                from workers import stacked  # it builds on this module
+
+                # With stacking off, a job whose folds trained at once still resumes so.
+                if settings.stack_max > 1 or stacked.has_stacked_checkpoint(settings, job_id):
+                    outcome = stacked.run_stack(lease, document, settings, worker)
+                    if outcome is not None:
+                        return outcome
+            with Heartbeat(settings, [(lease, control)]):
                 _Run(lease, document, settings, control).run()
             return "succeeded"
         except LeaseLost:
@@ -210,7 +219,9 @@ class _Run:
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
 
-    def run(self) -> None:
+    def prepare(self) -> tuple[Splits, dict[str, Any] | None, Callable[[], list[Callback]]]:
+        """Load the job's data and its checkpoint; what makes the callbacks its document asks
+        for (a fold's own, where folds train at once)."""
         name = self.spec.dataset.name
         with self.session() as session:
             job = session.get(Job, self.lease.job_id)
@@ -231,11 +242,22 @@ class _Run:
         saved, meta = unpack(blob) if blob is not None else (None, {"spec": self.document})
         if meta.get("spec") != self.document:
             raise RuntimeError("the stored checkpoint was made for a different job spec")
-        epochs = self.spec.total_epochs()
-        callbacks = loop.callbacks_for(self.spec)
-        if halving:
-            callbacks.append(self.halving(sweeps.Halving.model_validate(halving), sweep_id))
-        progress = loop.Progress(folds=self.folds, epochs=epochs, publish=self.publish)
+        config = sweeps.Halving.model_validate(halving) if halving else None
+
+        def callbacks() -> list[Callback]:
+            made = loop.callbacks_for(self.spec)
+            if config is not None and sweep_id is not None:
+                made.append(self.halving(config, sweep_id))
+            return made
+
+        return data, saved, callbacks
+
+    def run(self) -> None:
+        data, saved, make_callbacks = self.prepare()
+        callbacks = make_callbacks()
+        progress = loop.Progress(
+            folds=self.folds, epochs=self.spec.total_epochs(), publish=self.publish
+        )
 
         def scoring(done: int, total: int | None) -> None:
             progress.scoring(done, total)
@@ -246,10 +268,21 @@ class _Run:
         callbacks.append(Recorder(self, data, callbacks))
         with job_threads(self.spec, data.info, self.settings, self.device):
             result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
+        self.finish(progress, data, result, model)
+
+    def finish(
+        self,
+        progress: loop.Progress,
+        data: Splits,
+        result: dict[str, Any],
+        model: torch.nn.Module,
+    ) -> None:
+        """The job succeeded: its result and the weights it serves."""
         progress.phase("saving")
         weights = pack_weights(
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
         )
+        epochs = self.spec.total_epochs()
         done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
         done |= {"phase": "saving", "phase_percent": 100.0, "memory_bytes": memory_in_use()}
         with self.session() as session:

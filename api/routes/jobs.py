@@ -149,6 +149,7 @@ def queue(
         owner_id=caller.owner,
         rerun_of=rerun_of,
         n_params=n_params,
+        stack_key=spec.stack_key(caller.owner),
     )
     if idempotency is not None:
         remember(session, "jobs", *idempotency, job.id)

@@ -186,6 +186,8 @@ def create_sweep(
     session.add(sweep)
     session.flush()
     for cell, runs in enumerate(documents):
+        # A cell's repeats differ only in their seeds, which a stack's members have of their own.
+        key = SPECS[family].model_validate(runs[0]).stack_key(caller.owner)
         for repeat, document in enumerate(runs):
             new_job(
                 session,
@@ -193,6 +195,7 @@ def create_sweep(
                 owner_id=caller.owner,
                 sweep=(sweep.id, cell, repeat),
                 n_params=counts[_architecture(document)],
+                stack_key=key,
             )
     remember(session, "sweeps", idempotency_key, payload, sweep.id)
     try:

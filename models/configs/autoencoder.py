@@ -94,6 +94,8 @@ def require_images(data: DatasetInfo, what: str) -> None:
 class AEJob(JobSpecBase):
     """An autoencoder: it learns to reconstruct the dataset's inputs and ignores the labels."""
 
+    stackable: ClassVar[bool] = True
+
     verbs: ClassVar[tuple[str, ...]] = ("reconstruct", "encode", "decode")
     images: ClassVar[tuple[str, ...]] = ("reconstructions",)
     family: Literal["ae"]

@@ -18,6 +18,7 @@ class MLPConfig(StrictModel):
 
 
 class MLPJob(SupervisedJob):
+    stackable: ClassVar[bool] = True
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
     images: ClassVar[tuple[str, ...]] = ("forecast",)
     family: Literal["mlp"]

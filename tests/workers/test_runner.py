@@ -13,10 +13,14 @@ from tests.conftest import expire_lease
 from workers.runner import run_job
 
 
-def submit(settings: Settings, document: dict) -> str:
-    spec = parse_job_spec(document).model_dump(mode="json")
+def submit(settings: Settings, document: dict, *, stack: bool = True) -> str:
+    """A queued job, as the API stores it: with its stack key, so that a job of a family that
+    stacks takes the stacked path (workers/stacked.py), alone or with others. stack=False: it
+    trains alone (workers/runner.py's own loop), as with ANNLAB_STACK_MAX=1."""
+    spec = parse_job_spec(document)
+    key = spec.stack_key() if stack else None
     with session_scope(settings.database_url) as session:
-        return new_job(session, spec).id
+        return new_job(session, spec.model_dump(mode="json"), stack_key=key).id
 
 
 def load(settings: Settings, job_id: str) -> tuple[Job, list[Metric]]:
@@ -177,7 +181,7 @@ def test_kfold_reports_mean_and_std_over_ordered_folds(
         "model": {"hidden": [16]},
         "train": {"epochs": 2},
     }
-    job_id = submit(settings, document)
+    job_id = submit(settings, document, stack=False)  # folds one after another
     # Die at the start of the second fold, then let another worker finish the job.
     real_step = SupervisedTrainer.train_batch
     folds_started: list[int] = []
@@ -311,13 +315,14 @@ def test_a_cancel_stops_a_long_batch_inside_it(settings: Settings, monkeypatch) 
             raise
 
     monkeypatch.setattr(SupervisedTrainer, "train_batch", cancelled_during)
-    job_id = submit(
+    job_id = submit(  # alone: a stack hears a cancel between batches
         settings,
         {
             "family": "mlp",
             "dataset": {"name": "digits"},
             "train": {"epochs": 1, "optimizer": {"name": "gd", "lr": 0.1}},
         },
+        stack=False,
     )
     assert run_job(job_id, settings=settings, worker="w") == "cancelled"
     assert raised_inside == ["train_batch"]

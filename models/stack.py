@@ -1,0 +1,635 @@
+"""Training many small models as one: a stack.
+
+Jobs with the same stack key (core.spec.JobSpecBase.stack_key: one model shape, data shape,
+optimizer, batch size and epochs) train together, each fold of each job a member. The
+members' parameters are stacked along a new first dimension and one call of torch.func.vmap
+runs every member's forward and loss on its own batch; the gradient of the summed losses is
+each member's own gradient (the members share no parameter), and one optimizer steps the
+stacked tensors, whose update is elementwise. What a member has of its own is applied per
+member: its learning rate (every optimizer here moves a parameter by lr x an update that does
+not depend on lr, so the update is scaled per member), its weight decay and L1 penalty, its
+data order and noise (its own trainer draws its batches, with its own random stream), its
+early stopping and successive halving (its own callbacks), its evaluation (its own trainer,
+whose parameters are views into the stack) and its checkpoint, in the format of a job trained
+alone, so either kind of run resumes the other's.
+
+No database here: the worker passes `Hooks` that write rows and checkpoints and hear of
+cancels and stops (workers/stacked.py).
+"""
+
+import dataclasses
+import math
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, vmap
+
+from core.datasets import Splits, fold_splits
+from core.spec import FULL_BATCH, JobSpecBase
+from models import loop
+from models.base import Batch, Family, Trainer
+from models.loop import Callback, Diverged, EpochEnd, Position
+from models.training import make_optimizer
+
+
+class _Apply(nn.Module):
+    """Runs a function with `model`'s parameters swapped for a member's (functional_call)."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+
+class Stack:
+    """The stacked parameters of K trainers' models and the one optimizer that steps them."""
+
+    def __init__(self, trainers: Sequence[Trainer]):
+        self.trainers = list(trainers)
+        self.template = self.trainers[0]
+        model = self.template.model
+        self.names = [name for name, _ in model.named_parameters()]
+        self.buffer_names = [name for name, _ in model.named_buffers()]
+        with torch.no_grad():
+            self.params = {
+                n: torch.stack([_tensor(t.model, n) for t in self.trainers]).requires_grad_()
+                for n in self.names
+            }
+            self.buffers = {
+                n: torch.stack([_tensor(t.model, n) for t in self.trainers])
+                for n in self.buffer_names
+            }
+        self.apply = _Apply(model)
+        self.loss = vmap(self._member_loss)
+        opt = self.template.spec.optimizer_for("model")
+        self.optimizer = make_optimizer(opt, 0.0, list(self.params.values()))
+        self._point()
+        self.refresh()
+
+    def __len__(self) -> int:
+        return len(self.trainers)
+
+    def _member_loss(
+        self, params: dict[str, Tensor], x: Tensor, y: Tensor, clean: Tensor, index: Tensor
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        batch = Batch(x=x, y=y, clean=clean, index=index)
+        return functional_call(self.apply, params, (self.template.batch_loss, batch))
+
+    def _point(self) -> None:
+        """Each member's parameters become views of its slice of the stack."""
+        for k, trainer in enumerate(self.trainers):
+            for name in self.names:
+                _tensor(trainer.model, name).data = self.params[name].data[k]
+            for name in self.buffer_names:
+                _tensor(trainer.model, name).data = self.buffers[name].data[k]
+
+    def refresh(self) -> None:
+        """Read each member's learning rate (its schedules move it), weight decay and L1."""
+        device = self.params[self.names[0]].device
+        lrs = [t.optimizers["model"].param_groups[0]["lr"] for t in self.trainers]
+        decays = [t.spec.train.weight_decay for t in self.trainers]
+        self.l1 = torch.tensor([t.spec.train.l1 for t in self.trainers], device=device)
+        group = self.optimizer.param_groups[0]
+        # Alike across the stack, they are the optimizer's own, as for a model trained alone.
+        self.lr_scale = None
+        group["lr"] = lrs[0]
+        if len(set(lrs)) > 1:
+            group["lr"] = max(lrs)
+            self.lr_scale = torch.tensor([lr / group["lr"] for lr in lrs], device=device)
+        self.decay = None
+        group["weight_decay"] = decays[0]
+        if len(set(decays)) > 1:
+            group["weight_decay"] = 0.0
+            self.decay = torch.tensor(decays, device=device)
+
+    def step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
+        """One step of every member on its own batch; returns each member's sums over its
+        batch (tensors of K values: `loss` x examples, `count`, and the family's own)."""
+        self.template.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        k = len(batches)
+        device = batches[0].x.device
+        sums: dict[str, Tensor] = {}
+        by_size: dict[int, list[int]] = {}
+        for i, batch in enumerate(batches):
+            by_size.setdefault(len(batch.y), []).append(i)
+        for size, members in by_size.items():  # a last batch may be smaller for some
+            whole = len(members) == k
+            which = None if whole else torch.tensor(members, device=device)
+
+            def pick(t: Tensor, which: Tensor | None = which) -> Tensor:
+                return t if which is None else t.index_select(0, which)
+
+            params = {f"model.{n}": pick(p) for n, p in self.params.items()}
+            params |= {f"model.{n}": pick(b) for n, b in self.buffers.items()}
+            parts = [batches[i] for i in members]
+            losses, extra = self.loss(
+                params,
+                torch.stack([b.x for b in parts]),
+                torch.stack([b.y for b in parts]),
+                torch.stack([b.clean for b in parts]),
+                torch.stack([b.index for b in parts]),
+            )
+            total = losses.sum()
+            if bool((self.l1 > 0).any()):  # L1 on the weights (not biases), per member
+                l1 = pick(self.l1)
+                for p in self.params.values():
+                    if p.dim() > 2:
+                        total = total + (l1 * pick(p).abs().flatten(1).sum(1)).sum()
+            total.backward()
+            counts = torch.full((len(members),), float(size), device=device)
+            found = {"loss": losses.detach() * size, "count": counts}
+            found |= {name: value.detach().float() for name, value in extra.items()}
+            for name, value in found.items():
+                into = sums.setdefault(name, torch.zeros(k, device=device))
+                into.index_add_(0, torch.tensor(members, device=device), value)
+        if self.decay is not None:  # L2 as torch's optimizers add it, per member
+            for p in self.params.values():
+                p.grad.add_(_along(self.decay, p) * p.detach())
+        scaled = self.lr_scale is not None
+        before = [p.detach().clone() for p in self.params.values()] if scaled else []
+        self.optimizer.step()
+        if self.lr_scale is not None:
+            with torch.no_grad():
+                for p, old in zip(self.params.values(), before, strict=True):
+                    p.copy_(old + _along(self.lr_scale, p) * (p - old))
+        return sums
+
+    # --- a member's optimizer state, as the optimizer of a model trained alone holds it -----
+
+    def optimizer_state(self, k: int) -> dict[str, Any]:
+        """Member k's optimizer state_dict, the same as a job trained alone saves."""
+        saved = self.trainers[k].optimizers["model"].state_dict()
+        state: dict[int, dict[str, Any]] = {}
+        for i, p in enumerate(self.params.values()):
+            values = self.optimizer.state.get(p)
+            if values:
+                state[i] = {
+                    key: (v[k].clone() if _sliced(v, p) else v.clone())
+                    if isinstance(v, Tensor)
+                    else v
+                    for key, v in values.items()
+                }
+        return saved | {"state": state}
+
+    def absorb_optimizer_states(self) -> None:
+        """Move the state the members' own optimizers were loaded with (a resumed run) into
+        the stacked optimizer."""
+        for name, stacked in self.params.items():
+            states = [
+                t.optimizers["model"].state.get(_tensor(t.model, name)) for t in self.trainers
+            ]
+            if not all(states):
+                continue
+            first = states[0]
+            self.optimizer.state[stacked] = {
+                key: torch.stack([s[key] for s in states])
+                if isinstance(v, Tensor) and v.dim() > 0
+                else (v.clone() if isinstance(v, Tensor) else v)
+                for key, v in first.items()
+            }
+        for trainer in self.trainers:
+            trainer.optimizers["model"].state.clear()
+
+    def keep(self, members: Sequence[int]) -> None:
+        """Only these members go on; the others keep their weights as they are now."""
+        kept = set(members)
+        for k, trainer in enumerate(self.trainers):
+            if k not in kept:
+                for name in (*self.names, *self.buffer_names):
+                    tensor = _tensor(trainer.model, name)
+                    tensor.data = tensor.data.clone()
+        if not members:
+            self.trainers = []
+            return
+        device = self.params[self.names[0]].device
+        which = torch.tensor(list(members), device=device)
+        old = self.optimizer.state
+        params = {}
+        with torch.no_grad():
+            for name, p in self.params.items():
+                params[name] = p.detach().index_select(0, which).requires_grad_()
+            self.buffers = {n: b.index_select(0, which) for n, b in self.buffers.items()}
+        opt = self.template.spec.optimizer_for("model")
+        self.optimizer = make_optimizer(opt, 0.0, list(params.values()))
+        for name, p in self.params.items():
+            if p in old:
+                self.optimizer.state[params[name]] = {
+                    key: v.index_select(0, which) if _sliced(v, p) else v
+                    for key, v in old[p].items()
+                }
+        self.params = params
+        self.trainers = [self.trainers[k] for k in members]
+        self.template = self.trainers[0]
+        self.apply = _Apply(self.template.model)
+        self._point()
+        self.refresh()
+
+
+def _tensor(model: nn.Module, name: str) -> Tensor:
+    module, _, leaf = name.rpartition(".")
+    return getattr(model.get_submodule(module) if module else model, leaf)
+
+
+def _along(values: Tensor, like: Tensor) -> Tensor:
+    """Per-member values shaped to broadcast over a stacked tensor."""
+    return values.view(-1, *([1] * (like.dim() - 1)))
+
+
+def _sliced(value: Any, param: Tensor) -> bool:
+    return isinstance(value, Tensor) and value.shape == param.shape
+
+
+# --- the loop over a stack of jobs ----------------------------------------------------------
+
+
+@dataclasses.dataclass(eq=False)
+class Member:
+    """One fold of one job, trained in the stack."""
+
+    job: "StackJob"
+    fold: int
+    splits: Splits
+    trainer: Trainer
+    position: Position
+    callbacks: list[Callback]
+    rng: Tensor  # its random stream (input noise), as it would be were it trained alone
+
+
+@dataclasses.dataclass(eq=False)
+class StackJob:
+    """A job trained in a stack. `saved` is its checkpoint's state (None: from the start).
+    `callbacks` makes the per-fold policies (early stopping, halving); `progress` publishes
+    the job's progress. A job of k folds trains all its folds at once; its checkpoint then
+    holds each fold's state (`folds_state`)."""
+
+    id: str
+    spec: JobSpecBase
+    family: Family
+    data: Splits
+    saved: dict[str, Any] | None
+    callbacks: Callable[[], list[Callback]]
+    progress: loop.Progress
+    members: list[Member] = dataclasses.field(default_factory=list)
+    done: dict[int, tuple[dict[str, Any], dict[str, Tensor]]] = dataclasses.field(
+        default_factory=dict
+    )  # fold -> its result and its model's weights
+    ended: bool = False
+
+    @property
+    def folds(self) -> int:
+        return self.spec.dataset.kfold or 1
+
+
+@dataclasses.dataclass
+class EpochRecord:
+    """What one job writes when an epoch ends: a metric row per fold, its checkpoint."""
+
+    job: StackJob
+    rows: list[tuple[int, EpochEnd]]  # (fold, the epoch)
+    state: dict[str, Any]
+
+
+class Hooks:
+    """The worker's side of a stacked run (workers/stacked.py)."""
+
+    def started(self, job: StackJob, model: nn.Module) -> None:
+        """The job's first fold is built at its initial weights."""
+
+    def gone(self, job: StackJob) -> bool:
+        """Whether the job must leave the stack now (cancelled, lease lost); the hook has
+        ended it."""
+        return False
+
+    def stopping(self) -> bool:
+        """Whether the worker is stopping: every job is saved and `stop` raises."""
+        return False
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def checkpoint_due(self) -> bool:
+        return False
+
+    def save(self, states: list[tuple[StackJob, dict[str, Any], int, int]]) -> None:
+        """Mid-epoch checkpoints (job, state, epoch, step), all at once."""
+
+    def record(self, records: list[EpochRecord]) -> None:
+        """Every job's epoch rows and checkpoint, all at once."""
+
+    def finish(self, job: StackJob, result: dict[str, Any], model: nn.Module) -> None:
+        """The job succeeded."""
+
+    def fail(self, job: StackJob, error: BaseException) -> None:
+        """The job failed (its loss diverged); the others go on."""
+
+
+def member_state(stack: Stack, member: Member) -> dict[str, Any]:
+    """A member's checkpoint state, as a job trained alone would save it."""
+    k = stack.trainers.index(member.trainer)
+    state = loop.checkpoint_state(member.trainer, member.position, member.callbacks)
+    state["model"] = {n: t.detach().clone() for n, t in member.trainer.model.state_dict().items()}
+    state["optimizers"] = {"model": stack.optimizer_state(k)}
+    state["rng"] = member.rng.clone()
+    return state
+
+
+def job_state(stack: Stack, job: StackJob) -> dict[str, Any]:
+    """The job's checkpoint: its fold's state, or (k folds) every fold's."""
+    live = {m.fold: member_state(stack, m) for m in job.members}
+    if job.folds == 1:
+        return live[0]
+    folds = []
+    for fold in range(job.folds):
+        if fold in job.done:
+            result, weights = job.done[fold]
+            folds.append({"result": result, "model": weights})
+        else:
+            folds.append(live[fold])
+    return {"folds_state": folds}
+
+
+def build(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> list[Member]:
+    """Every job's members at their initial weights or where its checkpoint stands."""
+    members: list[Member] = []
+    for job in jobs:
+        started = False
+        saved = job.saved
+        fold_states = saved["folds_state"] if saved and "folds_state" in saved else None
+        for fold in range(job.folds):
+            state = fold_states[fold] if fold_states else saved if fold == 0 else None
+            if state is not None and "result" in state:  # a fold that ended
+                job.done[fold] = (state["result"], state["model"])
+                continue
+            splits = fold_splits(job.data, job.folds, fold) if job.folds > 1 else job.data
+            loop.seed_everything(job.spec.train.seed + fold)
+            model = job.family.build(job.spec, splits.info).to(device)
+            trainer = job.family.trainer(job.spec, model, splits, device)
+            if not started:
+                hooks.started(job, model)
+                started = True
+            position = Position(**state["loop"]) if state else Position(fold=fold)
+            callbacks = job.callbacks()
+            for callback in callbacks:
+                callback.on_fold_start(trainer, position)
+            if state is not None:
+                for callback in callbacks:
+                    callback.load_state_dict(state)
+                if position.started:
+                    loop.restore_trainer(trainer, state)
+            member = Member(job, fold, splits, trainer, position, callbacks, torch.get_rng_state())
+            job.members.append(member)
+            members.append(member)
+    return members
+
+
+def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
+    """Train the jobs' members as one stack until every job has ended. Every member must stand
+    at the same epoch and batch, with as many batches per epoch (the caller checks)."""
+    members = build(jobs, device, hooks)
+    for job in jobs:
+        if not job.members:  # every fold had ended: only the finish was left
+            _finish(job, hooks)
+    if not members:
+        return
+    stack = Stack([m.trainer for m in members])
+    stack.absorb_optimizer_states()
+    proxy = {job.id: Position() for job in jobs}
+    for job in jobs:
+        if job.members:
+            at = job.members[0].position
+            proxy[job.id] = Position(epoch=at.epoch, batch=at.batch)
+            job.progress.on_fold_start(job.members[0].trainer, proxy[job.id])
+    total = members[0].trainer.spec.total_epochs()
+    sums: dict[str, Tensor] = _stacked_sums(members, device)
+    epoch = members[0].position.epoch
+    while members and epoch <= total:
+        for m in members:
+            m.trainer.begin_epoch(epoch)
+        stack.refresh()  # the members' schedules moved their learning rates
+        steps = members[0].trainer.n_batches(epoch)
+        started = time.perf_counter() - members[0].position.seconds
+        for batch in range(members[0].position.batch, steps):
+            members, sums = _check(stack, members, sums, hooks)
+            if not members:
+                return
+            if hooks.stopping():
+                if batch > 0:
+                    _save(stack, members, sums, batch, time.perf_counter() - started, hooks)
+                hooks.stop()
+            batches = [_batch(m, epoch, batch) for m in members]
+            found = stack.step(batches)
+            for name, value in found.items():
+                sums[name] = sums.get(name, torch.zeros_like(value)) + value
+            now = time.perf_counter() - started
+            for m in members:
+                m.position.batch, m.position.seconds = batch + 1, now
+            for job in _jobs_of(members):
+                proxy[job.id].epoch, proxy[job.id].batch = epoch, batch + 1
+                job.progress.on_batch_end(job.members[0].trainer, proxy[job.id], steps)
+            if batch + 1 < steps and hooks.checkpoint_due():
+                _save(stack, members, sums, batch + 1, now, hooks)
+        seconds = time.perf_counter() - started
+        members = _end_epoch(stack, members, sums, epoch, seconds, hooks, proxy)
+        sums = _stacked_sums(members, device)
+        epoch += 1
+        for m in members:
+            m.position.seconds = 0.0
+
+
+def _jobs_of(members: Sequence[Member]) -> list[StackJob]:
+    return list(dict.fromkeys(m.job for m in members))
+
+
+def _stacked_sums(members: Sequence[Member], device: torch.device) -> dict[str, Tensor]:
+    """The epoch's running sums as tensors of one value per member (resumed mid-epoch: the
+    checkpoint's)."""
+    names = dict.fromkeys(name for m in members for name in m.position.sums)
+    return {
+        name: torch.tensor([float(m.position.sums.get(name, 0.0)) for m in members], device=device)
+        for name in names
+    }
+
+
+def _batch(member: Member, epoch: int, index: int) -> Batch:
+    if not member.trainer.spec.train.input_noise:
+        return member.trainer.batch(epoch, index)
+    torch.set_rng_state(member.rng)  # its noise, drawn from its own stream
+    batch = member.trainer.batch(epoch, index)
+    member.rng = torch.get_rng_state()
+    return batch
+
+
+def _read(members: Sequence[Member], sums: dict[str, Tensor]) -> None:
+    values = {name: value.tolist() for name, value in sums.items()}
+    for k, m in enumerate(members):
+        m.position.sums = {name: column[k] for name, column in values.items()}
+
+
+def _save(
+    stack: Stack,
+    members: Sequence[Member],
+    sums: dict[str, Tensor],
+    batch: int,
+    seconds: float,
+    hooks: Hooks,
+) -> None:
+    _read(members, sums)
+    for m in members:
+        m.position.batch, m.position.seconds = batch, seconds
+    epoch = members[0].position.epoch
+    hooks.save([(job, job_state(stack, job), epoch, batch) for job in _jobs_of(members)])
+
+
+def _drop(
+    stack: Stack, members: list[Member], sums: dict[str, Tensor], leaving: set[int]
+) -> tuple[list[Member], dict[str, Tensor]]:
+    """The stack without the members at `leaving`."""
+    keep = [k for k in range(len(members)) if k not in leaving]
+    stack.keep(keep)
+    if not keep:
+        return [], {}
+    which = torch.tensor(keep, device=next(iter(sums.values())).device) if sums else None
+    sums = {n: v.index_select(0, which) for n, v in sums.items()} if which is not None else {}
+    return [members[k] for k in keep], sums
+
+
+def _check(
+    stack: Stack, members: list[Member], sums: dict[str, Tensor], hooks: Hooks
+) -> tuple[list[Member], dict[str, Tensor]]:
+    """Jobs cancelled or lost meanwhile leave the stack."""
+    leaving: set[int] = set()
+    for job in _jobs_of(members):
+        if hooks.gone(job):
+            job.ended = True
+            leaving |= {k for k, m in enumerate(members) if m.job is job}
+    return _drop(stack, members, sums, leaving) if leaving else (members, sums)
+
+
+def _end_epoch(
+    stack: Stack,
+    members: list[Member],
+    sums: dict[str, Tensor],
+    epoch: int,
+    seconds: float,
+    hooks: Hooks,
+    proxy: dict[str, Position],
+) -> list[Member]:
+    """Each member's epoch ends as it would alone: its metrics, validation, schedules and
+    callbacks. A member whose figures are not finite fails its job; the others go on. Then
+    every job's rows and checkpoint are written at once, and the jobs whose folds have all
+    ended finish."""
+    _read(members, sums)
+    failed: dict[StackJob, BaseException] = {}
+    rows: dict[StackJob, list[tuple[int, EpochEnd]]] = {}
+    for m in members:
+        if m.job in failed:
+            continue
+        trainer, position = m.trainer, m.position
+        try:
+            position.read_sums(f"in epoch {epoch}")
+            metrics = trainer.epoch_metrics(position.sums)
+            validated = loop.validates(trainer.spec, epoch)
+            if m.splits.val is not None and validated:
+                metrics |= {f"val_{k}": v for k, v in trainer.evaluate(m.splits.val).items()}
+            loop.refuse_non_finite(metrics, f"at the end of epoch {epoch}")
+        except Diverged as exc:
+            failed[m.job] = exc
+            continue
+        trainer.validated = validated
+        with warnings.catch_warnings():  # its own optimizer never steps: the stack's does
+            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+            trainer.end_epoch(epoch, metrics)
+        position.epoch, position.batch, position.sums = epoch + 1, 0, {}
+        position.seconds, position.last = 0.0, metrics
+        ended = EpochEnd(epoch, metrics, seconds, validated)
+        for callback in m.callbacks:
+            if callback.on_epoch_end(trainer, position, ended):
+                position.stopped_epoch = position.stopped_epoch or epoch
+        rows.setdefault(m.job, []).append((m.fold, ended))
+    for job, error in failed.items():
+        job.ended = True
+        hooks.fail(job, error)
+    for job in _jobs_of(members):
+        if job in rows and job not in failed:
+            proxy[job.id].epoch, proxy[job.id].batch = epoch + 1, 0
+            job.progress.on_epoch_end(job.members[0].trainer, proxy[job.id], rows[job][0][1])
+    total = members[0].trainer.spec.total_epochs()
+    finishing = [
+        m
+        for m in members
+        if m.job not in failed and (m.position.stopped_epoch is not None or epoch >= total)
+    ]
+    records = [
+        EpochRecord(job, rows[job], job_state(stack, job))
+        for job in _jobs_of(members)
+        if job not in failed and job in rows
+    ]
+    hooks.record(records)
+    leaving = {k for k, m in enumerate(members) if m.job in failed or m.job.ended}
+    for m in finishing:
+        if m.job.ended:
+            continue
+        result: dict[str, Any] = dict(m.position.last)
+        for callback in m.callbacks:
+            callback.on_train_end(m.trainer, m.position, result)
+        test = {f"test_{k}": v for k, v in m.trainer.evaluate(m.splits.test).items()}
+        try:
+            loop.refuse_non_finite(test, "on the test set")
+        except Diverged as exc:
+            m.job.ended = True
+            hooks.fail(m.job, exc)
+            continue
+        result |= test | m.trainer.result()
+        weights = {n: t.detach().clone() for n, t in m.trainer.model.state_dict().items()}
+        m.job.done[m.fold] = (result, weights)
+        m.job.members.remove(m)
+    for k, m in enumerate(members):
+        if m.job.ended or m not in m.job.members:
+            leaving.add(k)
+    for job in _jobs_of(members):
+        if not job.ended and not job.members:
+            _finish(job, hooks)
+    if leaving:
+        members, _ = _drop(stack, members, {}, leaving)
+    return members
+
+
+def _finish(job: StackJob, hooks: Hooks) -> None:
+    """Every fold has ended: the job's result, and the model it serves (the best fold's)."""
+    job.ended = True
+    results = [job.done[f][0] for f in range(job.folds)]
+    spec = job.spec
+    if job.folds == 1:
+        result, weights = job.done[0]
+    else:
+        stopping = spec.train.early_stopping
+        metric = stopping.monitor if stopping else spec.selection_metric()
+        direction = spec.metrics()[metric]
+        best = 0
+        for fold in range(1, job.folds):
+            if loop.better(direction, results[fold][metric], results[best][metric]):
+                best = fold
+        weights = job.done[best][1]
+        result = loop.mean_std(results) | {"folds": results, "best_fold": best + 1}
+    model = job.family.build(spec, job.data.info)
+    model.load_state_dict(weights)
+    hooks.finish(job, result, model)
+
+
+def n_batches_of(spec: JobSpecBase, data: Splits) -> set[int]:
+    """The batches per epoch of each of a job's folds, as its trainer will count them (a
+    stack needs one number)."""
+    counts = set()
+    folds = spec.dataset.kfold or 1
+    full = spec.optimizer_for("model").name in FULL_BATCH
+    for fold in range(folds):
+        n = len((fold_splits(data, folds, fold) if folds > 1 else data).train)
+        counts.add(math.ceil(n / (n if full else min(spec.train.batch_size, n))))
+    return counts

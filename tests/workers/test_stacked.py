@@ -1,0 +1,225 @@
+"""Jobs trained as one stack (workers/stacked.py over models/stack.py), run by run_job on a
+migrated database, SQLite and PostgreSQL: the worker is sent one job and takes the queued
+jobs of its stack key with it."""
+
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+
+from core.db import Job, Metric, session_scope
+from core.jobs import new_job, request_cancel
+from core.settings import Settings
+from models import stack
+from models.specs import parse_job_spec
+from tests.conftest import expire_lease
+from workers.runner import run_job
+
+# A stacked member's matrix products run as one batched product over the stack instead of one
+# product per model: the same sums in another float32 order, a few ulps apart (1e-7
+# relative). Over these few epochs that drift stays near 1e-6 (measured: 2e-7 to 2e-6); a
+# stack that mixed members' data, learning rates or steps would be off by orders more.
+REL = 1e-4
+
+
+def regression(seed: int, lr: float, **train: Any) -> dict[str, Any]:
+    return {
+        "family": "mlp",
+        "dataset": {"name": "function1d", "noise": train.pop("noise", 0.0)},
+        "model": {"hidden": [16, 16], "activation": "tanh"},
+        "train": {"epochs": 5, "batch_size": 32, "seed": seed, **train}
+        | {"optimizer": {"name": train.pop("optimizer", "adam"), "lr": lr}},
+    }
+
+
+def submit(settings: Settings, *documents: dict[str, Any]) -> list[str]:
+    ids = []
+    with session_scope(settings.database_url) as session:
+        for document in documents:
+            spec = parse_job_spec(document)
+            ids.append(
+                new_job(session, spec.model_dump(mode="json"), stack_key=spec.stack_key()).id
+            )
+    return ids
+
+
+def rows_of(settings: Settings, job_id: str) -> list[tuple[int, int, dict[str, float]]]:
+    with session_scope(settings.database_url) as session:
+        rows = session.scalars(
+            select(Metric).where(Metric.job_id == job_id).order_by(Metric.fold, Metric.epoch)
+        ).all()
+        return [(r.fold, r.epoch, r.values) for r in rows]
+
+
+def job_of(settings: Settings, job_id: str) -> Job:
+    with session_scope(settings.database_url) as session:
+        job = session.get(Job, job_id)
+        session.expunge(job)
+        return job
+
+
+def alone(settings: Settings, *documents: dict[str, Any]) -> list[str]:
+    """The same jobs, each trained by itself."""
+    solo = settings.model_copy(update={"stack_max": 1})
+    ids = submit(settings, *documents)
+    for job_id in ids:
+        assert run_job(job_id, settings=solo, worker="alone") == "succeeded"
+    return ids
+
+
+def assert_same_training(settings: Settings, got: str, want: str) -> None:
+    rows, expected = rows_of(settings, got), rows_of(settings, want)
+    assert [r[:2] for r in rows] == [r[:2] for r in expected]
+    for (_, _, values), (_, _, reference) in zip(rows, expected, strict=True):
+        assert values.keys() == reference.keys()
+        assert values == pytest.approx(reference, rel=REL, abs=1e-7)
+    result, reference = job_of(settings, got).result, job_of(settings, want).result
+    folds, reference_folds = result.pop("folds", []), reference.pop("folds", [])
+    assert result == pytest.approx(reference, rel=REL, abs=1e-7)
+    for fold, reference_fold in zip(folds, reference_folds, strict=True):
+        assert fold == pytest.approx(reference_fold, rel=REL, abs=1e-7)
+
+
+def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The number of members in each stacked step."""
+    sizes: list[int] = []
+    real = stack.Stack.step
+
+    def step(self: stack.Stack, batches: list) -> dict:
+        sizes.append(len(batches))
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "step", step)
+    return sizes
+
+
+def test_stacked_jobs_equal_the_same_jobs_trained_alone(
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Members differ in seed, learning rate, weight decay, L1, target noise, input noise and
+    early stopping (one stops at epoch 2 and serves its best weights); each trains as it
+    would alone."""
+    documents = [
+        regression(1, 1e-2),
+        regression(2, 3e-3, noise=0.2, weight_decay=1e-3),
+        regression(3, 1e-2, input_noise=0.1, l1=1e-4),
+        regression(
+            4,
+            2e-2,
+            early_stopping={"monitor": "val_loss", "patience": 1, "min_delta": 10.0},
+        ),
+    ]
+    reference = alone(db_settings, *documents)
+    sizes = count_steps(monkeypatch)
+    ids = submit(db_settings, *documents)
+    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    assert max(sizes) == 4 and min(sizes) == 3  # the early stopper left after epoch 2
+    for got, want in zip(ids, reference, strict=True):
+        job = job_of(db_settings, got)
+        assert job.status == "succeeded" and job.worker == "w" and job.attempts == 1
+        assert job.n_params == job_of(db_settings, want).n_params
+        assert_same_training(db_settings, got, want)
+    assert job_of(db_settings, ids[3]).result["stopped_epoch"] == 2
+    # Sent later, the partners' own messages find them ended.
+    assert run_job(ids[1], settings=db_settings, worker="w2") == "skipped"
+
+
+def test_folds_of_stacked_jobs_train_at_once(
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two 3-fold jobs: six members; each fold as it trains alone, the same best fold."""
+    documents = [
+        {
+            "family": "mlp",
+            "dataset": {"name": "mackey_glass", "lag": 10, "kfold": 3, "n_points": 400},
+            "model": {"hidden": [8]},
+            "train": {"epochs": 3, "seed": seed},
+        }
+        for seed in (0, 7)
+    ]
+    reference = alone(db_settings, *documents)
+    sizes = count_steps(monkeypatch)
+    ids = submit(db_settings, *documents)
+    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    assert set(sizes) == {6}
+    for got, want in zip(ids, reference, strict=True):
+        assert_same_training(db_settings, got, want)
+        assert (
+            job_of(db_settings, got).result["best_fold"]
+            == (job_of(db_settings, want).result["best_fold"])
+        )
+
+
+def test_a_diverging_member_fails_alone(db_settings: Settings) -> None:
+    documents = [regression(1, 0.05, optimizer="sgd"), regression(2, 50.0, optimizer="sgd")]
+    documents.append(regression(3, 0.1, optimizer="sgd"))
+    reference = alone(db_settings, documents[0], documents[2])
+    ids = submit(db_settings, *documents)
+    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    failed = job_of(db_settings, ids[1])
+    assert failed.status == "failed" and "training diverged" in failed.error
+    assert_same_training(db_settings, ids[0], reference[0])
+    assert_same_training(db_settings, ids[2], reference[1])
+
+
+def test_a_cancelled_member_ends_and_the_others_go_on(
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    documents = [regression(seed, 1e-2) for seed in (1, 2, 3)]
+    reference = alone(db_settings, documents[0], documents[2])
+    ids = submit(db_settings, *documents)
+    real, steps = stack.Stack.step, []
+
+    def step(self: stack.Stack, batches: list) -> dict:
+        steps.append(len(batches))
+        if len(steps) == 10:  # epoch 2: a cancel, heard by the heartbeat (every 0.5 s)
+            with session_scope(db_settings.database_url) as session:
+                request_cancel(session, ids[1])
+            time.sleep(4 * db_settings.heartbeat_seconds)
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "step", step)
+    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    cancelled = job_of(db_settings, ids[1])
+    assert cancelled.status == "cancelled"
+    assert [epoch for _, epoch, _ in rows_of(db_settings, ids[1])] == [1]
+    assert steps[9] == 3 and steps[-1] == 2
+    assert_same_training(db_settings, ids[0], reference[0])
+    assert_same_training(db_settings, ids[2], reference[1])
+
+
+class Crash(BaseException):
+    """Stands in for SIGKILL: nothing in the runner catches it."""
+
+
+def test_a_stack_killed_mid_epoch_resumes_every_member(
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Checkpoints every batch, killed in epoch 3; another worker resumes all three from the
+    same batch: every epoch's row once per job, the numbers of an unbroken run."""
+    documents = [regression(seed, 1e-2, noise=0.1, input_noise=0.05) for seed in (1, 2, 3)]
+    reference = alone(db_settings, *documents)
+    ids = submit(db_settings, *documents)
+    settings = db_settings.model_copy(update={"checkpoint_seconds": 1e-9})
+    real, steps = stack.Stack.step, []
+
+    def crash(self: stack.Stack, batches: list) -> dict:
+        steps.append(len(batches))
+        if len(steps) == 2 * 6 + 3:  # 6 batches an epoch: batch 4 of epoch 3
+            raise Crash()
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "step", crash)
+    with pytest.raises(Crash):
+        run_job(ids[0], settings=settings, worker="doomed")
+    monkeypatch.setattr(stack.Stack, "step", real)
+    for job_id in ids:
+        expire_lease(settings, job_id)
+    assert run_job(ids[1], settings=settings, worker="rescuer") == "succeeded"
+    resumed = [job_of(settings, job_id).status for job_id in ids]
+    assert resumed == ["succeeded"] * 3
+    for got, want in zip(ids, reference, strict=True):
+        assert [(f, e) for f, e, _ in rows_of(settings, got)] == [(0, e) for e in range(1, 6)]
+        assert job_of(settings, got).attempts == 2
+        assert_same_training(settings, got, want)

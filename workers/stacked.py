@@ -1,0 +1,314 @@
+"""Train a claimed job together with the queued jobs of its stack key, as one stack.
+
+The worker was sent one job; it takes up to ANNLAB_STACK_MAX - 1 queued jobs with the same
+key (core.jobs.claim_stack) and trains them all with models/stack.py. Each job keeps what a
+job trained alone has: its lease (one heartbeat renews them all), its progress, its metric
+rows and checkpoints (every job's written in one transaction at each epoch's end, so a worker
+killed at any moment leaves every member at the same place), its cancel and its own failure.
+A job that cannot join (its data or its checkpoint stands elsewhere) goes back to the queue.
+"""
+
+import dataclasses
+import logging
+import time
+from typing import Any
+
+import torch
+
+from core import jobs
+from core.checkpoint import pack, read_metadata
+from core.db import session_scope
+from core.jobs import Lease, LeaseLost
+from core.logs import job_context
+from core.settings import Settings
+from models import loop, stack
+from models.base import n_params
+from models.loop import Diverged, Position
+from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
+from workers.runner import _Run, describe
+from workers.stopping import stop_requested
+from workers.threads import job_threads
+
+log = logging.getLogger(__name__)
+
+
+def has_stacked_checkpoint(settings: Settings, job_id: str) -> bool:
+    """Whether the job's latest checkpoint holds folds trained at once (it resumes so)."""
+    with session_scope(settings.database_url) as session:
+        stored = jobs.latest_checkpoint(session, job_id)
+        blob = stored.data if stored is not None else None
+    return blob is not None and '"folds_state"' in read_metadata(blob).get("state", "")
+
+
+@dataclasses.dataclass(eq=False)
+class _Entry:
+    """A claimed job of the stack."""
+
+    lease: Lease
+    control: Control
+    run: _Run | None = None
+    job: stack.StackJob | None = None
+    outcome: str | None = None
+
+
+def run_stack(
+    lease: Lease, document: dict[str, Any], settings: Settings, worker: str
+) -> str | None:
+    """Train the job `lease` holds with the queued jobs of its stack key; returns what happened
+    to that job ("succeeded", "failed", "cancelled", "lost", "stopped"), or None if it must
+    train alone (its folds differ in batches per epoch, or it resumes a checkpoint of folds
+    trained one after another): its partners are then back in the queue."""
+    entries = [_Entry(lease, Control())]
+    if settings.stack_max > 1:
+        with session_scope(settings.database_url) as session:
+            partners = jobs.claim_stack(
+                session,
+                lease.job_id,
+                worker=worker,
+                limit=settings.stack_max - 1,
+                lease_seconds=settings.lease_seconds,
+                max_attempts=settings.max_attempts,
+                max_running=settings.max_running_jobs,
+            )
+        entries += [_Entry(p, Control()) for p in partners]
+        if partners:
+            log.info("job %s: trains in a stack of %d", lease.job_id, len(entries))
+    with Heartbeat(settings, [(e.lease, e.control) for e in entries]) as heartbeat:
+        stacked = _Stacked(entries, settings, heartbeat)
+        live = stacked.prepare()
+        if live is None:
+            return None
+        if live:
+            stacked.run(live)
+    return entries[0].outcome or "succeeded"
+
+
+class _Stacked(stack.Hooks):
+    def __init__(self, entries: list[_Entry], settings: Settings, heartbeat: Heartbeat):
+        self.entries, self.settings, self.heartbeat = entries, settings, heartbeat
+        self.by_job: dict[stack.StackJob, _Entry] = {}
+        self.last_saved = time.monotonic()
+
+    def session(self) -> Any:
+        return session_scope(self.settings.database_url)
+
+    def run(self, live: list[_Entry]) -> None:
+        first = live[0]
+        assert first.run is not None and first.job is not None
+        try:
+            with job_threads(first.run.spec, first.job.data.info, self.settings, first.run.device):
+                stack.train([e.job for e in live if e.job is not None], first.run.device, self)
+        except Stopped:
+            for entry in self.live():
+                self.leave(entry, "stopped")
+        except BaseException as exc:
+            if stop_requested():
+                # The shutdown broke into the stack (an exception raised by a signal handler):
+                # its jobs resume elsewhere from their last checkpoints.
+                log.warning("stack of %d stopped by the worker's shutdown (%r)", len(live), exc)
+                for entry in self.live():
+                    self.leave(entry, "stopped")
+                if not isinstance(exc, Exception):
+                    raise
+                return
+            if not isinstance(exc, Exception):
+                raise
+            log.exception("a stack of %d jobs failed", len(live))
+            for entry in self.live():
+                self.leave(entry, "failed", exc)
+
+    def live(self) -> list[_Entry]:
+        return [e for e in self.entries if e.outcome is None]
+
+    def leave(self, entry: _Entry, outcome: str, error: BaseException | None = None) -> None:
+        """The job leaves the stack: ended, or back in the queue ("stopped")."""
+        entry.outcome = outcome
+        self.heartbeat.drop(entry.lease)
+        with job_context(entry.lease.job_id):
+            if outcome == "stopped":
+                give_back(self.settings, entry.lease)
+            elif outcome in ("failed", "cancelled"):
+                end(self.settings, entry.lease, outcome, error=describe(error) if error else None)
+
+    # --- who joins ------------------------------------------------------------------------
+
+    def prepare(self) -> list[_Entry] | None:
+        """Each job's data and checkpoint; those that cannot train with the first go back to
+        the queue. None: the first must train alone (and every other went back)."""
+        joined: list[_Entry] = []
+        shape: tuple[Any, ...] | None = None
+        for entry in self.entries:
+            with job_context(entry.lease.job_id):
+                try:
+                    with self.session() as session:
+                        document = session.get(jobs.Job, entry.lease.job_id).spec
+                    run = _Run(entry.lease, document, self.settings, entry.control)
+                    data, saved, callbacks = run.prepare()
+                except Exception as exc:  # noqa: BLE001 - this job fails, the others go on
+                    if stop_requested():
+                        self.leave(entry, "stopped")
+                    elif isinstance(exc, LeaseLost):
+                        self.leave(entry, "lost")
+                    else:
+                        if not isinstance(exc, Diverged):
+                            log.exception("job %s failed", entry.lease.job_id)
+                        self.leave(entry, "failed", exc)
+                    continue
+            entry.run = run
+            batches = stack.n_batches_of(run.spec, data)
+            sequential = saved is not None and run.folds > 1 and "folds_state" not in saved
+            if len(batches) > 1 or sequential:  # its folds train one after another
+                if entry is self.entries[0]:
+                    for other in self.entries[1:]:
+                        if other.outcome is None:
+                            self.leave(other, "stopped")
+                    return None
+                self.leave(entry, "stopped")
+                continue
+            fits = (
+                run.device,
+                data.info.input_shape,
+                data.info.n_classes,
+                data.info.target_dim,
+                batches,
+                _stands_at(saved),
+            )
+            if shape is not None and fits != shape:
+                self.leave(entry, "stopped")  # another worker takes it up
+                continue
+            shape = fits
+            entry.job = stack.StackJob(
+                id=entry.lease.job_id,
+                spec=run.spec,
+                family=run.family,
+                data=data,
+                saved=saved,
+                callbacks=lambda make=callbacks: _per_fold(make()),
+                progress=loop.Progress(
+                    folds=1, epochs=run.spec.total_epochs(), publish=run.publish
+                ),
+            )
+            self.by_job[entry.job] = entry
+            joined.append(entry)
+        return joined
+
+    # --- models/stack.py's hooks ----------------------------------------------------------
+
+    def started(self, job: stack.StackJob, model: torch.nn.Module) -> None:
+        run = self.by_job[job].run
+        assert run is not None
+        with self.session() as session:
+            jobs.set_model_facts(
+                session,
+                run.lease,
+                n_params=n_params(model),
+                data_info=dataclasses.asdict(job.data.info),
+                provenance=run.provenance(job.data, model),
+                lease_seconds=self.settings.lease_seconds,
+            )
+
+    def gone(self, job: stack.StackJob) -> bool:
+        entry = self.by_job[job]
+        try:
+            entry.control.check(stop_after=None)
+        except Cancelled:
+            self.leave(entry, "cancelled")
+            return True
+        except LeaseLost:
+            log.warning("job %s: lease lost; another worker owns it now", job.id)
+            entry.outcome = "lost"
+            self.heartbeat.drop(entry.lease)
+            return True
+        return False
+
+    def stopping(self) -> bool:
+        return stop_requested()
+
+    def stop(self) -> None:
+        raise Stopped()
+
+    def checkpoint_due(self) -> bool:
+        return time.monotonic() - self.last_saved > self.settings.checkpoint_seconds
+
+    def _each(self, writes: list[tuple[stack.StackJob, Any]], write: Any) -> None:
+        """`write(session, entry, what)` for every job, in one transaction; a job whose lease
+        was lost is left out (and leaves the stack at the next batch)."""
+        with self.session() as session:
+            for job, what in writes:
+                entry = self.by_job[job]
+                try:
+                    write(session, entry, what)
+                except LeaseLost:
+                    entry.control.lost.set()
+        self.last_saved = time.monotonic()
+
+    def save(self, states: list[tuple[stack.StackJob, dict[str, Any], int, int]]) -> None:
+        def write(session: Any, entry: _Entry, what: tuple[dict[str, Any], int, int]) -> None:
+            state, epoch, step = what
+            assert entry.run is not None
+            jobs.save_checkpoint(
+                session,
+                entry.lease,
+                lease_seconds=self.settings.lease_seconds,
+                epoch=epoch,
+                step=step,
+                data=pack(state, {"spec": entry.run.document}),
+                progress=entry.control.progress or {},
+            )
+
+        self._each([(job, (state, e, s)) for job, state, e, s in states], write)
+
+    def record(self, records: list[stack.EpochRecord]) -> None:
+        memory = memory_in_use()
+
+        def write(session: Any, entry: _Entry, record: stack.EpochRecord) -> None:
+            assert entry.run is not None
+            blob = pack(record.state, {"spec": entry.run.document})
+            progress = (entry.control.progress or {}) | {"memory_bytes": memory}
+            for fold, ended in record.rows:
+                jobs.record_epoch(
+                    session,
+                    entry.lease,
+                    lease_seconds=self.settings.lease_seconds,
+                    fold=fold,
+                    epoch=ended.epoch,
+                    seconds=ended.seconds,
+                    values=ended.metrics,
+                    checkpoint=blob,
+                    progress=progress,
+                )
+
+        self._each([(r.job, r) for r in records], write)
+
+    def finish(self, job: stack.StackJob, result: dict[str, Any], model: torch.nn.Module) -> None:
+        entry = self.by_job[job]
+        assert entry.run is not None
+        with job_context(job.id):
+            try:
+                entry.run.finish(job.progress, job.data, result, model)
+                entry.outcome = "succeeded"
+            except LeaseLost:
+                log.warning("job %s: lease lost before it could finish", job.id)
+                entry.outcome = "lost"
+        self.heartbeat.drop(entry.lease)
+
+    def fail(self, job: stack.StackJob, error: BaseException) -> None:
+        with job_context(job.id):
+            self.leave(self.by_job[job], "failed", error)
+
+
+def _per_fold(callbacks: list[loop.Callback]) -> list[loop.Callback]:
+    """A fold's own callbacks: the best fold is chosen once every fold has ended."""
+    return [c for c in callbacks if not isinstance(c, loop.BestFold)]
+
+
+def _stands_at(saved: dict[str, Any] | None) -> tuple[int, int] | None:
+    """The epoch and batch a checkpoint resumes at (its first fold still training)."""
+    if saved is None:
+        return None
+    states = saved.get("folds_state", [saved])
+    for state in states:
+        if "result" not in state:
+            position = Position(**state["loop"])
+            return position.epoch, position.batch
+    return None
