@@ -279,6 +279,11 @@ class _Stacked(stack.Hooks):
                 )
 
         self._each([(r.job, r) for r in records], write)
+        for record in records:
+            with job_context(record.job.id):
+                for fold, ended in record.rows:
+                    done = f"job {record.job.id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
+                    log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
 
     def finish(self, job: stack.StackJob, result: dict[str, Any], model: torch.nn.Module) -> None:
         entry = self.by_job[job]
