@@ -342,6 +342,17 @@ class Stage:
     monitored: bool = True  # early stopping and fold selection judge its epochs
 
 
+def _draws_across(section: Any) -> bool:
+    """Whether a model section has dropout or batch norm anywhere (a layer's own included)."""
+    if isinstance(section, dict):
+        if section.get("dropout") or section.get("batchnorm"):
+            return True
+        return any(_draws_across(value) for value in section.values())
+    if isinstance(section, list):
+        return any(_draws_across(value) for value in section)
+    return False
+
+
 # What a member of a stack may have of its own (dotted paths in a job document): its seeds, its
 # data's values (not their shapes), its learning rate and penalties, and when it stops.
 MEMBER_OWN = (
@@ -383,6 +394,9 @@ class JobSpecBase(StrictModel):
     # Whether jobs of the family may train as one stack (models/stack.py): its trainer's batch
     # is one step of its "model" optimizer on `batch_loss`, which runs under torch.func.vmap.
     stackable: ClassVar[bool] = False
+    # Lists of layer sizes (dotted paths) in which members of a stack may differ: each member
+    # is zero-padded to the widest, which leaves its numbers its own (models/stack.py).
+    stack_widths: ClassVar[tuple[str, ...]] = ()
 
     family: str
     dataset: DatasetSpec
@@ -450,14 +464,12 @@ class JobSpecBase(StrictModel):
         train = self.train
         opt = self.optimizer_for("model")
         model = getattr(self, "model", None)
-        shared = model.model_dump() if model is not None else {}
         if (
             not self.stackable
             or self.optimizer_names != ("model",)
             or len(self.stages()) != 1
             or opt.name == "lbfgs"
-            or shared.get("dropout")
-            or shared.get("batchnorm")
+            or (model is not None and _draws_across(model.model_dump()))
             or train.compile
             or train.precision == "bfloat16"
             or train.clip_grad_norm is not None
@@ -466,12 +478,15 @@ class JobSpecBase(StrictModel):
         ):
             return None
         document = self.model_dump(mode="json")
-        for path in MEMBER_OWN:
+        for path in (*MEMBER_OWN, *self.stack_widths):
             *parents, leaf = path.split(".")
             node = document
             for part in parents:
                 node = node.get(part) or {}
-            node.pop(leaf, None)
+            if path in self.stack_widths:  # how many layers, not their sizes
+                node[leaf] = len(node.get(leaf) or [])
+            else:
+                node.pop(leaf, None)
         if self.dataset.name not in CATALOG:  # an upload's name is its owner's
             document["owner"] = owner
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))

@@ -1,6 +1,7 @@
 """LSTM (Hochreiter & Schmidhuber 1997): one-step forecasting of a time series from its last
 `lag` values, and sequence classification of images read row by row."""
 
+import torch
 from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
@@ -15,7 +16,38 @@ from models.supervised import (
 )
 
 
+def unrolled(lstm: nn.LSTM, x: Tensor) -> Tensor:
+    """The final hidden states (layers * directions, batch, hidden) of `lstm` over x (batch,
+    steps, features), step by step in plain tensor operations, the gates in torch's order
+    (input, forget, cell, output): what torch.func.vmap can run, which the fused op is not."""
+    directions = 2 if lstm.bidirectional else 1
+    finals, inputs = [], x
+    for layer in range(lstm.num_layers):
+        outputs = []
+        for direction in range(directions):
+            suffix = f"l{layer}" + ("_reverse" if direction else "")
+            w_ih, w_hh = getattr(lstm, f"weight_ih_{suffix}"), getattr(lstm, f"weight_hh_{suffix}")
+            projected = inputs @ w_ih.T  # (batch, steps, 4 * hidden), every step at once
+            if lstm.bias:
+                projected = projected + getattr(lstm, f"bias_ih_{suffix}")
+                projected = projected + getattr(lstm, f"bias_hh_{suffix}")
+            h = c = x.new_zeros(len(x), lstm.hidden_size)
+            steps = range(x.shape[1])
+            seen = []
+            for t in reversed(steps) if direction else steps:
+                i, f, g, o = (projected[:, t] + h @ w_hh.T).chunk(4, dim=1)
+                c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+                h = torch.sigmoid(o) * torch.tanh(c)
+                seen.append(h)
+            outputs.append(torch.stack(seen[::-1] if direction else seen, dim=1))
+            finals.append(h)
+        inputs = torch.cat(outputs, dim=2)
+    return torch.stack(finals)
+
+
 class LSTM(nn.Module):
+    vmapped = False  # set while a stack runs it under torch.func.vmap (models/stack.py)
+
     def __init__(self, *, input_shape: tuple[int, ...], n_out: int, config: LSTMConfig):
         super().__init__()
         self.steps, self.features = sequence_shape(input_shape)
@@ -40,7 +72,10 @@ class LSTM(nn.Module):
         if x.dim() == 4:  # an image, read row by row: (batch, height, channels, width)
             x = x.permute(0, 2, 1, 3)
         sequence = x.reshape(len(x), self.steps, self.features)  # (batch, steps, features)
-        _, (final, _) = self.lstm(sequence)  # (layers * directions, batch, hidden)
+        if self.vmapped:
+            final = unrolled(self.lstm, sequence)
+        else:
+            _, (final, _) = self.lstm(sequence)  # (layers * directions, batch, hidden)
         # The last layer's final states: forward after the last step and, if bidirectional,
         # backward after the first step, so each direction has read the whole sequence.
         last = final[-self.directions :].transpose(0, 1)  # (batch, directions, hidden)

@@ -56,15 +56,17 @@ class Stack:
         model = self.template.model
         self.names = [name for name, _ in model.named_parameters()]
         self.buffer_names = [name for name, _ in model.named_buffers()]
+        # Members of different widths (MLP hidden sizes) are zero-padded to the widest: a
+        # member's tensor is the leading block of its slice, the rest stays zero (its gradient
+        # is masked), so the padding adds exact zeros to every sum.
+        self.shapes = [
+            {n: tuple(_tensor(t.model, n).shape) for n in (*self.names, *self.buffer_names)}
+            for t in self.trainers
+        ]
         with torch.no_grad():
-            self.params = {
-                n: torch.stack([_tensor(t.model, n) for t in self.trainers]).requires_grad_()
-                for n in self.names
-            }
-            self.buffers = {
-                n: torch.stack([_tensor(t.model, n) for t in self.trainers])
-                for n in self.buffer_names
-            }
+            self.params = {n: self._stacked(n).requires_grad_() for n in self.names}
+            self.buffers = {n: self._stacked(n) for n in self.buffer_names}
+        self.masks = self._masks()
         self.apply = _Apply(model)
         self.loss = vmap(self._member_loss)
         opt = self.template.spec.optimizer_for("model")
@@ -75,19 +77,59 @@ class Stack:
     def __len__(self) -> int:
         return len(self.trainers)
 
+    def _vmapped(self, *args: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """The members' losses; a module with a fused op that vmap cannot batch (nn.LSTM)
+        runs its plain-operation form meanwhile (its `vmapped` flag)."""
+        flagged = [m for m in self.template.model.modules() if hasattr(m, "vmapped")]
+        for module in flagged:
+            module.vmapped = True
+        try:
+            return self.loss(*args)
+        finally:
+            for module in flagged:
+                module.vmapped = False
+
     def _member_loss(
         self, params: dict[str, Tensor], x: Tensor, y: Tensor, clean: Tensor, index: Tensor
     ) -> tuple[Tensor, dict[str, Tensor]]:
         batch = Batch(x=x, y=y, clean=clean, index=index)
         return functional_call(self.apply, params, (self.template.batch_loss, batch))
 
+    def _stacked(self, name: str) -> Tensor:
+        tensors = [_tensor(t.model, name).detach() for t in self.trainers]
+        shapes = {tuple(t.shape) for t in tensors}
+        if len(shapes) == 1:
+            return torch.stack(tensors)
+        widest = [max(sizes) for sizes in zip(*shapes, strict=True)]
+        stacked = tensors[0].new_zeros((len(tensors), *widest))
+        for k, tensor in enumerate(tensors):
+            stacked[k][self._block(k, name)] = tensor
+        return stacked
+
+    def _block(self, k: int, name: str) -> tuple[slice, ...]:
+        """Where member k's own tensor `name` lies in its slice of the stack."""
+        return tuple(slice(0, size) for size in self.shapes[k][name])
+
+    def _masks(self) -> dict[str, Tensor]:
+        """1 where a padded parameter is a member's own, 0 in its padding."""
+        masks = {}
+        for name, stacked in self.params.items():
+            if any(shape[name] != stacked.shape[1:] for shape in self.shapes):
+                mask = torch.zeros_like(stacked, requires_grad=False)
+                for k in range(len(self.trainers)):
+                    mask[k][self._block(k, name)] = 1.0
+                masks[name] = mask
+        return masks
+
     def _point(self) -> None:
-        """Each member's parameters become views of its slice of the stack."""
+        """Each member's parameters become views of its block of the stack."""
         for k, trainer in enumerate(self.trainers):
             for name in self.names:
-                _tensor(trainer.model, name).data = self.params[name].data[k]
+                view = self.params[name].data[k][self._block(k, name)]
+                _tensor(trainer.model, name).data = view
             for name in self.buffer_names:
-                _tensor(trainer.model, name).data = self.buffers[name].data[k]
+                view = self.buffers[name].data[k][self._block(k, name)]
+                _tensor(trainer.model, name).data = view
 
     def refresh(self) -> None:
         """Read each member's learning rate (its schedules move it), weight decay and L1."""
@@ -129,7 +171,7 @@ class Stack:
             params = {f"model.{n}": pick(p) for n, p in self.params.items()}
             params |= {f"model.{n}": pick(b) for n, b in self.buffers.items()}
             parts = [batches[i] for i in members]
-            losses, extra = self.loss(
+            losses, extra = self._vmapped(
                 params,
                 torch.stack([b.x for b in parts]),
                 torch.stack([b.y for b in parts]),
@@ -149,6 +191,8 @@ class Stack:
             for name, value in found.items():
                 into = sums.setdefault(name, torch.zeros(k, device=device))
                 into.index_add_(0, torch.tensor(members, device=device), value)
+        for name, mask in self.masks.items():  # the padding stays zero
+            self.params[name].grad.mul_(mask)
         if self.decay is not None:  # L2 as torch's optimizers add it, per member
             for p in self.params.values():
                 p.grad.add_(_along(self.decay, p) * p.detach())
@@ -167,11 +211,12 @@ class Stack:
         """Member k's optimizer state_dict, the same as a job trained alone saves."""
         saved = self.trainers[k].optimizers["model"].state_dict()
         state: dict[int, dict[str, Any]] = {}
-        for i, p in enumerate(self.params.values()):
+        for i, (name, p) in enumerate(self.params.items()):
             values = self.optimizer.state.get(p)
             if values:
+                block = self._block(k, name)
                 state[i] = {
-                    key: (v[k].clone() if _sliced(v, p) else v.clone())
+                    key: (v[k][block].clone() if _sliced(v, p) else v.clone())
                     if isinstance(v, Tensor)
                     else v
                     for key, v in values.items()
@@ -189,13 +234,19 @@ class Stack:
                 continue
             first = states[0]
             self.optimizer.state[stacked] = {
-                key: torch.stack([s[key] for s in states])
+                key: self._padded(name, [s[key] for s in states], stacked)
                 if isinstance(v, Tensor) and v.dim() > 0
                 else (v.clone() if isinstance(v, Tensor) else v)
                 for key, v in first.items()
             }
         for trainer in self.trainers:
             trainer.optimizers["model"].state.clear()
+
+    def _padded(self, name: str, tensors: list[Tensor], like: Tensor) -> Tensor:
+        stacked = torch.zeros_like(like, requires_grad=False)
+        for k, tensor in enumerate(tensors):
+            stacked[k][self._block(k, name)] = tensor
+        return stacked
 
     def keep(self, members: Sequence[int]) -> None:
         """Only these members go on; the others keep their weights as they are now."""
@@ -225,6 +276,8 @@ class Stack:
                     for key, v in old[p].items()
                 }
         self.params = params
+        self.masks = {n: m.index_select(0, which) for n, m in self.masks.items()}
+        self.shapes = [self.shapes[k] for k in members]
         self.trainers = [self.trainers[k] for k in members]
         self.template = self.trainers[0]
         self.apply = _Apply(self.template.model)

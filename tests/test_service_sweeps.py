@@ -74,3 +74,39 @@ def test_two_sweeps_take_turns(service: Service) -> None:
     assert order.count("second") >= 3, order
     assert order.count("first") >= 3, order
     cancel_and_wait(service, first, second)
+
+
+def test_a_stack_killed_mid_run_resumes_every_member(service: Service) -> None:
+    """A sweep's four repeats train as one stack; kill -9 its worker after the third epoch and
+    the next worker resumes all four from their last epoch: every epoch once per job, none
+    started over, all on their second attempt."""
+    epochs = 30
+    sweep = create(
+        service,
+        {
+            "base": {
+                "family": "mlp",
+                "dataset": {"name": "digits"},
+                "model": {"hidden": [64]},
+                "train": {"epochs": epochs, "batch_size": 8},
+            },
+            "axes": {"train.optimizer.lr": [0.001]},
+            "repeats": 4,
+        },
+    )
+    ids = [job["id"] for job in sweep_jobs(service, sweep)]
+    service.wait_for(
+        lambda: all(len(service.metrics(i)) >= 3 for i in ids), 120, "three epochs of each"
+    )
+    assert len({service.job(i)["worker"] for i in ids}) == 1  # one worker trains them all
+    service.kill(service.workers[-1])
+    killed_at = min(len(service.metrics(i)) for i in ids)
+    service.start_worker()
+    for job_id in ids:
+        done = service.wait_status(job_id, {"succeeded", "failed"}, timeout=240)
+        assert done["status"] == "succeeded", done["error"]
+        assert done["attempts"] == 2
+        history = service.metrics(job_id)
+        assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+        resumed = [row["epoch"] for row in history if row["attempt"] == 2]
+        assert resumed and resumed[0] >= killed_at >= 3

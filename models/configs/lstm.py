@@ -40,6 +40,7 @@ class LSTMConfig(StrictModel):
 
 
 class LSTMJob(SupervisedJob):
+    stackable: ClassVar[bool] = True
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
     images: ClassVar[tuple[str, ...]] = ("forecast",)
     family: Literal["lstm"]

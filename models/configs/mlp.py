@@ -19,6 +19,7 @@ class MLPConfig(StrictModel):
 
 class MLPJob(SupervisedJob):
     stackable: ClassVar[bool] = True
+    stack_widths: ClassVar[tuple[str, ...]] = ("model.hidden",)
     verbs: ClassVar[tuple[str, ...]] = ("predict", "forecast")
     images: ClassVar[tuple[str, ...]] = ("forecast",)
     family: Literal["mlp"]

@@ -223,3 +223,43 @@ def test_a_stack_killed_mid_epoch_resumes_every_member(
         assert [(f, e) for f, e, _ in rows_of(settings, got)] == [(0, e) for e in range(1, 6)]
         assert job_of(settings, got).attempts == 2
         assert_same_training(settings, got, want)
+
+
+def test_members_of_other_widths_stack_padded_and_exact(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Hidden sizes differ: each member is zero-padded to the widest, its padding masked; with
+    sigmoid, whose value at 0 is not 0, a padded unit's outgoing gradient is not zero."""
+    documents = [regression(seed, 1e-2) for seed in (1, 2, 3)]
+    for document, hidden in zip(documents, ([4, 16], [16, 8], [10, 3]), strict=True):
+        document["model"] = {"hidden": hidden, "activation": "sigmoid"}
+    reference = alone(settings, *documents)
+    sizes = count_steps(monkeypatch)
+    ids = submit(settings, *documents)
+    assert run_job(ids[0], settings=settings, worker="w") == "succeeded"
+    assert set(sizes) == {3}
+    for got, want in zip(ids, reference, strict=True):
+        assert job_of(settings, got).n_params == job_of(settings, want).n_params
+        assert_same_training(settings, got, want)
+
+
+def test_lstms_stack_through_their_unrolled_form(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """vmap has no rule for the fused LSTM op; a stack runs the same equations step by step."""
+    documents = [
+        {
+            "family": "lstm",
+            "dataset": {"name": "mackey_glass", "lag": 8, "n_points": 300},
+            "model": {"hidden": 6, "layers": 2, "bidirectional": True},
+            "train": {"epochs": 2, "seed": seed, "optimizer": {"name": "adam", "lr": lr}},
+        }
+        for seed, lr in ((1, 1e-2), (2, 3e-3))
+    ]
+    reference = alone(settings, *documents)
+    sizes = count_steps(monkeypatch)
+    ids = submit(settings, *documents)
+    assert run_job(ids[0], settings=settings, worker="w") == "succeeded"
+    assert set(sizes) == {2}
+    for got, want in zip(ids, reference, strict=True):
+        assert_same_training(settings, got, want)
