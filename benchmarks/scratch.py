@@ -22,7 +22,9 @@ def scratch_settings(home: str | None = None, **overrides: Any) -> Settings:
 
 
 def queue(settings: Settings, document: dict[str, Any]) -> tuple[str, Any]:
-    """The id of a new queued job for `document`, and its parsed spec."""
+    """The id of a new queued job for `document`, with its stack key as the API sets it, and
+    its parsed spec."""
     spec = parse_job_spec(document)
     with session_scope(settings.database_url) as session:
-        return new_job(session, spec.model_dump(mode="json")).id, spec
+        job = new_job(session, spec.model_dump(mode="json"), stack_key=spec.stack_key())
+        return job.id, spec

@@ -272,6 +272,67 @@ def record_epoch(
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=0, data=checkpoint)
 
 
+@dataclass
+class EpochWrite:
+    """One job's share of a stack's epoch end: its rows (fold, epoch, seconds, values), its
+    checkpoint and its progress."""
+
+    lease: Lease
+    rows: list[tuple[int, int, float, dict[str, float]]]
+    checkpoint: bytes
+    progress: dict[str, Any]
+
+
+def record_epochs(
+    session: Session, writes: list[EpochWrite], *, lease_seconds: float
+) -> list[Lease]:
+    """record_epoch for every job of a stack, in the caller's one transaction; returns the
+    leases that were lost (those jobs' rows are left out)."""
+    lost, kept = [], []
+    for write in writes:
+        try:
+            _guarded(session, write.lease, lease_seconds, progress=write.progress)
+        except LeaseLost:
+            lost.append(write.lease)
+            continue
+        kept.append(write)
+    session.add_all(
+        Metric(
+            job_id=w.lease.job_id,
+            fold=fold,
+            epoch=epoch,
+            seconds=seconds,
+            attempt=w.lease.attempt,
+            values=values,
+        )
+        for w in kept
+        for fold, epoch, seconds, values in w.rows
+    )
+    ids = [w.lease.job_id for w in kept]
+    stored = {
+        row.job_id: row
+        for row in session.scalars(
+            select(Checkpoint).where(Checkpoint.job_id.in_(ids), Checkpoint.kind == "latest")
+        )
+    }
+    for write in kept:
+        epoch = write.rows[-1][1]
+        row = stored.get(write.lease.job_id)
+        if row is None:
+            session.add(
+                Checkpoint(
+                    job_id=write.lease.job_id,
+                    kind="latest",
+                    epoch=epoch,
+                    step=0,
+                    data=write.checkpoint,
+                )
+            )
+        else:
+            row.epoch, row.step, row.data = epoch, 0, write.checkpoint
+    return lost
+
+
 def artifacts_of(session: Session, job_id: str, name: str) -> list[Artifact]:
     """A job's artifacts called `name`, by fold and epoch."""
     query = select(Artifact).where(Artifact.job_id == job_id, Artifact.name == name)

@@ -453,6 +453,18 @@ class JobSpecBase(StrictModel):
     def optimizer_for(self, name: str) -> OptimizerSpec:
         return self.train.optimizers.get(name, self.train.optimizer)
 
+    def shape_document(self) -> dict[str, Any]:
+        """The job document without what a stack's member may have of its own (MEMBER_OWN):
+        what decides its shapes, its steps and its memory."""
+        document = self.model_dump(mode="json")
+        for path in MEMBER_OWN:
+            *parents, leaf = path.split(".")
+            node = document
+            for part in parents:
+                node = node.get(part) or {}
+            node.pop(leaf, None)
+        return document
+
     def stack_key(self, owner: str | None = None) -> str | None:
         """Jobs with the same key may train as one stack: the same model, data shapes,
         optimizer, batches and epochs (an upload: the same owner's). What each member may have
@@ -477,16 +489,13 @@ class JobSpecBase(StrictModel):
             or (train.schedule is not None and train.schedule.name == "one_cycle")
         ):
             return None
-        document = self.model_dump(mode="json")
-        for path in (*MEMBER_OWN, *self.stack_widths):
+        document = self.shape_document()
+        for path in self.stack_widths:  # how many layers, not their sizes
             *parents, leaf = path.split(".")
             node = document
             for part in parents:
                 node = node.get(part) or {}
-            if path in self.stack_widths:  # how many layers, not their sizes
-                node[leaf] = len(node.get(leaf) or [])
-            else:
-                node.pop(leaf, None)
+            node[leaf] = len(node.get(leaf) or [])
         if self.dataset.name not in CATALOG:  # an upload's name is its owner's
             document["owner"] = owner
         canonical = json.dumps(document, sort_keys=True, separators=(",", ":"))

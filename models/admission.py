@@ -13,7 +13,9 @@ training step (or EVAL_FLOOR_BYTES, if more): `eval_chunk` is what the trainers 
 estimate, not a measurement: float32 tensors, no allocator slack.
 """
 
+import json
 import math
+import threading
 from typing import Any
 
 import torch
@@ -76,7 +78,25 @@ def generates(spec: JobSpecBase, info: DatasetInfo) -> bool:
 
 def estimate(spec: JobSpecBase, info: DatasetInfo) -> dict[str, int]:
     """Bytes by part; `total` is the resident parts plus the largest phase; `eval_chunk` the
-    examples per evaluation pass."""
+    examples per evaluation pass. Jobs that differ only in seeds, rates and noise (a sweep's
+    repeats, a stack's members) share one estimate."""
+    key = (json.dumps(spec.shape_document(), sort_keys=True), repr(info))
+    with _ESTIMATES_LOCK:
+        found = _ESTIMATES.get(key)
+    if found is None:
+        found = _estimate(spec, info)
+        with _ESTIMATES_LOCK:
+            if len(_ESTIMATES) >= 256:  # the oldest out
+                _ESTIMATES.pop(next(iter(_ESTIMATES)))
+            _ESTIMATES[key] = found
+    return dict(found)
+
+
+_ESTIMATES: dict[tuple[str, str], dict[str, int]] = {}
+_ESTIMATES_LOCK = threading.Lock()
+
+
+def _estimate(spec: JobSpecBase, info: DatasetInfo) -> dict[str, int]:
     facts = summarize(spec, info)
     memory, per = facts["training_memory_bytes"], facts["bytes_per_example"]
     inputs = math.prod(info.input_shape) * FLOAT_BYTES

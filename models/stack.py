@@ -370,6 +370,12 @@ class Hooks:
     def checkpoint_due(self) -> bool:
         return False
 
+    def epoch_ended(
+        self, epoch: int, figures: list[tuple[StackJob, int, dict[str, float]]]
+    ) -> None:
+        """Every member's figures (job, fold, metrics) of `epoch`, ending now, before any
+        member's callbacks run."""
+
     def save(self, states: list[tuple[StackJob, dict[str, Any], int, int]]) -> None:
         """Mid-epoch checkpoints (job, state, epoch, step), all at once."""
 
@@ -580,14 +586,14 @@ def _end_epoch(
     ended finish."""
     _read(members, sums)
     failed: dict[StackJob, BaseException] = {}
-    rows: dict[StackJob, list[tuple[int, EpochEnd]]] = {}
+    ends: dict[Member, EpochEnd] = {}
     for m in members:
         if m.job in failed:
             continue
-        trainer, position = m.trainer, m.position
+        trainer = m.trainer
         try:
-            position.read_sums(f"in epoch {epoch}")
-            metrics = trainer.epoch_metrics(position.sums)
+            m.position.read_sums(f"in epoch {epoch}")
+            metrics = trainer.epoch_metrics(m.position.sums)
             validated = loop.validates(trainer.spec, epoch)
             if m.splits.val is not None and validated:
                 metrics |= {f"val_{k}": v for k, v in trainer.evaluate(m.splits.val).items()}
@@ -599,11 +605,21 @@ def _end_epoch(
         with warnings.catch_warnings():  # its own optimizer never steps: the stack's does
             warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
             trainer.end_epoch(epoch, metrics)
+        ends[m] = EpochEnd(epoch, metrics, seconds, validated)
+    # Every member's figures first, then the callbacks: a halving member judges against its
+    # siblings' figures of this epoch too, as if they had trained before it.
+    hooks.epoch_ended(
+        epoch, [(m.job, m.fold, e.metrics) for m, e in ends.items() if m.job not in failed]
+    )
+    rows: dict[StackJob, list[tuple[int, EpochEnd]]] = {}
+    for m, ended in ends.items():
+        if m.job in failed:
+            continue
+        position = m.position
         position.epoch, position.batch, position.sums = epoch + 1, 0, {}
-        position.seconds, position.last = 0.0, metrics
-        ended = EpochEnd(epoch, metrics, seconds, validated)
+        position.seconds, position.last = 0.0, ended.metrics
         for callback in m.callbacks:
-            if callback.on_epoch_end(trainer, position, ended):
+            if callback.on_epoch_end(m.trainer, position, ended):
                 position.stopped_epoch = position.stopped_epoch or epoch
         rows.setdefault(m.job, []).append((m.fold, ended))
     for job, error in failed.items():

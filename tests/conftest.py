@@ -14,6 +14,10 @@ os.environ["ANNLAB_HOME"] = tempfile.mkdtemp(prefix="annlab-tests-")
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 for name in ("DATABASE_URL", "BROKER_URL", "ANNLAB_DATABASE_URL", "ANNLAB_BROKER_URL"):
     os.environ.pop(name, None)
+# In-process tests share a database, where one test's queued jobs would join another's stack:
+# they train one job at a time. tests/workers/test_stacked.py trains stacks, and so do the
+# service tests' workers (tests/service.py runs them with the default).
+os.environ["ANNLAB_STACK_MAX"] = "1"
 
 import pytest  # noqa: E402
 from fastapi.testclient import TestClient  # noqa: E402

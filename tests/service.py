@@ -110,7 +110,7 @@ class Service:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
-            **os.environ,
+            **{k: v for k, v in os.environ.items() if k != "ANNLAB_STACK_MAX"},
             "ANNLAB_HOME": str(home),
             "ANNLAB_QUEUE": f"annlab-test-{uuid.uuid4().hex[:8]}",
             "ANNLAB_LEASE_SECONDS": "4",

@@ -58,8 +58,10 @@ def test_a_job_behind_a_30_job_sweep_starts_before_the_sweep_ends(service: Servi
 
 
 def test_two_sweeps_take_turns(service: Service) -> None:
-    first = create(service, {"base": TINY, "repeats": 10})
-    second = create(service, {"base": TINY, "repeats": 10})
+    # Jobs that train alone (dropout: no stack key); jobs that stack start together.
+    alone = {**TINY, "model": {**TINY["model"], "dropout": 0.1}}
+    first = create(service, {"base": alone, "repeats": 10})
+    second = create(service, {"base": alone, "repeats": 10})
 
     def started() -> list[tuple[str, str]]:
         pairs = [(j["started_at"], "first") for j in sweep_jobs(service, first) if j["started_at"]]

@@ -215,6 +215,7 @@ class _Run:
         self.device = loop.pick_device(self.spec.train.device)
         self.folds = self.spec.dataset.kfold or 1
         self.owner: str | None = None
+        self.sweep_id: str | None = None
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -226,6 +227,7 @@ class _Run:
         with self.session() as session:
             job = session.get(Job, self.lease.job_id)
             self.owner, sweep_id = job.owner_id, job.sweep_id  # whose upload it names
+            self.sweep_id = sweep_id
             shown = dict(job.progress or {})  # where a resumed job stood
             uploads = None if name in CATALOG else upload_infos(session, [name], self.owner)
         # Again here, before anything is loaded: the budget may differ from the API's.

@@ -87,6 +87,8 @@ class _Stacked(stack.Hooks):
     def __init__(self, entries: list[_Entry], settings: Settings, heartbeat: Heartbeat):
         self.entries, self.settings, self.heartbeat = entries, settings, heartbeat
         self.by_job: dict[stack.StackJob, _Entry] = {}
+        # (job, fold, epoch) -> the figures of the epoch ending now
+        self.figures: dict[tuple[stack.StackJob, int, int], dict[str, float]] = {}
         self.last_saved = time.monotonic()
 
     def session(self) -> Any:
@@ -142,7 +144,9 @@ class _Stacked(stack.Hooks):
                 try:
                     with self.session() as session:
                         document = session.get(jobs.Job, entry.lease.job_id).spec
-                    run = _Run(entry.lease, document, self.settings, entry.control)
+                    run = _StackedRun(
+                        entry.lease, document, self.settings, entry.control, self.siblings
+                    )
                     data, saved, callbacks = run.prepare()
                 except Exception as exc:  # noqa: BLE001 - this job fails, the others go on
                     if stop_requested():
@@ -192,7 +196,22 @@ class _Stacked(stack.Hooks):
             joined.append(entry)
         return joined
 
+    def siblings(self, job_id: str, sweep_id: str, fold: int, epoch: int) -> list[dict]:
+        """The figures of this epoch of the stack's other jobs of the sweep."""
+        found = []
+        for (other, other_fold, at), metrics in self.figures.items():
+            run = self.by_job[other].run
+            same_sweep = run is not None and run.sweep_id == sweep_id
+            if other.id != job_id and (other_fold, at) == (fold, epoch) and same_sweep:
+                found.append(metrics)
+        return found
+
     # --- models/stack.py's hooks ----------------------------------------------------------
+
+    def epoch_ended(
+        self, epoch: int, figures: list[tuple[stack.StackJob, int, dict[str, float]]]
+    ) -> None:
+        self.figures = {(job, fold, epoch): metrics for job, fold, metrics in figures}
 
     def started(self, job: stack.StackJob, model: torch.nn.Module) -> None:
         run = self.by_job[job].run
@@ -203,7 +222,8 @@ class _Stacked(stack.Hooks):
                 run.lease,
                 n_params=n_params(model),
                 data_info=dataclasses.asdict(job.data.info),
-                provenance=run.provenance(job.data, model),
+                # How many jobs this attempt trained as one stack (itself included).
+                provenance=run.provenance(job.data, model) | {"stack_jobs": len(self.by_job)},
                 lease_seconds=self.settings.lease_seconds,
             )
 
@@ -260,25 +280,19 @@ class _Stacked(stack.Hooks):
 
     def record(self, records: list[stack.EpochRecord]) -> None:
         memory = memory_in_use()
-
-        def write(session: Any, entry: _Entry, record: stack.EpochRecord) -> None:
+        writes = []
+        for record in records:
+            entry = self.by_job[record.job]
             assert entry.run is not None
+            rows = [(f, e.epoch, e.seconds, e.metrics) for f, e in record.rows]
             blob = pack(record.state, {"spec": entry.run.document})
             progress = (entry.control.progress or {}) | {"memory_bytes": memory}
-            for fold, ended in record.rows:
-                jobs.record_epoch(
-                    session,
-                    entry.lease,
-                    lease_seconds=self.settings.lease_seconds,
-                    fold=fold,
-                    epoch=ended.epoch,
-                    seconds=ended.seconds,
-                    values=ended.metrics,
-                    checkpoint=blob,
-                    progress=progress,
-                )
-
-        self._each([(r.job, r) for r in records], write)
+            writes.append(jobs.EpochWrite(entry.lease, rows, blob, progress))
+        with self.session() as session:
+            lost = jobs.record_epochs(session, writes, lease_seconds=self.settings.lease_seconds)
+        for lease in lost:  # the job leaves the stack at the next batch
+            next(e for e in self.entries if e.lease == lease).control.lost.set()
+        self.last_saved = time.monotonic()
         for record in records:
             with job_context(record.job.id):
                 for fold, ended in record.rows:
@@ -300,6 +314,26 @@ class _Stacked(stack.Hooks):
     def fail(self, job: stack.StackJob, error: BaseException) -> None:
         with job_context(job.id):
             self.leave(self.by_job[job], "failed", error)
+
+
+class _StackedRun(_Run):
+    """A job of a stack: its successive halving also counts its siblings' figures of the same
+    epoch, which reach the database only after every member has judged."""
+
+    def __init__(self, *args: Any) -> None:
+        *rest, self.siblings = args
+        super().__init__(*rest)
+
+    def halving(self, config: Any, sweep_id: str) -> loop.Halving:
+        halving = super().halving(config, sweep_id)
+        stored = halving.peers
+
+        def peers(fold: int, epoch: int) -> list[float]:
+            now = self.siblings(self.lease.job_id, sweep_id, fold, epoch)
+            return stored(fold, epoch) + [m[config.metric] for m in now if config.metric in m]
+
+        halving.peers = peers
+        return halving
 
 
 def _per_fold(callbacks: list[loop.Callback]) -> list[loop.Callback]:

@@ -43,11 +43,13 @@ def create(client: TestClient, body: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_all(client: TestClient, sweep: dict[str, Any]) -> dict[str, Any]:
-    """Run every job of the sweep here, cell by cell, as a worker would."""
+    """Run every job of the sweep here, cell by cell, one at a time, as a worker with
+    ANNLAB_STACK_MAX=1 would (tests/workers/test_stacked.py trains jobs as stacks)."""
     detail = client.get(f"/sweeps/{sweep['id']}").json()
+    alone = get_settings().model_copy(update={"stack_max": 1})
     for cell in detail["cells"]:
         for job in cell["jobs"]:
-            assert run_job(job["id"], settings=get_settings(), worker="here") == "succeeded"
+            assert run_job(job["id"], settings=alone, worker="here") == "succeeded"
     return client.get(f"/sweeps/{sweep['id']}").json()
 
 
@@ -302,3 +304,29 @@ def test_jobs_are_released_a_window_at_a_time_and_sweeps_take_turns() -> None:
     with api_client() as client:
         for sweep in (first, second):
             client.post(f"/sweeps/{sweep['id']}/cancel")
+
+
+def test_successive_halving_in_a_stack_counts_the_siblings(client: TestClient) -> None:
+    """The same sweep trained as one stack: every cell reaches epoch 1 together, so each judges
+    against the others' figures of that epoch, not only against what is already stored; the
+    two hopeless cells stop there as they do one after another."""
+    base = {
+        **TINY,
+        "dataset": {"name": "digits"},
+        "model": {"hidden": [24]},  # a key no other test's jobs have
+        "train": {"epochs": 4, "batch_size": 32, "optimizer": {"name": "sgd"}},
+    }
+    sweep = create(
+        client,
+        {
+            "base": base,
+            "axes": {"train.optimizer.lr": [0.5, 1e-5, 2e-5]},
+            "halving": {"metric": "val_accuracy", "min_epochs": 1, "reduction": 3},
+        },
+    )
+    cells = client.get(f"/sweeps/{sweep['id']}").json()["cells"]
+    stacked = get_settings().model_copy(update={"stack_max": 32})
+    assert run_job(cells[0]["jobs"][0]["id"], settings=stacked, worker="stack") == "succeeded"
+    jobs = [client.get(f"/jobs/{c['jobs'][0]['id']}").json() for c in cells]
+    assert {j["status"] for j in jobs} == {"succeeded"}
+    assert [j["result"].get("halved_at_epoch") for j in jobs] == [None, 1, 1]

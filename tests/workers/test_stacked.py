@@ -23,6 +23,11 @@ from workers.runner import run_job
 REL = 1e-4
 
 
+def stacking(settings: Settings) -> Settings:
+    """The settings with stacks on (the suite's in-process default trains jobs alone)."""
+    return settings.model_copy(update={"stack_max": 32})
+
+
 def regression(seed: int, lr: float, **train: Any) -> dict[str, Any]:
     return {
         "family": "mlp",
@@ -113,7 +118,7 @@ def test_stacked_jobs_equal_the_same_jobs_trained_alone(
     reference = alone(db_settings, *documents)
     sizes = count_steps(monkeypatch)
     ids = submit(db_settings, *documents)
-    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
     assert max(sizes) == 4 and min(sizes) == 3  # the early stopper left after epoch 2
     for got, want in zip(ids, reference, strict=True):
         job = job_of(db_settings, got)
@@ -141,7 +146,7 @@ def test_folds_of_stacked_jobs_train_at_once(
     reference = alone(db_settings, *documents)
     sizes = count_steps(monkeypatch)
     ids = submit(db_settings, *documents)
-    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
     assert set(sizes) == {6}
     for got, want in zip(ids, reference, strict=True):
         assert_same_training(db_settings, got, want)
@@ -156,7 +161,7 @@ def test_a_diverging_member_fails_alone(db_settings: Settings) -> None:
     documents.append(regression(3, 0.1, optimizer="sgd"))
     reference = alone(db_settings, documents[0], documents[2])
     ids = submit(db_settings, *documents)
-    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
     failed = job_of(db_settings, ids[1])
     assert failed.status == "failed" and "training diverged" in failed.error
     assert_same_training(db_settings, ids[0], reference[0])
@@ -180,7 +185,7 @@ def test_a_cancelled_member_ends_and_the_others_go_on(
         return real(self, batches)
 
     monkeypatch.setattr(stack.Stack, "step", step)
-    assert run_job(ids[0], settings=db_settings, worker="w") == "succeeded"
+    assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
     cancelled = job_of(db_settings, ids[1])
     assert cancelled.status == "cancelled"
     assert [epoch for _, epoch, _ in rows_of(db_settings, ids[1])] == [1]
@@ -212,11 +217,11 @@ def test_a_stack_killed_mid_epoch_resumes_every_member(
 
     monkeypatch.setattr(stack.Stack, "step", crash)
     with pytest.raises(Crash):
-        run_job(ids[0], settings=settings, worker="doomed")
+        run_job(ids[0], settings=stacking(settings), worker="doomed")
     monkeypatch.setattr(stack.Stack, "step", real)
     for job_id in ids:
         expire_lease(settings, job_id)
-    assert run_job(ids[1], settings=settings, worker="rescuer") == "succeeded"
+    assert run_job(ids[1], settings=stacking(settings), worker="rescuer") == "succeeded"
     resumed = [job_of(settings, job_id).status for job_id in ids]
     assert resumed == ["succeeded"] * 3
     for got, want in zip(ids, reference, strict=True):
@@ -236,7 +241,7 @@ def test_members_of_other_widths_stack_padded_and_exact(
     reference = alone(settings, *documents)
     sizes = count_steps(monkeypatch)
     ids = submit(settings, *documents)
-    assert run_job(ids[0], settings=settings, worker="w") == "succeeded"
+    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
     assert set(sizes) == {3}
     for got, want in zip(ids, reference, strict=True):
         assert job_of(settings, got).n_params == job_of(settings, want).n_params
@@ -259,7 +264,7 @@ def test_lstms_stack_through_their_unrolled_form(
     reference = alone(settings, *documents)
     sizes = count_steps(monkeypatch)
     ids = submit(settings, *documents)
-    assert run_job(ids[0], settings=settings, worker="w") == "succeeded"
+    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
     assert set(sizes) == {2}
     for got, want in zip(ids, reference, strict=True):
         assert_same_training(settings, got, want)
