@@ -58,6 +58,7 @@ bench: venv datasets
 	$(BIN)/python benchmarks/listing.py
 	$(BIN)/python benchmarks/threads.py
 	$(BIN)/python benchmarks/job_overhead.py
+	$(BIN)/python benchmarks/sweeps.py
 	$(BIN)/python benchmarks/time_to_accuracy.py $(TTA_ARGS)
 
 lint: venv
