@@ -471,8 +471,8 @@ class JobSpecBase(StrictModel):
         of its own (MEMBER_OWN: its seeds, learning rate, penalties, noise, early stopping) is
         left out. None: the job
         trains alone (its family cannot stack, or it needs what a stack cannot give each
-        member exactly: dropout or batch norm draw across the stack, LBFGS steps each model a
-        different number of times, one_cycle and clipping act per step)."""
+        member exactly: dropout or batch norm draw across the stack, one_cycle and clipping
+        act per step)."""
         train = self.train
         opt = self.optimizer_for("model")
         model = getattr(self, "model", None)
@@ -480,7 +480,6 @@ class JobSpecBase(StrictModel):
             not self.stackable
             or self.optimizer_names != ("model",)
             or len(self.stages()) != 1
-            or opt.name == "lbfgs"
             or (model is not None and _draws_across(model.model_dump()))
             or train.compile
             or train.precision == "bfloat16"
@@ -490,7 +489,10 @@ class JobSpecBase(StrictModel):
         ):
             return None
         document = self.shape_document()
-        for path in self.stack_widths:  # how many layers, not their sizes
+        # A padded member's weights are a strided block of the stack's, which a matrix product
+        # may sum in another order; LBFGS's line search turns that last bit into another run.
+        widths = self.stack_widths if opt.name != "lbfgs" else ()
+        for path in widths:  # how many layers, not their sizes
             *parents, leaf = path.split(".")
             node = document
             for part in parents:

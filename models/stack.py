@@ -69,10 +69,17 @@ class Stack:
         self.masks = self._masks()
         self.apply = _Apply(model)
         self.loss = vmap(self._member_loss)
-        opt = self.template.spec.optimizer_for("model")
-        self.optimizer = make_optimizer(opt, 0.0, list(self.params.values()))
+        self.optimizer = self._optimizer(list(self.params.values()))
         self._point()
         self.refresh()
+
+    def _optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer | None:
+        """One optimizer over the stacked tensors; None for LBFGS: its line search evaluates
+        each member a number of times of its own and amplifies any difference in the last
+        float bit, so each member steps with its own optimizer on its own model, as alone
+        (see `train`)."""
+        opt = self.template.spec.optimizer_for("model")
+        return None if opt.name == "lbfgs" else make_optimizer(opt, 0.0, params)
 
     def __len__(self) -> int:
         return len(self.trainers)
@@ -137,60 +144,61 @@ class Stack:
         lrs = [t.optimizers["model"].param_groups[0]["lr"] for t in self.trainers]
         decays = [t.spec.train.weight_decay for t in self.trainers]
         self.l1 = torch.tensor([t.spec.train.l1 for t in self.trainers], device=device)
+        self.lr_scale = self.decay = None
+        if self.optimizer is None:  # each member's own optimizer has its own rate
+            return
         group = self.optimizer.param_groups[0]
         # Alike across the stack, they are the optimizer's own, as for a model trained alone.
-        self.lr_scale = None
         group["lr"] = lrs[0]
         if len(set(lrs)) > 1:
             group["lr"] = max(lrs)
             self.lr_scale = torch.tensor([lr / group["lr"] for lr in lrs], device=device)
-        self.decay = None
         group["weight_decay"] = decays[0]
         if len(set(decays)) > 1:
             group["weight_decay"] = 0.0
             self.decay = torch.tensor(decays, device=device)
 
+    def _losses(
+        self, batches: Sequence[Batch], members: list[int]
+    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+        """The forward pass of some members (indices into the stack) on their batches, which
+        are of one size: their losses, their sums, and their L1 penalties (on the weights, not
+        the biases)."""
+        device = batches[members[0]].x.device
+        whole = len(members) == len(self.trainers)
+        which = None if whole else torch.tensor(members, device=device)
+
+        def pick(t: Tensor) -> Tensor:
+            return t if which is None else t.index_select(0, which)
+
+        params = {f"model.{n}": pick(p) for n, p in self.params.items()}
+        params |= {f"model.{n}": pick(b) for n, b in self.buffers.items()}
+        parts = [batches[i] for i in members]
+        losses, extra = self._vmapped(
+            params,
+            torch.stack([b.x for b in parts]),
+            torch.stack([b.y for b in parts]),
+            torch.stack([b.clean for b in parts]),
+            torch.stack([b.index for b in parts]),
+        )
+        penalties = torch.zeros_like(losses)
+        if bool((self.l1 > 0).any()):
+            weights = [pick(p) for p in self.params.values() if p.dim() > 2]
+            penalties = penalties + pick(self.l1) * sum(w.abs().flatten(1).sum(1) for w in weights)
+        return losses, extra, penalties
+
     def step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
         """One step of every member on its own batch; returns each member's sums over its
         batch (tensors of K values: `loss` x examples, `count`, and the family's own)."""
         self.template.model.train()
+        assert self.optimizer is not None  # LBFGS members step alone: see train()
         self.optimizer.zero_grad(set_to_none=True)
-        k = len(batches)
-        device = batches[0].x.device
-        sums: dict[str, Tensor] = {}
-        by_size: dict[int, list[int]] = {}
-        for i, batch in enumerate(batches):
-            by_size.setdefault(len(batch.y), []).append(i)
-        for size, members in by_size.items():  # a last batch may be smaller for some
-            whole = len(members) == k
-            which = None if whole else torch.tensor(members, device=device)
-
-            def pick(t: Tensor, which: Tensor | None = which) -> Tensor:
-                return t if which is None else t.index_select(0, which)
-
-            params = {f"model.{n}": pick(p) for n, p in self.params.items()}
-            params |= {f"model.{n}": pick(b) for n, b in self.buffers.items()}
-            parts = [batches[i] for i in members]
-            losses, extra = self._vmapped(
-                params,
-                torch.stack([b.x for b in parts]),
-                torch.stack([b.y for b in parts]),
-                torch.stack([b.clean for b in parts]),
-                torch.stack([b.index for b in parts]),
-            )
-            total = losses.sum()
-            if bool((self.l1 > 0).any()):  # L1 on the weights (not biases), per member
-                l1 = pick(self.l1)
-                for p in self.params.values():
-                    if p.dim() > 2:
-                        total = total + (l1 * pick(p).abs().flatten(1).sum(1)).sum()
-            total.backward()
-            counts = torch.full((len(members),), float(size), device=device)
-            found = {"loss": losses.detach() * size, "count": counts}
-            found |= {name: value.detach().float() for name, value in extra.items()}
-            for name, value in found.items():
-                into = sums.setdefault(name, torch.zeros(k, device=device))
-                into.index_add_(0, torch.tensor(members, device=device), value)
+        found: dict[int, tuple[Tensor, dict[str, Tensor]]] = {}
+        for members in _by_size(batches, range(len(batches))):
+            losses, extra, penalties = self._losses(batches, members)
+            (losses.sum() + penalties.sum()).backward()
+            for j, i in enumerate(members):
+                found[i] = (losses[j].detach(), {n: v[j].detach() for n, v in extra.items()})
         for name, mask in self.masks.items():  # the padding stays zero
             self.params[name].grad.mul_(mask)
         if self.decay is not None:  # L2 as torch's optimizers add it, per member
@@ -203,13 +211,15 @@ class Stack:
             with torch.no_grad():
                 for p, old in zip(self.params.values(), before, strict=True):
                     p.copy_(old + _along(self.lr_scale, p) * (p - old))
-        return sums
+        return _sums(batches, found)
 
     # --- a member's optimizer state, as the optimizer of a model trained alone holds it -----
 
     def optimizer_state(self, k: int) -> dict[str, Any]:
         """Member k's optimizer state_dict, the same as a job trained alone saves."""
         saved = self.trainers[k].optimizers["model"].state_dict()
+        if self.optimizer is None:  # its own optimizer, which holds its own state
+            return saved
         state: dict[int, dict[str, Any]] = {}
         for i, (name, p) in enumerate(self.params.items()):
             values = self.optimizer.state.get(p)
@@ -225,7 +235,9 @@ class Stack:
 
     def absorb_optimizer_states(self) -> None:
         """Move the state the members' own optimizers were loaded with (a resumed run) into
-        the stacked optimizer."""
+        the stacked optimizer (LBFGS: each member's own keeps it)."""
+        if self.optimizer is None:
+            return
         for name, stacked in self.params.items():
             states = [
                 t.optimizers["model"].state.get(_tensor(t.model, name)) for t in self.trainers
@@ -261,16 +273,15 @@ class Stack:
             return
         device = self.params[self.names[0]].device
         which = torch.tensor(list(members), device=device)
-        old = self.optimizer.state
+        old = self.optimizer.state if self.optimizer is not None else {}
         params = {}
         with torch.no_grad():
             for name, p in self.params.items():
                 params[name] = p.detach().index_select(0, which).requires_grad_()
             self.buffers = {n: b.index_select(0, which) for n, b in self.buffers.items()}
-        opt = self.template.spec.optimizer_for("model")
-        self.optimizer = make_optimizer(opt, 0.0, list(params.values()))
+        self.optimizer = self._optimizer(list(params.values()))
         for name, p in self.params.items():
-            if p in old:
+            if p in old and self.optimizer is not None:
                 self.optimizer.state[params[name]] = {
                     key: v.index_select(0, which) if _sliced(v, p) else v
                     for key, v in old[p].items()
@@ -283,6 +294,29 @@ class Stack:
         self.apply = _Apply(self.template.model)
         self._point()
         self.refresh()
+
+
+def _by_size(batches: Sequence[Batch], members: Sequence[int]) -> list[list[int]]:
+    """The members grouped by the size of their batch (a last batch may be smaller)."""
+    groups: dict[int, list[int]] = {}
+    for i in members:
+        groups.setdefault(len(batches[i].y), []).append(i)
+    return list(groups.values())
+
+
+def _sums(
+    batches: Sequence[Batch], found: dict[int, tuple[Tensor, dict[str, Tensor]]]
+) -> dict[str, Tensor]:
+    """Each member's sums over its batch, K values each: loss x examples, count, its own."""
+    k = len(batches)
+    counts = [float(len(b.y)) for b in batches]
+    sums = {
+        "loss": torch.stack([found[i][0] * counts[i] for i in range(k)]),
+        "count": torch.tensor(counts, device=batches[0].x.device),
+    }
+    for name in found[0][1]:
+        sums[name] = torch.stack([found[i][1][name].float() for i in range(k)])
+    return sums
 
 
 def _tensor(model: nn.Module, name: str) -> Tensor:
@@ -482,8 +516,7 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
                 if batch > 0:
                     _save(stack, members, sums, batch, time.perf_counter() - started, hooks)
                 hooks.stop()
-            batches = [_batch(m, epoch, batch) for m in members]
-            found = stack.step(batches)
+            found = _step(stack, members, epoch, batch)
             for name, value in found.items():
                 sums[name] = sums.get(name, torch.zeros_like(value)) + value
             now = time.perf_counter() - started
@@ -504,6 +537,23 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
 
 def _jobs_of(members: Sequence[Member]) -> list[StackJob]:
     return list(dict.fromkeys(m.job for m in members))
+
+
+def _step(stack: Stack, members: Sequence[Member], epoch: int, batch: int) -> dict[str, Tensor]:
+    """One batch of every member: as one stack, or (LBFGS) each member on its own model, whose
+    parameters are views into the stack, exactly as it trains alone."""
+    if stack.optimizer is not None:
+        return stack.step([_batch(m, epoch, batch) for m in members])
+    stats = []
+    for m in members:
+        torch.set_rng_state(m.rng)
+        stats.append(m.trainer.train_batch(epoch, batch))
+        m.rng = torch.get_rng_state()
+    device = stack.params[stack.names[0]].device
+    return {
+        name: torch.stack([torch.as_tensor(s[name], device=device).float() for s in stats])
+        for name in stats[0]
+    }
 
 
 def _stacked_sums(members: Sequence[Member], device: torch.device) -> dict[str, Tensor]:

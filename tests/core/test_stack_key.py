@@ -40,18 +40,24 @@ def test_shapes_optimizer_batches_and_epochs_part_stacks() -> None:
         key(model__hidden=[16]),
         key(model__activation="tanh"),
         key(train__optimizer={"name": "sgd"}),
+        key(train__optimizer={"name": "lbfgs"}),
         key(train__batch_size=128),
         key(train__epochs=6),
         key(dataset__name="surface2d"),
         key(dataset__max_train=100),
     }
-    assert len(keys) == 8
+    assert len(keys) == 9
+
+
+def test_lbfgs_members_share_their_widths() -> None:
+    lbfgs = {"name": "lbfgs"}
+    assert key(train__optimizer=lbfgs) != key(train__optimizer=lbfgs, model__hidden=[4, 64])
+    assert key(train__optimizer=lbfgs) == key(train__optimizer=lbfgs, train__seed=3)
 
 
 def test_what_a_stack_cannot_give_each_member_trains_alone() -> None:
     assert key(model__dropout=0.2) is None
     assert key(model__batchnorm=True) is None
-    assert key(train__optimizer={"name": "lbfgs"}) is None
     assert key(train__clip_grad_norm=1.0) is None
     assert key(train__schedule={"name": "one_cycle"}) is None
     cnn = parse_job_spec({"family": "cnn", "dataset": {"name": "digits"}})

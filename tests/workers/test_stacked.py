@@ -268,3 +268,23 @@ def test_lstms_stack_through_their_unrolled_form(
     assert set(sizes) == {2}
     for got, want in zip(ids, reference, strict=True):
         assert_same_training(settings, got, want)
+
+
+def test_lbfgs_members_step_alone_inside_the_stack(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """LBFGS's line search would turn a last-bit difference into another run (a 1e-7 change of
+    one target moved a run's fourth epoch by 30%), so each member steps its own optimizer on
+    its own model inside the stack: the very numbers it has alone, to the bit; the stack
+    shares its data, its epoch writes and its claim."""
+    documents = [
+        regression(seed, 1.0, optimizer="lbfgs", noise=noise, weight_decay=wd)
+        for seed, noise, wd in ((1, 0.0, 0.0), (2, 0.1, 1e-3), (3, 0.3, 0.0))
+    ]
+    reference = alone(settings, *documents)
+    ids = submit(settings, *documents)
+    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
+    for got, want in zip(ids, reference, strict=True):
+        assert job_of(settings, got).provenance["stack_jobs"] == 3
+        assert [r[2] for r in rows_of(settings, got)] == [r[2] for r in rows_of(settings, want)]
+        assert job_of(settings, got).result == job_of(settings, want).result
