@@ -7,9 +7,9 @@ starts empty each time, in both modes. Wall time runs from the POST /sweeps resp
 moment GET /sweeps/{id} (polled every 0.5 s) counts every job ended. Prints a table of wall
 seconds and the ratio off / on, and the worst relative difference between a job's test figures
 stacked and alone (jobs matched by (cell, repeat)), which should be under 1e-3. A stack's key
-leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag, and
-LBFGS never stacks: the time-series grid stacks the 5 widths x 5 folds of each lag; the
-regression grid the 3 noises x 4 repeats of each other cell.
+leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the
+time-series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x
+4 repeats of each optimizer and width (LBFGS members step one by one inside their stack).
 
     .venv/bin/python benchmarks/sweeps.py [--grid ts|regression|both] [--scale 1.0]
         [--threads N] [--stack-max N]
