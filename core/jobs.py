@@ -165,6 +165,11 @@ def claim_stack(
     return leases
 
 
+def unstack(session: Session, job_ids: list[str]) -> None:
+    """These jobs train alone from now on."""
+    session.execute(update(Job).where(Job.id.in_(job_ids)).values(stack_key=None))
+
+
 def _owner_at_quota(session: Session, job_id: str, max_running: int) -> bool:
     owner = session.scalar(select(Job.owner_id).where(Job.id == job_id, Job.status == "queued"))
     if owner is None:  # a job of the anonymous local user, or not a queued one

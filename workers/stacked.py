@@ -115,9 +115,14 @@ class _Stacked(stack.Hooks):
                 return
             if not isinstance(exc, Exception):
                 raise
-            log.exception("a stack of %d jobs failed", len(live))
-            for entry in self.live():
-                self.leave(entry, "failed", exc)
+            # Not one member's failure (those leave the stack alone): its jobs go back to
+            # the queue to train alone, where a job that fails again fails with its reason.
+            log.exception("a stack of %d jobs failed; they will train alone", len(live))
+            left = self.live()
+            with self.session() as session:
+                jobs.unstack(session, [e.lease.job_id for e in left])
+            for entry in left:
+                self.leave(entry, "stopped")
 
     def live(self) -> list[_Entry]:
         return [e for e in self.entries if e.outcome is None]

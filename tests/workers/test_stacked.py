@@ -288,3 +288,23 @@ def test_lbfgs_members_step_alone_inside_the_stack(
         assert job_of(settings, got).provenance["stack_jobs"] == 3
         assert [r[2] for r in rows_of(settings, got)] == [r[2] for r in rows_of(settings, want)]
         assert job_of(settings, got).result == job_of(settings, want).result
+
+
+def test_a_stack_that_breaks_gives_its_jobs_back_to_train_alone(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An error of the stack itself, not of one member, fails no job: each goes back to the
+    queue without its key and then trains alone."""
+    ids = submit(settings, *(regression(seed, 1e-2) for seed in (1, 2)))
+
+    def broken(self: stack.Stack, batches: list) -> dict:
+        raise RuntimeError("no batching rule for this op")
+
+    monkeypatch.setattr(stack.Stack, "step", broken)
+    assert run_job(ids[0], settings=stacking(settings), worker="w") == "stopped"
+    for job_id in ids:
+        job = job_of(settings, job_id)
+        assert job.status == "queued" and job.stack_key is None and job.attempts == 0
+    monkeypatch.undo()
+    assert run_job(ids[1], settings=stacking(settings), worker="w") == "succeeded"
+    assert job_of(settings, ids[1]).provenance.get("stack_jobs") is None
