@@ -35,6 +35,8 @@ from models.base import Batch, Family, Trainer
 from models.loop import Callback, Diverged, EpochEnd, Position
 from models.training import make_optimizer
 
+PROGRESS_SECONDS = 0.25  # between two progress reports of a stack's jobs
+
 
 class _Apply(nn.Module):
     """Runs a function with `model`'s parameters swapped for a member's (functional_call)."""
@@ -508,6 +510,7 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
         stack.refresh()  # the members' schedules moved their learning rates
         steps = members[0].trainer.n_batches(epoch)
         started = time.perf_counter() - members[0].position.seconds
+        told = -PROGRESS_SECONDS
         for batch in range(members[0].position.batch, steps):
             members, sums = _check(stack, members, sums, hooks)
             if not members:
@@ -522,9 +525,13 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
             now = time.perf_counter() - started
             for m in members:
                 m.position.batch, m.position.seconds = batch + 1, now
-            for job in _jobs_of(members):
-                proxy[job.id].epoch, proxy[job.id].batch = epoch, batch + 1
-                job.progress.on_batch_end(job.members[0].trainer, proxy[job.id], steps)
+            # Progress is read by the heartbeat every few seconds: told a few times a second
+            # and at an epoch's last batch, not after every batch of every job.
+            if batch + 1 == steps or now - told > PROGRESS_SECONDS:
+                told = now
+                for job in _jobs_of(members):
+                    proxy[job.id].epoch, proxy[job.id].batch = epoch, batch + 1
+                    job.progress.on_batch_end(job.members[0].trainer, proxy[job.id], steps)
             if batch + 1 < steps and hooks.checkpoint_due():
                 _save(stack, members, sums, batch + 1, now, hooks)
         seconds = time.perf_counter() - started
