@@ -225,3 +225,35 @@ def test_a_training_that_fails_releases_its_lease(
     with pytest.raises(RuntimeError):
         quality.feature_net(DatasetSpec(name="digits"), settings, CPU, None, cancelled)
     assert trainings(settings) == []  # the next worker trains it at once
+
+
+def test_a_job_at_scoring_shows_the_training_workers_progress_then_takes_over_its_lease(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another worker holds the lease at step 17 and dies: the job's scoring progress shows
+    17 of 40 while the lease lives, then the job trains the net itself."""
+    from tests.workers.test_runner import submit
+    from workers.runner import _Run, run_job
+
+    with session_scope(settings.database_url) as session:
+        token = feature_nets.claim(
+            session, DIGITS_KEY, worker="dead", steps=40, lease_seconds=settings.lease_seconds
+        )
+        assert feature_nets.renew(
+            session, DIGITS_KEY, token, step=17, steps=40, lease_seconds=settings.lease_seconds
+        )
+    published: list[dict[str, Any]] = []
+    real_publish = _Run.publish
+
+    def recorded(self: _Run, progress: dict[str, Any]) -> None:
+        published.append(dict(progress))
+        real_publish(self, progress)
+
+    monkeypatch.setattr(_Run, "publish", recorded)
+    assert run_job(submit(settings, GAN), settings=settings, worker="w") == "succeeded"
+    steps = [p["phase_step"] for p in published if p.get("phase_steps") == 40]
+    waited = steps[: steps.index(0)]
+    assert waited and set(waited) == {17}  # the dead worker's step, until its lease ran out
+    assert steps[len(waited) :] == list(range(41))  # then its own steps
+    [row] = trainings(settings)
+    assert row.status == "ready" and row.worker != "dead"
