@@ -103,6 +103,18 @@ class ModelsPublic(BaseModel):
     offset: int
 
 
+class FeatureNetPublic(BaseModel):
+    """The classifier whose features score a generative job's samples on this dataset,
+    trained once per dataset: absent (not trained yet), training (by a worker, `percent`
+    done) or ready (kept, with its accuracy on the test split)."""
+
+    status: Literal["absent", "training", "ready"]
+    step: int | None = Field(None, description="training steps done (while training)")
+    steps: int | None = Field(None, description="training steps in all (while training)")
+    percent: float | None = Field(None, description="of its training done")
+    test_accuracy: float | None = Field(None, description="on the test split (once ready)")
+
+
 class DatasetPublic(BaseModel):
     name: str
     kind: str
@@ -118,6 +130,11 @@ class DatasetPublic(BaseModel):
     sequence: bool = Field(False, description="a time series: examples are `lag` past values")
     available: bool
     how_to_get: str | None
+    feature_net: FeatureNetPublic | None = Field(
+        None,
+        description="the sample-quality classifier of a built-in image dataset; null for "
+        "other datasets",
+    )
 
 
 class DatasetsPublic(BaseModel):

@@ -306,6 +306,24 @@ class FeatureNet(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
+class FeatureNetTraining(Base):
+    """A feature net's training (`training`) or its end (`ready`, the net in feature_nets): one
+    worker at a time trains a key, under a lease it renews as it steps; an expired lease may be
+    taken over by another (core/feature_nets.py)."""
+
+    __tablename__ = "feature_net_trainings"
+
+    key: Mapped[str] = mapped_column(String(160), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16))  # training, ready
+    step: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[int] = mapped_column(Integer)
+    worker: Mapped[str | None] = mapped_column(String(255), default=None)
+    lease_token: Mapped[str | None] = mapped_column(String(32), default=None)
+    lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, onupdate=utcnow)
+
+
 class IdempotencyKey(Base):
     """A client's Idempotency-Key on a POST that creates something, and what it created."""
 

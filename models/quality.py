@@ -3,11 +3,16 @@ a small classifier instead of Inception (whose weights cannot be downloaded here
 histogram of the samples under that classifier, whose entropy shows mode collapse as a number.
 
 The classifier is trained once per dataset, deterministically, and kept in SQL (feature_nets),
-so every worker measures with the same one and no job pays for it twice.
+so every worker measures with the same one and no job pays for it twice. One worker at a time
+trains it, under a lease (core/feature_nets.py); another that needs it meanwhile waits for it.
 """
 
 import dataclasses
+import logging
 import math
+import os
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,16 +23,18 @@ from sqlalchemy.exc import IntegrityError
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from core.catalog import CATALOG, DatasetInfo
+from core import feature_nets
+from core.catalog import DatasetInfo
 from core.checkpoint import pack_weights, unpack_weights
 from core.datasets import Split, load_dataset
 from core.db import FeatureNet, session_scope
+from core.feature_nets import RECIPE
 from core.settings import Settings
 from core.spec import DatasetSpec
 from models.base import Trainer
 from models.loop import Callback, Position
 
-RECIPE = "cnn32-64-128/v1"  # part of the stored key: a new recipe trains new nets
+log = logging.getLogger(__name__)
 N_SAMPLES = 1000  # samples drawn at the end of a job to measure
 STEPS, BATCH, MAX_TRAIN = 800, 64, 20_000
 CHUNK = 512  # images per pass of the feature net
@@ -35,7 +42,7 @@ CHUNK = 512  # images per pass of the feature net
 
 def applies(info: DatasetInfo) -> bool:
     """Quality is measured for labelled image datasets (the classifier needs the labels)."""
-    return info.kind == "classification" and len(info.input_shape) == 3 and bool(info.n_classes)
+    return feature_nets.applies(info)
 
 
 class FeatureClassifier(nn.Module):
@@ -64,10 +71,7 @@ class FeatureClassifier(nn.Module):
 
 
 def _key(spec: DatasetSpec, owner: str | None) -> str:
-    """Uploads are per owner: two owners' `upload:x` are two datasets."""
-    if owner is not None and spec.name not in CATALOG:
-        return f"{spec.name}/{owner}/{RECIPE}"
-    return f"{spec.name}/{RECIPE}"
+    return feature_nets.key_of(spec.name, owner)
 
 
 # Told `done` of `total` steps of scoring (total None: a part that is not counted in steps)
@@ -121,34 +125,123 @@ def train_feature_net(
     return net, facts
 
 
+class LeaseLost(Exception):
+    """This worker's lease on a feature net's training is not its own any more."""
+
+
+class _Lease:
+    """The lease a worker trains a feature net under: `step` writes how far it is and renews
+    the lease (at most every heartbeat_seconds, and at the first and last step)."""
+
+    def __init__(self, settings: Settings, key: str, token: str):
+        self.settings, self.key, self.token = settings, key, token
+        self.written: float | None = None
+
+    def step(self, done: int, total: int | None) -> None:
+        now = time.monotonic()
+        due = self.written is None or now - self.written >= self.settings.heartbeat_seconds
+        if total is None or not (due or done in (0, total)):
+            return
+        with session_scope(self.settings.database_url) as session:
+            kept = feature_nets.renew(
+                session,
+                self.key,
+                self.token,
+                step=done,
+                steps=total,
+                lease_seconds=self.settings.lease_seconds,
+            )
+        if not kept:
+            raise LeaseLost(self.key)
+        self.written = now
+
+    def release(self) -> None:
+        try:
+            with session_scope(self.settings.database_url) as session:
+                feature_nets.release(session, self.key, self.token)
+        except Exception:  # noqa: BLE001 - the lease then runs out by itself
+            log.exception("could not release the feature net training %s", self.key)
+
+
+def _stored(settings: Settings, key: str) -> tuple[bytes, dict[str, Any]] | None:
+    with session_scope(settings.database_url) as session:
+        row = session.get(FeatureNet, key)
+        return (row.data, row.info) if row is not None else None
+
+
+def _restore(stored: tuple[bytes, dict[str, Any]], device: torch.device) -> FeatureClassifier:
+    data, facts = stored
+    info = DatasetInfo.from_dict(facts["data_info"])
+    net = FeatureClassifier(input_shape=info.input_shape, n_classes=info.n_classes)
+    net.load_state_dict(unpack_weights(data)[0])
+    return net.to(device).eval()
+
+
+def _train_and_store(
+    spec: DatasetSpec,
+    settings: Settings,
+    device: torch.device,
+    owner: str | None,
+    report: Report | None,
+    lease: _Lease,
+) -> FeatureClassifier:
+    """Train under `lease` and store the net; LeaseLost if another worker took the lease or
+    stored one first. Any other failure releases the lease."""
+
+    def step(done: int, total: int | None) -> None:
+        lease.step(done, total)
+        if report is not None:
+            report(done, total)
+
+    try:
+        net, facts = train_feature_net(spec, settings, device, owner, step)
+    except LeaseLost:
+        raise
+    except BaseException:
+        lease.release()
+        raise
+    try:
+        with session_scope(settings.database_url) as session:
+            feature_nets.store(session, lease.key, info=facts, data=pack_weights(net, facts))
+    except IntegrityError as exc:  # another worker stored one first: use that one, like everyone
+        raise LeaseLost(lease.key) from exc
+    return net
+
+
 def feature_net(
     spec: DatasetSpec,
     settings: Settings,
     device: torch.device,
     owner: str | None = None,
     report: Report | None = None,
+    worker: str | None = None,
 ) -> FeatureClassifier:
-    """The dataset's feature classifier: the stored one, or trained now (telling `report` of
-    its steps) and stored (an upload is `owner`'s)."""
+    """The dataset's feature classifier (an upload's is `owner`'s): the stored one; or, while
+    another worker trains it, the one it stores, waited for (telling `report` of that worker's
+    steps); or trained now by this `worker` (telling `report` of its steps) and stored. A
+    training whose lease expired is taken over."""
     key = _key(spec, owner)
-    with session_scope(settings.database_url) as session:
-        row = session.get(FeatureNet, key)
-        stored = (row.data, row.info) if row is not None else None
-    if stored is None:
-        net, facts = train_feature_net(spec, settings, device, owner, report)
-        try:
-            with session_scope(settings.database_url) as session:
-                session.add(FeatureNet(key=key, info=facts, data=pack_weights(net, facts)))
-            return net
-        except IntegrityError:  # another worker stored one first: use that one, like everyone
-            with session_scope(settings.database_url) as session:
-                row = session.get(FeatureNet, key)
-                stored = (row.data, row.info)
-    data, facts = stored
-    info = DatasetInfo.from_dict(facts["data_info"])
-    net = FeatureClassifier(input_shape=info.input_shape, n_classes=info.n_classes)
-    net.load_state_dict(unpack_weights(data)[0])
-    return net.to(device).eval()
+    worker = worker or f"{socket.gethostname()}:{os.getpid()}"
+    while True:
+        if (stored := _stored(settings, key)) is not None:
+            return _restore(stored, device)
+        with session_scope(settings.database_url) as session:
+            token = feature_nets.claim(
+                session, key, worker=worker, steps=STEPS, lease_seconds=settings.lease_seconds
+            )
+            state = feature_nets.state(session, key)
+        if token is not None:
+            try:
+                return _train_and_store(
+                    spec, settings, device, owner, report, _Lease(settings, key, token)
+                )
+            except LeaseLost:
+                log.warning("another worker took over the feature net %s; waiting for it", key)
+                continue
+        if state.status == "training" and report is not None:
+            report(state.step or 0, state.steps)
+        if state.status != "ready":
+            time.sleep(settings.heartbeat_seconds)
 
 
 def memory(info: DatasetInfo) -> int:

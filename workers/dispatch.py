@@ -8,6 +8,7 @@ queues a job answers at once, the job left to the reaper.
 
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from core.db import session_scope, utcnow
 from core.jobs import mark_sent
@@ -17,6 +18,7 @@ from workers.celery_app import app
 
 log = logging.getLogger(__name__)
 RUN_JOB = "annlab.run_job"
+TRAIN_FEATURE_NET = "annlab.feature_net"
 
 
 def send_job(job_id: str) -> None:
@@ -30,6 +32,17 @@ def try_send_job(job_id: str) -> bool:
         return True
     except Exception as exc:  # noqa: BLE001 - any broker failure; the reaper re-sends later
         log.warning("could not send job %s to the broker (%s); the reaper will retry", job_id, exc)
+        return False
+
+
+def send_feature_net(dataset: dict[str, Any], owner: str | None) -> bool:
+    """Ask a worker to train a dataset's feature net (workers/feature_nets.py); never raises:
+    if the broker refuses, the first job that scores samples on it trains it."""
+    try:
+        app.send_task(TRAIN_FEATURE_NET, args=[dataset, owner])
+        return True
+    except Exception as exc:  # noqa: BLE001 - any broker failure; a job trains it at need
+        log.warning("could not send the feature net of %s (%s)", dataset.get("name"), exc)
         return False
 
 

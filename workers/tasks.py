@@ -1,7 +1,11 @@
-"""Thin Celery tasks: take a job id, hand it to the runner."""
+"""Thin Celery tasks: take a job id, hand it to the runner; or a dataset, to train its feature
+net ahead of the jobs that need it."""
 
+from typing import Any
+
+from workers import feature_nets
 from workers.celery_app import app, settings, worker_name
-from workers.dispatch import RUN_JOB, release_sweeps, send_jobs
+from workers.dispatch import RUN_JOB, TRAIN_FEATURE_NET, release_sweeps, send_feature_net, send_jobs
 from workers.runner import run_job
 
 
@@ -20,4 +24,14 @@ def run_job_task(job_id: str) -> str:
         send_jobs(settings, [job_id])
         return outcome
     release()
+    return outcome
+
+
+@app.task(name=TRAIN_FEATURE_NET)
+def feature_net_task(dataset: dict[str, Any], owner: str | None = None) -> str:
+    """Train the dataset's feature net unless it is stored or being trained. One given up
+    because this worker is stopping is sent again, for another worker."""
+    outcome = feature_nets.prepare(dataset, owner, settings=settings, worker=worker_name())
+    if outcome == "stopped":
+        send_feature_net(dataset, owner)
     return outcome

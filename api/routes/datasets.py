@@ -10,8 +10,8 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.routing import Route
-from api.schemas import DatasetPublic, DatasetsPublic, Problem
-from core import uploads
+from api.schemas import DatasetPublic, DatasetsPublic, FeatureNetPublic, Problem
+from core import feature_nets, uploads
 from core.catalog import CATALOG, DatasetInfo, is_available
 from core.db import Upload, sessionmaker_for
 
@@ -23,7 +23,9 @@ router = APIRouter(
 )
 
 
-def dataset_public(info: DatasetInfo, available: bool = True) -> DatasetPublic:
+def dataset_public(
+    info: DatasetInfo, available: bool = True, feature_net: feature_nets.State | None = None
+) -> DatasetPublic:
     return DatasetPublic(
         name=info.name,
         kind=info.kind,
@@ -39,13 +41,35 @@ def dataset_public(info: DatasetInfo, available: bool = True) -> DatasetPublic:
         sequence=info.sequence,
         available=available,
         how_to_get=None if available else info.how_to_get,
+        feature_net=None if feature_net is None else feature_net_public(feature_net),
+    )
+
+
+def feature_net_public(state: feature_nets.State) -> FeatureNetPublic:
+    return FeatureNetPublic(
+        status=state.status,
+        step=state.step,
+        steps=state.steps,
+        percent=state.percent,
+        test_accuracy=state.test_accuracy,
     )
 
 
 @router.get("", response_model=DatasetsPublic)
 def list_datasets(settings: SettingsDep, session: SessionDep, caller: CallerDep) -> DatasetsPublic:
-    """The built-in datasets (and whether this machine has them), and the caller's uploads."""
-    items = [dataset_public(info, is_available(info, settings)) for info in CATALOG.values()]
+    """The built-in datasets (whether this machine has them and, for an image dataset, the
+    state of the classifier that scores generated samples on it), and the caller's uploads."""
+    images = [info for info in CATALOG.values() if feature_nets.applies(info)]
+    keys = {info.name: feature_nets.key_of(info.name) for info in images}
+    found = feature_nets.states(session, keys.values())
+    items = [
+        dataset_public(
+            info,
+            is_available(info, settings),
+            found[keys[info.name]] if info.name in keys else None,
+        )
+        for info in CATALOG.values()
+    ]
     uploaded = select(Upload.info).where(caller.mine(Upload.owner_id)).order_by(Upload.created_at)
     for info in session.scalars(uploaded):
         items.append(dataset_public(DatasetInfo.from_dict(info)))

@@ -2,6 +2,8 @@
 
 import base64
 import json
+import logging
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -20,14 +22,17 @@ from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.routing import Route
 from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
+from core import feature_nets
 from core.catalog import CATALOG, DatasetInfo, is_available, resolve
-from core.db import FINISHED, Job, Metric, utcnow
+from core.db import FINISHED, Job, Metric, sessionmaker_for, utcnow
 from core.jobs import artifacts_of, mark_sent, new_job, request_cancel
 from core.settings import Settings
 from core.spec import JobSpecBase
 from core.uploads import upload_infos
 from models.specs import JOB_EXAMPLES, JobSpec, parse_job_spec
-from workers.dispatch import try_send_job
+from workers.dispatch import send_feature_net, try_send_job
+
+log = logging.getLogger(__name__)
 
 router = APIRouter(
     route_class=Route,
@@ -131,6 +136,34 @@ def within_quota(session: SessionDep, settings: SettingsDep, caller: Caller, new
         )
 
 
+def train_feature_nets(
+    settings: Settings, specs: Iterable[JobSpecBase], owner: str | None
+) -> list[str]:
+    """Send a worker to train the feature net of each built-in dataset these jobs will score
+    samples on (models/quality.py) that is neither stored nor being trained, ahead of the
+    jobs' need; returns those datasets' names. Never raises: a net not sent for is trained by
+    the first job that needs it."""
+    from models.admission import generates  # loads torch, as admission did already
+
+    sent: list[str] = []
+    try:
+        wanted: dict[str, JobSpecBase] = {}
+        for spec in specs:
+            info = CATALOG.get(spec.dataset.name)
+            if spec.dataset.name not in wanted and info is not None and generates(spec, info):
+                wanted[spec.dataset.name] = spec
+        keys = {feature_nets.key_of(name): name for name in wanted}
+        with sessionmaker_for(settings.database_url, read_only=True)() as session:
+            found = feature_nets.states(session, keys)
+        for key, name in keys.items():
+            dataset = wanted[name].dataset.model_dump(mode="json")
+            if found[key].status == "absent" and send_feature_net(dataset, owner):
+                sent.append(name)
+    except Exception:  # noqa: BLE001 - the jobs are queued whatever happens here
+        log.exception("could not send for the feature nets of queued jobs")
+    return sent
+
+
 def queue(
     session: SessionDep,
     settings: SettingsDep,
@@ -159,6 +192,7 @@ def queue(
         session.rollback()
         assert idempotency is not None
         return session.get(Job, earlier(session, "jobs", *idempotency))
+    train_feature_nets(settings, [spec], caller.owner)
     since = utcnow()
     if try_send_job(job.id):
         mark_sent(session, [job.id], since=since)

@@ -19,7 +19,7 @@ from api.auth import Caller
 from api.deps import MAX_OFFSET, CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember, scoped
-from api.routes.jobs import within_quota
+from api.routes.jobs import train_feature_nets, within_quota
 from api.routing import Route
 from api.schemas import Problem, SweepCreate, SweepPublic, SweepsPublic, SweepTable
 from core.catalog import CATALOG, is_available, resolve
@@ -204,6 +204,10 @@ def create_sweep(
         session.rollback()
         previous = earlier(session, "sweeps", idempotency_key, payload)
         return public(session.get(Sweep, previous), jobs_of(session, previous))
+    firsts = {runs[0]["dataset"]["name"]: runs[0] for runs in documents}
+    train_feature_nets(
+        settings, [SPECS[family].model_validate(d) for d in firsts.values()], caller.owner
+    )
     release_sweeps(settings)
     return public(sweep, jobs_of(session, sweep.id))
 
