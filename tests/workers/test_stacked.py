@@ -308,3 +308,35 @@ def test_a_stack_that_breaks_gives_its_jobs_back_to_train_alone(
     monkeypatch.undo()
     assert run_job(ids[1], settings=stacking(settings), worker="w") == "succeeded"
     assert job_of(settings, ids[1]).provenance.get("stack_jobs") is None
+
+
+def test_folds_trained_at_once_resume_so_with_stacking_off(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 3-fold job's checkpoint holds each fold's state; a worker with ANNLAB_STACK_MAX=1
+    still resumes it with its folds at once, to the same numbers."""
+    document = {
+        "family": "mlp",
+        "dataset": {"name": "mackey_glass", "lag": 10, "kfold": 3, "n_points": 400},
+        "model": {"hidden": [8]},
+        "train": {"epochs": 3, "batch_size": 32},
+    }
+    (reference,) = alone(settings, document)
+    (job_id,) = submit(settings, document)
+    real, steps = stack.Stack.step, []
+
+    def crash(self: stack.Stack, batches: list) -> dict:
+        steps.append(len(batches))
+        if len(steps) == 12:  # 8 batches an epoch: in epoch 2
+            raise Crash()
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "step", crash)
+    every_batch = {"checkpoint_seconds": 1e-9}
+    with pytest.raises(Crash):
+        run_job(job_id, settings=stacking(settings).model_copy(update=every_batch), worker="w")
+    monkeypatch.setattr(stack.Stack, "step", real)
+    expire_lease(settings, job_id)
+    assert run_job(job_id, settings=settings, worker="alone") == "succeeded"
+    assert set(steps[:11]) == {3}
+    assert_same_training(settings, job_id, reference)
