@@ -220,9 +220,12 @@ class _Run:
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
 
-    def prepare(self) -> tuple[Splits, dict[str, Any] | None, Callable[[], list[Callback]]]:
+    def prepare(
+        self, shared: dict[tuple[str, str | None], Splits] | None = None
+    ) -> tuple[Splits, dict[str, Any] | None, Callable[[], list[Callback]]]:
         """Load the job's data and its checkpoint; what makes the callbacks its document asks
-        for (a fold's own, where folds train at once)."""
+        for (a fold's own, where folds train at once). `shared`: splits already loaded for the
+        jobs it trains with, by dataset section and owner (no job changes its splits)."""
         name = self.spec.dataset.name
         with self.session() as session:
             job = session.get(Job, self.lease.job_id)
@@ -235,7 +238,12 @@ class _Run:
         if info is not None:
             admission.check(self.spec, info, self.settings.worker_memory_bytes)
         self.publish(shown | {"phase": "loading", "phase_percent": 0.0, "eta_seconds": None})
-        data = load_dataset(self.spec.dataset, self.settings, self.device, self.owner)
+        section = (self.spec.dataset.model_dump_json(), self.owner)
+        data = shared.get(section) if shared is not None else None
+        if data is None:
+            data = load_dataset(self.spec.dataset, self.settings, self.device, self.owner)
+            if shared is not None:
+                shared[section] = data
         with self.session() as session:
             stored = jobs.latest_checkpoint(session, self.lease.job_id)
             blob = stored.data if stored is not None else None

@@ -17,11 +17,12 @@ import torch
 
 from core import jobs
 from core.checkpoint import pack, read_metadata
+from core.datasets import Splits
 from core.db import session_scope
 from core.jobs import Lease, LeaseLost
 from core.logs import job_context
 from core.settings import Settings
-from models import loop, stack
+from models import admission, loop, stack
 from models.base import n_params
 from models.loop import Diverged, Position
 from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
@@ -144,6 +145,8 @@ class _Stacked(stack.Hooks):
         the queue. None: the first must train alone (and every other went back)."""
         joined: list[_Entry] = []
         shape: tuple[Any, ...] | None = None
+        shared: dict[tuple[str, str | None], Splits] = {}  # one copy of each dataset section
+        held = 0  # bytes the stack's members will hold, by models/admission.py
         for entry in self.entries:
             with job_context(entry.lease.job_id):
                 try:
@@ -152,7 +155,8 @@ class _Stacked(stack.Hooks):
                     run = _StackedRun(
                         entry.lease, document, self.settings, entry.control, self.siblings
                     )
-                    data, saved, callbacks = run.prepare()
+                    loaded = len(shared)
+                    data, saved, callbacks = run.prepare(shared)
                 except Exception as exc:  # noqa: BLE001 - this job fails, the others go on
                     if stop_requested():
                         self.leave(entry, "stopped")
@@ -182,10 +186,13 @@ class _Stacked(stack.Hooks):
                 batches,
                 _stands_at(saved),
             )
-            if shape is not None and fits != shape:
+            parts = admission.estimate(run.spec, data.info)
+            needs = parts["total"] - (parts["dataset"] if len(shared) == loaded else 0)
+            over = joined and held + needs > self.settings.worker_memory_bytes
+            if shape is not None and fits != shape or over:
                 self.leave(entry, "stopped")  # another worker takes it up
                 continue
-            shape = fits
+            shape, held = fits, held + needs
             entry.job = stack.StackJob(
                 id=entry.lease.job_id,
                 spec=run.spec,

@@ -340,3 +340,22 @@ def test_folds_trained_at_once_resume_so_with_stacking_off(
     assert run_job(job_id, settings=settings, worker="alone") == "succeeded"
     assert set(steps[:11]) == {3}
     assert_same_training(settings, job_id, reference)
+
+
+def test_a_stack_takes_no_more_jobs_than_a_worker_holds(settings: Settings) -> None:
+    """Members with one dataset section share its tensors; the stack stops growing where its
+    members' estimates (models/admission.py) would pass ANNLAB_WORKER_MEMORY: the job that
+    does not fit goes back to the queue."""
+    from core.catalog import resolve
+    from models.admission import estimate
+
+    documents = [regression(seed, 1e-2) for seed in (1, 2, 3)]
+    spec = parse_job_spec(documents[0])
+    parts = estimate(spec, resolve(spec.dataset, None))
+    budget = parts["total"] + int(1.5 * (parts["total"] - parts["dataset"]))
+    ids = submit(settings, *documents)
+    small = stacking(settings).model_copy(update={"worker_memory_bytes": budget})
+    assert run_job(ids[0], settings=small, worker="w") == "succeeded"
+    statuses = [job_of(settings, job_id).status for job_id in ids]
+    assert statuses == ["succeeded", "succeeded", "queued"]
+    assert job_of(settings, ids[0]).provenance["stack_jobs"] == 2
