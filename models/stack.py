@@ -145,7 +145,8 @@ class Stack:
         device = self.params[self.names[0]].device
         lrs = [t.optimizers["model"].param_groups[0]["lr"] for t in self.trainers]
         decays = [t.spec.train.weight_decay for t in self.trainers]
-        self.l1 = torch.tensor([t.spec.train.l1 for t in self.trainers], device=device)
+        l1 = [t.spec.train.l1 for t in self.trainers]
+        self.l1, self.any_l1 = torch.tensor(l1, device=device), any(l1)
         self.lr_scale = self.decay = None
         if self.optimizer is None:  # each member's own optimizer has its own rate
             return
@@ -184,7 +185,7 @@ class Stack:
             torch.stack([b.index for b in parts]),
         )
         penalties = torch.zeros_like(losses)
-        if bool((self.l1 > 0).any()):
+        if self.any_l1:
             weights = [pick(p) for p in self.params.values() if p.dim() > 2]
             penalties = penalties + pick(self.l1) * sum(w.abs().flatten(1).sum(1) for w in weights)
         return losses, extra, penalties
@@ -195,12 +196,11 @@ class Stack:
         self.template.model.train()
         assert self.optimizer is not None  # LBFGS members step alone: see train()
         self.optimizer.zero_grad(set_to_none=True)
-        found: dict[int, tuple[Tensor, dict[str, Tensor]]] = {}
+        found = []
         for members in _by_size(batches, range(len(batches))):
             losses, extra, penalties = self._losses(batches, members)
             (losses.sum() + penalties.sum()).backward()
-            for j, i in enumerate(members):
-                found[i] = (losses[j].detach(), {n: v[j].detach() for n, v in extra.items()})
+            found.append((members, {"loss": losses.detach()} | extra))
         for name, mask in self.masks.items():  # the padding stays zero
             self.params[name].grad.mul_(mask)
         if self.decay is not None:  # L2 as torch's optimizers add it, per member
@@ -307,18 +307,22 @@ def _by_size(batches: Sequence[Batch], members: Sequence[int]) -> list[list[int]
 
 
 def _sums(
-    batches: Sequence[Batch], found: dict[int, tuple[Tensor, dict[str, Tensor]]]
+    batches: Sequence[Batch], found: list[tuple[list[int], dict[str, Tensor]]]
 ) -> dict[str, Tensor]:
-    """Each member's sums over its batch, K values each: loss x examples, count, its own."""
-    k = len(batches)
-    counts = [float(len(b.y)) for b in batches]
-    sums = {
-        "loss": torch.stack([found[i][0] * counts[i] for i in range(k)]),
-        "count": torch.tensor(counts, device=batches[0].x.device),
-    }
-    for name in found[0][1]:
-        sums[name] = torch.stack([found[i][1][name].float() for i in range(k)])
-    return sums
+    """Each member's sums over its batch, K values each: loss x examples, count, and the
+    family's own, from the (members, values) of each group of one batch size."""
+    k, device = len(batches), batches[0].x.device
+    counts = torch.tensor([float(len(b.y)) for b in batches], device=device)
+    sums: dict[str, Tensor] = {}
+    for members, values in found:
+        which = None if len(members) == k else torch.tensor(members, device=device)
+        for name, value in values.items():
+            into = sums.setdefault(name, torch.zeros(k, device=device))
+            if which is None:
+                into += value.detach().float()
+            else:
+                into.index_add_(0, which, value.detach().float())
+    return sums | {"loss": sums["loss"] * counts, "count": counts}
 
 
 def _tensor(model: nn.Module, name: str) -> Tensor:

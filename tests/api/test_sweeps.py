@@ -226,13 +226,15 @@ def test_random_search_draws_in_its_ranges(client: TestClient) -> None:
     client.post(f"/sweeps/{sweep['id']}/cancel")
 
 
-def test_successive_halving_stops_the_poor_cells_early(client: TestClient) -> None:
+def halving_sweep(client: TestClient, **model: Any) -> dict[str, Any]:
+    """Three learning rates on digits under successive halving, one hopeful, two hopeless."""
     base = {
         **TINY,
         "dataset": {"name": "digits"},
+        "model": {**TINY["model"], **model},
         "train": {"epochs": 4, "batch_size": 32, "optimizer": {"name": "sgd"}},
     }
-    sweep = create(
+    return create(
         client,
         {
             "base": base,
@@ -240,6 +242,10 @@ def test_successive_halving_stops_the_poor_cells_early(client: TestClient) -> No
             "halving": {"metric": "val_accuracy", "min_epochs": 1, "reduction": 3},
         },
     )
+
+
+def test_successive_halving_stops_the_poor_cells_early(client: TestClient) -> None:
+    sweep = halving_sweep(client)
     done = run_all(client, sweep)  # in cell order, as a single worker would
     jobs = [client.get(f"/jobs/{c['jobs'][0]['id']}").json() for c in done["cells"]]
     epochs = [len(client.get(f"/jobs/{j['id']}/metrics").json()["history"]) for j in jobs]
@@ -310,20 +316,7 @@ def test_successive_halving_in_a_stack_counts_the_siblings(client: TestClient) -
     """The same sweep trained as one stack: every cell reaches epoch 1 together, so each judges
     against the others' figures of that epoch, not only against what is already stored; the
     two hopeless cells stop there as they do one after another."""
-    base = {
-        **TINY,
-        "dataset": {"name": "digits"},
-        "model": {"hidden": [24]},  # a key no other test's jobs have
-        "train": {"epochs": 4, "batch_size": 32, "optimizer": {"name": "sgd"}},
-    }
-    sweep = create(
-        client,
-        {
-            "base": base,
-            "axes": {"train.optimizer.lr": [0.5, 1e-5, 2e-5]},
-            "halving": {"metric": "val_accuracy", "min_epochs": 1, "reduction": 3},
-        },
-    )
+    sweep = halving_sweep(client, activation="tanh")  # a key no other test's jobs have
     cells = client.get(f"/sweeps/{sweep['id']}").json()["cells"]
     stacked = get_settings().model_copy(update={"stack_max": 32})
     assert run_job(cells[0]["jobs"][0]["id"], settings=stacked, worker="stack") == "succeeded"
