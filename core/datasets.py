@@ -471,6 +471,12 @@ def _load_series(
     )
 
 
+def fold_bounds(n: int, k: int) -> list[tuple[int, int]]:
+    """Where each of k folds of n examples validates: contiguous blocks of nearly equal size."""
+    bounds = np.linspace(0, n, k + 1).round().astype(int)
+    return [(int(bounds[f]), int(bounds[f + 1])) for f in range(k)]
+
+
 def fold_splits(splits: Splits, k: int, fold: int) -> Splits:
     """Fold `fold` of k over train+val: the fold's contiguous block validates, the rest trains.
 
@@ -480,8 +486,7 @@ def fold_splits(splits: Splits, k: int, fold: int) -> Splits:
     parts = [splits.train] + ([splits.val] if splits.val is not None else [])
     x = torch.cat([p.x for p in parts])
     y = torch.cat([p.y for p in parts])
-    bounds = np.linspace(0, len(y), k + 1).round().astype(int)
-    lo, hi = int(bounds[fold]), int(bounds[fold + 1])
+    lo, hi = fold_bounds(len(y), k)[fold]
     keep = torch.ones(len(y), dtype=torch.bool, device=y.device)
     keep[lo:hi] = False
     return replace(splits, train=Split(x=x[keep], y=y[keep]), val=Split(x=x[lo:hi], y=y[lo:hi]))

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from core.datasets import Splits, fold_splits
+from core.datasets import Splits, fold_bounds, fold_splits
 from core.spec import FULL_BATCH, JobSpecBase
 from models import loop
 from models.base import Batch, Family, Trainer
@@ -759,7 +759,10 @@ def n_batches_of(spec: JobSpecBase, data: Splits) -> set[int]:
     counts = set()
     folds = spec.dataset.kfold or 1
     full = spec.optimizer_for("model").name in FULL_BATCH
-    for fold in range(folds):
-        n = len((fold_splits(data, folds, fold) if folds > 1 else data).train)
+    sizes = [len(data.train)]
+    if folds > 1:  # fold_splits trains on train + val but the fold's block
+        n = len(data.train) + (len(data.val) if data.val is not None else 0)
+        sizes = [n - (hi - lo) for lo, hi in fold_bounds(n, folds)]
+    for n in sizes:
         counts.add(math.ceil(n / (n if full else min(spec.train.batch_size, n))))
     return counts
