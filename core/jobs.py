@@ -428,7 +428,8 @@ def reap(
     `redispatch_seconds` ago and still not taken up is sent again, in case the broker lost its
     message. A job whose worker was lost while it held 90% or more of `memory_limit` (its last
     heartbeat says) was most likely killed for memory: it fails, and is not retried on another
-    worker to take that one down too.
+    worker to take that one down too; one that trained in a stack (its progress says
+    `stack_jobs`) goes back to the queue to train alone.
     """
     now = now or utcnow()
     expired = session.scalars(
@@ -441,9 +442,14 @@ def reap(
     for job in expired:
         job.lease_token, job.lease_expires_at = None, None
         held = (job.progress or {}).get("memory_bytes") or 0
+        near_limit = memory_limit is not None and held >= 0.9 * memory_limit
         if job.cancel_requested:
             job.status, job.finished_at = "cancelled", now
-        elif memory_limit is not None and held >= 0.9 * memory_limit:
+        elif near_limit and (job.progress or {}).get("stack_jobs", 1) > 1:
+            # The memory was its stack's: the job goes back to the queue to train alone.
+            job.status, job.dispatched_at, job.stack_key = "queued", None, None
+            requeued.append(job.id)
+        elif near_limit:
             job.status, job.finished_at = "failed", now
             job.error = (
                 f"the worker running this job was lost while the job held {held / 2**30:.1f} "

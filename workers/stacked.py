@@ -201,12 +201,21 @@ class _Stacked(stack.Hooks):
                 saved=saved,
                 callbacks=lambda make=callbacks: _per_fold(make()),
                 progress=loop.Progress(
-                    folds=1, epochs=run.spec.total_epochs(), publish=run.publish
+                    folds=1, epochs=run.spec.total_epochs(), publish=self.publisher(run)
                 ),
             )
             self.by_job[entry.job] = entry
             joined.append(entry)
         return joined
+
+    def publisher(self, run: _Run) -> Any:
+        """The job's progress, with the size of its stack (the memory its heartbeat reports
+        is the stack's: core.jobs.reap reads both)."""
+
+        def publish(progress: dict[str, Any]) -> None:
+            run.publish(progress | {"stack_jobs": len(self.by_job)})
+
+        return publish
 
     def siblings(self, job_id: str, sweep_id: str, fold: int, epoch: int) -> list[dict]:
         """The figures of this epoch of the stack's other jobs of the sweep."""

@@ -204,6 +204,27 @@ def test_a_worker_lost_near_its_memory_limit_is_not_retried(db_settings: Setting
     assert job_row(db_settings, small).status == "queued"
 
 
+def test_a_stack_lost_near_the_memory_limit_goes_back_to_train_alone(
+    db_settings: Settings,
+) -> None:
+    """The memory its heartbeat reported was its stack's: the job is retried, alone."""
+    job_id = make_job(db_settings)
+    limit = 4 * 2**30
+    take(db_settings, job_id)
+    with session_scope(db_settings.database_url) as session:
+        session.execute(
+            update(Job)
+            .where(Job.id == job_id)
+            .values(stack_key="k", progress={"memory_bytes": int(0.95 * limit), "stack_jobs": 4})
+        )
+    expire_lease(db_settings, job_id)
+    with session_scope(db_settings.database_url) as session:
+        resend = reap(session, max_attempts=3, redispatch_seconds=600, memory_limit=limit)
+    assert resend == [job_id]
+    job = job_row(db_settings, job_id)
+    assert job.status == "queued" and job.stack_key is None and job.error is None
+
+
 def test_an_owner_at_the_running_quota_waits(db_settings: Settings) -> None:
     """A worker does not take a third job of an owner who has two running: the job goes back
     to unsent, and the reaper sends it again a few seconds later."""

@@ -218,6 +218,8 @@ def test_a_stack_killed_mid_epoch_resumes_every_member(
     monkeypatch.setattr(stack.Stack, "step", crash)
     with pytest.raises(Crash):
         run_job(ids[0], settings=stacking(settings), worker="doomed")
+    # What the reaper reads of a lost worker: the memory it reported was a stack's.
+    assert {job_of(settings, job_id).progress["stack_jobs"] for job_id in ids} == {3}
     monkeypatch.setattr(stack.Stack, "step", real)
     for job_id in ids:
         expire_lease(settings, job_id)
