@@ -83,9 +83,6 @@ class Stack:
         opt = self.template.spec.optimizer_for("model")
         return None if opt.name == "lbfgs" else make_optimizer(opt, 0.0, params)
 
-    def __len__(self) -> int:
-        return len(self.trainers)
-
     def _vmapped(self, *args: Any) -> tuple[Tensor, dict[str, Tensor]]:
         """The members' losses; a module with a fused op that vmap cannot batch (nn.LSTM)
         runs its plain-operation form meanwhile (its `vmapped` flag)."""
@@ -615,9 +612,7 @@ def _drop(
     stack.keep(keep)
     if not keep:
         return [], {}
-    which = torch.tensor(keep, device=next(iter(sums.values())).device) if sums else None
-    sums = {n: v.index_select(0, which) for n, v in sums.items()} if which is not None else {}
-    return [members[k] for k in keep], sums
+    return [members[k] for k in keep], {n: v[keep] for n, v in sums.items()}
 
 
 def _check(

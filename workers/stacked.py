@@ -11,6 +11,7 @@ A job that cannot join (its data or its checkpoint stands elsewhere) goes back t
 import dataclasses
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -341,9 +342,16 @@ class _StackedRun(_Run):
     """A job of a stack: its successive halving also counts its siblings' figures of the same
     epoch, which reach the database only after every member has judged."""
 
-    def __init__(self, *args: Any) -> None:
-        *rest, self.siblings = args
-        super().__init__(*rest)
+    def __init__(
+        self,
+        lease: Lease,
+        document: dict[str, Any],
+        settings: Settings,
+        control: Control,
+        siblings: Callable[[str, str, int, int], list[dict]],
+    ):
+        super().__init__(lease, document, settings, control)
+        self.siblings = siblings
 
     def halving(self, config: Any, sweep_id: str) -> loop.Halving:
         halving = super().halving(config, sweep_id)
