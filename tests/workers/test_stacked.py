@@ -99,6 +99,18 @@ def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return sizes
 
 
+def train_both_ways(
+    settings: Settings, documents: list[dict[str, Any]], monkeypatch: pytest.MonkeyPatch
+) -> tuple[list[str], list[str], list[int]]:
+    """The jobs trained alone, then again as one stack sent its first job: the stacked ids,
+    the ids trained alone, and the members of each stacked step."""
+    reference = alone(settings, *documents)
+    sizes = count_steps(monkeypatch)
+    ids = submit(settings, *documents)
+    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
+    return ids, reference, sizes
+
+
 def test_stacked_jobs_equal_the_same_jobs_trained_alone(
     db_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -115,10 +127,7 @@ def test_stacked_jobs_equal_the_same_jobs_trained_alone(
             early_stopping={"monitor": "val_loss", "patience": 1, "min_delta": 10.0},
         ),
     ]
-    reference = alone(db_settings, *documents)
-    sizes = count_steps(monkeypatch)
-    ids = submit(db_settings, *documents)
-    assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
+    ids, reference, sizes = train_both_ways(db_settings, documents, monkeypatch)
     assert max(sizes) == 4 and min(sizes) == 3  # the early stopper left after epoch 2
     for got, want in zip(ids, reference, strict=True):
         job = job_of(db_settings, got)
@@ -143,10 +152,7 @@ def test_folds_of_stacked_jobs_train_at_once(
         }
         for seed in (0, 7)
     ]
-    reference = alone(db_settings, *documents)
-    sizes = count_steps(monkeypatch)
-    ids = submit(db_settings, *documents)
-    assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
+    ids, reference, sizes = train_both_ways(db_settings, documents, monkeypatch)
     assert set(sizes) == {6}
     for got, want in zip(ids, reference, strict=True):
         assert_same_training(db_settings, got, want)
@@ -240,10 +246,7 @@ def test_members_of_other_widths_stack_padded_and_exact(
     documents = [regression(seed, 1e-2) for seed in (1, 2, 3)]
     for document, hidden in zip(documents, ([4, 16], [16, 8], [10, 3]), strict=True):
         document["model"] = {"hidden": hidden, "activation": "sigmoid"}
-    reference = alone(settings, *documents)
-    sizes = count_steps(monkeypatch)
-    ids = submit(settings, *documents)
-    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
+    ids, reference, sizes = train_both_ways(settings, documents, monkeypatch)
     assert set(sizes) == {3}
     for got, want in zip(ids, reference, strict=True):
         assert job_of(settings, got).n_params == job_of(settings, want).n_params
@@ -263,10 +266,7 @@ def test_lstms_stack_through_their_unrolled_form(
         }
         for seed, lr in ((1, 1e-2), (2, 3e-3))
     ]
-    reference = alone(settings, *documents)
-    sizes = count_steps(monkeypatch)
-    ids = submit(settings, *documents)
-    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
+    ids, reference, sizes = train_both_ways(settings, documents, monkeypatch)
     assert set(sizes) == {2}
     for got, want in zip(ids, reference, strict=True):
         assert_same_training(settings, got, want)
