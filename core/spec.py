@@ -300,13 +300,13 @@ class TrainSpec(StrictModel):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     schedule: ScheduleSpec | None = None
     early_stopping: EarlyStoppingSpec | None = None
-    validate_every: int = Field(
-        1,
-        ge=1,
-        le=10_000,
+    validate_every: Annotated[int, Field(ge=1, le=10_000)] | Literal["auto"] = Field(
+        "auto",
         description="evaluate the validation split every N epochs and at the last; the epochs "
         "between record train metrics only, and early stopping, plateau schedules and "
-        "successive halving act on validated epochs alone",
+        "successive halving act on validated epochs alone. auto: every epoch, unless a "
+        "validation pass costs more than a training epoch and nothing judges validated "
+        "epochs; then every k-th, so that validation costs at most as much as training",
     )
     clip_grad_norm: float | None = Field(
         None, gt=0.0, le=1e6, description="scale the gradients down to this total 2-norm"

@@ -124,6 +124,7 @@ def fit(
     position = position or Position()
     until = trainer.spec.total_epochs() if until is None else until
     trainer.callbacks = callbacks
+    every = validation_interval(trainer, splits, callbacks)
     history = []
     while position.epoch <= until and position.stopped_epoch is None:
         epoch = position.epoch
@@ -147,7 +148,7 @@ def fit(
         position.read_sums(f"in epoch {epoch}")
         seconds = time.perf_counter() - started
         metrics = trainer.epoch_metrics(position.sums)
-        validated = validates(trainer.spec, epoch)
+        validated = validates(trainer.spec, epoch, every)
         if splits.val is not None and validated:
             metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
         refuse_non_finite(metrics, f"at the end of epoch {epoch}")
@@ -165,10 +166,31 @@ def fit(
     return history
 
 
-def validates(spec: JobSpecBase, epoch: int) -> bool:
-    """Whether `epoch` evaluates the validation split: every `train.validate_every`-th and the
-    last."""
-    return epoch % spec.train.validate_every == 0 or epoch == spec.total_epochs()
+def validation_interval(
+    trainer: Trainer, splits: Splits, callbacks: Sequence[Callback] = ()
+) -> int:
+    """Every how many epochs a fold evaluates its validation split. For `validate_every`
+    "auto": every epoch, unless a pass over the validation split costs more than a training
+    epoch (counted as one forward pass per validation example against three per training
+    example); then every k-th epoch, the smallest k for which it does not. Where early
+    stopping, a plateau schedule or successive halving judges validated epochs, every epoch."""
+    every = trainer.spec.train.validate_every
+    if every != "auto":
+        return every
+    if splits.val is None:
+        return 1
+    judged = any(isinstance(c, EarlyStopping | Halving) for c in callbacks) or any(
+        isinstance(s, torch.optim.lr_scheduler.ReduceLROnPlateau)
+        for s in trainer.schedulers.values()
+    )
+    if judged:
+        return 1
+    return max(1, math.ceil(len(splits.val) / (3 * max(1, len(splits.train)))))
+
+
+def validates(spec: JobSpecBase, epoch: int, every: int) -> bool:
+    """Whether `epoch` evaluates the validation split: every `every`-th and the last."""
+    return epoch % every == 0 or epoch == spec.total_epochs()
 
 
 def train(

@@ -350,6 +350,7 @@ class Member:
     position: Position
     callbacks: list[Callback]
     rng: Tensor  # its random stream (input noise), as it would be were it trained alone
+    every: int = 1  # validates every `every`-th epoch and the last (loop.validation_interval)
 
 
 @dataclasses.dataclass(eq=False)
@@ -479,7 +480,16 @@ def build(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> list[
                     callback.load_state_dict(state)
                 if position.started:
                     loop.restore_trainer(trainer, state)
-            member = Member(job, fold, splits, trainer, position, callbacks, torch.get_rng_state())
+            member = Member(
+                job,
+                fold,
+                splits,
+                trainer,
+                position,
+                callbacks,
+                torch.get_rng_state(),
+                loop.validation_interval(trainer, splits, callbacks),
+            )
             job.members.append(member)
             members.append(member)
     return members
@@ -650,7 +660,7 @@ def _end_epoch(
         try:
             m.position.read_sums(f"in epoch {epoch}")
             metrics = trainer.epoch_metrics(m.position.sums)
-            validated = loop.validates(trainer.spec, epoch)
+            validated = loop.validates(trainer.spec, epoch, m.every)
             if m.splits.val is not None and validated:
                 metrics |= {f"val_{k}": v for k, v in trainer.evaluate(m.splits.val).items()}
             loop.refuse_non_finite(metrics, f"at the end of epoch {epoch}")

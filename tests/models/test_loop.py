@@ -205,6 +205,44 @@ def test_validate_every_validates_on_its_epochs_and_the_last(settings: Settings)
     assert all("train_loss" in row for row in history)
 
 
+def small_train_trainer(settings: Settings, **train: Any) -> tuple[Trainer, Splits]:
+    """An MLP on digits with 2 training images per class (20) and the usual validation split."""
+    family = get_family("mlp")
+    document = {"family": "mlp", "dataset": {"name": "digits", "n_per_class": 2}, "train": train}
+    spec = family.spec.model_validate(document)
+    splits = load_dataset(spec.dataset, settings)
+    torch.manual_seed(0)
+    return family.trainer(spec, family.build(spec, splits.info), splits, CPU), splits
+
+
+def test_auto_validation_costs_no_more_than_training(settings: Settings) -> None:
+    trainer, splits = small_train_trainer(settings, epochs=9)
+    assert trainer.spec.train.validate_every == "auto"
+    every = -(-len(splits.val) // (3 * len(splits.train)))  # 180 / 60: every 3rd epoch
+    assert every == 3
+    history = fit(trainer, splits)
+    validated = [epoch for epoch, row in enumerate(history, 1) if "val_loss" in row]
+    assert validated == [3, 6, 9]
+    # A validation pass no dearer than an epoch: every epoch, as before.
+    trainer, splits = mlp_trainer(settings, epochs=3)
+    assert all("val_loss" in row for row in fit(trainer, splits))
+
+
+@pytest.mark.parametrize(
+    "train",
+    [
+        {"early_stopping": {"monitor": "val_loss", "patience": 50}},
+        {"schedule": {"name": "plateau"}},
+    ],
+)
+def test_auto_validation_is_every_epoch_where_validated_epochs_are_judged(
+    settings: Settings, train: dict[str, Any]
+) -> None:
+    trainer, splits = small_train_trainer(settings, epochs=4, **train)
+    history = fit(trainer, splits, callbacks=callbacks_for(trainer.spec))
+    assert all("val_loss" in row for row in history)
+
+
 def test_early_stopping_with_validate_every_counts_validated_epochs_only(
     settings: Settings,
 ) -> None:
