@@ -6,7 +6,7 @@
     annlab predict JOB --inputs inputs.json       (or inline: --inputs '[[0, 1, ...]]')
     annlab sample JOB -n 64 -o grid.png
     annlab models | datasets | upload FILE --name NAME | health
-    annlab sweeps | sweep submit sweep.json [--follow] | sweep show|table|cancel SWEEP
+    annlab sweeps [--family F] | sweep submit sweep.json [--follow] | sweep show|table|cancel SWEEP
     annlab keys create NAME [--admin] | keys revoke NAME | keys list
 
 Every command takes `--url` and `--api-key` (default: ANNLAB_URL, ANNLAB_API_KEY) and `--json`
@@ -409,7 +409,7 @@ SWEEP_COLUMNS = ["id", "family", "status", "cells", "jobs ended", "eta_seconds",
 
 
 def cmd_sweeps(api: Client, args: argparse.Namespace) -> int:
-    page = api.list_sweeps(limit=args.limit)
+    page = api.list_sweeps(family=args.family, limit=args.limit)
     if args.json:
         emit_json(page)
     else:
@@ -644,6 +644,7 @@ def parser() -> argparse.ArgumentParser:
     upload.add_argument("--kind", choices=["classification", "regression"])
 
     sweeps = command("sweeps", cmd_sweeps, "list sweeps")
+    sweeps.add_argument("--family", help="the sweeps with a cell of this family")
     sweeps.add_argument("--limit", type=int, default=20)
 
     sweep_actions = command("sweep", cmd_sweep, "a sweep: submit, show, table, cancel")

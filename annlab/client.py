@@ -421,8 +421,12 @@ class Client:
         key = idempotency_key or str(uuid.uuid4())
         return self._json("POST", "/sweeps", json=dict(document), headers={"Idempotency-Key": key})
 
-    def list_sweeps(self, *, limit: int | None = None, offset: int | None = None) -> Page:
-        return self._json("GET", "/sweeps", params={"limit": limit, "offset": offset})
+    def list_sweeps(
+        self, *, family: str | None = None, limit: int | None = None, offset: int | None = None
+    ) -> Page:
+        """Newest first; `family`: the sweeps with a cell of that family."""
+        params = {"family": family, "limit": limit, "offset": offset}
+        return self._json("GET", "/sweeps", params=params)
 
     def read_sweep(self, sweep_id: str) -> Sweep:
         """Counts by status, cells done, eta_seconds, each cell's jobs."""

@@ -196,7 +196,10 @@ class SweepCounts(BaseModel):
 
 class SweepPublic(BaseModel):
     id: str
-    family: str
+    family: str = Field(
+        description="its cells' family; families joined by commas where the cells differ"
+    )
+    families: list[str] = Field(description="its cells' families, in the order of its cells")
     status: Literal["queued", "running", "succeeded", "failed", "cancelled"] = Field(
         description="succeeded: every job did; failed: all ended and some did not"
     )
@@ -225,7 +228,9 @@ class SweepTable(BaseModel):
     columns: list[str]
     rows: list[dict[str, Any]] = Field(
         description="one per cell: its axis values, n_params, <figure>_mean and <figure>_std "
-        "over the repeats that succeeded (sample std; 0 for one), succeeded and repeats"
+        "over the repeats that succeeded (sample std; 0 for one) of every final figure, of "
+        "best_<metric> and best_<metric>_epoch (each per-epoch metric's best over epochs >= 1 "
+        "and where it was reached) and of seconds, then succeeded and repeats"
     )
 
 

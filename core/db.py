@@ -79,7 +79,8 @@ class Sweep(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     spec: Mapped[dict[str, Any]] = mapped_column(JSON)  # the sweep document as given
     cells: Mapped[list[dict[str, Any]]] = mapped_column(JSON)  # path -> value, per cell
-    family: Mapped[str] = mapped_column(String(32))
+    # Its cells' families in the order of its cells, joined by commas (core.sweeps).
+    family: Mapped[str] = mapped_column(String(255))
     owner_id: Mapped[str | None] = mapped_column(String(64), index=True, default=None)
     cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

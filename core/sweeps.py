@@ -11,6 +11,7 @@ sweeps' jobs alternate.
 
 import copy
 import itertools
+import json
 import math
 import random
 import reprlib
@@ -21,7 +22,7 @@ from datetime import datetime
 from typing import Annotated, Any, Self
 
 from pydantic import ConfigDict, Field, ValidationError, model_validator
-from sqlalchemy import func, select
+from sqlalchemy import ColumnElement, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.db import FINISHED, Job, Metric, Sweep, utcnow
@@ -35,6 +36,7 @@ Values = Annotated[list[Any], Field(min_length=1, max_length=1000)]
 # pattern as patternProperties, which on its own lets other keys through).
 PATHS_ONLY = {"additionalProperties": False}
 MAX_SWEEP_JOBS = 1000  # cells x repeats of one sweep
+FAMILY_SEPARATOR = ","  # sweeps.family: the families of a sweep's cells, joined
 # How a message quotes an axis value: a long string or list cut short.
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 60
@@ -273,26 +275,37 @@ def expand(
             f"a sweep may have at most {max_jobs}",
         )
     documents = []
+    references: dict[str, dict[str, Any]] = {}
     for index, cell in enumerate(cells):
         document = copy.deepcopy(spec.base)
-        for path, value in cell.items():
+        # Whole values (a family, a section) first; the paths into a section then go into the
+        # one the cell set, checked against that document's defaults (its family's).
+        ordered = sorted(cell, key=lambda path: path.count("."))
+        shown = ", ".join(f"{p}={_quote(v)}" for p, v in cell.items())
+        full = base
+        for k, path in enumerate(ordered):
+            if k and "." in path and "." not in ordered[k - 1]:
+                full = _reference(document, base, normalize, references)
             try:
-                _set(document, base, path, value)
+                _set(document, full, path, cell[path])
             except KeyError:
+                which = f"cell {index} ({shown}): " if full is not base else ""
                 raise SweepProblem(
                     _axis_field(spec, path),
-                    f"{path!r} is not a field of the job document (paths go through its "
+                    f"{which}{path!r} is not a field of the job document (paths go through its "
                     "sections and list items, e.g. model.hidden.0)",
                 ) from None
-        shown = ", ".join(f"{p}={_quote(v)}" for p, v in cell.items())
         try:
             document = normalize(document)
         except ValidationError as exc:
             first = exc.errors()[0]
-            raise SweepProblem(
-                _axis_field(spec, _culprit(cell, first["loc"])),
-                f"cell {index} ({shown}): {first['msg']}",
-            ) from exc
+            tag = first["type"].startswith("union_tag")
+            culprit = "family" if tag and "family" in cell else _culprit(cell, first["loc"])
+            message = f"cell {index} ({shown}): {first['msg']}"
+            if culprit == "family" and not tag and "model" not in cell:
+                message += "; a cell of another family needs a model section of its own: "
+                message += 'zip "family" with "model"'
+            raise SweepProblem(_axis_field(spec, culprit), message) from exc
         except SweepProblem as exc:  # e.g. a dataset that is not here
             where = exc.field.removeprefix("base.")
             raise SweepProblem(
@@ -314,13 +327,32 @@ def expand(
     return cells, documents
 
 
+def _reference(
+    document: dict[str, Any],
+    base: dict[str, Any],
+    normalize: Callable[[dict[str, Any]], dict[str, Any]],
+    seen: dict[str, dict[str, Any]],
+) -> dict[str, Any]:
+    """What paths into `document` are checked against: the document with its defaults (those
+    of its own family) filled in, or the base's where it does not validate yet (the cell's
+    own check says why)."""
+    key = json.dumps(document, sort_keys=True)
+    if key not in seen:
+        try:
+            seen[key] = normalize(document)
+        except (ValidationError, SweepProblem):
+            seen[key] = base
+    return seen[key]
+
+
 def _culprit(cell: Cell, loc: tuple[Any, ...]) -> str:
-    """The cell's path that the validation error is about (or the first one)."""
+    """The cell's path that the validation error is about: the one on its way, else the
+    family where the cell sets one, else the first."""
     where = ".".join(str(p) for p in loc[1:])
     for path in cell:
         if where.startswith(path) or path.startswith(where):
             return path
-    return next(iter(cell), "base")
+    return "family" if "family" in cell else next(iter(cell), "base")
 
 
 def _axis_field(spec: SweepSpec, path: str) -> str:
@@ -332,6 +364,21 @@ def _axis_field(spec: SweepSpec, path: str) -> str:
     if spec.random is not None and path in spec.random.ranges:
         return f"random.ranges.{path}"
     return path
+
+
+def families_of(sweep: Sweep) -> list[str]:
+    """The families of the sweep's cells, in the order of its cells."""
+    return sweep.family.split(FAMILY_SEPARATOR)
+
+
+def of_family(family: str) -> ColumnElement[bool]:
+    """Sweeps with a cell of `family`."""
+    return or_(
+        Sweep.family == family,
+        Sweep.family.startswith(family + FAMILY_SEPARATOR, autoescape=True),
+        Sweep.family.endswith(FAMILY_SEPARATOR + family, autoescape=True),
+        Sweep.family.contains(FAMILY_SEPARATOR + family + FAMILY_SEPARATOR, autoescape=True),
+    )
 
 
 # --- the fair release -------------------------------------------------------------------------
@@ -423,16 +470,72 @@ def training_seconds(session: Session, job_ids: list[str]) -> dict[str, float]:
     return {job_id: float(total) for job_id, total in rows}
 
 
+Best = dict[str, tuple[float, float]]  # metric -> (best value, the epoch it was reached)
+
+
+def best_over_epochs(
+    session: Session, directions: Mapping[str, Mapping[str, str]]
+) -> dict[str, Best]:
+    """Per job (job id -> its per-epoch metrics, each "min" or "max"), per metric: the best
+    value over its epochs >= 1 (epoch 0, where recorded, holds the initial weights) and the
+    first epoch that reached it; for a cross-validated job, the means over its folds of each
+    fold's. One query for all the jobs, which reads the metrics out of the rows' JSON."""
+    names = list(dict.fromkeys(name for metrics in directions.values() for name in metrics))
+    if not names:
+        return {}
+    rows = session.execute(
+        select(
+            Metric.job_id,
+            Metric.fold,
+            Metric.epoch,
+            *(Metric.values[name].as_float() for name in names),
+        )
+        .where(Metric.job_id.in_(list(directions)), Metric.epoch >= 1)
+        .order_by(Metric.epoch)
+    ).all()
+    best: dict[tuple[str, int, str], tuple[float, int]] = {}
+    for job_id, fold, epoch, *values in rows:
+        for name, value in zip(names, values, strict=True):
+            direction = directions[job_id].get(name)
+            if direction is None or not _numeric(value):
+                continue
+            seen = best.get((job_id, fold, name))
+            if seen is None or (value > seen[0] if direction == "max" else value < seen[0]):
+                best[job_id, fold, name] = (value, epoch)
+    folds: dict[str, dict[str, list[tuple[float, int]]]] = defaultdict(lambda: defaultdict(list))
+    for (job_id, _, name), reached in best.items():
+        folds[job_id][name].append(reached)
+    return {
+        job_id: {
+            name: (statistics.fmean(v for v, _ in reached), statistics.fmean(e for _, e in reached))
+            for name in directions[job_id]
+            if (reached := by_name.get(name))
+        }
+        for job_id, by_name in folds.items()
+    }
+
+
 def _numeric(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
+def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
 def table(
-    cells: list[Cell], jobs: list[Job], seconds: Mapping[str, float]
+    cells: list[Cell],
+    jobs: list[Job],
+    seconds: Mapping[str, float],
+    best: Mapping[str, Best] | None = None,
 ) -> tuple[list[str], list[dict[str, Any]]]:
     """One row per cell: its axis values, n_params, then for every numeric figure of the
-    results (and `seconds`, the training time) its mean and sample standard deviation over the
-    repeats that succeeded, and how many did. Returns (columns, rows)."""
+    results, the best value of every per-epoch metric (`best`, from best_over_epochs) and the
+    epoch it was reached, and `seconds` (the training time), its mean and sample standard
+    deviation over the repeats that succeeded, and how many did. Returns (columns, rows)."""
+    best = best or {}
     by_cell: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
         by_cell[job.sweep_cell].append(job)
@@ -440,27 +543,34 @@ def table(
     figures: list[str] = []
     for job in jobs:
         for key, value in (job.result or {}).items():
-            if _numeric(value) and key not in figures:
+            if _numeric(value) and key not in figures and key != "seconds":
                 figures.append(key)
-    figures.append("seconds")
+    metrics = list(dict.fromkeys(name for job in jobs for name in best.get(job.id, {})))
     rows = []
     for index, cell in enumerate(cells):
         done = [j for j in by_cell[index] if j.status == "succeeded"]
         row: dict[str, Any] = {"cell": index, **{p: cell.get(p) for p in paths}}
         row["n_params"] = next((j.n_params for j in by_cell[index] if j.n_params), None)
         for figure in figures:
-            if figure == "seconds":
-                values = [seconds[j.id] for j in done if j.id in seconds]
-            else:
-                values = [j.result[figure] for j in done if _numeric(j.result.get(figure))]
-            row[f"{figure}_mean"] = statistics.fmean(values) if values else None
-            row[f"{figure}_std"] = (
-                statistics.stdev(values) if len(values) > 1 else (0.0 if values else None)
+            values = [j.result[figure] for j in done if _numeric(j.result.get(figure))]
+            row[f"{figure}_mean"], row[f"{figure}_std"] = _mean_std(values)
+        for name in metrics:
+            reached = [best[j.id][name] for j in done if name in best.get(j.id, {})]
+            row[f"best_{name}_mean"], row[f"best_{name}_std"] = _mean_std(
+                [value for value, _ in reached]
             )
+            row[f"best_{name}_epoch_mean"], row[f"best_{name}_epoch_std"] = _mean_std(
+                [epoch for _, epoch in reached]
+            )
+        values = [seconds[j.id] for j in done if j.id in seconds]
+        row["seconds_mean"], row["seconds_std"] = _mean_std(values)
         row["succeeded"] = len(done)
         row["repeats"] = len(by_cell[index])
         rows.append(row)
     columns = ["cell", *paths, "n_params"]
     columns += [f"{f}_{s}" for f in figures for s in ("mean", "std")]
-    columns += ["succeeded", "repeats"]
+    columns += [
+        f"best_{name}{e}_{s}" for name in metrics for e in ("", "_epoch") for s in ("mean", "std")
+    ]
+    columns += ["seconds_mean", "seconds_std", "succeeded", "repeats"]
     return columns, rows

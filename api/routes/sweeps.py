@@ -25,7 +25,18 @@ from api.schemas import Problem, SweepCreate, SweepPublic, SweepsPublic, SweepTa
 from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
 from core.jobs import new_job, request_cancel
-from core.sweeps import SweepProblem, expand, jobs_of, progress, table, training_seconds
+from core.sweeps import (
+    FAMILY_SEPARATOR,
+    SweepProblem,
+    best_over_epochs,
+    expand,
+    families_of,
+    jobs_of,
+    of_family,
+    progress,
+    table,
+    training_seconds,
+)
 from core.uploads import upload_infos
 from models.specs import SPECS, parse_job_spec
 from workers.dispatch import release_sweeps
@@ -74,6 +85,7 @@ def public(sweep: Sweep, jobs: list[Any], *, cells: bool = False) -> SweepPublic
     return SweepPublic(
         id=sweep.id,
         family=sweep.family,
+        families=families_of(sweep),
         status=state["status"],
         spec=sweep.spec,
         n_cells=len(sweep.cells),
@@ -154,18 +166,21 @@ def create_sweep(
         cells, documents = expand(body, normalize, settings.max_sweep_jobs)
     except SweepProblem as exc:
         raise field_error(422, exc.field, str(exc), exc.type) from exc
-    base = documents[0][0]
-    family = base["family"]
+    # A cell's repeats differ only in their seeds.
+    specs = [SPECS[runs[0]["family"]].model_validate(runs[0]) for runs in documents]
+    families = list(dict.fromkeys(spec.family for spec in specs))
     if body.halving is not None:
-        job = SPECS[family].model_validate(base)
-        metrics, epochs = job.metrics(), job.total_epochs()
-        if body.halving.metric not in metrics:
-            raise field_error(
-                422,
-                "halving.metric",
-                f"{family} does not report {body.halving.metric!r}; it reports "
-                f"{', '.join(metrics)}",
-            )
+        metric = body.halving.metric
+        for spec in specs:
+            if metric not in spec.metrics():
+                every = "every cell's family must report it; " if len(families) > 1 else ""
+                raise field_error(
+                    422,
+                    "halving.metric",
+                    f"{every}{spec.family} does not report {metric!r}; it reports "
+                    f"{', '.join(spec.metrics())}",
+                )
+        epochs = max(spec.total_epochs() for spec in specs)
         if not body.halving.rungs(epochs):
             raise field_error(
                 422,
@@ -173,21 +188,19 @@ def create_sweep(
                 f"min_epochs {body.halving.min_epochs} leaves no epoch to stop at in a run of "
                 f"{epochs}",
             )
-    if len({d[0]["family"] for d in documents}) > 1:
-        raise field_error(422, "axes", "a sweep's cells must all be of one family")
     sweep = Sweep(
         id=uuid.uuid4().hex,
         spec=payload,
         cells=cells,
-        family=family,
+        family=FAMILY_SEPARATOR.join(families),
         owner_id=caller.owner,
     )
     within_quota(session, settings, caller, sum(len(runs) for runs in documents))
     session.add(sweep)
     session.flush()
     for cell, runs in enumerate(documents):
-        # A cell's repeats differ only in their seeds, which a stack's members have of their own.
-        key = SPECS[family].model_validate(runs[0]).stack_key(caller.owner)
+        # Seeds are what a stack's members have of their own.
+        key = specs[cell].stack_key(caller.owner)
         for repeat, document in enumerate(runs):
             new_job(
                 session,
@@ -204,10 +217,8 @@ def create_sweep(
         session.rollback()
         previous = earlier(session, "sweeps", idempotency_key, payload)
         return public(session.get(Sweep, previous), jobs_of(session, previous))
-    firsts = {runs[0]["dataset"]["name"]: runs[0] for runs in documents}
-    train_feature_nets(
-        settings, [SPECS[family].model_validate(d) for d in firsts.values()], caller.owner
-    )
+    firsts = {(spec.family, spec.dataset.name): spec for spec in specs}
+    train_feature_nets(settings, firsts.values(), caller.owner)
     release_sweeps(settings)
     return public(sweep, jobs_of(session, sweep.id))
 
@@ -216,11 +227,16 @@ def create_sweep(
 def list_sweeps(
     session: SessionDep,
     caller: CallerDep,
+    family: Annotated[
+        str | None, Query(max_length=32, description="sweeps with a cell of this family")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SweepsPublic:
-    """Newest first."""
+    """Newest first, filtered by family (a sweep across families is found by each)."""
     query = caller.only_own(select(Sweep), Sweep.owner_id)
+    if family is not None:
+        query = query.where(of_family(family))
     total = session.scalar(select(func.count()).select_from(query.subquery()))
     sweeps = session.scalars(
         query.order_by(Sweep.created_at.desc(), Sweep.id).limit(limit).offset(offset)
@@ -268,8 +284,16 @@ def cancel_sweep(
 
 def _table(session: SessionDep, sweep: Sweep) -> tuple[list[str], list[dict[str, Any]]]:
     jobs = jobs_of(session, sweep.id)
-    seconds = training_seconds(session, [j.id for j in jobs if j.status == "succeeded"])
-    return table(sweep.cells, jobs, seconds)
+    done = [j for j in jobs if j.status == "succeeded"]
+    seconds = training_seconds(session, [j.id for j in done])
+    # Each cell's per-epoch metrics and their directions, from its family (repeats differ
+    # only in their seeds).
+    metrics: dict[int, dict[str, str]] = {}
+    for job in done:
+        if job.sweep_cell not in metrics:
+            metrics[job.sweep_cell] = SPECS[job.family].model_validate(job.spec).metrics()
+    best = best_over_epochs(session, {j.id: metrics[j.sweep_cell] for j in done})
+    return table(sweep.cells, jobs, seconds, best)
 
 
 @router.get(
@@ -287,8 +311,9 @@ def read_sweep_table(
     ),
 ) -> Any:
     """One row per cell: its axis values, n_params, the mean and std over its repeats of every
-    final figure of the results and of the training seconds, and how many repeats succeeded.
-    Filled in as jobs finish."""
+    final figure of the results, of each per-epoch metric's best value and the epoch it was
+    reached, and of the training seconds, and how many repeats succeeded. Filled in as jobs
+    finish. In CSV, an axis value that is a list or an object (a model section) is JSON."""
     sweep = get_sweep(session, caller, sweep_id)
     columns, rows = _table(session, sweep)
     wants_csv = format == "csv" or (
@@ -299,7 +324,7 @@ def read_sweep_table(
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
-    writer.writerows(rows)
+    writer.writerows({k: _scalar(v) for k, v in row.items()} for row in rows)
     return Response(
         out.getvalue(),
         media_type="text/csv",
@@ -307,11 +332,18 @@ def read_sweep_table(
     )
 
 
+def _scalar(value: Any) -> Any:
+    """A list or an object as compact JSON, for a CSV field or a label."""
+    return json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else value
+
+
 def _log_spaced(values: list[Any]) -> bool:
     """Positive numbers whose neighbours are in a constant ratio of 2 or more (25, 50, 100;
     1e-3, 1e-2, 1e-1): drawn on a log axis."""
-    numbers = sorted({v for v in values if isinstance(v, int | float) and not isinstance(v, bool)})
-    if len(numbers) < 3 or len(numbers) != len(set(values)) or numbers[0] <= 0:
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return False
+    numbers = sorted(set(values))
+    if len(numbers) < 3 or numbers[0] <= 0:
         return False
     ratios = [b / a for a, b in zip(numbers, numbers[1:], strict=False)]
     return min(ratios) >= 2 and max(ratios) / min(ratios) < 1.5
@@ -330,22 +362,30 @@ def read_sweep_plot(
     metric: Annotated[str | None, Query(max_length=64)] = None,
     axis: Annotated[str | None, Query(max_length=200)] = None,
 ) -> Response:
-    """`curves`: a per-epoch `metric` (default: the family's selection metric) per cell, the
-    mean over repeats with a band of one std; `metric`: a final `metric` (default: the first
-    test figure) against the sweep's `axis` (default: its first), mean with std error bars,
-    one line per value of the other axes, on a log axis when the values are log-spaced."""
+    """`curves`: a per-epoch `metric` (default: the first cell's selection metric) per cell
+    whose family reports it, the mean over repeats with a band of one std; `metric`: a figure
+    of the table (default: the first test figure) against the sweep's `axis` (default: its
+    first), mean with std error bars, one line per value of the other axes, on a log axis when
+    the values are log-spaced."""
     sweep = get_sweep(session, caller, sweep_id)
     if name not in PLOTS:
         raise HTTPException(404, f"no plot {name!r}; plots: {', '.join(PLOTS)}")
     jobs = jobs_of(session, sweep.id)
-    labels = [", ".join(f"{p}={v}" for p, v in cell.items()) or "all" for cell in sweep.cells]
-    title = f"sweep {sweep.id[:8]} ({sweep.family})"
+    labels = [
+        ", ".join(f"{p}={_scalar(v)}" for p, v in cell.items()) or "all" for cell in sweep.cells
+    ]
+    title = f"sweep {sweep.id[:8]} ({', '.join(families_of(sweep))})"
     if name == "curves":
-        spec = SPECS[sweep.family].model_validate(jobs[0].spec)
-        metric = metric or spec.selection_metric()
-        if metric not in spec.metrics():
+        firsts: dict[str, Job] = {}  # each family's first job
+        for job in jobs:
+            firsts.setdefault(job.family, job)
+        specs = [SPECS[j.family].model_validate(j.spec) for j in firsts.values()]
+        reported = list(dict.fromkeys(m for spec in specs for m in spec.metrics()))
+        metric = metric or specs[0].selection_metric()
+        if metric not in reported:
+            verb = "reports" if len(specs) == 1 else "report"
             raise field_error(
-                422, "metric", f"{sweep.family} reports per epoch: {', '.join(spec.metrics())}"
+                422, "metric", f"{', '.join(firsts)} {verb} per epoch: {', '.join(reported)}"
             )
         rows = session.execute(
             select(Metric.job_id, Metric.epoch, Metric.values)
@@ -384,9 +424,9 @@ def read_sweep_plot(
     for row in rows:
         if row[f"{metric}_mean"] is None:
             continue
-        label = ", ".join(f"{p}={row[p]}" for p in others) or metric
+        label = ", ".join(f"{p}={_scalar(row[p])}" for p in others) or metric
         xs, means, stds = lines.setdefault(label, ([], [], []))
-        xs.append(row[axis])
+        xs.append(_scalar(row[axis]))
         means.append(row[f"{metric}_mean"])
         stds.append(row[f"{metric}_std"] or 0.0)
     if not lines:

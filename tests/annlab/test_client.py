@@ -95,7 +95,7 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "create_sweep": lambda c: c.create_sweep(
         {"base": JOB, "axes": {"model.hidden.0": [25, 50]}, "repeats": 2}
     ),
-    "list_sweeps": lambda c: c.list_sweeps(limit=3, offset=1),
+    "list_sweeps": lambda c: c.list_sweeps(family="lstm", limit=3, offset=1),
     "read_sweep": lambda c: c.read_sweep(ID),
     "cancel_sweep": lambda c: c.cancel_sweep(ID),
     "read_sweep_table": lambda c: c.read_sweep_table(ID, "csv"),

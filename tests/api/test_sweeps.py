@@ -17,6 +17,7 @@ from core.db import Job, session_scope
 from core.settings import get_settings
 from core.spec import DEFAULT_LR
 from core.sweeps import release
+from models.specs import parse_job_spec
 from tests.conftest import api_client
 from workers.dispatch import release_sweeps
 from workers.runner import run_job
@@ -323,3 +324,127 @@ def test_successive_halving_in_a_stack_counts_the_siblings(client: TestClient) -
     jobs = [client.get(f"/jobs/{c['jobs'][0]['id']}").json() for c in cells]
     assert {j["status"] for j in jobs} == {"succeeded"}
     assert [j["result"].get("halved_at_epoch") for j in jobs] == [None, 1, 1]
+
+
+def best_of(history: list[dict[str, Any]], metric: str, pick: Any) -> tuple[float, float]:
+    """The mean over folds of each fold's best value over epochs >= 1 and its first epoch."""
+    reached = []
+    for fold in sorted({h.get("fold", 0) for h in history}):
+        curve = [(h[metric], h["epoch"]) for h in history if h.get("fold", 0) == fold]
+        value = pick(v for v, _ in curve if _ >= 1)
+        reached.append((value, min(e for v, e in curve if v == value and e >= 1)))
+    return statistics.fmean(v for v, _ in reached), statistics.fmean(e for _, e in reached)
+
+
+def test_a_sweep_across_families_has_one_table_and_one_set_of_figures(
+    client: TestClient,
+) -> None:
+    """MLP against LSTM over the lag window of a time series, each cross-validated: the table
+    has both families' rows with their parameter counts and best-over-epochs columns."""
+    base = {
+        "family": "mlp",
+        "dataset": {"name": "mackey_glass", "n_points": 200, "kfold": 2},
+        "model": {"hidden": [4]},
+        "train": {"epochs": 2, "batch_size": 32},
+    }
+    sweep = create(
+        client,
+        {
+            "base": base,
+            "zip": [{"family": ["mlp", "lstm"], "model": [{"hidden": [4]}, {"hidden": 4}]}],
+            "axes": {"dataset.lag": [4, 8]},
+        },
+    )
+    assert (sweep["family"], sweep["families"]) == ("mlp,lstm", ["mlp", "lstm"])
+    for family, listed in (("lstm", True), ("mlp", True), ("ae", False)):
+        ids = [s["id"] for s in client.get("/sweeps", params={"family": family}).json()["items"]]
+        assert (sweep["id"] in ids) == listed, family
+    done = run_all(client, sweep)
+    assert done["status"] == "succeeded"
+
+    answer = client.get(f"/sweeps/{sweep['id']}/table").json()
+    rows = answer["rows"]
+    assert [(r["dataset.lag"], r["family"]) for r in rows] == [
+        (4, "mlp"),
+        (4, "lstm"),
+        (8, "mlp"),
+        (8, "lstm"),
+    ]
+    # (lag + 1) * 4 + 5 for the MLP; the LSTM's 4 * 4 * (1 + 4 + 2) + 5 whatever the lag.
+    assert [r["n_params"] for r in rows] == [25, 117, 41, 117]
+    for row, cell in zip(rows, done["cells"], strict=True):
+        (only,) = cell["jobs"]
+        job = client.get(f"/jobs/{only['id']}").json()
+        assert (job["family"], job["n_params"]) == (row["family"], row["n_params"])
+        history = client.get(f"/jobs/{only['id']}/metrics").json()["history"]
+        for metric, pick in (("val_loss", min), ("train_loss", min)):
+            value, epoch = best_of(history, metric, pick)
+            assert row[f"best_{metric}_mean"] == pytest.approx(value)
+            assert row[f"best_{metric}_epoch_mean"] == pytest.approx(epoch)
+            assert row[f"best_{metric}_std"] == 0.0
+        assert row["val_loss_mean_mean"] == pytest.approx(job["result"]["val_loss_mean"])
+
+    # In CSV a model section is JSON.
+    csv_text = client.get(f"/sweeps/{sweep['id']}/table", params={"format": "csv"}).text
+    parsed = list(csv.DictReader(io.StringIO(csv_text)))
+    assert [line["model"] for line in parsed[:2]] == ['{"hidden":[4]}', '{"hidden":4}']
+    assert list(parsed[0]) == answer["columns"]
+
+    for name, params in (
+        ("curves", {}),
+        ("metric", {"axis": "family"}),
+        ("metric", {"axis": "dataset.lag", "metric": "best_val_loss"}),
+        ("metric", {"axis": "model"}),
+    ):
+        picture = client.get(f"/sweeps/{sweep['id']}/plots/{name}.png", params=params)
+        assert picture.status_code == 200 and picture.content.startswith(PNG), picture.text
+    bad = client.get(f"/sweeps/{sweep['id']}/plots/curves.png", params={"metric": "nope"})
+    assert bad.status_code == 422 and "mlp, lstm report" in bad.json()["detail"][0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "message"),
+    [
+        ({"axes": {"family": ["mlp", "lstm"]}}, "axes.family", 'zip "family" with "model"'),
+        (
+            {"zip": [{"family": ["mlp", "lstm"], "model": [{"hidden": [4]}, {"hidden": [4]}]}]},
+            "zip.0.model",
+            "cell 1",
+        ),
+        (
+            {
+                "zip": [{"family": ["mlp", "ae"], "model": [{"hidden": [4]}, {}]}],
+                "halving": {"metric": "val_accuracy"},
+            },
+            "halving.metric",
+            "ae does not report 'val_accuracy'",
+        ),
+    ],
+)
+def test_a_sweep_across_families_is_refused_naming_the_field(
+    client: TestClient, body: dict, field: str, message: str
+) -> None:
+    response = client.post("/sweeps", json={"base": TINY, **body})
+    assert response.status_code == 422, response.text
+    problem = response.json()["detail"][0]
+    assert problem["field"] == field and message in problem["message"], problem
+
+
+def test_halving_across_families_takes_a_metric_each_reports(client: TestClient) -> None:
+    sweep = create(
+        client,
+        {
+            "base": TINY,
+            "zip": [{"family": ["mlp", "lstm"], "model": [{"hidden": [4]}, {"hidden": 4}]}],
+            "halving": {"metric": "val_accuracy"},
+            "repeats": 2,
+        },
+    )
+    with session_scope(get_settings().database_url) as session:
+        jobs = session.scalars(select(Job).where(Job.sweep_id == sweep["id"])).all()
+        keys = {job.family: job.stack_key for job in jobs}
+        # Each cell's stack key is its own family's.
+        for job in jobs:
+            assert job.stack_key == parse_job_spec(job.spec).stack_key(job.owner_id)
+    assert set(keys) == {"mlp", "lstm"} and keys["mlp"] != keys["lstm"]
+    client.post(f"/sweeps/{sweep['id']}/cancel")
