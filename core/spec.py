@@ -207,7 +207,9 @@ class DatasetSpec(StrictModel):
 
 OptimizerName = Literal["gd", "sgd", "momentum", "nesterov", "adam", "adadelta", "rmsprop", "lbfgs"]
 
-# Learning rates that train the default models well; filled in when a job leaves lr out.
+# Learning rates filled in when a job leaves lr out. Classification (and a trace): rates that
+# train the default models on digits and Fashion-MNIST. Regression: rates that learn the
+# built-in regression sets in their default epochs (docs/training.md has the measurements).
 DEFAULT_LR: dict[str, float] = {
     "gd": 0.1,
     "sgd": 0.05,
@@ -218,28 +220,142 @@ DEFAULT_LR: dict[str, float] = {
     "rmsprop": 1e-3,
     "lbfgs": 1.0,
 }
+REGRESSION_LR: dict[str, float] = DEFAULT_LR | {"adam": 3e-3}
 FULL_BATCH = frozenset({"gd", "lbfgs"})
+DEFAULT_EPOCHS = 20
+# Epochs of a job on these sets that leaves them out. function1d's 180 training examples make 3
+# batches of 64 an epoch: 20 epochs are 60 steps (GD's: 20), too few for any first-order
+# optimizer to fit sin(2 pi x); 300 give it about the steps 20 epochs give the other sets.
+DATASET_EPOCHS: dict[str, int] = {"function1d": 300}
+
+
+def default_lr(name: str, task: str | None = None) -> float:
+    """The learning rate a job of `task` gets for optimizer `name` when it leaves lr out."""
+    return (REGRESSION_LR if task == "regression" else DEFAULT_LR)[name]
+
+
+# The optimizers each hyperparameter is for, and the value it holds for the others (what a
+# stored job says of it there). A job that sets one for another optimizer is refused.
+APPLIES: dict[str, tuple[tuple[str, ...], Any]] = {
+    "momentum": (("momentum", "nesterov", "rmsprop"), 0.0),
+    "dampening": (("momentum",), None),
+    "betas": (("adam",), [0.9, 0.999]),
+    "amsgrad": (("adam",), None),
+    "eps": (("adam", "adadelta", "rmsprop"), None),
+    "rho": (("adadelta", "rmsprop"), 0.9),
+    "centered": (("rmsprop",), None),
+    "max_iter": (("lbfgs",), 20),
+    "max_eval": (("lbfgs",), None),
+    "history_size": (("lbfgs",), 100),
+    "tolerance_grad": (("lbfgs",), None),
+    "tolerance_change": (("lbfgs",), None),
+    "line_search_fn": (("lbfgs",), None),
+}
+# torch's defaults, filled in where the hyperparameter applies and the job leaves it out.
+_EPS = {"adam": 1e-8, "rmsprop": 1e-8, "adadelta": 1e-6}
 
 
 class OptimizerSpec(StrictModel):
+    """A torch optimizer and its hyperparameters; each one left out gets its default for the
+    optimizer named, and one that the optimizer does not take is refused (422)."""
+
     name: OptimizerName = "adam"
-    lr: float | None = Field(None, gt=0.0, le=100.0)
-    momentum: float | None = Field(None, ge=0.0, lt=1.0, description="momentum and nesterov")
-    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
-        [0.9, 0.999], min_length=2, max_length=2, description="adam"
+    lr: float | None = Field(
+        None, gt=0.0, le=100.0, description="default: per optimizer and task (docs/training.md)"
     )
-    rho: float = Field(0.9, gt=0.0, lt=1.0, description="adadelta, rmsprop")
-    max_iter: int = Field(20, ge=1, le=1000, description="lbfgs iterations per step")
-    history_size: int = Field(100, ge=1, le=1000, description="lbfgs")
+    momentum: float | None = Field(
+        None,
+        ge=0.0,
+        lt=1.0,
+        description="momentum, nesterov (default 0.9), rmsprop (default 0)",
+    )
+    dampening: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="momentum: the buffer adds (1 - dampening) g (default 0; nesterov needs 0)",
+    )
+    betas: list[Annotated[float, Field(ge=0.0, lt=1.0)]] = Field(
+        [0.9, 0.999], min_length=2, max_length=2, description="adam: beta1, beta2"
+    )
+    amsgrad: bool | None = Field(
+        None, description="adam: divide by the running maximum of v (default false)"
+    )
+    eps: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        description="adam, rmsprop (default 1e-8), adadelta (1e-6, must be > 0): added to the "
+        "denominator; 0 is allowed for adam and rmsprop, where a parameter whose gradients "
+        "were all 0 then stays put (the limit of eps -> 0) instead of becoming 0/0",
+    )
+    rho: float = Field(
+        0.9, gt=0.0, lt=1.0, description="adadelta's rho, rmsprop's alpha (torch's names)"
+    )
+    centered: bool | None = Field(
+        None, description="rmsprop: divide by an estimate of the variance of g (default false)"
+    )
+    max_iter: int = Field(20, ge=1, le=1000, description="lbfgs: iterations per step")
+    max_eval: int | None = Field(
+        None, ge=1, le=10_000, description="lbfgs: evaluations per step (default max_iter * 5/4)"
+    )
+    history_size: int = Field(100, ge=1, le=1000, description="lbfgs: pairs kept")
+    tolerance_grad: float | None = Field(
+        None, ge=0.0, le=1000.0, description="lbfgs: stop a step once max |g| <= this (1e-7)"
+    )
+    tolerance_change: float | None = Field(
+        None,
+        ge=0.0,
+        le=1000.0,
+        description="lbfgs: stop a step once the loss or x changes by <= this (1e-9)",
+    )
+    line_search_fn: Literal["strong_wolfe"] | None = Field(
+        None,
+        description="lbfgs: strong_wolfe (the default) or null for steps of lr without a line "
+        "search",
+    )
 
     @model_validator(mode="after")
     def _defaults(self) -> Self:
-        if self.lr is None:
-            self.lr = DEFAULT_LR[self.name]
+        name = self.name
+        for field, (names, neutral) in APPLIES.items():
+            value = getattr(self, field)
+            if (
+                name not in names
+                and field in self.model_fields_set
+                and value
+                not in (
+                    neutral,
+                    None,
+                )
+            ):
+                raise error_at(
+                    field,
+                    f"{field} is for {', '.join(names)}; {name} does not take it",
+                )
         if self.momentum is None:
-            self.momentum = 0.9 if self.name in ("momentum", "nesterov") else 0.0
-        if self.name == "nesterov" and self.momentum == 0.0:
-            raise ValueError("nesterov needs momentum > 0")
+            self.momentum = 0.9 if name in ("momentum", "nesterov") else 0.0
+        if name == "nesterov" and self.momentum == 0.0:
+            raise error_at("momentum", "nesterov needs momentum > 0")
+        if name == "momentum" and self.dampening is None:
+            self.dampening = 0.0
+        if name == "adam" and self.amsgrad is None:
+            self.amsgrad = False
+        if name in _EPS and self.eps is None:
+            self.eps = _EPS[name]
+        if name == "adadelta" and self.eps == 0.0:
+            raise error_at("eps", "adadelta needs eps > 0: its first update is sqrt(eps) / ...")
+        if name == "rmsprop" and self.centered is None:
+            self.centered = False
+        if name == "lbfgs":
+            if self.max_eval is None:
+                self.max_eval = self.max_iter * 5 // 4
+            if self.tolerance_grad is None:
+                self.tolerance_grad = 1e-7
+            if self.tolerance_change is None:
+                self.tolerance_change = 1e-9
+            if "line_search_fn" not in self.model_fields_set:
+                self.line_search_fn = "strong_wolfe"
         return self
 
 
@@ -283,7 +399,7 @@ class EarlyStoppingSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    epochs: int = Field(20, ge=1, le=10_000)
+    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10_000, description="default 20; function1d: 300")
     batch_size: int = Field(
         64, ge=1, le=65_536, description="ignored by gd and lbfgs, which use the full batch"
     )
@@ -521,9 +637,10 @@ class JobSpecBase(StrictModel):
 
     @field_validator("train")
     @classmethod
-    def _family_train_defaults(cls, train: TrainSpec) -> TrainSpec:
-        """The family's named optimizers (unknown names refused) and default schedule filled in
-        where the job leaves them out, so the stored job says what it ran with."""
+    def _family_train_defaults(cls, train: TrainSpec, info: ValidationInfo) -> TrainSpec:
+        """The family's named optimizers (unknown names refused), default schedule and each
+        optimizer's default learning rate for the task filled in where the job leaves them
+        out, so the stored job says what it ran with."""
         unknown = sorted(set(train.optimizers) - set(cls.optimizer_names))
         if unknown:
             known = ", ".join(cls.optimizer_names) or "none"
@@ -546,6 +663,14 @@ class JobSpecBase(StrictModel):
                         path,
                         f"{cls.family_name()} does not train by one loss; lbfgs cannot step it",
                     )
+        dataset = info.data.get("dataset")
+        if "epochs" not in train.model_fields_set and dataset is not None:
+            train.epochs = DATASET_EPOCHS.get(dataset.name, train.epochs)
+        task = info.data.get("task")
+        if task is not None:  # None: an upload, filled in once its kind is known
+            for spec in (train.optimizer, *train.optimizers.values()):
+                if spec.lr is None:
+                    spec.lr = default_lr(spec.name, task)
         return train
 
     @model_validator(mode="after")

@@ -39,7 +39,9 @@ def _optimizer_state(spec: JobSpecBase) -> int:
     for name in spec.optimizer_names:
         opt = spec.optimizer_for(name)
         if opt.name == "rmsprop":
-            counts.append(1 + (opt.momentum > 0))
+            counts.append(1 + (opt.momentum > 0) + bool(opt.centered))
+        elif opt.name == "adam":
+            counts.append(2 + bool(opt.amsgrad))
         elif opt.name == "lbfgs":
             counts.append(2 * opt.history_size + 2)
         else:

@@ -8,12 +8,30 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from models.configs.tools import TraceRequest
+from core import expression
+from models.configs.tools import FunctionExpression, TraceRequest
 from models.training import make_optimizer
+
+# The functions an expression may call (core.expression.FUNCTIONS).
+CALLS: dict[str, Callable[[Tensor], Tensor]] = {
+    "exp": torch.exp,
+    "log": torch.log,
+    "sin": torch.sin,
+    "cos": torch.cos,
+    "tanh": torch.tanh,
+    "sqrt": torch.sqrt,
+    "abs": torch.abs,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+}
 
 
 def function(request: TraceRequest) -> Callable[[Tensor], Tensor]:
     match request.function:
+        case FunctionExpression(expression=text):
+            tree = expression.parse(text)
+            # + 0 x: a constant expression still has a gradient (0) and x's shape.
+            return lambda x: expression.evaluate(tree, x, CALLS, x.new_tensor) + 0 * x
         case "relu":
             return torch.relu
         case "sigmoid":
@@ -41,11 +59,15 @@ def trace(request: TraceRequest) -> dict[str, Any]:
     adam = request.optimizer.name == "adam"
     with torch.no_grad():
         f0 = float(f(x))
+    if not math.isfinite(f0):
+        raise ValueError(f"f(x0) is {f0}: x0 = {request.x0:g} is outside the function's domain")
     steps = []
     for t in range(1, request.steps + 1):
         optimizer.zero_grad()
         f(x).sum().backward()
         g = float(x.grad)
+        if not math.isfinite(g):
+            raise ValueError(f"f'(x) is {g} at x = {float(x):g} (step {t})")
         optimizer.step()
         state = optimizer.state[x]
         m = _value(state, "exp_avg") if adam else _value(state, "momentum_buffer")
@@ -62,6 +84,8 @@ def trace(request: TraceRequest) -> dict[str, Any]:
                 "v": v,
                 "m_hat": m / (1 - beta1**t) if adam else None,
                 "v_hat": v / (1 - beta2**t) if adam else None,
+                "v_max": _value(state, "max_exp_avg_sq"),
+                "g_avg": _value(state, "grad_avg"),
                 "u": _value(state, "acc_delta"),
                 "x": now,
                 "f": value,

@@ -16,6 +16,9 @@ def make_optimizer(
     opt: OptimizerSpec, weight_decay: float, params: list[nn.Parameter]
 ) -> torch.optim.Optimizer:
     wd = weight_decay
+    # eps 0: the smallest normal float instead, which leaves every other sum as it is and makes
+    # the update of a parameter that has had no gradient yet 0 (the limit), not 0/0.
+    eps = opt.eps or (torch.finfo(params[0].dtype).tiny if params else 0.0)
     match opt.name:
         case "gd" | "sgd":
             return torch.optim.SGD(params, lr=opt.lr, weight_decay=wd)
@@ -24,24 +27,41 @@ def make_optimizer(
                 params,
                 lr=opt.lr,
                 momentum=opt.momentum,
+                dampening=opt.dampening or 0.0,
                 nesterov=opt.name == "nesterov",
                 weight_decay=wd,
             )
         case "adam":
-            return torch.optim.Adam(params, lr=opt.lr, betas=tuple(opt.betas), weight_decay=wd)
+            return torch.optim.Adam(
+                params,
+                lr=opt.lr,
+                betas=tuple(opt.betas),
+                eps=eps,
+                amsgrad=bool(opt.amsgrad),
+                weight_decay=wd,
+            )
         case "adadelta":
-            return torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, weight_decay=wd)
+            return torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, eps=eps, weight_decay=wd)
         case "rmsprop":
             return torch.optim.RMSprop(
-                params, lr=opt.lr, alpha=opt.rho, momentum=opt.momentum, weight_decay=wd
+                params,
+                lr=opt.lr,
+                alpha=opt.rho,
+                eps=eps,
+                momentum=opt.momentum,
+                centered=bool(opt.centered),
+                weight_decay=wd,
             )
         case "lbfgs":  # no weight_decay argument: penalty() adds the L2 term to the loss
             return torch.optim.LBFGS(
                 params,
                 lr=opt.lr,
                 max_iter=opt.max_iter,
+                max_eval=opt.max_eval,
+                tolerance_grad=opt.tolerance_grad,
+                tolerance_change=opt.tolerance_change,
                 history_size=opt.history_size,
-                line_search_fn="strong_wolfe",
+                line_search_fn=opt.line_search_fn,
             )
     raise ValueError(f"unknown optimizer {opt.name!r}")
 

@@ -2,11 +2,12 @@
 on a 1-D function with its state at every step (POST /optimizers/trace), and a model's layers,
 parameters, receptive fields and training memory (POST /architectures/summary)."""
 
-from typing import Literal
+from typing import Any, Literal, get_args
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator, model_validator
 
-from core.spec import OptimizerSpec, StrictModel
+from core import expression
+from core.spec import OptimizerSpec, StrictModel, default_lr, error_at
 
 Function = Literal["relu", "sigmoid", "abs", "quadratic", "bump"]
 TRACED = ("gd", "sgd", "momentum", "nesterov", "adam", "rmsprop", "adadelta")
@@ -16,6 +17,27 @@ MAX_TRACE_STEPS = 10_000
 class TracedOptimizer(OptimizerSpec):
     name: Literal[TRACED] = "adam"  # type: ignore[valid-type]
 
+    @model_validator(mode="after")
+    def _default_lr(self) -> "TracedOptimizer":
+        if self.lr is None:
+            self.lr = default_lr(self.name)
+        return self
+
+
+class FunctionExpression(StrictModel):
+    expression: str = Field(
+        max_length=expression.MAX_LENGTH,
+        description="f(x) in Python's notation: numbers, x, pi, e, + - * / ** and "
+        f"{', '.join(expression.FUNCTIONS)}; e.g. 1 - exp(-x**2) - 0.5*exp(-(x-3)**2)",
+        examples=["1 - exp(-x**2) - 0.5*exp(-(x-3)**2)"],
+    )
+
+    @field_validator("expression")
+    @classmethod
+    def _parses(cls, text: str) -> str:
+        expression.parse(text)
+        return text
+
 
 class TraceRequest(StrictModel):
     optimizer: TracedOptimizer = Field(
@@ -23,17 +45,36 @@ class TraceRequest(StrictModel):
         description="gd, sgd (the same in 1-D), momentum, nesterov, adam, "
         "rmsprop or adadelta, with its hyperparameters as in a job's train.optimizer",
     )
-    function: Function = Field(
+    function: Function | FunctionExpression = Field(
         "quadratic",
         description="relu: max(0, x); sigmoid; abs: |x|; quadratic: x^2; bump: "
         "1 - exp(-x^2) - (1 - height) exp(-(x - 3)^2), a global minimum 0 at x = 0 and a "
-        "second one of about `height` at x = 3, a ridge of about 1 between them",
+        "second one of about `height` at x = 3, a ridge of about 1 between them; or "
+        '{"expression": "..."}, a function of x written out',
     )
     height: float = Field(
         0.5, ge=-1.0, le=1.0, description="bump: the second minimum's height (< 1)"
     )
     x0: float = Field(1.0, ge=-100.0, le=100.0, description="the starting point")
     steps: int = Field(50, ge=1, le=MAX_TRACE_STEPS)
+
+    @field_validator("function", mode="before")
+    @classmethod
+    def _named_or_written(cls, value: Any) -> Any:
+        """A name, or an expression checked here so that its error names function.expression."""
+        if isinstance(value, dict):
+            try:
+                return FunctionExpression.model_validate(value)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first["loc"]) or "expression"
+                raise error_at(where, first["msg"].removeprefix("Value error, ")) from None
+        if isinstance(value, str) and value not in get_args(Function):
+            raise ValueError(
+                f"unknown function {value!r}; named: {', '.join(get_args(Function))}, or "
+                '{"expression": "..."}'
+            )
+        return value
 
 
 class TraceStep(BaseModel):
@@ -47,13 +88,17 @@ class TraceStep(BaseModel):
     )
     m_hat: float | None = Field(None, description="adam: m / (1 - beta1^t)")
     v_hat: float | None = Field(None, description="adam: v / (1 - beta2^t)")
+    v_max: float | None = Field(
+        None, description="adam with amsgrad: the largest v so far, which the step divides by"
+    )
+    g_avg: float | None = Field(None, description="centered rmsprop: running mean of g")
     u: float | None = Field(None, description="adadelta: running mean of squared updates")
     x: float = Field(description="x after the step")
     f: float = Field(description="f(x) after the step")
 
 
 class TraceResponse(BaseModel):
-    function: Function
+    function: Function | FunctionExpression
     optimizer: OptimizerSpec
     x0: float
     f0: float

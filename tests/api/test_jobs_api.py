@@ -186,9 +186,18 @@ MALFORMED = [
     pytest.param(optimizer(name="foo"), "train.optimizer.name", "'sgd'", id="unknown-optimizer"),
     pytest.param(
         optimizer(name="nesterov", momentum=0),
-        "train.optimizer",
+        "train.optimizer.momentum",
         "nesterov needs momentum > 0",
         id="nesterov-no-momentum",
+    ),
+    pytest.param(
+        optimizer(name="sgd", momentum=0.9),
+        "train.optimizer.momentum",
+        "momentum is for momentum, nesterov, rmsprop; sgd does not take it",
+        id="momentum-for-sgd",
+    ),
+    pytest.param(
+        optimizer(name="adadelta", eps=0), "train.optimizer.eps", "needs eps > 0", id="eps-0"
     ),
     pytest.param(
         mlp(model={"hidden": [16_384] * 4}),

@@ -90,6 +90,12 @@ def test_the_path_is_drawn_and_bad_requests_name_the_field(client: TestClient) -
         ({"steps": 10**6}, "steps"),
         ({"x0": float("1e9")}, "x0"),
         ({"height": 2.0}, "height"),
+        ({"function": {"expression": "x.__class__"}}, "function.expression"),
+        ({"function": {"expression": "y"}}, "function.expression"),
+        ({"function": {"formula": "x"}}, "function.expression"),
+        ({"optimizer": {"name": "adam", "eps": -1}}, "optimizer.eps"),
+        ({"optimizer": {"name": "gd", "betas": [0.5, 0.9]}}, "optimizer.betas"),
+        ({"optimizer": {"name": "rmsprop", "amsgrad": True}}, "optimizer.amsgrad"),
     ]:
         response = client.post("/optimizers/trace", json=bad)
         assert response.status_code == 422, bad
@@ -98,6 +104,67 @@ def test_the_path_is_drawn_and_bad_requests_name_the_field(client: TestClient) -
         "/optimizers/trace", json={"optimizer": {"name": "gd", "lr": 50}, "steps": 2000}
     )
     assert diverged.status_code == 422 and "finite" in diverged.text
+
+    outside = client.post(
+        "/optimizers/trace", json={"function": {"expression": "log(x)"}, "x0": -1}
+    )
+    assert outside.status_code == 422 and "outside the function's domain" in outside.text
+
+
+def test_a_written_function_steps_along_its_own_derivative(client: TestClient) -> None:
+    """The exercise's bump written out: the trace's g is the analytic f'(x) at every step."""
+    bump = "1 - exp(-x**2) - 0.5*exp(-(x-3)**2)"
+
+    def slope(x: float) -> float:
+        return 2 * x * math.exp(-(x**2)) + (x - 3) * math.exp(-((x - 3) ** 2))
+
+    answer = trace(
+        client, optimizer={"name": "gd", "lr": 0.5}, function={"expression": bump}, x0=4.5, steps=30
+    )
+    assert answer["function"] == {"expression": bump}
+    xs = [4.5] + [s["x"] for s in answer["steps"]]
+    for x, step in zip(xs, answer["steps"], strict=False):
+        assert step["g"] == pytest.approx(slope(x), rel=1e-12, abs=1e-15)
+        assert step["x"] == pytest.approx(x - 0.5 * step["g"], rel=1e-12)
+    # The same as the built-in bump of height 0.5.
+    named = trace(client, optimizer={"name": "gd", "lr": 0.5}, function="bump", x0=4.5, steps=30)
+    assert [s["x"] for s in named["steps"]] == pytest.approx(xs[1:], rel=1e-12)
+
+
+def test_adam_with_eps_0_and_every_hyperparameter_traces(client: TestClient) -> None:
+    """eps 0: the first step is lr * sign(g) exactly; where g has always been 0 (relu left of
+    0), x stays put instead of becoming 0/0. amsgrad divides by the largest v."""
+    first = trace(
+        client, optimizer={"name": "adam", "lr": 0.1, "eps": 0}, function="abs", x0=2.0, steps=1
+    )["steps"][0]
+    assert first["x"] == pytest.approx(1.9, rel=1e-15)
+    assert first["m_hat"] == pytest.approx(1.0) and first["v_hat"] == pytest.approx(1.0)
+    flat = trace(client, optimizer={"name": "adam", "eps": 0}, function="relu", x0=-1.0, steps=3)
+    assert all(s["x"] == -1.0 and s["m_hat"] == 0.0 and s["v_hat"] == 0.0 for s in flat["steps"])
+    ams = trace(
+        client,
+        optimizer={"name": "adam", "lr": 0.1, "amsgrad": True, "betas": [0.9, 0.5]},
+        function={"expression": "x**2"},
+        x0=1.0,
+        steps=20,
+    )["steps"]
+    assert all(s["v_max"] >= s["v"] for s in ams) and ams[-1]["v_max"] > ams[-1]["v"]
+    centered = trace(
+        client,
+        optimizer={"name": "rmsprop", "centered": True, "eps": 0},
+        function={"expression": "x**2"},
+        x0=1.0,
+        steps=1,
+    )["steps"][0]
+    assert centered["g_avg"] == pytest.approx(0.1 * 2.0)  # (1 - rho) g, rho 0.9
+    dampened = trace(
+        client,
+        optimizer={"name": "momentum", "lr": 0.1, "dampening": 0.5},
+        function="quadratic",
+        x0=1.0,
+        steps=2,
+    )["steps"]
+    assert dampened[1]["m"] == pytest.approx(0.9 * 2.0 + 0.5 * 1.6)  # the first is g itself
 
 
 # --- architectures --------------------------------------------------------------------------

@@ -64,3 +64,22 @@ def test_what_a_stack_cannot_give_each_member_trains_alone() -> None:
     assert cnn.stack_key() is None  # a CNN did not train faster stacked on a CPU
     lstm = parse_job_spec({"family": "lstm", "dataset": {"name": "mackey_glass"}})
     assert lstm.stack_key() is not None
+
+
+def test_members_share_every_hyperparameter_but_the_learning_rate() -> None:
+    adam, rmsprop = {"name": "adam"}, {"name": "rmsprop"}
+    keys = {
+        key(train__optimizer=adam),
+        key(train__optimizer=adam | {"eps": 0.0}),
+        key(train__optimizer=adam | {"amsgrad": True}),
+        key(train__optimizer=adam | {"betas": [0.5, 0.9]}),
+        key(train__optimizer=rmsprop),
+        key(train__optimizer=rmsprop | {"centered": True}),
+        key(train__optimizer={"name": "momentum"}),
+        key(train__optimizer={"name": "momentum", "dampening": 0.5}),
+        key(train__optimizer={"name": "lbfgs", "line_search_fn": None}),
+    }
+    assert len(keys) == 9 and None not in keys
+    assert key(train__optimizer=adam | {"amsgrad": True, "lr": 0.1}) == key(
+        train__optimizer=adam | {"amsgrad": True, "lr": 0.01}
+    )

@@ -272,6 +272,30 @@ def test_lstms_stack_through_their_unrolled_form(
         assert_same_training(settings, got, want)
 
 
+@pytest.mark.parametrize(
+    "hyperparameters",
+    [
+        {"name": "adam", "amsgrad": True, "eps": 0.0},
+        {"name": "rmsprop", "centered": True, "momentum": 0.5},
+    ],
+    ids=["adam-amsgrad-eps0", "rmsprop-centered"],
+)
+def test_every_hyperparameter_stacks_exactly(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, hyperparameters: dict[str, Any]
+) -> None:
+    """Their updates are elementwise and lr times a term without lr, so a member's own lr
+    and weight decay scale and add as alone."""
+    documents = [
+        regression(seed, lr, weight_decay=wd) for seed, lr, wd in ((1, 1e-2, 0.0), (2, 3e-3, 1e-3))
+    ]
+    for document in documents:
+        document["train"]["optimizer"] |= hyperparameters
+    ids, reference, sizes = train_both_ways(settings, documents, monkeypatch)
+    assert set(sizes) == {2}
+    for got, want in zip(ids, reference, strict=True):
+        assert_same_training(settings, got, want)
+
+
 def test_lbfgs_members_step_alone_inside_the_stack(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
