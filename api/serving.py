@@ -70,7 +70,7 @@ def load_model(job: Job, weights: bytes, settings: Settings) -> Any:
     from models.registry import get_family
     from models.specs import parse_job_spec
 
-    spec = parse_job_spec(job.spec)
+    spec = parse_job_spec(job.spec, stored=True)
     info = DatasetInfo.from_dict(job.data_info)
     family = get_family(spec.family)
     module = family.build(spec, info)

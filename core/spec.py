@@ -234,6 +234,9 @@ def default_lr(name: str, task: str | None = None) -> float:
     return (REGRESSION_LR if task == "regression" else DEFAULT_LR)[name]
 
 
+# The validation context for a job document the service accepted earlier and reads back.
+STORED: dict[str, Any] = {"stored": True}
+
 # The optimizers each hyperparameter is for, and the value it holds for the others (what a
 # stored job says of it there). A job that sets one for another optimizer is refused.
 APPLIES: dict[str, tuple[tuple[str, ...], Any]] = {
@@ -316,12 +319,16 @@ class OptimizerSpec(StrictModel):
     )
 
     @model_validator(mode="after")
-    def _defaults(self) -> Self:
+    def _defaults(self, info: ValidationInfo) -> Self:
         name = self.name
+        # A stored job is read as it was accepted: one stored before these refusals may hold
+        # a value its optimizer ignored.
+        stored = bool((info.context or {}).get("stored"))
         for field, (names, neutral) in APPLIES.items():
             value = getattr(self, field)
             if (
-                name not in names
+                not stored
+                and name not in names
                 and field in self.model_fields_set
                 and value
                 not in (

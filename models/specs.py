@@ -13,7 +13,7 @@ from typing import Annotated, Any, Union
 from pydantic import Field, TypeAdapter
 
 from core.catalog import DatasetInfo
-from core.spec import JobSpecBase
+from core.spec import STORED, JobSpecBase
 from models import configs
 
 
@@ -44,10 +44,15 @@ _adapter: TypeAdapter[Any] = TypeAdapter(JobSpec)
 
 
 def parse_job_spec(
-    document: dict[str, Any], uploads: Mapping[str, DatasetInfo] | None = None
+    document: dict[str, Any],
+    uploads: Mapping[str, DatasetInfo] | None = None,
+    *,
+    stored: bool = False,
 ) -> JobSpecBase:
-    """Validate a job document; `uploads` gives the facts of uploaded datasets it may name."""
-    return _adapter.validate_python(document, context={"uploads": uploads or {}})
+    """Validate a job document; `uploads` gives the facts of uploaded datasets it may name.
+    `stored`: a document the service accepted earlier, read back (see STORED)."""
+    context = {"uploads": uploads or {}} | (STORED if stored else {})
+    return _adapter.validate_python(document, context=context)
 
 
 # One small job per family for the OpenAPI document (each validates: a test checks).

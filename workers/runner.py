@@ -210,7 +210,7 @@ class _Run:
         self, lease: Lease, document: dict[str, Any], settings: Settings, control: Control
     ):
         self.lease, self.document, self.settings, self.control = lease, document, settings, control
-        self.spec = parse_job_spec(document)
+        self.spec = parse_job_spec(document, stored=True)
         self.family = get_family(self.spec.family)
         self.device = loop.pick_device(self.spec.train.device)
         self.folds = self.spec.dataset.kfold or 1

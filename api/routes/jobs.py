@@ -412,7 +412,7 @@ def rerun_job(
     if previous is not None:
         return previous
     try:
-        spec = parse_job_spec(job.spec)
+        spec = parse_job_spec(job.spec, stored=True)
     except ValidationError as exc:  # a document stored by an older annlab
         raise HTTPException(409, f"job {job.id}'s document no longer validates: {exc}") from exc
     spec, n_params = admissible(spec, session, settings, caller)

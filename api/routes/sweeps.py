@@ -25,6 +25,7 @@ from api.schemas import Problem, SweepCreate, SweepPublic, SweepsPublic, SweepTa
 from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
 from core.jobs import new_job, request_cancel
+from core.spec import STORED
 from core.sweeps import (
     FAMILY_SEPARATOR,
     SweepProblem,
@@ -291,7 +292,9 @@ def _table(session: SessionDep, sweep: Sweep) -> tuple[list[str], list[dict[str,
     metrics: dict[int, dict[str, str]] = {}
     for job in done:
         if job.sweep_cell not in metrics:
-            metrics[job.sweep_cell] = SPECS[job.family].model_validate(job.spec).metrics()
+            metrics[job.sweep_cell] = (
+                SPECS[job.family].model_validate(job.spec, context=STORED).metrics()
+            )
     best = best_over_epochs(session, {j.id: metrics[j.sweep_cell] for j in done})
     return table(sweep.cells, jobs, seconds, best)
 
@@ -379,7 +382,7 @@ def read_sweep_plot(
         firsts: dict[str, Job] = {}  # each family's first job
         for job in jobs:
             firsts.setdefault(job.family, job)
-        specs = [SPECS[j.family].model_validate(j.spec) for j in firsts.values()]
+        specs = [SPECS[j.family].model_validate(j.spec, context=STORED) for j in firsts.values()]
         reported = list(dict.fromkeys(m for spec in specs for m in spec.metrics()))
         metric = metric or specs[0].selection_metric()
         if metric not in reported:

@@ -76,3 +76,12 @@ def test_lbfgs_may_step_without_a_line_search() -> None:
     assert spec.line_search_fn is None and spec.max_eval == 7
     again = parse_job_spec(parse_job_spec(job(name="lbfgs", line_search_fn=None)).model_dump())
     assert again.train.optimizer.line_search_fn is None
+
+
+def test_a_stored_job_whose_optimizer_ignored_a_value_reads_back() -> None:
+    """Accepted before inapplicable hyperparameters were refused: sgd ignored its momentum."""
+    document = job(name="sgd", lr=0.05, momentum=0.9)
+    with pytest.raises(ValidationError, match="momentum"):
+        parse_job_spec(document)
+    spec = parse_job_spec(document, stored=True)
+    assert (spec.train.optimizer.name, spec.train.optimizer.momentum) == ("sgd", 0.9)
