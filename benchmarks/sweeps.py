@@ -34,10 +34,9 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.spec import TrainSpec  # noqa: E402
+from core.spec import DATASET_EPOCHS, DEFAULT_EPOCHS  # noqa: E402
 from workers.launch import commands, stop_all  # noqa: E402
 
-DEFAULT_EPOCHS: int = TrainSpec.model_fields["epochs"].default
 TOLERANCE = 1e-3
 GRIDS: dict[str, dict[str, Any]] = {
     "ts": {
@@ -182,11 +181,13 @@ def main() -> None:
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the services stop in `finally`
     grids = list(GRIDS) if args.grid == "both" else [args.grid]
-    epochs = max(1, round(DEFAULT_EPOCHS * args.scale))
-    print(f"epochs {epochs}, threads {args.threads or 'default'}, stack max {args.stack_max}")
+    print(f"epochs x {args.scale}, threads {args.threads or 'default'}, stack max {args.stack_max}")
     rows: list[tuple[str, int, float, float, float, str]] = []
     for grid in grids:
         body = GRIDS[grid]
+        default = DATASET_EPOCHS.get(body["base"]["dataset"]["name"], DEFAULT_EPOCHS)
+        epochs = max(1, round(default * args.scale))
+        print(f"{grid}: {epochs} epochs")
         if args.scale != 1.0:
             body = {**body, "base": {**body["base"], "train": {"epochs": epochs}}}
         walls: dict[str, float] = {}

@@ -406,7 +406,9 @@ class EarlyStoppingSpec(StrictModel):
 
 
 class TrainSpec(StrictModel):
-    epochs: int = Field(DEFAULT_EPOCHS, ge=1, le=10_000, description="default 20; function1d: 300")
+    epochs: int = Field(
+        DEFAULT_EPOCHS, ge=1, le=10_000, description="default 20; function1d: 300 (lbfgs: 20)"
+    )
     batch_size: int = Field(
         64, ge=1, le=65_536, description="ignored by gd and lbfgs, which use the full batch"
     )
@@ -671,7 +673,9 @@ class JobSpecBase(StrictModel):
                         f"{cls.family_name()} does not train by one loss; lbfgs cannot step it",
                     )
         dataset = info.data.get("dataset")
-        if "epochs" not in train.model_fields_set and dataset is not None:
+        # LBFGS, 20 iterations a step, converges on them in the usual epochs.
+        lbfgs = train.optimizer.name == "lbfgs"
+        if "epochs" not in train.model_fields_set and dataset is not None and not lbfgs:
             train.epochs = DATASET_EPOCHS.get(dataset.name, train.epochs)
         task = info.data.get("task")
         if task is not None:  # None: an upload, filled in once its kind is known
