@@ -701,6 +701,20 @@ class Client:
         without training it."""
         return self._json("POST", "/architectures/summary", json=dict(document))
 
+    def architecture_forward(
+        self,
+        input: Sequence[Any],
+        layers: Sequence[Mapping[str, Any]],
+        *,
+        seed: int | None = None,
+    ) -> JSON:
+        """Every layer's output (float64) for given weights and one input; weights left out
+        are drawn from `seed` and returned."""
+        body: dict[str, Any] = {"input": list(input), "layers": [dict(layer) for layer in layers]}
+        if seed is not None:
+            body["seed"] = seed
+        return self._json("POST", "/architectures/forward", json=body)
+
     def optimizer_trace(
         self,
         *,

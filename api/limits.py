@@ -9,12 +9,18 @@ from typing import Any
 from api.deps import settings_of
 
 UPLOAD_OVERHEAD = 1024 * 1024  # multipart boundaries and fields around an upload's file
+# POST /architectures/forward: its input and weights (at most 65,536 values each) fit in 4 MiB
+# written out in full precision; a larger body would only cost the API the memory to parse it.
+FORWARD_BODY_BYTES = 4 * 1024 * 1024
 
 
 def limit_for(scope: dict[str, Any]) -> int:
     settings = settings_of(scope["app"])  # as the routes see them (tests override them)
-    if scope["method"] == "POST" and scope["path"].rstrip("/") == "/datasets":
+    path = scope["path"].rstrip("/")
+    if scope["method"] == "POST" and path == "/datasets":
         return settings.max_upload_bytes + UPLOAD_OVERHEAD
+    if scope["method"] == "POST" and path == "/architectures/forward":
+        return min(settings.max_request_bytes, FORWARD_BODY_BYTES)
     return settings.max_request_bytes
 
 

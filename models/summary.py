@@ -28,7 +28,8 @@ from models.base import get_family, n_params
 FLOAT_BYTES = 4
 # Tensors an optimizer keeps per parameter (LBFGS: its history, two vectors per entry).
 OPTIMIZER_STATE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adadelta": 2}
-POOLS = nn.MaxPool2d | nn.AvgPool2d
+CONVS = nn.Conv1d | nn.Conv2d
+POOLS = nn.MaxPool1d | nn.MaxPool2d | nn.AvgPool1d | nn.AvgPool2d
 MAX_COUNTS = 4096  # architectures whose count is kept
 _COUNTS: dict[tuple[str, str, DatasetInfo], int] = {}
 
@@ -144,8 +145,53 @@ def _shape(output: Any) -> list[int] | None:
     return None
 
 
-def _pair(value: int | tuple[int, ...]) -> int:
-    return value[0] if isinstance(value, tuple) else value
+def _axes(value: int | tuple[int, ...], dims: int) -> list[int]:
+    return list(value) if isinstance(value, tuple) else [value] * dims
+
+
+def _dims(module: nn.Module) -> int:
+    return 1 if isinstance(module, nn.Conv1d | nn.MaxPool1d | nn.AvgPool1d) else 2
+
+
+def receptive_fields(model: nn.Module) -> dict[str, dict[str, list]]:
+    """Per conv or pool module of the stack that reads the input (until a flatten, dense or
+    transposed convolution): its kernel, stride and padding, and per axis the receptive field
+    of one of its outputs (input positions it sees), the jump (input positions between
+    neighbouring outputs) and the start (the input position at the centre of the first
+    output's field; below 0 where padding reaches before the input)."""
+    rows: dict[str, dict[str, list]] = {}
+    rf: list[int] | None = None
+    jump: list[int] = []
+    start: list[float] = []
+    for name, module in model.named_modules():
+        if isinstance(module, nn.Flatten | nn.Linear | nn.ConvTranspose2d):
+            break  # the conv stack over the input ended
+        if not isinstance(module, CONVS | POOLS):
+            continue
+        dims = _dims(module)
+        if rf is None:
+            rf, jump, start = [1] * dims, [1] * dims, [0.0] * dims
+        kernel = _axes(module.kernel_size, dims)
+        stride = _axes(module.stride, dims) if module.stride else kernel
+        padding = _axes(module.padding, dims)
+        dilation = _axes(getattr(module, "dilation", 1), dims)
+        for axis in range(dims):
+            # A kernel of k taps spans d(k - 1) + 1 inputs; the field grows by its span less
+            # one, in the input's jumps; the centre of the first output moves by half of it,
+            # less the padding.
+            span = dilation[axis] * (kernel[axis] - 1)
+            start[axis] += (span / 2 - padding[axis]) * jump[axis]
+            rf[axis] += span * jump[axis]
+            jump[axis] *= stride[axis]
+        rows[name] = {
+            "kernel": kernel,
+            "stride": stride,
+            "padding": padding,
+            "receptive_field": list(rf),
+            "jump": list(jump),
+            "start": list(start),
+        }
+    return rows
 
 
 def count_parameters(spec: JobSpecBase, info: DatasetInfo) -> int:
@@ -209,7 +255,7 @@ def _summary(build: Any, spec: JobSpecBase, info: DatasetInfo, device: torch.dev
             hook.remove()
 
     layers = []
-    rf, jump, image = 1, 1, len(info.input_shape) == 3
+    fields = receptive_fields(model)
     for name, module in model.named_modules():
         own = sum(p.numel() for p in module.parameters(recurse=False))
         leaf = next(module.children(), None) is None
@@ -220,17 +266,8 @@ def _summary(build: Any, spec: JobSpecBase, info: DatasetInfo, device: torch.dev
             "type": type(module).__name__,
             "output_shape": shapes.get(name),
             "n_params": own,
+            **fields.get(name, {}),
         }
-        if image and isinstance(module, nn.Conv2d | POOLS):
-            # The receptive field grows by (k - 1) input jumps; the jump by the stride.
-            kernel = _pair(module.kernel_size)
-            dilation = _pair(module.dilation) if isinstance(module, nn.Conv2d | nn.MaxPool2d) else 1
-            stride = _pair(module.stride) if module.stride else kernel
-            rf += (dilation * (kernel - 1)) * jump
-            jump *= stride
-            row |= {"kernel": kernel, "stride": stride, "receptive_field": rf, "jump": jump}
-        elif isinstance(module, nn.Flatten | nn.Linear | nn.ConvTranspose2d):
-            image = False  # the conv stack over the input ended
         layers.append(row)
 
     profile = per_example(model, info, device, spec.train.batch_size)

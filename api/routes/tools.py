@@ -1,5 +1,5 @@
-"""Tools that need no worker and no training: an optimizer traced on a 1-D function, and a
-model's architecture summed up."""
+"""Tools that need no worker and no training: an optimizer traced on a 1-D function, a
+model's architecture summed up, and a small stack of layers run on a given input."""
 
 from typing import Annotated
 
@@ -11,7 +11,14 @@ from api.errors import field_error
 from api.routes.jobs import visible_uploads, with_upload
 from api.routing import Route
 from core.catalog import CATALOG, resolve
-from models.configs.tools import ArchitectureSummary, TraceRequest, TraceResponse
+from models.configs.tools import (
+    EXAMPLE_1D,
+    ArchitectureSummary,
+    ForwardRequest,
+    ForwardResponse,
+    TraceRequest,
+    TraceResponse,
+)
 from models.specs import JobSpec
 
 router = APIRouter(route_class=Route, tags=["tools"])
@@ -76,3 +83,54 @@ def architecture_summary(
     except TooBig as exc:
         raise field_error(422, exc.field, str(exc), "too_big") from exc
     return summarize(spec, info)
+
+
+FORWARD_EXAMPLES = {
+    "conv1d": {
+        "summary": "conv1d, relu, max pool of 2 at stride 1, flatten, dense",
+        "description": "The conv1d gives [6, 6, 7, 8] (x[i] + 2 x[i+2] + 1), the pool "
+        "[6, 7, 8], the dense 6 - 8 + 0.5 = -1.5.",
+        "value": EXAMPLE_1D,
+    },
+    "conv2d": {
+        "summary": "a 2x2 kernel over a 3x3 image: [[3, 4], [6, 11]]",
+        "value": {
+            "input": [[[1, 2, 0], [2, 1, 1], [0, 2, 5]]],
+            "layers": [{"type": "conv2d", "weight": [[[[1, 0], [0, 2]]]], "bias": [0]}],
+        },
+    },
+    "seeded": {
+        "summary": "weights drawn from a seed, returned with the outputs",
+        "value": {
+            "input": [[0.5, -1.0, 2.0, 0.0]],
+            "layers": [
+                {"type": "conv1d", "filters": 2, "kernel": 3, "padding": "same"},
+                {"type": "tanh"},
+                {"type": "flatten"},
+                {"type": "dense", "units": 1},
+            ],
+            "seed": 0,
+        },
+    },
+}
+
+
+@router.post("/architectures/forward", response_model=ForwardResponse)
+def architecture_forward(
+    body: Annotated[ForwardRequest, Body(openapi_examples=FORWARD_EXAMPLES)],
+) -> dict:
+    """Layers with given weights run on one given input: every layer's output and shape, in
+    float64 with the torch modules jobs train with (convolutions are PyTorch's: a
+    cross-correlation, the kernel not flipped). A weight or bias left out is drawn from `seed`
+    and returned. Bounded: the input's values, the parameters, every output's values and the
+    FLOPs of the pass (a 422 of type too_big naming the layer or the input)."""
+    from models.admission import TooBig
+    from models.base import BadRequest
+    from models.forward import forward  # torch is loaded on the first call
+
+    try:
+        return forward(body)
+    except BadRequest as exc:
+        raise field_error(422, exc.field, str(exc)) from exc
+    except TooBig as exc:
+        raise field_error(422, exc.field, str(exc), "too_big") from exc

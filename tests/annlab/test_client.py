@@ -138,6 +138,9 @@ CALLS: dict[str, Callable[[Client], Any]] = {
         optimizer={"name": "momentum", "lr": 1.0, "momentum": 0.9}, function="bump", steps=50
     ),
     "architecture_summary": lambda c: c.architecture_summary(JOB),
+    "architecture_forward": lambda c: c.architecture_forward(
+        [[1.0, 2.0, 3.0]], [{"type": "conv1d", "filters": 1, "kernel": 2}], seed=0
+    ),
     "healthz": lambda c: c.healthz(),
     "read_metrics_text": lambda c: c.read_metrics_text(),
 }

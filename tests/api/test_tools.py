@@ -202,11 +202,12 @@ def test_receptive_fields_match_a_stack_worked_by_hand(client: TestClient) -> No
     summary = client.post("/architectures/summary", json=document).json()
     stack = [row for row in summary["layers"] if row["receptive_field"] is not None]
     # conv 5/2: rf 5, jump 2, 28 -> (28 + 4 - 5) // 2 + 1 = 14; max pool 2/2: rf 5 + 1 * 2 = 7,
-    # jump 4, 14 -> 7; conv 3/1: rf 7 + 2 * 4 = 15, jump 4, 7 -> 7.
-    assert [(r["type"], r["receptive_field"], r["jump"]) for r in stack] == [
-        ("Conv2d", 5, 2),
-        ("MaxPool2d", 7, 4),
-        ("Conv2d", 15, 4),
+    # jump 4, 14 -> 7; conv 3/1: rf 7 + 2 * 4 = 15, jump 4, 7 -> 7. The first output's field
+    # is centred on pixel 0 (padding 2 = half the kernel), then on (0 + 2) / 2 = 1.
+    assert [(r["type"], r["receptive_field"], r["jump"], r["start"]) for r in stack] == [
+        ("Conv2d", [5, 5], [2, 2], [0, 0]),
+        ("MaxPool2d", [7, 7], [4, 4], [1, 1]),
+        ("Conv2d", [15, 15], [4, 4], [1, 1]),
     ]
     assert [r["output_shape"] for r in stack] == [[8, 14, 14], [8, 7, 7], [16, 7, 7]]
     memory = summary["training_memory_bytes"]
@@ -214,6 +215,65 @@ def test_receptive_fields_match_a_stack_worked_by_hand(client: TestClient) -> No
     assert memory["inputs"] == 10 * 28 * 28 * 4
     # Conv weights: 8*1*25 + 8, 16*8*9 + 16; dense: 16*7*7 -> 32 -> 10.
     assert summary["n_params"] == 208 + 1168 + (784 * 32 + 32) + (32 * 10 + 10)
+
+
+def test_rectangular_strided_and_padded_layers_are_worked_per_axis(client: TestClient) -> None:
+    document = {
+        "family": "cnn",
+        "dataset": {"name": "fashion_mnist"},
+        "model": {
+            "conv": [
+                {"filters": 4, "kernel": [5, 3], "stride": [2, 1], "padding": [0, 1]},
+                {"filters": 2, "kernel": 1, "pool": "max", "pool_size": 3, "pool_stride": 1},
+            ],
+            "dense": [],
+        },
+    }
+    summary = client.post("/architectures/summary", json=document).json()
+    stack = [row for row in summary["layers"] if row["receptive_field"] is not None]
+    # Height: conv 5/2 pad 0: 28 -> 12, rf 5, jump 2, centre (5 - 1) / 2 = 2; conv 1: the same;
+    # max pool 3/1: 12 -> 10, rf 5 + 2 * 2 = 9, jump 2, centre 2 + 1 * 2 = 4.
+    # Width: conv 3/1 pad 1: 28 -> 28, rf 3, jump 1, centre 0; pool 3/1: 26, rf 5, centre 1.
+    assert [
+        (r["type"], r["kernel"], r["stride"], r["padding"], r["receptive_field"], r["jump"])
+        for r in stack
+    ] == [
+        ("Conv2d", [5, 3], [2, 1], [0, 1], [5, 3], [2, 1]),
+        ("Conv2d", [1, 1], [1, 1], [0, 0], [5, 3], [2, 1]),
+        ("MaxPool2d", [3, 3], [1, 1], [0, 0], [9, 5], [2, 1]),
+    ]
+    assert [r["start"] for r in stack] == [[2, 0], [2, 0], [4, 1]]
+    assert [r["output_shape"] for r in stack] == [[4, 12, 28], [2, 12, 28], [2, 10, 26]]
+    # (1 * 5 * 3 + 1) * 4 + (4 + 1) * 2 weights and biases, then 2 * 10 * 26 -> 10 classes.
+    assert summary["n_params"] == 64 + 10 + (520 + 1) * 10
+
+
+def test_a_1d_cnn_over_a_time_series_is_summed_up(client: TestClient) -> None:
+    document = {
+        "family": "cnn",
+        "dataset": {"name": "mackey_glass", "lag": 20},
+        "model": {
+            "conv": [
+                {"filters": 3, "kernel": 5, "stride": 2, "padding": 0},
+                {"filters": 2, "kernel": [3], "pool": "avg", "pool_size": 2, "pool_padding": 1},
+            ],
+            "dense": [4],
+        },
+    }
+    summary = client.post("/architectures/summary", json=document).json()
+    stack = [row for row in summary["layers"] if row["receptive_field"] is not None]
+    # conv 5/2: 20 -> 8, rf 5, jump 2, centre 2; conv 3 'same': 8, rf 5 + 2 * 2 = 9, centre 2;
+    # avg pool 2/2 pad 1: (8 + 2 - 2) // 2 + 1 = 5, rf 9 + 1 * 2 = 11, jump 4, centre
+    # 2 + (0.5 - 1) * 2 = 1.
+    assert [
+        (r["type"], r["output_shape"], r["receptive_field"], r["jump"], r["start"]) for r in stack
+    ] == [
+        ("Conv1d", [3, 8], [5], [2], [2]),
+        ("Conv1d", [2, 8], [9], [2], [2]),
+        ("AvgPool1d", [2, 5], [11], [4], [1]),
+    ]
+    # One output: the next value of the series.
+    assert summary["n_params"] == (5 + 1) * 3 + (3 * 3 + 1) * 2 + (10 + 1) * 4 + (4 + 1) * 1
 
 
 def test_a_bad_model_section_is_a_422_naming_the_field(client: TestClient) -> None:
@@ -235,3 +295,173 @@ def test_a_model_over_the_parameter_cap_is_a_422_naming_the_model(client: TestCl
     assert response.status_code == 422, response.text
     error = response.json()["detail"][0]
     assert error["field"] == "model" and "806,584,330 parameters" in error["message"]
+
+
+def test_per_axis_lists_must_fit_the_dataset_and_each_other(client: TestClient) -> None:
+    def field(conv: dict, dataset: str = "digits") -> str:
+        document = {"family": "cnn", "dataset": {"name": dataset}, "model": {"conv": [conv]}}
+        response = client.post("/architectures/summary", json=document)
+        assert response.status_code == 422, response.text
+        return response.json()["detail"][0]["field"]
+
+    assert field({"filters": 2, "kernel": [3]}) == "model.conv.0.kernel"  # images: two axes
+    assert field({"filters": 2, "stride": [1, 1]}, "mackey_glass") == "model.conv.0.stride"
+    assert field({"filters": 2, "kernel": [3, 3], "padding": [1]}) == "model.conv.0.padding"
+    assert field({"filters": 2, "pool": "max", "pool_padding": 2}) == "model.conv.0.pool_padding"
+    assert field({"filters": 2, "kernel": [3, 16]}) == "model.conv.0.kernel"  # 1..15
+
+
+# --- forward passes -------------------------------------------------------------------------
+
+
+def forward(client: TestClient, body: dict) -> list[dict]:
+    response = client.post("/architectures/forward", json=body)
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["dtype"] == "float64"
+    return answer["layers"]
+
+
+def refused(client: TestClient, body: dict) -> dict:
+    response = client.post("/architectures/forward", json=body)
+    assert response.status_code == 422, response.text
+    return response.json()["detail"][0]
+
+
+def test_the_documented_1d_example_gives_the_numbers_worked_by_hand(client: TestClient) -> None:
+    operation = client.get("/openapi.json").json()["paths"]["/architectures/forward"]["post"]
+    example = operation["requestBody"]["content"]["application/json"]["examples"]["conv1d"]
+    layers = forward(client, example["value"])
+    # A cross-correlation as PyTorch's: out[i] = x[i] + 0 x[i + 1] + 2 x[i + 2] + 1 over
+    # [1, 3, 2, 1, 2, 3]; the flipped kernel (a convolution's) would give [5, 8, 7, 6].
+    assert layers[0]["output"] == [[6, 6, 7, 8]] and layers[0]["output_shape"] == [1, 4]
+    assert layers[1]["output"] == [[6, 6, 7, 8]]  # relu
+    assert layers[2]["output"] == [[6, 7, 8]]  # max pool of 2 at stride 1
+    assert layers[3]["output"] == [6, 7, 8] and layers[3]["output_shape"] == [3]
+    assert layers[4]["output"] == [6 - 8 + 0.5]  # dense: W x + b
+    assert [row["n_params"] for row in layers] == [4, 0, 0, 0, 4]
+
+
+def test_2d_convolutions_pools_and_dense_layers_worked_by_hand(client: TestClient) -> None:
+    image = [[[1, 2, 0], [2, 1, 1], [0, 2, 5]]]
+    square = {"type": "conv2d", "weight": [[[[1, 0], [0, 2]]]], "bias": [0]}
+    # out[i][j] = x[i][j] + 2 x[i + 1][j + 1]
+    assert forward(client, {"input": image, "layers": [square]})[0]["output"] == [[[3, 4], [6, 11]]]
+    # A 1x2 kernel over a 2x3 image: out[i][j] = x[i][j] + 2 x[i][j + 1].
+    wide = {"type": "conv2d", "weight": [[[[1, 2]]]], "bias": [0]}
+    rows = {"input": [[[3, 0, 2], [4, 1, 5]]], "layers": [wide]}
+    assert forward(client, rows)[0]["output"] == [[[3, 4], [6, 11]]]
+    # Strides and padding per axis: zero-padded by one column, every second column.
+    strided = {**wide, "stride": [1, 2], "padding": [0, 1]}
+    layers = forward(client, {**rows, "layers": [strided]})
+    assert layers[0]["output"] == [[[0 + 2 * 3, 0 + 2 * 2], [0 + 2 * 4, 1 + 2 * 5]]]
+    pools = forward(
+        client,
+        {
+            "input": image,
+            "layers": [
+                {"type": "maxpool2d", "size": 2, "stride": 1},
+                {"type": "avgpool2d", "size": [2, 1]},
+                {"type": "flatten"},
+                {"type": "dense", "weight": [[1, 0], [0, -1], [1, 1]], "bias": [0, 0, 0.25]},
+                {"type": "sigmoid"},
+            ],
+        },
+    )
+    assert pools[0]["output"] == [[[2, 2], [2, 5]]]
+    assert pools[1]["output"] == [[[2, 3.5]]]  # the mean of each column's pair
+    assert pools[3]["output"] == [2, -3.5, 5.75]
+    assert pools[4]["output"] == [1 / (1 + math.exp(-v)) for v in (2, -3.5, 5.75)]
+
+
+def test_weights_left_out_are_drawn_as_pytorch_initialises_layers(client: TestClient) -> None:
+    import torch
+    from torch import nn
+
+    body = {
+        "input": [[0.5, -1.0, 2.0, 0.0]],
+        "layers": [
+            {"type": "conv1d", "filters": 2, "kernel": 3, "padding": "same"},
+            {"type": "flatten"},
+            {"type": "dense", "units": 3, "bias": [1, 2, 3]},
+        ],
+        "seed": 7,
+    }
+    layers = forward(client, body)
+    torch.manual_seed(7)
+    conv, dense = nn.Conv1d(1, 2, 3, padding=1), nn.Linear(8, 3)
+    assert layers[0]["weight"] == conv.weight.tolist() and layers[0]["bias"] == conv.bias.tolist()
+    assert layers[2]["weight"] == dense.weight.tolist() and layers[2]["bias"] is None  # given
+    with torch.no_grad():
+        x = torch.tensor([body["input"]], dtype=torch.float64)
+        hidden = nn.functional.conv1d(x, conv.weight.double(), conv.bias.double(), padding=1)
+        out = hidden.flatten(1) @ dense.weight.double().T + torch.tensor([1.0, 2.0, 3.0])
+    assert layers[0]["output"] == hidden[0].tolist() and layers[2]["output"] == out[0].tolist()
+
+
+def test_a_forward_pass_that_does_not_fit_is_a_422_naming_the_field(client: TestClient) -> None:
+    row = [[1, 2, 3]]
+    conv = {"type": "conv1d", "weight": [[[1, 2]]], "bias": [0]}
+    cases = [
+        ({"input": row, "layers": [{**conv, "weight": [[[1, 2], [3, 4]]]}]}, "layers.0.weight"),
+        ({"input": row, "layers": [{**conv, "bias": [0, 1]}]}, "layers.0.bias"),
+        ({"input": row, "layers": [{**conv, "weight": [[[1, 2, 3, 4]]]}]}, "layers.0.weight"),
+        ({"input": row, "layers": [{**conv, "weight": [[1, 2]]}]}, "layers.0.weight"),
+        ({"input": row, "layers": [{**conv, "filters": 2}]}, "layers.0.weight"),
+        (
+            {"input": row, "layers": [{"type": "conv2d", "weight": [[[[1]]]], "bias": [0]}]},
+            "layers.0.type",
+        ),
+        (
+            {"input": row, "layers": [{"type": "dense", "weight": [[1]], "bias": [0]}]},
+            "layers.0.type",
+        ),
+        (
+            {
+                "input": row,
+                "layers": [{"type": "flatten"}, {"type": "dense", "weight": [[1, 2]], "bias": [0]}],
+            },
+            "layers.1.weight",
+        ),
+        (
+            {"input": row, "layers": [{"type": "conv1d", "filters": 1, "kernel": 3}]},
+            "layers.0.weight",
+        ),
+        (
+            {"input": row, "layers": [{"type": "maxpool1d", "size": 2, "padding": 2}]},
+            "layers.0.padding",
+        ),
+        ({"input": row, "layers": [{"type": "maxpool1d", "size": [2, 2]}]}, "layers.0.size"),
+        ({"input": row, "layers": [{"type": "maxpool1d", "size": 4}]}, "layers.0.size"),
+        ({"input": row, "layers": [{"type": "relu", "weight": [[1]]}]}, "layers.0.weight"),
+        ({"input": [[1, 2], [3]], "layers": [{"type": "relu"}]}, "input"),
+        ({"input": [[1, 2], [3, True]], "layers": [{"type": "relu"}]}, "input"),
+        ({"input": row, "layers": [{"type": "softmax"}]}, "layers.0.type"),
+    ]
+    for body, field in cases:
+        assert refused(client, body)["field"] == field, body
+
+
+def test_a_forward_pass_is_bounded(client: TestClient) -> None:
+    big = refused(client, {"input": [0.0] * 70_000, "layers": [{"type": "relu"}]})
+    assert big["field"] == "input" and big["type"] == "too_big"
+    wide = {"type": "dense", "units": 16_384}
+    params = refused(client, {"input": [0.0] * 8, "layers": [wide], "seed": 0})
+    assert params["field"] == "layers.0" and params["type"] == "too_big"
+    assert "147,456 parameters; the limit is 65,536" in params["message"]
+    image = [[[0.0] * 200] * 200]  # 40,000 values in, 10 maps of 40,000 out
+    maps = {"type": "conv2d", "filters": 10, "kernel": 3, "padding": "same"}
+    values = refused(client, {"input": image, "layers": [maps], "seed": 0})
+    assert values["field"] == "layers.0" and values["type"] == "too_big"
+    # Within the other limits: 4 maps of 128 x 128 in and out, 3,604 parameters; but
+    # 2 x 4 x 4 x 15 x 15 x 128 x 128 = 118 million FLOPs.
+    maps = [[[0.0] * 128] * 128] * 4
+    deep = {"type": "conv2d", "filters": 4, "kernel": 15, "padding": "same"}
+    flops = refused(client, {"input": maps, "layers": [{"type": "relu"}, deep], "seed": 0})
+    assert flops["field"] == "layers.1" and flops["type"] == "too_big"
+    assert "117,964,800 FLOPs" in flops["message"]
+    body = b'{"input": [' + b"0," * 3_000_000 + b'0], "layers": [{"type": "relu"}]}'
+    over = client.post(
+        "/architectures/forward", content=body, headers={"content-type": "application/json"}
+    )
+    assert over.status_code == 413

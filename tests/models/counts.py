@@ -7,6 +7,7 @@ from collections.abc import Callable
 from itertools import pairwise
 from typing import Any
 
+from models.configs.cnn import conv_input
 from models.configs.gan import KERNEL
 from models.configs.lstm import sequence_shape
 
@@ -36,9 +37,10 @@ def mlp(config: Any, shape: Shape, n_out: int) -> int:
 
 
 def cnn(config: Any, shape: Shape, n_out: int) -> int:
-    total, c_in = 0, shape[0]
+    channels, *sides = conv_input(shape)  # a flat input is one channel
+    total, c_in = 0, channels
     for layer in config.conv:
-        total += (c_in * layer.kernel**2 + 1) * layer.filters
+        total += (c_in * math.prod(layer.kernels(len(sides))) + 1) * layer.filters
         total += 2 * layer.filters if layer.batchnorm else 0
         c_in = layer.filters
     return total + dense([math.prod(config.feature_shapes(shape)[-1]), *config.dense, n_out])
@@ -158,6 +160,27 @@ CONFIGS = [
         },
     ),
     job("cnn", {"conv": [{"filters": 2, "stride": 2, "padding": 1}], "dense": []}),
+    job(
+        "cnn",
+        {
+            "conv": [
+                {"filters": 3, "kernel": [3, 1], "stride": [1, 2], "padding": [1, 0]},
+                {"filters": 4, "kernel": [2, 3], "pool": "max", "pool_size": 3, "pool_stride": 1},
+            ],
+            "dense": [5],
+        },
+    ),
+    job(
+        "cnn",
+        {
+            "conv": [
+                {"filters": 3, "kernel": 5, "batchnorm": True, "pool": "avg", "pool_padding": 1},
+                {"filters": 2, "kernel": [4], "stride": 2, "padding": 0},
+            ],
+            "dense": [6],
+        },
+        {"name": "mackey_glass", "lag": 24},
+    ),
     job("lstm", {"hidden": 12, "layers": 2, "dropout": 0.1, "bidirectional": True, "head": [8]}),
     job("lstm", {"hidden": 5}, {"name": "mackey_glass", "lag": 12}),
     job("vit", {"patch": 2, "dim": 12, "depth": 2, "heads": 3, "mlp_dim": 20, "pool": "mean"}),
