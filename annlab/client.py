@@ -615,9 +615,10 @@ class Client:
         patterns: Sequence[int] | None = None,
         noise: float | None = None,
         seed: int | None = None,
-        mode: Literal["async", "sync"] | None = None,
+        mode: Literal["async", "sync", "flow"] | None = None,
         max_iterations: int | None = None,
         trajectory: bool | None = None,
+        step_size: float | None = None,
     ) -> JSON:
         """Hopfield: run from `inputs` or from stored `patterns` with `noise`."""
         body = {
@@ -628,6 +629,7 @@ class Client:
             "mode": mode,
             "max_iterations": max_iterations,
             "trajectory": trajectory,
+            "step_size": step_size,
         }
         return self._verb(job_id, "recall", body)
 
@@ -635,12 +637,24 @@ class Client:
         self,
         job_id: str,
         *,
-        mode: Literal["async", "sync"] | None = None,
+        mode: Literal["async", "sync", "flow"] | None = None,
         max_iterations: int | None = None,
         seed: int | None = None,
+        step_size: float | None = None,
+        grid: int | None = None,
+        n_random: int | None = None,
     ) -> JSON:
-        """Hopfield (up to 16 neurons): every fixed point, its basin, whether it is stored."""
-        body = {"mode": mode, "max_iterations": max_iterations, "seed": seed}
+        """Hopfield: every fixed point, its basin, whether it is stored (binary: up to 16
+        neurons); continuous (up to 10 neurons): also its stability, from `grid` points per
+        axis and `n_random` random starts."""
+        body = {
+            "mode": mode,
+            "max_iterations": max_iterations,
+            "seed": seed,
+            "step_size": step_size,
+            "grid": grid,
+            "n_random": n_random,
+        }
         return self._verb(job_id, "attractors", body)
 
     def read_image(

@@ -151,11 +151,56 @@ def _is_number(value: Any) -> bool:
 
 def render(picture: Any, title: str) -> bytes:
     """A models.base.Picture as PNG."""
-    from models.base import ImageGrid  # a picture exists only once a model was loaded
+    # A picture exists only once a model was loaded.
+    from models.base import ImageGrid, Trajectories
 
     if isinstance(picture, ImageGrid):
         return image_rows(picture.rows, title)
+    if isinstance(picture, Trajectories):
+        return trajectories(picture, title)
     return lines(picture.series, title, picture.xlabel, picture.ylabel)
+
+
+# How a marked point is drawn, by what it is (models.base.Trajectories.points).
+MARKERS: dict[str, dict[str, Any]] = {
+    "stable": {"marker": "o", "color": "black"},
+    "saddle": {"marker": "D", "color": "tab:orange"},
+    "unstable": {"marker": "o", "facecolors": "none", "edgecolors": "tab:red"},
+    "fixed point": {"marker": "o", "color": "black"},
+    "stored": {"marker": "*", "color": "black"},
+}
+
+
+def trajectories(picture: Any, title: str) -> bytes:
+    """Paths through a state space, one square panel per pair of coordinates: each path from
+    its start (a dot) on, the marked points over them, the arrows (if any) under them."""
+    low, high = picture.bounds
+    figure, axes = plt.subplots(
+        1, len(picture.panels), figsize=(4.6 * len(picture.panels), 4.2), squeeze=False
+    )
+    figure.subplots_adjust(wspace=0.35)
+    for ax, (i, j) in zip(axes[0], picture.panels, strict=True):
+        if picture.arrows is not None:
+            x, y, dx, dy = picture.arrows.T
+            ax.quiver(x, y, dx, dy, color="0.6", angles="xy", width=0.003)
+        for k, path in enumerate(picture.paths):
+            (line,) = ax.plot(path[:, i], path[:, j], linewidth=1, alpha=0.8)
+            ax.scatter(path[:1, i], path[:1, j], s=12, color=line.get_color())
+            if k == 0:
+                line.set_label("paths")
+        for kind, points in picture.points.items():
+            if len(points):
+                style = MARKERS.get(kind, {"marker": "s"})
+                ax.scatter(points[:, i], points[:, j], s=60, zorder=4, label=kind, **style)
+        ax.set_xlim(low - 0.05, high + 0.05)
+        ax.set_ylim(low - 0.05, high + 0.05)
+        ax.set_aspect("equal")
+        ax.set_xlabel(picture.names[i])
+        ax.set_ylabel(picture.names[j])
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8)
+    figure.suptitle(title)
+    return _png(figure)
 
 
 def image_rows(rows: Sequence[tuple[str, np.ndarray]], title: str) -> bytes:

@@ -24,7 +24,8 @@ from core.catalog import DatasetInfo
 from core.spec import FULL_BATCH, JobSpecBase
 from models import quality
 from models.base import ROW, BadRequest, Served, Trainer, get_family
-from models.hopfield import MAX_ATTRACTOR_NEURONS
+from models.configs.verbs import MAX_FIXED_POINT_STARTS
+from models.hopfield import MAX_ATTRACTOR_NEURONS, MAX_FIXED_POINT_NEURONS, count_starts
 from models.summary import count_parameters, per_example, summarize
 
 FLOAT_BYTES = 4
@@ -209,7 +210,14 @@ def _units(served: Served, verb: str, body: Any) -> tuple[str, int, int]:
         field = "inputs" if body.inputs is not None else "patterns"
         states = body.max_iterations + 1 if body.trajectory else 2
         return field, len(getattr(body, field)), values * states
-    if verb == "attractors":  # every state of the network (the verb refuses a larger one)
+    if verb == "attractors":
+        if served.spec.model.state == "continuous":
+            # Its starts, each settled, then solved twice (from it and from where it ended)
+            # with an n x n Jacobian each.
+            n = min(math.prod(info.input_shape), MAX_FIXED_POINT_NEURONS)
+            starts = min(count_starts(n, body), MAX_FIXED_POINT_STARTS)
+            return "grid", starts, values * 4 + 2 * n * n
+        # Every state of the network (the verb refuses a larger one).
         n = min(math.prod(info.input_shape), MAX_ATTRACTOR_NEURONS)
         return "model", 2**n, values * 2
     if verb == "images":

@@ -287,7 +287,19 @@ class Lines:
     ylabel: str = ""
 
 
-Picture = ImageGrid | Lines
+@dataclass
+class Trajectories:
+    """Paths through a state space, drawn on square panels that each plot two coordinates."""
+
+    names: list[str]  # the coordinates
+    panels: list[tuple[int, int]]  # (x, y) coordinates of each panel
+    paths: list[np.ndarray]  # each (steps, coordinates), from its start
+    points: dict[str, np.ndarray]  # marked points by what they are: (k, coordinates)
+    arrows: np.ndarray | None = None  # (m, 4): x, y, dx, dy, drawn on a single panel
+    bounds: tuple[float, float] = (-1.0, 1.0)
+
+
+Picture = ImageGrid | Lines | Trajectories
 
 
 @dataclass(frozen=True)

@@ -214,6 +214,27 @@ def test_hopfield_attractors_and_recall(service: Service) -> None:
     refused(service, digits, "attractors", {}, "model")  # 64 neurons: 2^64 starts
     pictures(service, digits, n=3)
 
+    # Continuous states: two neurons with given weights, each copying the other.
+    model = {"state": "continuous", "gain": 5, "weights": [[0, 1], [1, 0]], "mode": "flow"}
+    document = {"family": "hopfield", "dataset": {"name": "patterns"}, "model": model}
+    square = service.client.post("/jobs", json={**document, "model": {**model, "weights": [[0]]}})
+    assert square.status_code == 422, square.text
+    assert "model.weights" in [e["field"] for e in square.json()["detail"]]
+    smooth = trained(service, document)
+    assert smooth["spec"]["dataset"]["dim"] == 2 and smooth["spec"]["model"]["step_size"] == 0.1
+    found = call(service, smooth, "attractors", {"mode": "flow"})
+    assert sorted(a["stability"] for a in found["attractors"]) == ["saddle", "stable", "stable"]
+    body = {"inputs": [[0.3, -0.7]], "mode": "flow", "max_iterations": 500}
+    (path,) = call(service, smooth, "recall", body)["results"]
+    assert path["states"][0] == [0.3, -0.7] and path["converged"]
+    assert path["final"][0] == pytest.approx(path["final"][1]) and abs(path["final"][0]) > 0.99
+    assert np.all(np.diff(path["energy"]) <= 1e-9)
+    refused(service, smooth, "recall", {"inputs": [[0.3, -1.7]]}, "inputs")
+    refused(service, smooth, "recall", {"inputs": [[0.3, -0.7, 0.0]]}, "inputs")
+    refused(service, smooth, "attractors", {"grid": 101}, "grid")
+    refused(service, smooth, "attractors", {"n_random": 10**6}, "n_random")
+    pictures(service, smooth, n=4)
+
 
 def test_gan_worker_killed_mid_run_resumes_with_both_optimizers(service: Service) -> None:
     """No epoch lost or run twice over HTTP; that both optimizers' moments come back is

@@ -209,9 +209,13 @@ def recall(loaded: LoadedDep, body: RecallRequest) -> dict:
     return serve(loaded, "recall", body)
 
 
-@verbs.post("/{job_id}/attractors", response_model=AttractorsResponse)
+@verbs.post(
+    "/{job_id}/attractors", response_model=AttractorsResponse, response_model_exclude_none=True
+)
 def attractors(loaded: LoadedDep, body: AttractorsRequest) -> dict:
-    """Hopfield (up to 16 neurons): where each of the 2^n states ends, and how often."""
+    """Hopfield. Binary (up to 16 neurons): where each of the 2^n states ends, and how often.
+    Continuous (up to 10 neurons): every fixed point found from a grid of starts and random
+    ones, with its stability (Jacobian eigenvalues) and how many starts end there."""
     return serve(loaded, "attractors", body)
 
 
@@ -234,7 +238,7 @@ def read_image(
 ) -> Response:
     """The pictures a model's family draws (GET /models/{id} lists them): `forecast`,
     `reconstructions`, `samples`, `filters`, `inpainting`, `interpolation`, `latent_grid`,
-    `recall`, `energy`."""
+    `recall`, `energy`, `states`."""
     from models.base import BadRequest, ImageQuery
     from models.registry import get_family
 

@@ -107,7 +107,8 @@ class RecallRequest(VerbRequest):
         None,
         min_length=1,
         max_length=256,
-        description="start states: +/-1 values, or images in [0, 1] (thresholded at 0.5)",
+        description="start states: binary networks, +/-1 values or images in [0, 1] "
+        "(thresholded); continuous ones, values in [-1, 1] (images: 2 x - 1)",
     )
     patterns: list[Annotated[int, Field(ge=0)]] | None = Field(
         None,
@@ -119,12 +120,18 @@ class RecallRequest(VerbRequest):
         0.0, ge=0.0, le=1.0, description="fraction of units flipped at random before recall"
     )
     seed: Seed = 0
-    mode: Literal["async", "sync"] = Field(
+    mode: Literal["async", "sync", "flow"] = Field(
         "async",
         description="async: one unit at a time in a random order per sweep (energy never "
-        "rises); sync: every unit at once",
+        "rises); sync: every unit at once; flow (continuous states): Euler steps of "
+        "dx/dt = -x + tanh(gain * (W x + b))",
     )
-    max_iterations: int = Field(100, ge=1, le=1000, description="sweeps (async) or updates (sync)")
+    step_size: float | None = Field(
+        None, gt=0.0, le=1.0, description="flow: the Euler step (default: the model's)"
+    )
+    max_iterations: int = Field(
+        100, ge=1, le=1000, description="sweeps (async), updates (sync) or steps (flow)"
+    )
     trajectory: bool = Field(True, description="return the state after every iteration")
 
     @model_validator(mode="after")
@@ -134,10 +141,32 @@ class RecallRequest(VerbRequest):
         return self
 
 
+MAX_FIXED_POINT_STARTS = 10_000
+
+
 class AttractorsRequest(VerbRequest):
-    mode: Literal["async", "sync"] = "async"
+    mode: Literal["async", "sync", "flow"] = Field(
+        "async", description="the updates that settle the starts (flow: continuous states)"
+    )
     max_iterations: int = Field(100, ge=1, le=1000)
     seed: Seed = 0
+    step_size: float | None = Field(
+        None, gt=0.0, le=1.0, description="flow: the Euler step (default: the model's)"
+    )
+    grid: int | None = Field(
+        None,
+        ge=1,
+        le=101,
+        description="continuous: starts on a grid of this many points per axis of [-1, 1]^n "
+        "(default: the most, up to 9, that keep it to 1024 starts); with n_random and the "
+        f"origin, at most {MAX_FIXED_POINT_STARTS} starts",
+    )
+    n_random: int | None = Field(
+        None,
+        ge=0,
+        le=MAX_FIXED_POINT_STARTS,
+        description="continuous: starts drawn uniformly in [-1, 1]^n with seed (default 200)",
+    )
 
 
 class ScoreRequest(InputsRequest):
@@ -203,16 +232,21 @@ class InterpolateResponse(BaseModel):
 
 
 class Recall(BaseModel):
-    final: list[int] = Field(description="the state reached")
+    final: list[int] | list[float] = Field(description="the state reached")
     iterations: int
     converged: bool = Field(description="a fixed point was reached within max_iterations")
-    pattern: int | None = Field(description="the stored pattern reached, if any")
+    pattern: int | None = Field(
+        description="the stored pattern reached (continuous: whose signs the state has), if any"
+    )
     inverted: bool = Field(description="the state reached is a stored pattern's negative")
     overlaps: list[float] = Field(description="m = s.p / n with each stored pattern")
     energy: list[float] = Field(
-        description="E = -1/2 s W s - b s, at the start and after each iteration"
+        description="E = -1/2 s W s - b s (continuous: + (1/gain) sum_i of the integral of "
+        "atanh from 0 to s_i), at the start and after each iteration"
     )
-    states: list[list[int]] | None = Field(None, description="the start and each iteration's state")
+    states: list[list[int]] | list[list[float]] | None = Field(
+        None, description="the start and each iteration's state"
+    )
 
 
 class RecallResponse(BaseModel):
@@ -220,17 +254,33 @@ class RecallResponse(BaseModel):
 
 
 class Attractor(BaseModel):
-    state: list[int]
+    state: list[int] | list[float]
     energy: float
-    basin: int = Field(description="how many of the 2^n starts end here")
-    stored: bool = Field(description="it is one of the stored patterns")
+    basin: int = Field(description="how many of the starts end here")
+    stored: bool = Field(
+        description="it is one of the stored patterns (continuous: it has one's signs)"
+    )
     kind: Literal["fixed_point", "cycle"]
+    stability: Literal["stable", "saddle", "unstable"] | None = Field(
+        None,
+        description="continuous: from the Jacobian's eigenvalues; stable: every direction "
+        "stable, unstable: none, saddle: some",
+    )
+    eigenvalues: list[float] | None = Field(
+        None,
+        description="continuous: real parts of the Jacobian's eigenvalues, of the update map "
+        "for sync (stable: |eig| < 1), of the flow for async and flow (stable: Re < 0)",
+    )
+    eigenvalues_imag: list[float] | None = Field(None, description="their imaginary parts")
 
 
 class AttractorsResponse(BaseModel):
     n_neurons: int
     starts: int
     attractors: list[Attractor]
+    unsettled: int | None = Field(
+        None, description="continuous: starts that ended near no fixed point"
+    )
 
 
 class ScoreResponse(BaseModel):

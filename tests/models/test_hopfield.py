@@ -1,15 +1,22 @@
 """Hopfield networks ("hopfield"): the attractors of a 2-neuron network under each rule, worked
 out by hand; energy that never rises under async updates on noisy digits; the `patterns`
-dataset and the bounds of recall and attractors."""
+dataset and the bounds of recall and attractors. Continuous states: the energy's formula and
+its descent, the fixed points and stability of 2- and 3-neuron networks with given weights,
+their pictures, and the bounds."""
+
+import io
+import math
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from pydantic import ValidationError
 
+from api import plots
 from core.datasets import load_dataset
 from core.settings import Settings
-from models.base import BadRequest, ImageQuery, Lines, Served
+from models.base import BadRequest, ImageQuery, Lines, Served, Trajectories
 from models.configs.hopfield import HopfieldJob
 from models.configs.verbs import AttractorsRequest, RecallRequest
 from models.hopfield import (
@@ -19,6 +26,7 @@ from models.hopfield import (
     build_hopfield,
     energy_picture,
     recall,
+    states_picture,
     weights_for,
 )
 from models.loop import fit
@@ -170,3 +178,173 @@ def test_image_datasets_store_one_pattern_per_class_at_most() -> None:
     assert spec.stages()[0].name == "store" and spec.optimizer_names == ()
     net = HopfieldNetwork(n_units=30, n_patterns=7)
     assert net.weight.shape == (30, 30) and not net.weight.requires_grad
+
+
+# --- continuous states -----------------------------------------------------------------------
+
+SWAP = [[0.0, 1.0], [1.0, 0.0]]  # two neurons that copy each other
+TRIANGLE = [[0.0, 1.0, -1.0], [1.0, 0.0, 1.0], [-1.0, 1.0, 0.0]]
+
+
+def continuous(weights: list[list[float]], settings: Settings, **model: object) -> Served:
+    document = {"state": "continuous", "weights": weights, **model}
+    served, _ = network({"dataset": {"name": "patterns"}, "model": document}, settings)
+    return served
+
+
+def test_continuous_energy_is_the_formula_and_never_rises_along_async_updates_and_the_flow(
+    settings: Settings,
+) -> None:
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(5, 5))
+    w = (w + w.T) / 2
+    np.fill_diagonal(w, 0.0)
+    b = rng.normal(size=5) * 0.3
+    served = continuous(w.tolist(), settings, gain=2.0, bias=b.tolist())
+    x = np.array([0.5, -0.5, 0.9, -1.0, 0.0])
+    # The integral of atanh from 0 to x, x atanh(x) + ln(1 - x^2) / 2, is ln 2 at +-1.
+    integral = [
+        math.log(2) if abs(v) == 1 else v * math.atanh(v) + math.log(1 - v * v) / 2 for v in x
+    ]
+    expected = -0.5 * x @ w @ x - b @ x + sum(integral) / 2.0
+    energy = served.module.energy(torch.tensor(x)[None]).item()
+    assert energy == pytest.approx(expected, abs=1e-9)
+
+    starts = rng.uniform(-1, 1, size=(20, 5)).tolist()
+    for mode, step, slack in (("async", None, 1e-12), ("flow", 0.05, 1e-9)):
+        request = RecallRequest(
+            inputs=starts, mode=mode, step_size=step, max_iterations=400, seed=3
+        )
+        for result in recall(served, request)["results"]:
+            energies = np.asarray(result["energy"])
+            assert (np.diff(energies) <= slack).all(), (mode, energies)
+            assert result["converged"], mode
+            assert np.abs(result["states"][0] - np.asarray(starts)).min() == 0.0
+            assert all(-1.0 <= v <= 1.0 for v in result["final"])
+    first = recall(served, RecallRequest(inputs=[[0.3, -0.7, 0.1, 0.0, 1.0]], max_iterations=1))
+    assert first["results"][0]["states"][0] == [0.3, -0.7, 0.1, 0.0, 1.0]  # as given
+
+
+def fixed_point_of(gain: float) -> float:
+    """The positive solution of a = tanh(gain a), by iterating from 1."""
+    a = 1.0
+    for _ in range(200):
+        a = math.tanh(gain * a)
+    return a
+
+
+@pytest.mark.parametrize(
+    ("mode", "origin"), [("async", "saddle"), ("flow", "saddle"), ("sync", "unstable")]
+)
+def test_two_copying_neurons_have_the_fixed_points_worked_by_hand(
+    mode: str, origin: str, settings: Settings
+) -> None:
+    # x = tanh(5 W x): x1 = x2 = +-a with a = tanh(5 a), and 0. The map's Jacobian there is
+    # 5 (1 - a^2) W, eigenvalues +-5 (1 - a^2) ~ +-0.001: stable. At 0 it is 5 W, eigenvalues
+    # +-5: the flow's (J - I) are 4 and -6, a saddle; the sync map's both lie outside the
+    # unit circle: unstable.
+    served = continuous(SWAP, settings, gain=5.0)
+    answer = attractors(served, AttractorsRequest(mode=mode))
+    a = fixed_point_of(5.0)
+    points = {tuple(round(v, 6) for v in p["state"]): p for p in answer["attractors"]}
+    assert set(points) == {(round(a, 6),) * 2, (round(-a, 6),) * 2, (0.0, 0.0)}
+    slope = 5 * (1 - a**2)
+    for p in answer["attractors"]:
+        if abs(p["state"][0]) > 0.5:
+            assert p["stability"] == "stable" and p["basin"] > 0
+            shift = 0.0 if mode == "sync" else -1.0
+            assert p["eigenvalues"] == pytest.approx([slope + shift, -slope + shift], abs=1e-9)
+    zero = points[(0.0, 0.0)]
+    assert zero["stability"] == origin and zero["energy"] == pytest.approx(0.0, abs=1e-12)
+    expected = [5.0, -5.0] if mode == "sync" else [4.0, -6.0]
+    assert zero["eigenvalues"] == pytest.approx(expected) and zero["eigenvalues_imag"] == [0, 0]
+    assert sum(p["basin"] for p in answer["attractors"]) + answer["unsettled"] == answer["starts"]
+    # Sync swaps (a, -a) and (-a, a) forever: those starts end on no fixed point.
+    assert (answer["unsettled"] > 0) == (mode == "sync")
+    corner = recall(served, RecallRequest(inputs=[[0.3, 0.7]], mode=mode, max_iterations=1000))
+    assert corner["results"][0]["final"] == pytest.approx([a, a], abs=1e-5)
+    assert corner["results"][0]["converged"]
+
+
+def test_three_neurons_have_more_fixed_points_than_binary_attractors(settings: Settings) -> None:
+    binary, _ = network({"dataset": {"name": "patterns"}, "model": {"weights": TRIANGLE}}, settings)
+    corners = attractors(binary, AttractorsRequest())["attractors"]
+    served = continuous(TRIANGLE, settings, gain=3.0)
+    found = attractors(served, AttractorsRequest())["attractors"]
+    assert len(found) > len(corners) == 6
+    w = torch.tensor(TRIANGLE, dtype=torch.float64)
+    states = torch.tensor([p["state"] for p in found], dtype=torch.float64)
+    assert torch.allclose(states, torch.tanh(3.0 * states @ w.T), atol=1e-9)  # fixed points
+    assert torch.cdist(states, states).add(torch.eye(len(states))).min() > 1e-3  # distinct
+    kinds = [p["stability"] for p in found]
+    assert kinds.count("stable") == 6 and kinds.count("saddle") == len(found) - 6
+    # At 0 the flow's Jacobian is 3 W - I, eigenvalues 3 * (1, 1, -2) - 1.
+    zero = next(p for p in found if max(abs(v) for v in p["state"]) < 1e-9)
+    assert zero["eigenvalues"] == pytest.approx([2.0, 2.0, -7.0])
+
+
+def test_continuous_pictures_render(settings: Settings) -> None:
+    served = continuous(SWAP, settings, gain=5.0, mode="flow")
+    picture = states_picture(served, ImageQuery(n=6, steps=200))
+    assert isinstance(picture, Trajectories) and picture.panels == [(0, 1)]
+    assert len(picture.points["stable"]) == 2 and len(picture.points["saddle"]) == 1
+    assert picture.arrows is not None and picture.arrows.shape == (225, 4)
+    assert len(picture.paths) == 6
+    for path in picture.paths:
+        assert np.abs(np.abs(path[-1]) - fixed_point_of(5.0)).max() < 1e-3, path[-1]
+    three = states_picture(continuous(TRIANGLE, settings, gain=3.0), ImageQuery(n=4, steps=50))
+    assert three.panels == [(0, 1), (0, 2), (1, 2)] and three.arrows is None
+    for draw in (picture, three, energy_picture(served, ImageQuery(n=3, steps=20))):
+        png = plots.render(draw, "hopfield")
+        image = Image.open(io.BytesIO(png))
+        assert image.format == "PNG" and image.size[0] > 200
+        image.verify()
+
+
+def test_bad_continuous_input_names_the_field(settings: Settings) -> None:
+    def refused_job(model: dict, at: str) -> None:
+        with pytest.raises(ValidationError) as refused:
+            HopfieldJob.model_validate(
+                {"family": "hopfield", "dataset": {"name": "patterns", "dim": 2}, "model": model}
+            )
+        assert [e.get("ctx", {}).get("at") for e in refused.value.errors()] == [at]
+
+    refused_job({"state": "continuous", "weights": [[0, 1], [1]]}, "weights")
+    refused_job({"state": "continuous", "weights": [[0] * 3] * 3}, "weights")  # 2 values
+    refused_job({"state": "continuous", "weights": SWAP, "bias": [0, 0, 0]}, "bias")
+    refused_job({"gain": 2.0}, "gain")
+    refused_job({"mode": "flow"}, "mode")
+    refused_job({"weights": SWAP, "rule": "storkey"}, "rule")
+    with pytest.raises(ValidationError):
+        HopfieldJob.model_validate(
+            {"family": "hopfield", "dataset": {"name": "patterns"}, "model": {"weights": [[0]]}}
+        )
+
+    served = continuous(SWAP, settings)
+    for request, field in (
+        (RecallRequest(inputs=[[0.3, -1.5]]), "inputs"),
+        (RecallRequest(inputs=[[0.3, -0.7, 0.1]]), "inputs"),
+        (RecallRequest(inputs=[[0.3, -0.7]], step_size=0.1), "step_size"),
+    ):
+        with pytest.raises(BadRequest) as refused:
+            recall(served, request)
+        assert refused.value.field == field
+    with pytest.raises(BadRequest) as refused:
+        attractors(served, AttractorsRequest(grid=101))  # 101^2 + 1 + 200 starts
+    assert refused.value.field == "grid"
+    with pytest.raises(ValidationError):
+        AttractorsRequest(n_random=10**6)
+    eleven, _ = network(
+        {"dataset": {"name": "patterns", "dim": 11}, "model": {"state": "continuous"}}, settings
+    )
+    with pytest.raises(BadRequest) as refused:
+        attractors(eleven, AttractorsRequest())
+    assert refused.value.field == "model"
+    binary, _ = network({"dataset": {"name": "patterns", "patterns": THREE}}, settings)
+    for request, field in (
+        (AttractorsRequest(mode="flow"), "mode"),
+        (AttractorsRequest(grid=3), "grid"),
+    ):
+        with pytest.raises(BadRequest) as refused:
+            attractors(binary, request)
+        assert refused.value.field == field
