@@ -269,7 +269,8 @@ def cmd_metrics(api: Client, args: argparse.Namespace) -> int:
     for row in history:
         columns += [key for key in row if key not in columns]
     rows = [[row.get(key) for key in columns] for row in history]
-    out.print(table(columns, rows, title=f"{len(rows)} epochs of {args.job}"))
+    trained = sum(1 for row in history if row.get("epoch"))  # epoch 0: the initial weights
+    out.print(table(columns, rows, title=f"{trained} epochs of {args.job}"))
     return 0
 
 

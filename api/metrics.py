@@ -95,7 +95,10 @@ class JobsCollector(Collector):
         ).all()
         errors = session.scalars(select(Job.error).where(Job.status == "failed")).all()
         recent = session.scalars(
-            select(Metric.seconds).order_by(Metric.id.desc()).limit(RECENT_EPOCHS)
+            select(Metric.seconds)
+            .where(Metric.epoch > 0)  # epoch 0 trains nothing
+            .order_by(Metric.id.desc())
+            .limit(RECENT_EPOCHS)
         ).all()
         jobs = GaugeMetricFamily("annlab_jobs", "Jobs by status", labels=["status"])
         for status in JOB_STATUSES:

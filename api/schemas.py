@@ -80,7 +80,8 @@ class JobsPublic(BaseModel):
 
 class MetricsPublic(BaseModel):
     history: list[dict[str, Any]] = Field(
-        description="one entry per epoch: epoch, seconds, attempt and the metrics by name"
+        description="one entry per epoch: epoch, seconds, attempt and the metrics by name; "
+        "a gradient family's first is epoch 0, its initial weights evaluated (seconds 0)"
     )
 
 

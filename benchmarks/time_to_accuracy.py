@@ -47,7 +47,8 @@ def main() -> None:
     wall = time.perf_counter() - started
     with session_scope(settings.database_url) as session:
         job = session.get(Job, job_id)
-        rows = session.query(Metric).filter(Metric.job_id == job_id).order_by(Metric.epoch).all()
+        trained = (Metric.job_id == job_id, Metric.epoch > 0)  # epoch 0 trains nothing
+        rows = session.query(Metric).filter(*trained).order_by(Metric.epoch).all()
         result = job.result or {}
     train_seconds = [r.seconds for r in rows]
     epoch = next((r.epoch for r in rows if r.values.get("val_accuracy", 0.0) >= args.target), None)

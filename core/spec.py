@@ -541,6 +541,11 @@ class JobSpecBase(StrictModel):
         """The run's epochs in order; one stage unless the family trains in several."""
         return [Stage("train", self.train.epochs)]
 
+    def has_initial_epoch(self) -> bool:
+        """Whether each fold records epoch 0, its initial weights evaluated before any step:
+        every family that trains by steps of its optimizers (not Hopfield's closed form)."""
+        return bool(self.optimizer_names)
+
     def total_epochs(self) -> int:
         return sum(stage.epochs for stage in self.stages())
 

@@ -145,6 +145,14 @@ class Trainer:
     def evaluate(self, split: Split) -> dict[str, float]:
         raise NotImplementedError
 
+    def initial_metrics(self) -> dict[str, float]:
+        """Epoch 0's `train_` figures: the training split evaluated as a validation split is
+        (no noise, augmentation, dropout or label smoothing), keeping the figures the family
+        reports for training. A family whose evaluation lacks one of them adds it."""
+        reported = self.spec.train_metrics()
+        found = self.evaluate(self.splits.train)
+        return {f"train_{k}": v for k, v in found.items() if k in reported}
+
     # --- epochs and the end ---------------------------------------------------------------
 
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
@@ -158,8 +166,14 @@ class Trainer:
                     scheduler.step(metrics[watched])
             else:
                 scheduler.step()
-        for name, optimizer in self.optimizers.items():
-            metrics["lr" if name == "model" else f"lr_{name}"] = optimizer.param_groups[0]["lr"]
+        metrics |= self.learning_rates()
+
+    def learning_rates(self) -> dict[str, float]:
+        """Each optimizer's learning rate now: `lr` for "model", `lr_<name>` for the others."""
+        return {
+            "lr" if name == "model" else f"lr_{name}": optimizer.param_groups[0]["lr"]
+            for name, optimizer in self.optimizers.items()
+        }
 
     def plateau_metric(self) -> str:
         stopping = self.spec.train.early_stopping

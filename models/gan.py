@@ -162,24 +162,39 @@ class GANTrainer(LatentTrainer):
         g_loss, _ = self.step("generator", generator_loss)
         return {"d_loss": d_loss * n, "g_loss": g_loss * n, "count": float(n), **sums}
 
-    @torch.inference_mode()
     def evaluate(self, split: Split) -> dict[str, float]:
         """The discriminator on the split's images against as many generated ones (from a
         generator seeded with train.seed, so every epoch is judged on the same z)."""
+        judged = self.judge(split)
+        del judged["g_loss"]
+        return judged
+
+    def initial_metrics(self) -> dict[str, float]:
+        return {f"train_{k}": v for k, v in self.judge(self.splits.train).items()}
+
+    @torch.inference_mode()
+    def judge(self, split: Split) -> dict[str, float]:
+        """evaluate's figures and the generator's loss -log D(G(z)) on the same z."""
         self.model.eval()
         generator = torch.Generator(device=self.device).manual_seed(self.spec.train.seed)
         z = torch.randn(len(split), self.model.latent, generator=generator, device=self.device)
-        real_loss, fake_loss, d_real, d_fake = 0.0, 0.0, 0.0, 0.0
+        real_loss, fake_loss, g_loss, d_real, d_fake = 0.0, 0.0, 0.0, 0.0, 0.0
         chunk = self.eval_chunk
         for start in range(0, len(split), chunk):
             real_logits = self.model.discriminate(split.x[start : start + chunk])
             fake_logits = self.model.discriminate(self.model.decode(z[start : start + chunk]))
             real_loss += F.softplus(-real_logits).sum().item()  # -log D(x)
             fake_loss += F.softplus(fake_logits).sum().item()  # -log(1 - D(G(z)))
+            g_loss += F.softplus(-fake_logits).sum().item()  # -log D(G(z))
             d_real += torch.sigmoid(real_logits).sum().item()
             d_fake += torch.sigmoid(fake_logits).sum().item()
         n = len(split)
-        return {"d_loss": (real_loss + fake_loss) / n, "d_real": d_real / n, "d_fake": d_fake / n}
+        return {
+            "d_loss": (real_loss + fake_loss) / n,
+            "g_loss": g_loss / n,
+            "d_real": d_real / n,
+            "d_fake": d_fake / n,
+        }
 
 
 @torch.inference_mode()

@@ -2,6 +2,12 @@
 callbacks that carry the policies around them (early stopping, successive halving, the best
 fold, gradient clipping, progress). No database here: the worker adds one recorder callback
 that writes every checkpoint and metric row.
+
+A fold of a gradient family starts with epoch 0: its initial weights evaluated before any step
+(`initial_metrics`), reported to the callbacks as an epoch that ended in 0 seconds. It trains
+nothing, so the policies that count epochs (patience, plateaus, halving rungs, the best epoch)
+pass it by, and the random streams are left as they were: every later epoch is what it would
+be without it.
 """
 
 import dataclasses
@@ -33,6 +39,7 @@ class Position:
     fold: int = 0
     epoch: int = 1
     batch: int = 0  # the next batch of `epoch` to train
+    initial: bool = False  # epoch 0 (the initial weights) is evaluated and reported
     sums: dict[str, float] = dataclasses.field(default_factory=dict)
     seconds: float = 0.0  # of the current epoch, so far
     last: dict[str, float] = dataclasses.field(default_factory=dict)  # last epoch's metrics
@@ -47,8 +54,8 @@ class Position:
 
     @property
     def started(self) -> bool:
-        """Whether the fold has trained at all."""
-        return self.epoch > 1 or self.batch > 0
+        """Whether the fold has begun: epoch 0 reported or a batch trained."""
+        return self.initial or self.epoch > 1 or self.batch > 0
 
     def next_fold(self, fold: int) -> "Position":
         return Position(
@@ -69,9 +76,9 @@ class Position:
 class EpochEnd:
     """An epoch that has just ended."""
 
-    epoch: int
+    epoch: int  # 0: the initial weights, evaluated before any step
     metrics: dict[str, float]
-    seconds: float  # its wall time
+    seconds: float  # its wall time (its batches'; 0 for epoch 0, which trains none)
     validated: bool = True  # whether it was a validation epoch (train.validate_every)
 
 
@@ -84,6 +91,9 @@ class Callback:
         """A fold's trainer is built, its model at its initial weights (a resumed run restores
         the checkpoint after this)."""
 
+    def on_initial_start(self, trainer: Trainer, position: Position) -> None:
+        """The initial weights are evaluated next (epoch 0)."""
+
     def on_batch_start(self, trainer: Trainer, position: Position) -> None:
         """Batch `position.batch` of `position.epoch` runs next; `position.seconds` is now."""
 
@@ -94,7 +104,8 @@ class Callback:
         """A batch is trained; `position.batch` is the next of the epoch's `steps`."""
 
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
-        """An epoch ended; `position` already stands at the next one. True stops the fold."""
+        """An epoch ended; `position` already stands at the next one. True stops the fold
+        (after epoch 0, whose answer is ignored: `ended.epoch` is 0 for the initial weights)."""
         return False
 
     def on_train_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
@@ -120,12 +131,22 @@ def fit(
     until: int | None = None,
 ) -> list[dict[str, float]]:
     """Train one fold from `position` (the start by default) through epoch `until` (the last
-    by default) or an early stop; returns the metrics of each epoch it ran."""
+    by default) or an early stop; returns the metrics of each epoch it ran, epoch 0 first if
+    the fold starts here and its family records it."""
     position = position or Position()
     until = trainer.spec.total_epochs() if until is None else until
     trainer.callbacks = callbacks
     every = validation_interval(trainer, splits, callbacks)
     history = []
+    if not position.started and trainer.spec.has_initial_epoch():
+        for callback in callbacks:
+            callback.on_initial_start(trainer, position)
+        metrics = initial_metrics(trainer, splits)
+        history.append(metrics)
+        position.initial = True
+        ended = EpochEnd(0, metrics, 0.0, splits.val is not None)
+        for callback in callbacks:
+            callback.on_epoch_end(trainer, position, ended)
     while position.epoch <= until and position.stopped_epoch is None:
         epoch = position.epoch
         trainer.begin_epoch(epoch)
@@ -164,6 +185,22 @@ def fit(
             if callback.on_epoch_end(trainer, position, ended):
                 position.stopped_epoch = position.stopped_epoch or epoch
     return history
+
+
+def initial_metrics(trainer: Trainer, splits: Splits) -> dict[str, float]:
+    """Epoch 0's figures: the model at its initial weights, before any step, evaluated on the
+    training split (`Trainer.initial_metrics`) and the validation split, with the learning
+    rates and the stage epoch 1 starts with. The random streams are left as they were."""
+    devices = [trainer.device] if trainer.device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        metrics = trainer.initial_metrics()
+        if splits.val is not None:
+            metrics |= {f"val_{k}": v for k, v in trainer.evaluate(splits.val).items()}
+    refuse_non_finite(metrics, "at the initial weights (epoch 0)")
+    metrics |= trainer.learning_rates()
+    if len(trainer.stages) > 1:
+        metrics["stage"] = float(trainer.stage)
+    return metrics
 
 
 def validation_interval(
@@ -276,7 +313,7 @@ class EarlyStopping(Callback):
 
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
         epoch, metrics = ended.epoch, ended.metrics
-        if epoch < self.from_epoch or not ended.validated:
+        if epoch == 0 or epoch < self.from_epoch or not ended.validated:
             return False
         if self.monitor not in metrics:
             raise ValueError(
@@ -389,9 +426,10 @@ class Progress(Callback):
     """Publishes where the run stands after every batch and at each change of phase: the
     phase (training, evaluating, scoring samples; the worker adds loading and saving) and how
     far it is (`phase_percent`), the epoch, step and percent of training, and an ETA over what
-    this attempt has left: the epochs at the rate measured so far, their validation and the
-    test set's evaluation at the rate the last one took, and the running phase at its own
-    measured rate."""
+    this attempt has left: the epochs at the rate measured so far, their validation, the next
+    folds' epoch 0 and the test set's evaluation at the rate the last one took, and the running
+    phase at its own measured rate. Epoch 0 is published as epoch 0 (no epoch done), and its
+    time is not counted as training."""
 
     def __init__(self, *, folds: int, epochs: int, publish: Callable[[dict[str, Any]], None]):
         self.folds, self.epochs, self.publish = folds, epochs, publish
@@ -403,6 +441,7 @@ class Progress(Callback):
         self.aside = 0.0  # seconds of this attempt spent besides training batches
         self.mark: float | None = None  # when the evaluation or scoring running now began
         self.val_seconds: float | None = None  # the last epoch's validation
+        self.initial_seconds = 0.0  # the last fold's epoch 0
         self.test_seconds: float | None = None  # the last fold's test set (or an estimate)
         self.scoring_seconds: float | None = None  # the last fold's sample scoring
         self.test_ratio = 1.0  # test examples per validation example
@@ -430,6 +469,7 @@ class Progress(Callback):
         if test is None and self.val_seconds is not None:
             test = self.val_seconds * self.test_ratio
         left += (test or 0.0) * (folds_left + (this_fold > 0))
+        left += self.initial_seconds * folds_left
         left += (self.scoring_seconds or 0.0) * (folds_left + (this_fold == 2))
         return math.ceil(max(left, 0.0) * 10) / 10  # up: 0 only when nothing is left
 
@@ -466,6 +506,19 @@ class Progress(Callback):
         if val is not None and len(val) > 0:
             self.test_ratio = len(test) / len(val)
 
+    def on_initial_start(self, trainer: Trainer, position: Position) -> None:
+        self.training = {
+            "epoch": 0,
+            "epochs": self.epochs,
+            "step": 0,
+            "steps": trainer.n_batches(1),
+            "percent": round(100 * self.fraction_done, 2),
+        }
+        if self.folds > 1:
+            self.training |= {"fold": position.fold + 1, "folds": self.folds}
+        self.phase("evaluating")
+        self.mark = time.monotonic()
+
     def on_batch_end(self, trainer: Trainer, position: Position, steps: int) -> None:
         self.fraction_done = self.fraction(position.fold, position.epoch, position.batch, steps)
         self.epoch = position.epoch
@@ -490,7 +543,9 @@ class Progress(Callback):
         return seconds
 
     def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
-        if self.mark is not None:
+        if ended.epoch == 0:
+            self.initial_seconds = self._measured()
+        elif self.mark is not None:
             self.val_seconds = self._measured()
         self.epoch, self.phase_name = position.epoch, "training"
         return False

@@ -145,6 +145,13 @@ class SAETrainer(GradientTrainer):
             "reconstruction": reconstruction_sum / n,
         }
 
+    def initial_metrics(self) -> dict[str, float]:
+        # What the first stage trains by: a layer's reconstruction, or the classifier.
+        found = self.evaluate(self.splits.train)
+        if self.stage < self.n_layers:
+            return {"train_loss": found["reconstruction"]}
+        return {"train_loss": found["loss"], "train_accuracy": found["accuracy"]}
+
     def end_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
         super().end_epoch(epoch, metrics)
         if self.stage == self.n_layers and self.stage_at(epoch + 1) != self.stage:

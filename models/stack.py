@@ -10,8 +10,9 @@ member: its learning rate (every optimizer here moves a parameter by lr x an upd
 not depend on lr, so the update is scaled per member), its weight decay and L1 penalty, its
 data order and noise (its own trainer draws its batches, with its own random stream), its
 early stopping and successive halving (its own callbacks), its evaluation (its own trainer,
-whose parameters are views into the stack) and its checkpoint, in the format of a job trained
-alone, so either kind of run resumes the other's.
+whose parameters are views into the stack; its epoch 0 on its own model, before the stack is
+built) and its checkpoint, in the format of a job trained alone, so either kind of run resumes
+the other's.
 
 No database here: the worker passes `Hooks` that write rows and checkpoints and hear of
 cancels and stops (workers/stacked.py).
@@ -504,14 +505,19 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
             _finish(job, hooks)
     if not members:
         return
-    stack = Stack([m.trainer for m in members])
-    stack.absorb_optimizer_states()
     proxy = {job.id: Position() for job in jobs}
     for job in jobs:
         if job.members:
             at = job.members[0].position
             proxy[job.id] = Position(epoch=at.epoch, batch=at.batch)
             job.progress.on_fold_start(job.members[0].trainer, proxy[job.id])
+    initial = _initial_metrics(members, hooks, proxy)
+    members = [m for m in members if not m.job.ended]
+    if not members:
+        return
+    stack = Stack([m.trainer for m in members])
+    stack.absorb_optimizer_states()
+    _record_initial(stack, members, initial, hooks, proxy)
     total = members[0].trainer.spec.total_epochs()
     sums: dict[str, Tensor] = _stacked_sums(members, device)
     epoch = members[0].position.epoch
@@ -551,6 +557,51 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
         epoch += 1
         for m in members:
             m.position.seconds = 0.0
+
+
+def _initial_metrics(
+    members: Sequence[Member], hooks: Hooks, proxy: dict[str, Position]
+) -> dict[Member, dict[str, float]]:
+    """Epoch 0 of the members that start here, each evaluated on its own model before the
+    stack is built, as it is alone (loop.fit). A job whose figures are not finite fails."""
+    found: dict[Member, dict[str, float]] = {}
+    for job in _jobs_of(members):
+        fresh = [m for m in job.members if not m.position.started]
+        if not fresh or not job.spec.has_initial_epoch():
+            continue
+        job.progress.on_initial_start(fresh[0].trainer, proxy[job.id])
+        try:
+            for m in fresh:
+                for callback in m.callbacks:
+                    callback.on_initial_start(m.trainer, m.position)
+                found[m] = loop.initial_metrics(m.trainer, m.splits)
+        except Diverged as exc:
+            job.ended = True
+            hooks.fail(job, exc)
+    return found
+
+
+def _record_initial(
+    stack: Stack,
+    members: Sequence[Member],
+    initial: dict[Member, dict[str, float]],
+    hooks: Hooks,
+    proxy: dict[str, Position],
+) -> None:
+    """Epoch 0's ends, as loop.fit reports them, and every job's rows and checkpoint at once."""
+    rows: dict[StackJob, list[tuple[int, EpochEnd]]] = {}
+    for m in members:
+        if m not in initial:
+            continue
+        m.position.initial = True
+        ended = EpochEnd(0, initial[m], 0.0, m.splits.val is not None)
+        for callback in m.callbacks:
+            callback.on_epoch_end(m.trainer, m.position, ended)
+        rows.setdefault(m.job, []).append((m.fold, ended))
+    for job, ends in rows.items():
+        job.progress.on_epoch_end(job.members[0].trainer, proxy[job.id], ends[0][1])
+    if rows:
+        hooks.record([EpochRecord(job, ends, job_state(stack, job)) for job, ends in rows.items()])
 
 
 def _jobs_of(members: Sequence[Member]) -> list[StackJob]:

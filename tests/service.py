@@ -284,18 +284,18 @@ class Service:
         after the kill resumed from the checkpoint instead of starting over; the job."""
         epochs = document["train"]["epochs"]
         job = self.submit(document)
-        self.wait_for(lambda: len(self.metrics(job["id"])) >= 3, timeout / 2, "three epochs")
+        self.wait_for(lambda: len(self.metrics(job["id"])) >= 4, timeout / 2, "three epochs")
         self.kill(self.workers[-1])
-        killed_at = len(self.metrics(job["id"]))
+        killed_at = len(self.metrics(job["id"]))  # the rows of epochs 0 .. killed_at - 1
         self.start_worker()
 
         done = self.wait_status(job["id"], {"succeeded", "failed"}, timeout=timeout)
         assert done["status"] == "succeeded", done["error"]
         assert done["attempts"] == 2
         history = self.metrics(job["id"])
-        assert [row["epoch"] for row in history] == list(range(1, epochs + 1))
+        assert [row["epoch"] for row in history] == list(range(epochs + 1))
         resumed = [row["epoch"] for row in history if row["attempt"] == 2]
-        assert resumed and resumed[0] >= killed_at >= 3
+        assert resumed and resumed[0] >= killed_at >= 4
         return done
 
 

@@ -371,9 +371,10 @@ def _per_fold(callbacks: list[loop.Callback]) -> list[loop.Callback]:
 
 
 def _stands_at(saved: dict[str, Any] | None) -> tuple[int, int] | None:
-    """The epoch and batch a checkpoint resumes at (its first fold still training)."""
+    """The epoch and batch a checkpoint resumes at (its first fold still training); a job
+    without one starts at epoch 1, batch 0, as one saved after its epoch 0 resumes."""
     if saved is None:
-        return None
+        return 1, 0
     states = saved.get("folds_state", [saved])
     for state in states:
         if "result" not in state:

@@ -350,7 +350,8 @@ def history(session: SessionDep, job: Job) -> list[dict[str, Any]]:
 
 @router.get("/{job_id}/metrics", response_model=MetricsPublic)
 def read_metrics(job: JobDep, session: SessionDep) -> MetricsPublic:
-    """One entry per finished epoch (and fold, for cross-validation), in order."""
+    """One entry per finished epoch (and fold, for cross-validation), in order; a gradient
+    family's first is epoch 0, the initial weights evaluated before any step (seconds 0)."""
     return MetricsPublic(history=history(session, job))
 
 

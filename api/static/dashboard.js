@@ -189,8 +189,9 @@ function curveLines(history, groups = {}, { prefix = "", colour = null } = {}) {
   return groups;
 }
 
-// Draw (or update) one chart per kind in `container`; its data-epochs says how many epochs
-// the charts hold, read from the charts' own data.
+// Draw (or update) one chart per kind in `container`; its data-epochs says the last epoch the
+// charts hold (they start at epoch 0, the initial weights, where the job has it), read from
+// the charts' own data.
 function drawCurves(container, groups) {
   const kinds = Object.keys(groups).filter((k) => k !== "lr" || changes(groups[k])).sort(byKind);
   if (!kinds.length) return;
@@ -216,7 +217,7 @@ function drawCurves(container, groups) {
     } else {
       chart.setData(data);
     }
-    epochs = Math.max(epochs, chart.data[0].length);
+    epochs = Math.max(epochs, ...chart.data[0]);
   }
   container.dataset.epochs = String(epochs);
 }

@@ -93,9 +93,10 @@ def test_the_readme_cnn_flow_on_the_command_line(service: Service, tmp_path: Pat
     plot = tmp_path / "curves.png"
     metrics = annlab("metrics", job_id, "--plot", str(plot), url=service.url)
     assert metrics.returncode == 0 and plot.read_bytes().startswith(PNG)
-    assert re.findall(r"^│\s+(\d)\s+│", metrics.stdout, re.M) == ["1", "2"]
+    assert re.findall(r"^│\s+(\d)\s+│", metrics.stdout, re.M) == ["0", "1", "2"]
+    assert "2 epochs of" in metrics.stdout  # epoch 0 trained none
     history = json.loads(annlab("metrics", job_id, "--json", url=service.url).stdout)["history"]
-    assert [row["epoch"] for row in history] == [1, 2]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
 
     inputs = tmp_path / "inputs.json"
     inputs.write_text(json.dumps({"inputs": [[[[0.0] * 28] * 28]] * 3}))

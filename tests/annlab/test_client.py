@@ -437,10 +437,11 @@ def test_the_readme_cnn_flow_through_the_client(
     assert re.search(r"epoch [12]/2", bar), bar[-2000:]
 
     history = api.read_metrics(job["id"])["history"]
-    assert [row["epoch"] for row in history] == [1, 2]
+    assert [row["epoch"] for row in history] == [0, 1, 2]
     assert all(row["train_loss"] > 0 for row in history)
-    # 1,000 training images, 6,000 to validate: validate_every "auto" validates the last epoch.
-    assert ["val_accuracy" in row for row in history] == [False, True]
+    # 1,000 training images, 6,000 to validate: validate_every "auto" validates the last epoch
+    # (and epoch 0, the initial weights, always).
+    assert ["val_accuracy" in row for row in history] == [True, False, True]
     assert history[-1]["train_loss"] < history[0]["train_loss"]
     assert api.read_job_plot(job["id"]).startswith(PNG)
 

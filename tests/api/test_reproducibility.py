@@ -72,6 +72,15 @@ def test_a_rerun_reproduces_the_job_and_compares_side_by_side(client: TestClient
     assert compared["differences"] == {}
     assert rerun["result"] == first["result"]
 
+    def figures(job: dict) -> list[dict]:
+        history = client.get(f"/jobs/{job['id']}/metrics").json()["history"]
+        return [{k: v for k, v in row.items() if k != "seconds"} for row in history]
+
+    # Every epoch too, from epoch 0: the initial weights, before any step, in no time.
+    assert figures(rerun) == figures(first)
+    assert [row["epoch"] for row in figures(first)] == [0, 1, 2]
+    assert client.get(f"/jobs/{first['id']}/metrics").json()["history"][0]["seconds"] == 0.0
+
     reseeded = ran(client, submit(client, {**DOCUMENT, "train": {"epochs": 2, "seed": 5}}))
     compared = client.get("/jobs/compare", params={"ids": [first["id"], reseeded["id"]]})
     differences = compared.json()["differences"]

@@ -147,6 +147,8 @@ def test_family_trains_reports_its_declared_metrics_and_serves(
     declared = spec.metrics()
     reported = {k for row in history for k in row if k != "stage" and not k.startswith("lr")}
     assert reported == set(declared), (reported, declared)
+    if spec.has_initial_epoch():  # epoch 0 reports what the first trained epoch reports
+        assert history[0].keys() == history[1].keys(), (history[0], history[1])
     assert all(math.isfinite(x) for row in history for x in row.values())
     test = trainer.evaluate(splits.test)
     assert set(test) == set(spec.eval_metrics())

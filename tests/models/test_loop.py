@@ -19,6 +19,7 @@ from models.loop import (
     EpochEnd,
     Halving,
     Position,
+    Progress,
     callbacks_for,
     fit,
 )
@@ -167,7 +168,7 @@ def test_fit_stops_where_a_callback_says_and_resumes_mid_epoch(settings: Setting
     trainer, splits = mlp_trainer(settings, epochs=5)
     position = Position()
     history = fit(trainer, splits, position, [StopAt(2)])
-    assert len(history) == 2 and position.stopped_epoch == 2 and position.epoch == 3
+    assert len(history) == 3 and position.stopped_epoch == 2 and position.epoch == 3  # 0, 1, 2
     assert position.last == history[-1] and position.sums == {} and position.batch == 0
 
     # Resumed at batch 3 of epoch 3: the loop trains batches 3.. of it, then epochs 4 and 5.
@@ -200,8 +201,8 @@ def test_the_loop_imports_no_database() -> None:
 def test_validate_every_validates_on_its_epochs_and_the_last(settings: Settings) -> None:
     trainer, splits = mlp_trainer(settings, epochs=7, validate_every=3)
     history = fit(trainer, splits)
-    validated = [epoch for epoch, row in enumerate(history, 1) if "val_loss" in row]
-    assert validated == [3, 6, 7]
+    validated = [epoch for epoch, row in enumerate(history) if "val_loss" in row]
+    assert validated == [0, 3, 6, 7]  # epoch 0 evaluates the validation split too
     assert all("train_loss" in row for row in history)
 
 
@@ -247,12 +248,13 @@ def test_early_stopping_with_validate_every_counts_validated_epochs_only(
     settings: Settings,
 ) -> None:
     # No change counts (min_delta): after the first validation (epoch 2, the best), patience 2
-    # runs out at the second validated epoch after it, epoch 6, not at epoch 4.
+    # runs out at the second validated epoch after it, epoch 6, not at epoch 4. Epoch 0 is
+    # validated but judged by no policy: counted, it would be the best and stop epoch 4.
     stopping = {"monitor": "val_loss", "patience": 2, "min_delta": 1e6}
     trainer, splits = mlp_trainer(settings, epochs=12, validate_every=2, early_stopping=stopping)
     position = Position()
     history = fit(trainer, splits, position, callbacks_for(trainer.spec))
-    assert (position.best_epoch, position.stopped_epoch, len(history)) == (2, 6, 6)
+    assert (position.best_epoch, position.stopped_epoch, len(history)) == (2, 6, 7)
 
 
 def test_the_test_set_is_evaluated_once_per_fold(
@@ -280,5 +282,87 @@ def test_the_test_set_is_evaluated_once_per_fold(
     monkeypatch.setattr(SupervisedTrainer, "evaluate", counted)
     result, _ = loop.train(family, spec, data, CPU, callbacks=callbacks_for(spec))
     assert sizes.count(len(data.test)) == 3  # one test pass per fold, none per epoch
-    assert len(sizes) == 3 * 3 + 3  # and one validation pass per epoch of each fold
+    # One validation pass per epoch of each fold, and a training and a validation pass at each
+    # fold's epoch 0 (its own initial weights).
+    assert len(sizes) == 3 * 3 + 3 + 3 * 2
     assert len(result["folds"]) == 3 and all("test_accuracy" in f for f in result["folds"])
+
+
+# Each with what draws from the random streams while it trains (dropout, input noise, latent
+# draws, Gibbs sampling) or holds state that an evaluation in the wrong mode would move
+# (batch norm's running statistics).
+INITIAL = {
+    "mlp": {
+        "family": "mlp",
+        "model": {"hidden": [16], "dropout": 0.3, "batchnorm": True},
+        "train": {"epochs": 2, "input_noise": 0.1},
+    },
+    "gan": {"family": "gan", "model": {"latent": 4, "hidden": [16]}, "train": {"epochs": 2}},
+    "rbm": {"family": "rbm", "model": {"hidden": 16}, "train": {"epochs": 2}},
+    "sae": {
+        "family": "sae",
+        "model": {"layers": [16], "pretrain_epochs": 1, "head_epochs": 1},
+        "train": {"epochs": 1},
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(INITIAL))
+def test_epoch_0_leaves_training_as_it_was(settings: Settings, name: str) -> None:
+    """The same fold with and without epoch 0: the same weights and epochs 1.., to the bit."""
+    family = get_family(name)
+    document = INITIAL[name] | {"dataset": {"name": "digits", "max_train": 128}}
+    document["train"] = document["train"] | {"batch_size": 32, "seed": 5}
+    spec = family.spec.model_validate(document)
+    splits = load_dataset(spec.dataset, settings)
+
+    def trained(position: Position) -> tuple[Trainer, list[dict[str, float]]]:
+        torch.manual_seed(5)
+        trainer = family.trainer(spec, family.build(spec, splits.info), splits, CPU)
+        return trainer, fit(trainer, splits, position)
+
+    with_initial, history = trained(Position())
+    without, later = trained(Position(initial=True))  # as if epoch 0 were recorded already
+    assert len(history) == spec.total_epochs() + 1 and history[1:] == later
+    expected, got = without.model.state_dict(), with_initial.model.state_dict()
+    assert all(torch.equal(got[key], expected[key]) for key in expected)
+    assert history[0].keys() == history[1].keys()  # the figures the first epoch reports
+    if len(spec.stages()) > 1:
+        assert history[0]["stage"] == 0.0  # before the first stage (SAE: pretraining layer 1)
+
+
+def test_epoch_0_is_reported_to_the_callbacks_and_counts_for_no_policy(
+    settings: Settings,
+) -> None:
+    ends: list[EpochEnd] = []
+    published: list[dict[str, Any]] = []
+
+    class Ends(Callback):
+        def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
+            ends.append(ended)
+            return False
+
+    trainer, splits = mlp_trainer(
+        settings,
+        epochs=3,
+        early_stopping={"monitor": "val_loss", "patience": 1, "min_delta": 1e6},
+        schedule={"name": "plateau", "patience": 0},
+    )
+    progress = Progress(folds=1, epochs=3, publish=published.append)
+    position = Position()
+    fit(trainer, splits, position, [*callbacks_for(trainer.spec), progress, Ends()])
+    assert [(e.epoch, e.seconds) for e in ends[:1]] == [(0, 0.0)] and ends[0].validated
+    assert ends[0].metrics["lr"] == ends[1].metrics["lr"] == 1e-3  # no plateau step after it
+    # Epoch 1 is the best, epoch 2 exhausts patience 1: epoch 0 is neither.
+    assert (position.best_epoch, position.stopped_epoch, position.initial) == (1, 2, True)
+    # While epoch 0 is evaluated the progress says no epoch is done, and no ETA yet.
+    assert published[0] | {"phase_percent": 0.0} == {
+        "epoch": 0,
+        "epochs": 3,
+        "step": 0,
+        "steps": trainer.n_batches(1),
+        "percent": 0.0,
+        "phase": "evaluating",
+        "phase_percent": 0.0,
+        "eta_seconds": None,
+    }

@@ -66,8 +66,9 @@ def test_fine_tuning_beats_the_frozen_pretrained_features(seed: int, digits: Spl
     trainer = SAETrainer(spec, build_sae(spec, digits.info), digits, CPU)
     history = fit(trainer, digits)
     stages = [m["stage"] for m in history]
-    assert stages == [0.0] * 20 + [1.0] * 20 + [2.0] * 10 + [3.0] * 20
-    assert history[19]["train_loss"] < history[0]["train_loss"]  # layer 0 learned to reconstruct
+    # Epoch 0 (the initial weights) stands before the first stage.
+    assert stages == [0.0] * 21 + [1.0] * 20 + [2.0] * 10 + [3.0] * 20
+    assert history[20]["train_loss"] < history[1]["train_loss"]  # layer 0 learned to reconstruct
     before = trainer.result()["test_accuracy_before_finetune"]
     after = trainer.evaluate(digits.test)["accuracy"]
     assert 0.7 < before < after - 0.03 and after > 0.93, (before, after)

@@ -137,7 +137,7 @@ def test_submit_follow_list_and_compare(browser, embedded: Service, tmp_path: Pa
     # The loss chart's own data: train and val loss at every epoch the API recorded.
     loss = driver.execute_script("return document.getElementById('curves').charts.loss.data")
     history = embedded.metrics(job_id)
-    assert loss[0] == [row["epoch"] for row in history] == list(range(1, 9))
+    assert loss[0] == [row["epoch"] for row in history] == list(range(9))  # from epoch 0
     assert loss[1:] == [[row[name] for row in history] for name in ("train_loss", "val_loss")]
     accuracy = embedded.job(job_id)["result"]["test_accuracy"]
     shown = driver.find_element(By.XPATH, "//table[@id='result']//th[.='test_accuracy']/../td")

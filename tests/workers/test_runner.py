@@ -43,7 +43,7 @@ def test_a_job_runs_to_success_and_a_second_delivery_does_nothing(settings: Sett
     assert run_job(job_id, settings=settings, worker="w2") == "skipped"
     job, rows = load(settings, job_id)
     assert job.status == "succeeded" and job.attempts == 1 and job.worker == "w1"
-    assert [r.epoch for r in rows] == [1, 2, 3, 4, 5]
+    assert [r.epoch for r in rows] == [0, 1, 2, 3, 4, 5]  # 0: the initial weights
     assert job.result["test_accuracy"] > 0.85
     assert job.data_info["input_shape"] == [1, 8, 8] and job.n_params > 0
     with session_scope(settings.database_url) as session:
@@ -57,9 +57,58 @@ def test_a_job_trains_on_the_mnist_subset_offline(settings: Settings) -> None:
     job_id = submit(settings, document)
     assert run_job(job_id, settings=settings, worker="w") == "succeeded"
     job, rows = load(settings, job_id)
-    assert [r.epoch for r in rows] == [1, 2, 3]
+    assert [r.epoch for r in rows] == [0, 1, 2, 3]
     assert job.data_info["name"] == "mnist_5k" and job.data_info["input_shape"] == [1, 28, 28]
     assert job.result["test_accuracy"] > 0.7  # 500 training images; chance is 0.1
+
+
+SMALL = {
+    "mlp": {"dataset": {"name": "digits", "max_train": 300}, "model": {"hidden": [16]}},
+    "cnn": {
+        "dataset": {"name": "digits", "max_train": 300},
+        "model": {"conv": [{"filters": 4, "pool": "max", "batchnorm": True}], "dense": [16]},
+    },
+    "lstm": {
+        "dataset": {"name": "mackey_glass", "lag": 8, "n_points": 300},
+        "model": {"hidden": 8},
+    },
+    "ae": {"dataset": {"name": "digits", "max_train": 300}, "model": {"hidden": [16], "latent": 4}},
+}
+
+
+@pytest.mark.parametrize("family", sorted(SMALL))
+def test_epoch_0_is_the_initial_model_evaluated(settings: Settings, family: str) -> None:
+    """The first row is the model built from the job's seed, before any step, evaluated on the
+    training and validation splits: the figures a trained epoch reports, in 0 seconds."""
+    from torch.nn import functional as F
+
+    from core.datasets import load_dataset
+    from models.loop import seed_everything
+    from models.registry import get_family
+
+    document = {"family": family, **SMALL[family], "train": {"epochs": 1, "seed": 3}}
+    job_id = submit(settings, document, stack=False)
+    assert run_job(job_id, settings=settings, worker="w") == "succeeded"
+    _, rows = load(settings, job_id)
+    assert [(r.epoch, r.attempt, r.seconds) for r in rows[:1]] == [(0, 1, 0.0)]
+    assert [r.epoch for r in rows] == [0, 1] and rows[0].values.keys() == rows[1].values.keys()
+
+    spec = parse_job_spec(document)
+    splits = load_dataset(spec.dataset, settings)
+    seed_everything(3)
+    model = get_family(family).build(spec, splits.info).eval()
+
+    def loss(x: torch.Tensor, y: torch.Tensor) -> float:
+        if family == "ae":
+            return F.mse_loss(model.reconstruct(x)[1], x).item()
+        if spec.task == "classification":
+            return F.cross_entropy(model(x), y).item()
+        return F.mse_loss(model(x), y).item()
+
+    with torch.no_grad():
+        train, val = loss(splits.train.x, splits.train.y), loss(splits.val.x, splits.val.y)
+    assert rows[0].values["train_loss"] == pytest.approx(train, rel=1e-5)
+    assert rows[0].values["val_loss"] == pytest.approx(val, rel=1e-5)
 
 
 def test_divergence_fails_the_job_with_the_reason(settings: Settings) -> None:
@@ -136,7 +185,7 @@ def test_a_run_killed_mid_epoch_resumes_to_the_same_result(
     assert steps_after_crash[0] == (2, 7)
     per_epoch = sum(1 for epoch, _ in calls if epoch == 1)
     assert len(steps_after_crash) == (per_epoch - 7) + per_epoch
-    assert [(r.epoch, r.attempt) for r in rows] == [(1, 1), (2, 2), (3, 2)]
+    assert [(r.epoch, r.attempt) for r in rows] == [(0, 1), (1, 1), (2, 2), (3, 2)]
     # Same batches, same dropout masks, same optimizer state: the same numbers.
     for ref, got in zip(ref_rows, rows, strict=True):
         assert got.values == pytest.approx(ref.values, rel=1e-5)
@@ -161,8 +210,9 @@ def test_early_stopping_stops_and_serves_the_best_epoch(settings: Settings) -> N
     assert run_job(job_id, settings=settings, worker="w") == "succeeded"
     job, rows = load(settings, job_id)
     stopped, best = job.result["stopped_epoch"], job.result["best_epoch"]
-    assert len(rows) == stopped < 300 and stopped == best + 5
-    assert min(r.values["val_loss"] for r in rows) == rows[best - 1].values["val_loss"]
+    assert len(rows) == stopped + 1 and stopped < 300 and stopped == best + 5
+    trained = [r for r in rows if r.epoch > 0]  # epoch 0 is no candidate
+    assert min(r.values["val_loss"] for r in trained) == rows[best].values["val_loss"]
 
 
 def test_schedules_change_the_learning_rate(settings: Settings) -> None:
@@ -180,7 +230,7 @@ def test_schedules_change_the_learning_rate(settings: Settings) -> None:
     )
     assert run_job(job_id, settings=settings, worker="w") == "succeeded"
     _, rows = load(settings, job_id)
-    assert [r.values["lr"] for r in rows] == pytest.approx([0.1, 0.05, 0.05, 0.025])
+    assert [r.values["lr"] for r in rows] == pytest.approx([0.1, 0.1, 0.05, 0.05, 0.025])
 
 
 def test_kfold_reports_mean_and_std_over_ordered_folds(
@@ -212,8 +262,11 @@ def test_kfold_reports_mean_and_std_over_ordered_folds(
     assert run_job(job_id, settings=settings, worker="rescuer") == "succeeded"
 
     job, rows = load(settings, job_id)
-    assert sorted((r.fold, r.epoch) for r in rows) == [(f, e) for f in range(3) for e in (1, 2)]
-    assert [r.attempt for r in sorted(rows, key=lambda r: (r.fold, r.epoch))] == [1, 1, 2, 2, 2, 2]
+    # Each fold starts from its own initial weights: an epoch 0 each. The second fold's was
+    # recorded before the crash and is not recorded again.
+    assert sorted((r.fold, r.epoch) for r in rows) == [(f, e) for f in range(3) for e in (0, 1, 2)]
+    attempts = [r.attempt for r in sorted(rows, key=lambda r: (r.fold, r.epoch))]
+    assert attempts == [1, 1, 1, 1, 2, 2, 2, 2, 2]
     folds = job.result["folds"]
     assert len(folds) == 3 and job.result["best_fold"] in (1, 2, 3)
     test_mse = [f["test_mse"] for f in folds]
@@ -235,7 +288,7 @@ def test_early_stopping_waits_for_the_stacked_autoencoders_fine_tuning(settings:
     assert run_job(job_id, settings=settings, worker="w") == "succeeded"
     job, rows = load(settings, job_id)
     # Epochs 1-6 pretrain and train the head; a huge min_delta stops at the second judged epoch.
-    assert job.result["stopped_epoch"] == 8 and len(rows) == 8
+    assert job.result["stopped_epoch"] == 8 and [r.epoch for r in rows] == list(range(9))
     assert job.result["best_epoch"] == 7
     assert job.result["test_accuracy"] > job.result["test_accuracy_before_finetune"]
 
@@ -274,7 +327,7 @@ def test_a_gan_killed_mid_epoch_resumes_both_optimizers_to_the_same_result(
 
     ref_job, ref_rows = load(settings, reference)
     job, rows = load(settings, resumed)
-    assert [(r.epoch, r.attempt) for r in rows] == [(1, 1), (2, 2), (3, 2)]
+    assert [(r.epoch, r.attempt) for r in rows] == [(0, 1), (1, 1), (2, 2), (3, 2)]
     # The generator's and the discriminator's Adam moments came back with the weights: a run
     # that lost either one's state would not reproduce these numbers.
     for ref, got in zip(ref_rows, rows, strict=True):
@@ -338,7 +391,7 @@ def test_a_cancel_stops_a_long_batch_inside_it(settings: Settings, monkeypatch) 
     assert run_job(job_id, settings=settings, worker="w") == "cancelled"
     assert raised_inside == ["train_batch"]
     job, rows = load(settings, job_id)
-    assert job.status == "cancelled" and rows == []
+    assert job.status == "cancelled" and [r.epoch for r in rows] == [0]
 
 
 def small_gan(*, epochs: int) -> dict:
@@ -376,11 +429,14 @@ def test_a_generative_job_publishes_its_phases_and_an_eta_for_scoring(
     order = [phase for i, phase in enumerate(phases) if i == 0 or phases[i - 1] != phase]
     assert order == [
         "loading",
+        "evaluating",  # epoch 0: the initial weights
         *["training", "evaluating"] * 2,  # each epoch, then its validation
         "scoring samples",
         "evaluating",  # the test set
         "saving",
     ]
+    initial = published[phases.index("evaluating")]
+    assert (initial["epoch"], initial["percent"], initial["eta_seconds"]) == (0, 0.0, None)
     training = [p for p in published if p["phase"] == "training"]
     # 4 batches an epoch: the 4th ends in the epoch's evaluation
     assert [p["phase_percent"] for p in training] == [25.0, 50.0, 75.0] * 2

@@ -134,6 +134,10 @@ def test_stacked_jobs_equal_the_same_jobs_trained_alone(
         assert job.status == "succeeded" and job.worker == "w" and job.attempts == 1
         assert job.n_params == job_of(db_settings, want).n_params
         assert_same_training(db_settings, got, want)
+        # Epoch 0 is each member evaluated on its own model before the stack is built: the
+        # row it has alone, to the bit.
+        initial, expected = rows_of(db_settings, got)[0], rows_of(db_settings, want)[0]
+        assert initial[1] == 0 and initial == expected
     assert job_of(db_settings, ids[3]).result["stopped_epoch"] == 2
     # Sent later, the partners' own messages find them ended.
     assert run_job(ids[1], settings=db_settings, worker="w2") == "skipped"
@@ -194,7 +198,7 @@ def test_a_cancelled_member_ends_and_the_others_go_on(
     assert run_job(ids[0], settings=stacking(db_settings), worker="w") == "succeeded"
     cancelled = job_of(db_settings, ids[1])
     assert cancelled.status == "cancelled"
-    assert [epoch for _, epoch, _ in rows_of(db_settings, ids[1])] == [1]
+    assert [epoch for _, epoch, _ in rows_of(db_settings, ids[1])] == [0, 1]
     assert steps[9] == 3 and steps[-1] == 2
     assert_same_training(db_settings, ids[0], reference[0])
     assert_same_training(db_settings, ids[2], reference[1])
@@ -204,11 +208,13 @@ class Crash(BaseException):
     """Stands in for SIGKILL: nothing in the runner catches it."""
 
 
+@pytest.mark.parametrize("killed_at", [1, 2 * 6 + 3])
 def test_a_stack_killed_mid_epoch_resumes_every_member(
-    db_settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: int
 ) -> None:
-    """Checkpoints every batch, killed in epoch 3; another worker resumes all three from the
-    same batch: every epoch's row once per job, the numbers of an unbroken run."""
+    """Checkpoints every batch, killed at the first step (the last checkpoint is epoch 0's) or
+    in epoch 3; another worker resumes all three from the same batch: every epoch's row once
+    per job, the numbers of an unbroken run."""
     documents = [regression(seed, 1e-2, noise=0.1, input_noise=0.05) for seed in (1, 2, 3)]
     reference = alone(db_settings, *documents)
     ids = submit(db_settings, *documents)
@@ -217,7 +223,7 @@ def test_a_stack_killed_mid_epoch_resumes_every_member(
 
     def crash(self: stack.Stack, batches: list) -> dict:
         steps.append(len(batches))
-        if len(steps) == 2 * 6 + 3:  # 6 batches an epoch: batch 4 of epoch 3
+        if len(steps) == killed_at:  # 6 batches an epoch: 2 * 6 + 3 is batch 4 of epoch 3
             raise Crash()
         return real(self, batches)
 
@@ -233,7 +239,7 @@ def test_a_stack_killed_mid_epoch_resumes_every_member(
     resumed = [job_of(settings, job_id).status for job_id in ids]
     assert resumed == ["succeeded"] * 3
     for got, want in zip(ids, reference, strict=True):
-        assert [(f, e) for f, e, _ in rows_of(settings, got)] == [(0, e) for e in range(1, 6)]
+        assert [(f, e) for f, e, _ in rows_of(settings, got)] == [(0, e) for e in range(6)]
         assert job_of(settings, got).attempts == 2
         assert_same_training(settings, got, want)
 

@@ -53,7 +53,7 @@ def test_a_stop_mid_epoch_requeues_the_job_where_it_stands(
         None,
         None,
     )
-    assert job.error is None and [r.epoch for r in rows] == [1]
+    assert job.error is None and [r.epoch for r in rows] == [0, 1]
     with session_scope(settings.database_url) as session:
         saved: Checkpoint = latest_checkpoint(session, job_id)
         assert (saved.epoch, saved.step) == (2, 5)
@@ -65,7 +65,7 @@ def test_a_stop_mid_epoch_requeues_the_job_where_it_stands(
     ref_job, ref_rows = load(settings, reference)
     job, rows = load(settings, job_id)
     assert job.status == "succeeded" and job.attempts == 1
-    assert [r.epoch for r in rows] == [1, 2, 3]
+    assert [r.epoch for r in rows] == [0, 1, 2, 3]
     for ref, got in zip(ref_rows, rows, strict=True):
         assert got.values == pytest.approx(ref.values, rel=1e-5)
     assert job.result == pytest.approx(ref_job.result, rel=1e-5)
@@ -92,7 +92,7 @@ def test_an_error_raised_into_the_job_by_the_shutdown_does_not_fail_it(
     monkeypatch.setattr(SupervisedTrainer, "train_batch", real_step)
     stopping.clear()
     assert run_job(job_id, settings=settings, worker="w2") == "succeeded"
-    assert [r.epoch for r in load(settings, job_id)[1]] == [1, 2, 3]
+    assert [r.epoch for r in load(settings, job_id)[1]] == [0, 1, 2, 3]
 
 
 def test_a_stopping_worker_takes_no_new_job(settings: Settings) -> None:
