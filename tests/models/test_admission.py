@@ -55,3 +55,22 @@ def test_a_generative_job_counts_sampling_and_scoring() -> None:
     assert parts["sampling"] > 0 and parts["scoring"] > 0
     plain = parse_job_spec({"family": "mlp", "dataset": FASHION})
     assert estimate(plain, resolve(plain.dataset))["sampling"] == 0
+
+
+def test_a_long_lstm_is_estimated_from_two_short_sequences() -> None:
+    from models.admission import _memory_facts
+    from models.summary import summarize
+
+    document = {
+        "family": "lstm",
+        "dataset": {"name": "mackey_glass", "lag": 40},
+        "model": {"hidden": 12, "layers": 2},
+    }
+    spec = parse_job_spec(document)
+    info = resolve(spec.dataset, None)
+    memory, per = _memory_facts(spec, info)
+    measured = summarize(spec, info)
+    assert memory == measured["training_memory_bytes"]
+    exact = measured["bytes_per_example"]
+    assert per["training"] == exact["training"]
+    assert exact["inference"] <= per["inference"] <= 1.2 * exact["inference"]
