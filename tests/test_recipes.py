@@ -75,10 +75,10 @@ def accepted(client: TestClient, document: dict[str, Any]) -> dict[str, Any]:
 
 
 def lighter(path: Path, document: dict[str, Any]) -> dict[str, Any]:
-    """The full time-series grid at its shortest lag only. Accepting an LSTM costs time in
-    proportion to its lag (its memory estimate steps through the window: 1.6 s at lag 100 on
-    this CPU), and the full grid has 25 of them; the scaled recipe, posted whole, has the
-    longest lag (100) with the widest LSTM (100), and the full grid's other lags lie between."""
+    """The full time-series grid at its shortest lag only. Accepting an LSTM cell costs its
+    memory estimate (about 0.4 s on this CPU), and the full grid has 25 of them; the scaled
+    recipe, posted whole, has the longest lag (100) with the widest LSTM (100), and the full
+    grid's other lags lie between."""
     if path.parent.name != "full" or path.name != "timeseries-lag-neurons.json":
         return document
     lags = document["axes"]["dataset.lag"]
