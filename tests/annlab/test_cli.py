@@ -73,7 +73,9 @@ def test_the_readme_cnn_flow_on_the_command_line(service: Service, tmp_path: Pat
     assert followed.returncode == 0, followed.stderr
     job_id = re.search(r"queued ([0-9a-f]{32})", followed.stderr).group(1)
     updates = re.split(r"[\r\n]+", followed.stderr)
-    running = [u for u in updates if re.search(r"\d+%\|.*epoch [12]/2, step \d+/\d+", u)]
+    # The epoch in whatever phase a poll caught (a 1,000-image epoch's steps can pass between
+    # two polls); how a step is shown is tested in tests/annlab/test_client.py.
+    running = [u for u in updates if re.search(r"\d+%\|.*epoch [12]/2", u)]
     assert running, followed.stderr[-2000:]
     assert any("100%" in u and "succeeded" in u for u in updates)
     table = followed.stdout  # the result as a table
