@@ -330,11 +330,7 @@ class OptimizerSpec(StrictModel):
                 not stored
                 and name not in names
                 and field in self.model_fields_set
-                and value
-                not in (
-                    neutral,
-                    None,
-                )
+                and value not in (neutral, None)
             ):
                 raise error_at(
                     field,
