@@ -2,14 +2,13 @@
 
 Plain functions over the database; the Celery task is a thin wrapper, and tests call
 `run_job` directly without a broker. The loop itself is models/loop.py's; the runner adds the
-one callback that writes checkpoints and metric rows (`Recorder`).
+one callback that writes checkpoints and metric rows (workers/recorder.py).
 """
 
 import dataclasses
 import importlib.metadata
 import logging
 import platform
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -18,7 +17,7 @@ import torch
 
 from core import jobs, sweeps
 from core.catalog import CATALOG, DatasetUnavailable, resolve
-from core.checkpoint import pack, pack_weights, unpack, weights_hash
+from core.checkpoint import pack_weights, unpack, weights_hash
 from core.datasets import Splits, content_hash, load_dataset
 from core.db import Job, Sweep, session_scope
 from core.jobs import Lease, LeaseLost
@@ -26,11 +25,11 @@ from core.logs import job_context
 from core.settings import Settings
 from core.uploads import upload_infos
 from models import admission, loop, quality
-from models.base import Trainer, n_params
-from models.loop import Callback, Diverged, EpochEnd, Position
+from models.loop import Callback, Diverged
 from models.registry import get_family
 from models.specs import parse_job_spec
 from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
+from workers.recorder import Recorder
 from workers.stopping import stop_requested
 from workers.threads import job_threads
 
@@ -44,6 +43,14 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, (Diverged, DatasetUnavailable)):
         return str(exc)
     return f"{type(exc).__name__}: {exc}"
+
+
+def annlab_version() -> str | None:
+    """The installed package's version; None when the code runs from a tree never installed."""
+    try:
+        return importlib.metadata.version("annlab")
+    except importlib.metadata.PackageNotFoundError:
+        return None
 
 
 def run_job(
@@ -116,91 +123,6 @@ def run_job(
         finally:
             if torch.cuda.is_available():
                 torch.cuda.empty_cache()
-
-
-class Recorder(Callback):
-    """The one callback that writes: mid-epoch checkpoints (every `checkpoint_seconds`, and
-    when the worker stops), each epoch's metric row with its checkpoint, the checkpoint
-    between folds; it also checks for a cancel or a lost lease before every batch."""
-
-    def __init__(self, run: "_Run", data: Splits, callbacks: list[Callback]):
-        self.run, self.data, self.callbacks = run, data, callbacks
-        self.facts_set = False
-        self.last_saved = time.monotonic()
-
-    def checkpoint(self, trainer: Trainer, position: Position) -> bytes:
-        state = loop.checkpoint_state(trainer, position, self.callbacks)
-        return pack(state, {"spec": self.run.document})
-
-    def save(self, trainer: Trainer, position: Position, *, epoch: int, step: int) -> None:
-        """A checkpoint from which a resumed run goes on at `position`."""
-        position.read_sums()
-        blob = self.checkpoint(trainer, position)
-        with self.run.session() as session:
-            jobs.save_checkpoint(
-                session,
-                self.run.lease,
-                lease_seconds=self.run.settings.lease_seconds,
-                epoch=epoch,
-                step=step,
-                data=blob,
-                progress=self.run.control.progress,
-            )
-        self.last_saved = time.monotonic()
-
-    def on_fold_start(self, trainer: Trainer, position: Position) -> None:
-        self.run.control.watch(trainer.model)
-        if self.facts_set:
-            return
-        self.facts_set = True  # the first fold this attempt runs: the model's initial weights
-        with self.run.session() as session:
-            jobs.set_model_facts(
-                session,
-                self.run.lease,
-                n_params=n_params(trainer.model),
-                data_info=dataclasses.asdict(self.data.info),
-                provenance=self.run.provenance(self.data, trainer.model),
-                lease_seconds=self.run.settings.lease_seconds,
-            )
-
-    def on_batch_start(self, trainer: Trainer, position: Position) -> None:
-        if stop_requested():
-            if position.batch > 0:  # at batch 0 the last epoch's checkpoint is this position
-                self.save(trainer, position, epoch=position.epoch, step=position.batch)
-            raise Stopped()
-        self.run.control.check()
-
-    def on_batch_end(self, trainer: Trainer, position: Position, steps: int) -> None:
-        due = time.monotonic() - self.last_saved > self.run.settings.checkpoint_seconds
-        if due and position.batch < steps:
-            self.save(trainer, position, epoch=position.epoch, step=position.batch)
-
-    def on_epoch_end(self, trainer: Trainer, position: Position, ended: EpochEnd) -> bool:
-        run, fold = self.run, position.fold
-        artifacts = trainer.epoch_artifacts(ended.epoch)
-        run.control.check(stop_after=None)  # a stop waits for the epoch's record
-        blob = self.checkpoint(trainer, position)
-        with run.session() as session:
-            jobs.record_epoch(
-                session,
-                run.lease,
-                lease_seconds=run.settings.lease_seconds,
-                fold=fold,
-                epoch=ended.epoch,
-                seconds=ended.seconds,
-                values=ended.metrics,
-                checkpoint=blob,
-                progress=(run.control.progress or {}) | {"memory_bytes": memory_in_use()},
-                artifacts={k: pack({"tensor": v}) for k, v in artifacts.items()},
-            )
-        done = f"job {run.lease.job_id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
-        log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
-        self.last_saved = time.monotonic()
-        return False
-
-    def on_fold_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
-        if position.fold + 1 < self.run.folds:  # the next fold starts from this checkpoint
-            self.save(trainer, position.next_fold(position.fold + 1), epoch=0, step=0)
 
 
 class _Run:
@@ -325,7 +247,7 @@ class _Run:
         return {
             "python": platform.python_version(),
             "torch": torch.__version__,
-            "annlab": importlib.metadata.version("annlab"),
+            "annlab": annlab_version(),
             "numpy": np.__version__,
             "device": str(self.device),
             "cuda": torch.version.cuda if self.device.type == "cuda" else None,

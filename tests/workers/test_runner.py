@@ -476,3 +476,17 @@ def test_a_cancel_is_heard_while_the_feature_net_trains(
     assert run_job(job_id, settings=settings, worker="w") == "cancelled"
     assert steps == [0, 1, 2, 3, 4, 5]
     assert load(settings, job_id)[0].status == "cancelled"
+
+
+def test_provenance_names_no_version_when_the_package_is_not_installed(monkeypatch):
+    """Code run from a source tree that was never installed still trains: the version is None."""
+    import importlib.metadata
+
+    from workers import runner
+
+    def missing(name: str) -> str:
+        raise importlib.metadata.PackageNotFoundError(name)
+
+    assert runner.annlab_version() is not None
+    monkeypatch.setattr(importlib.metadata, "version", missing)
+    assert runner.annlab_version() is None
