@@ -4,7 +4,8 @@ names."""
 from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Path, Request
+from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -46,6 +47,19 @@ def get_session(request: Request, settings: SettingsDep) -> Iterator[Session]:
 
 
 SessionDep = Annotated[Session, Depends(get_session)]
+
+
+# The two ways to present a key, as the OpenAPI document states them (Swagger UI's Authorize);
+# api/auth.py reads the headers itself, so neither refuses a request here.
+BEARER = HTTPBearer(auto_error=False, description="an API key: `Authorization: Bearer <key>`")
+API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="an API key")
+
+
+async def key_schemes(
+    _bearer: Annotated[HTTPAuthorizationCredentials | None, Security(BEARER)],
+    _key: Annotated[str | None, Security(API_KEY)],
+) -> None:
+    """Declares the key schemes on an operation; either one will do."""
 
 
 async def get_caller(request: Request, settings: SettingsDep) -> Caller:

@@ -8,15 +8,21 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.openapi.docs import (
+    get_redoc_html,
+    get_swagger_ui_html,
+    get_swagger_ui_oauth2_redirect_html,
+)
+from fastapi.responses import HTMLResponse, JSONResponse
 from starlette.exceptions import HTTPException
 
 from api.auth import Callers
-from api.deps import get_caller, settings_of
+from api.deps import get_caller, key_schemes, settings_of
 from api.errors import clipped_detail, field_problems, validation_message
 from api.fastpath import FastPredict
 from api.limits import BodyLimit
 from api.metrics import RequestMetrics
+from api.openapi import document
 from api.routes import datasets, health, jobs, models, sweeps, tools, ui
 from api.schemas import Problem, ValidationProblem
 from api.serving import ModelCache
@@ -27,12 +33,12 @@ from models.specs import FAMILY_NAMES
 
 log = logging.getLogger(__name__)
 _SOURCES = {"body", "query", "path", "header"}
-# The answers every route may give besides its own; routers add 404 and 409 where they apply.
+# The answers a route with a key may give besides its own (api/openapi.py keeps 413 where a
+# body is read, 422 where anything is); routes add 404, 409 and 429 where they give them.
 ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"model": Problem, "description": "no API key, or an unknown or revoked one"},
     413: {"model": Problem, "description": "the request body is over the size limit"},
     422: {"model": ValidationProblem, "description": "fields that failed, each by name"},
-    429: {"model": Problem, "description": "over a quota of the caller's; see Retry-After"},
 }
 
 
@@ -81,6 +87,42 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     yield
 
 
+def _api_docs(app: FastAPI) -> None:
+    """Swagger UI at /docs and ReDoc at /redoc, from the vendored copies (no network needed)."""
+    vendor = "/ui/static/vendor"
+
+    def base(request: Request) -> str:
+        return request.scope.get("root_path", "").rstrip("/")
+
+    @app.get("/docs", include_in_schema=False)
+    async def swagger_ui_html(request: Request) -> HTMLResponse:
+        root = base(request)
+        return get_swagger_ui_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API docs",
+            oauth2_redirect_url=f"{root}/docs/oauth2-redirect",
+            swagger_js_url=f"{root}{vendor}/swagger-ui/swagger-ui-bundle.js",
+            swagger_css_url=f"{root}{vendor}/swagger-ui/swagger-ui.css",
+            swagger_favicon_url=f"{root}{vendor}/swagger-ui/favicon-32x32.png",
+            swagger_ui_parameters={"persistAuthorization": True},
+        )
+
+    @app.get("/docs/oauth2-redirect", include_in_schema=False)
+    async def swagger_ui_redirect() -> HTMLResponse:
+        return get_swagger_ui_oauth2_redirect_html()
+
+    @app.get("/redoc", include_in_schema=False)
+    async def redoc_html(request: Request) -> HTMLResponse:
+        root = base(request)
+        return get_redoc_html(
+            openapi_url=f"{root}{app.openapi_url}",
+            title=f"{app.title} - API reference",
+            redoc_js_url=f"{root}{vendor}/redoc/redoc.standalone.js",
+            redoc_favicon_url=f"{root}{vendor}/swagger-ui/favicon-32x32.png",
+            with_google_fonts=False,
+        )
+
+
 def create_app() -> FastAPI:
     settings = get_settings()
     app = FastAPI(
@@ -91,6 +133,9 @@ def create_app() -> FastAPI:
         title="annlab",
         version="0.1.0",
         description="Queue neural-network training jobs, follow them, and use the trained models.",
+        # /docs and /redoc below serve Swagger UI and ReDoc from api/static/vendor, not a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.models = ModelCache(settings)
     app.state.callers = Callers()
@@ -98,12 +143,19 @@ def create_app() -> FastAPI:
     app.add_middleware(BodyLimit)
     app.add_middleware(RequestMetrics)  # outermost: times and counts every answer
     for module in (jobs, sweeps, models, datasets, tools):
-        app.include_router(module.router, responses=ERRORS, dependencies=[Depends(get_caller)])
-    app.include_router(models.verbs, responses=ERRORS)  # identifies the caller itself
+        app.include_router(
+            module.router,
+            responses=ERRORS,
+            dependencies=[Depends(key_schemes), Depends(get_caller)],
+        )
+    # LoadedDep identifies the caller itself; key_schemes states the keys in the document.
+    app.include_router(models.verbs, responses=ERRORS, dependencies=[Depends(key_schemes)])
     app.include_router(health.router)  # no key: monitoring must reach it
     # The dashboard's pages and files hold no data and need no key; their scripts send one.
     app.include_router(ui.router)
     app.mount("/ui/static", ui.static_files, name="ui-static")
+    _api_docs(app)
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
     # Answers name the failing fields but quote no more than a few hundred characters of the
     # request (api/errors.py): a field may be a user's key, a message may quote a value.

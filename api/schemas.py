@@ -252,3 +252,27 @@ class SweepCreate(SweepSpec):
     base: Annotated[dict[str, Any], WithJsonSchema(_JOB_DOCUMENT)] = Field(
         description=SweepSpec.model_fields["base"].description
     )
+
+
+# A picture's 200 answer: binary, as generated clients read it.
+PNG: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "a PNG picture",
+        "content": {"image/png": {"schema": {"type": "string", "format": "binary"}}},
+    }
+}
+
+
+def answers(*codes: int, **described: str) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of error answers a route gives: `answers(409, 429)`, or with its
+    own words, `answers(**{"409": "an upload of that name exists"})`."""
+    shown = {code: {"model": Problem, "description": ANSWERS[code]} for code in codes}
+    for code, text in described.items():
+        shown[int(code)] = {"model": Problem, "description": text}
+    return shown
+
+
+ANSWERS = {
+    409: "not in a state that allows it (ended, or nothing recorded yet)",
+    429: "over the caller's quota of queued jobs; see Retry-After",
+}

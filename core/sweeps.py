@@ -134,7 +134,7 @@ BASE_SCHEMA = {
 SOMETHING_TO_SWEEP = [
     {"required": ["axes"], "properties": {"axes": {"minProperties": 1}}},
     {"required": ["zip"], "properties": {"zip": {"minItems": 1}}},
-    {"required": ["random"], "properties": {"random": {"type": "object"}}},
+    {"required": ["random"]},
     {"required": ["repeats"], "properties": {"repeats": {"minimum": 2}}},
 ]
 

@@ -10,7 +10,7 @@ from sqlalchemy.exc import IntegrityError
 from api.deps import CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.routing import Route
-from api.schemas import DatasetPublic, DatasetsPublic, FeatureNetPublic, Problem
+from api.schemas import DatasetPublic, DatasetsPublic, FeatureNetPublic, answers
 from core import feature_nets, uploads
 from core.catalog import CATALOG, DatasetInfo, is_available
 from core.db import Upload, sessionmaker_for
@@ -19,7 +19,6 @@ router = APIRouter(
     route_class=Route,
     prefix="/datasets",
     tags=["datasets"],
-    responses={409: {"model": Problem, "description": "an upload of that name exists"}},
 )
 
 
@@ -80,7 +79,12 @@ def upload_problem(exc: uploads.UploadError) -> HTTPException:
     return field_error(exc.status, exc.field, str(exc), "upload_invalid")
 
 
-@router.post("", status_code=201, response_model=DatasetPublic)
+@router.post(
+    "",
+    status_code=201,
+    response_model=DatasetPublic,
+    responses=answers(**{"409": "an upload of that name exists"}),
+)
 def upload_dataset(
     file: Annotated[
         UploadFile,

@@ -10,7 +10,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from api.auth import presented
-from api.deps import SessionDep, SettingsDep, get_caller
+from api.deps import SessionDep, SettingsDep, get_caller, key_schemes
 from api.metrics import exposition
 from api.routing import Route
 from api.schemas import Health, Problem
@@ -43,6 +43,7 @@ def _check_broker() -> str:
 
 @router.get("/healthz", response_model=Health, responses={503: {"model": Health}})
 def healthz(session: SessionDep, settings: SettingsDep) -> JSONResponse:
+    """Whether the database answers and a message goes through the broker (no key needed)."""
     checks = {}
     for name, check in (
         ("database", lambda: session.execute(text("SELECT 1")) and "ok"),
@@ -72,7 +73,7 @@ async def metrics_reader(request: Request, settings: SettingsDep) -> None:
 @router.get(
     "/metrics",
     response_class=Response,
-    dependencies=[Depends(metrics_reader)],
+    dependencies=[Depends(key_schemes), Depends(metrics_reader)],
     responses={
         200: {"content": {"text/plain": {}}},
         401: {"model": Problem, "description": "no API key, or an unknown or revoked one"},

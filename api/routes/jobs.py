@@ -21,7 +21,16 @@ from api.deps import MAX_OFFSET, CallerDep, JobDep, SessionDep, SettingsDep
 from api.errors import field_error
 from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.routing import Route
-from api.schemas import JobComparison, JobPublic, JobsPublic, JobStatus, MetricsPublic, Problem
+from api.schemas import (
+    PNG,
+    JobComparison,
+    JobPublic,
+    JobsPublic,
+    JobStatus,
+    MetricsPublic,
+    Problem,
+    answers,
+)
 from core import feature_nets
 from core.catalog import CATALOG, DatasetInfo, is_available, resolve
 from core.db import FINISHED, Job, Metric, sessionmaker_for, utcnow
@@ -40,10 +49,6 @@ router = APIRouter(
     tags=["jobs"],
     responses={
         404: {"model": Problem, "description": "no such job"},
-        409: {
-            "model": Problem,
-            "description": "not in this state (it ended; no epoch or samples yet)",
-        },
     },
 )
 
@@ -200,7 +205,7 @@ def queue(
     return job
 
 
-@router.post("", status_code=202, response_model=JobPublic)
+@router.post("", status_code=202, response_model=JobPublic, responses=answers(429))
 def create_job(
     spec: Annotated[JobSpec, Body(openapi_examples=JOB_EXAMPLES)],
     session: SessionDep,
@@ -328,6 +333,7 @@ def compare_jobs(
 
 @router.get("/{job_id}", response_model=JobPublic)
 def read_job(job: JobDep) -> Job:
+    """A job: its document, status, progress (phase, epoch, ETA), result and provenance."""
     return job
 
 
@@ -373,7 +379,7 @@ def samples_over_epochs(session: SessionDep, job: Job, n: int) -> list[tuple[str
 @router.get(
     "/{job_id}/plots/{name}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=PNG | answers(409),
 )
 def read_job_plot(
     job: JobDep,
@@ -398,7 +404,9 @@ def read_job_plot(
     return Response(plots.learning_curves(rows, title), media_type="image/png")
 
 
-@router.post("/{job_id}/rerun", status_code=202, response_model=JobPublic)
+@router.post(
+    "/{job_id}/rerun", status_code=202, response_model=JobPublic, responses=answers(409, 429)
+)
 def rerun_job(
     job: JobDep,
     session: SessionDep,
@@ -422,7 +430,7 @@ def rerun_job(
     )
 
 
-@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic)
+@router.post("/{job_id}/cancel", status_code=202, response_model=JobPublic, responses=answers(409))
 def cancel_job(job: JobDep, session: SessionDep) -> Job:
     """A queued job ends `cancelled` at once; a running one within a few seconds."""
     if job.status in FINISHED:

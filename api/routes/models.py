@@ -2,14 +2,16 @@
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, HTTPException, Query, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Query, Request, Response
 from sqlalchemy import func, select
 
 from api import plots
 from api.deps import MAX_OFFSET, CallerDep, LoadedDep, ModelDep, SessionDep
 from api.errors import field_error
+from api.examples import PREDICT_ANSWER, PREDICT_EXAMPLES, SAMPLE_ANSWER, SAMPLE_EXAMPLES
+from api.examples import answer as example_answer
 from api.routing import Route
-from api.schemas import ModelPublic, ModelsPublic, Problem
+from api.schemas import PNG, ModelPublic, ModelsPublic, Problem, answers
 from api.serving import Loaded, final_weights
 from core.db import Job
 from models.configs.verbs import (
@@ -41,8 +43,7 @@ router = APIRouter(
     prefix="/models",
     tags=["models"],
     responses={
-        404: {"model": Problem, "description": "no such model (or it has not succeeded)"},
-        409: {"model": Problem, "description": "the model cannot answer that yet"},
+        404: {"model": Problem, "description": "no such model"},
     },
 )
 
@@ -69,6 +70,7 @@ def list_models(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> ModelsPublic:
+    """The caller's trained models (succeeded jobs), newest first, by family if asked."""
     query = caller.only_own(select(Job).where(Job.status == "succeeded"))
     if family is not None:
         query = query.where(Job.family == family)
@@ -79,8 +81,9 @@ def list_models(
     )
 
 
-@router.get("/{job_id}", response_model=ModelPublic)
+@router.get("/{job_id}", response_model=ModelPublic, responses=answers(409))
 def read_model(job: ModelDep) -> ModelPublic:
+    """A trained model: its family, the verbs it answers, its dataset and final figures."""
     return model_public(job)
 
 
@@ -93,9 +96,11 @@ def read_model(job: ModelDep) -> ModelPublic:
             "description": "the weights as safetensors; the header's metadata holds "
             "the job spec and dataset info",
         }
-    },
+    }
+    | answers(409),
 )
 def download_checkpoint(job: ModelDep, session: SessionDep) -> Response:
+    """The trained weights as a safetensors file, to load outside annlab."""
     return Response(
         final_weights(session, job.id),
         media_type="application/octet-stream",
@@ -153,8 +158,15 @@ async def answer(loaded: Loaded, verb: str, body: Any) -> dict:
 
 # A coroutine, as a batchable verb's route (models.base.Batchable) must be: its calls are many
 # and small, and the event loop hands them to the batcher without a thread each.
-@verbs.post("/{job_id}/predict", response_model=PredictResponse, response_model_exclude_none=True)
-async def predict(loaded: LoadedDep, body: PredictRequest) -> dict:
+@verbs.post(
+    "/{job_id}/predict",
+    response_model=PredictResponse,
+    response_model_exclude_none=True,
+    responses=example_answer(PREDICT_ANSWER),
+)
+async def predict(
+    loaded: LoadedDep, body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)]
+) -> dict:
     """Class labels and probabilities for classifiers, values for regressors."""
     return await answer(loaded, "predict", body)
 
@@ -184,8 +196,15 @@ def decode(loaded: LoadedDep, body: DecodeRequest) -> dict:
     return serve(loaded, "decode", body)
 
 
-@verbs.post("/{job_id}/sample", response_model=SampleResponse, response_model_exclude_none=True)
-def sample(loaded: LoadedDep, body: SampleRequest) -> dict:
+@verbs.post(
+    "/{job_id}/sample",
+    response_model=SampleResponse,
+    response_model_exclude_none=True,
+    responses=example_answer(SAMPLE_ANSWER),
+)
+def sample(
+    loaded: LoadedDep, body: Annotated[SampleRequest, Body(openapi_examples=SAMPLE_EXAMPLES)]
+) -> dict:
     """New examples: RBM, DBM by Gibbs sampling; GAN, VAE from latent vectors (drawn with
     `seed`, or given)."""
     return serve(loaded, "sample", body)
@@ -222,7 +241,7 @@ def attractors(loaded: LoadedDep, body: AttractorsRequest) -> dict:
 @router.get(
     "/{job_id}/images/{name}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=PNG | answers(409),
 )
 def read_image(
     job: ModelDep,

@@ -10,7 +10,7 @@ import uuid
 from collections import defaultdict
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Path, Query, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request, Response
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
@@ -18,10 +18,11 @@ from api import plots
 from api.auth import Caller
 from api.deps import MAX_OFFSET, CallerDep, SessionDep, SettingsDep
 from api.errors import field_error
+from api.examples import SWEEP_EXAMPLES, SWEEP_TABLE_EXAMPLE
 from api.idempotency import KeyHeader, earlier, remember, scoped
 from api.routes.jobs import train_feature_nets, within_quota
 from api.routing import Route
-from api.schemas import Problem, SweepCreate, SweepPublic, SweepsPublic, SweepTable
+from api.schemas import PNG, Problem, SweepCreate, SweepPublic, SweepsPublic, SweepTable, answers
 from core.catalog import CATALOG, is_available, resolve
 from core.db import FINISHED, Job, Metric, Sweep
 from core.jobs import new_job, request_cancel
@@ -48,10 +49,6 @@ router = APIRouter(
     tags=["sweeps"],
     responses={
         404: {"model": Problem, "description": "no such sweep"},
-        409: {
-            "model": Problem,
-            "description": "the sweep already ended, or has nothing to draw yet",
-        },
     },
 )
 PLOTS = ("curves", "metric")
@@ -145,9 +142,9 @@ def _normalizer(
     return normalize
 
 
-@router.post("", status_code=202, response_model=SweepPublic)
+@router.post("", status_code=202, response_model=SweepPublic, responses=answers(429))
 def create_sweep(
-    body: SweepCreate,
+    body: Annotated[SweepCreate, Body(openapi_examples=SWEEP_EXAMPLES)],
     session: SessionDep,
     settings: SettingsDep,
     caller: CallerDep,
@@ -266,7 +263,9 @@ def read_sweep(
     return public(sweep, jobs_of(session, sweep.id), cells=True)
 
 
-@router.post("/{sweep_id}/cancel", status_code=202, response_model=SweepPublic)
+@router.post(
+    "/{sweep_id}/cancel", status_code=202, response_model=SweepPublic, responses=answers(409)
+)
 def cancel_sweep(
     sweep_id: Annotated[str, Path(max_length=64)], session: SessionDep, caller: CallerDep
 ) -> SweepPublic:
@@ -302,7 +301,9 @@ def _table(session: SessionDep, sweep: Sweep) -> tuple[list[str], list[dict[str,
 @router.get(
     "/{sweep_id}/table",
     response_model=SweepTable,
-    responses={200: {"content": {"text/csv": {}}}},
+    responses={
+        200: {"content": {"text/csv": {}, "application/json": {"example": SWEEP_TABLE_EXAMPLE}}}
+    },
 )
 def read_sweep_table(
     sweep_id: Annotated[str, Path(max_length=64)],
@@ -355,7 +356,7 @@ def _log_spaced(values: list[Any]) -> bool:
 @router.get(
     "/{sweep_id}/plots/{name}.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=PNG | answers(409),
 )
 def read_sweep_plot(
     sweep_id: Annotated[str, Path(max_length=64)],

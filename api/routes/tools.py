@@ -10,6 +10,7 @@ from api.deps import CallerDep, SessionDep
 from api.errors import field_error
 from api.routes.jobs import visible_uploads, with_upload
 from api.routing import Route
+from api.schemas import PNG
 from core.catalog import CATALOG, resolve
 from models.configs.tools import (
     EXAMPLE_1D,
@@ -44,7 +45,7 @@ def optimizer_trace(body: TraceRequest) -> dict:
 @router.post(
     "/optimizers/trace.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}},
+    responses=PNG,
 )
 def optimizer_trace_png(body: TraceRequest) -> Response:
     """The same trace drawn as the path of x on the function."""

@@ -107,20 +107,42 @@ def test_files_under_annlab_home_are_private(tmp_path: Path) -> None:
         assert path is not None and stat.S_IMODE(path.stat().st_mode) == 0o600, path
 
 
-def test_the_openapi_document_lists_every_answer(client: TestClient) -> None:
-    paths = client.get("/openapi.json").json()["paths"]
+def test_the_openapi_document_lists_the_answers_each_operation_gives(client: TestClient) -> None:
+    document = client.get("/openapi.json").json()
+    schemes = document["components"]["securitySchemes"]
+    assert {"type": "http", "scheme": "bearer"}.items() <= schemes["HTTPBearer"].items()
+    assert schemes["APIKeyHeader"]["in"] == "header"
+    assert schemes["APIKeyHeader"]["name"] == "X-API-Key"
+    paths = document["paths"]
     for path, methods in paths.items():
         for method, operation in methods.items():
+            where = (method, path)
             answers = set(operation["responses"])
-            if path not in ("/healthz", "/metrics"):
-                assert {"401", "413", "422", "429"} <= answers, (method, path)
-            if "{job_id}" in path or "{sweep_id}" in path:
-                assert "404" in answers, (method, path)
+            parameters = operation.get("parameters", [])
+            body = "requestBody" in operation
+            assert operation.get("description"), where
+            if path != "/healthz":
+                assert "401" in answers, where
+                assert operation["security"] == [{"HTTPBearer": []}, {"APIKeyHeader": []}], where
+            assert ("413" in answers) == body, where
+            assert ("422" in answers) == (body or bool(parameters)), where
+            named = any(p["in"] == "path" or p["name"] == "ids" for p in parameters)
+            assert ("404" in answers) == named, where
+            quota = where in {
+                ("post", "/jobs"),
+                ("post", "/sweeps"),
+                ("post", "/jobs/{job_id}/rerun"),
+            }
+            assert ("429" in answers) == quota, where
     assert "409" in paths["/jobs/{job_id}/cancel"]["post"]["responses"]
     assert "409" in paths["/sweeps/{sweep_id}/cancel"]["post"]["responses"]
     assert "409" in paths["/datasets"]["post"]["responses"]
+    assert "409" in paths["/models/{job_id}/predict"]["post"]["responses"]
+    assert "409" not in paths["/jobs"]["post"]["responses"]
+    assert "409" not in paths["/datasets"]["get"]["responses"]
+    assert "409" not in paths["/jobs/{job_id}"]["get"]["responses"]
     assert "503" in paths["/healthz"]["get"]["responses"]
-    assert {"401", "413"} <= set(paths["/metrics"]["get"]["responses"])
+    assert {"401", "403"} <= set(paths["/metrics"]["get"]["responses"])
 
 
 BROKER_GONE = """

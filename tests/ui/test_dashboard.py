@@ -41,6 +41,10 @@ def browser() -> Iterator:
     for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
         options.add_argument(argument)
     options.add_argument("--window-size=1400,1000")
+    # No name resolves but this machine's: a page that needs the network shows it here.
+    options.add_argument(
+        "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE localhost , EXCLUDE 127.0.0.1"
+    )
     options.set_capability("goog:loggingPrefs", {"browser": "ALL"})  # for failure messages
     driver = webdriver.Chrome(options=options, service=DriverService(CHROMEDRIVER))
     try:
@@ -230,3 +234,40 @@ def test_the_stored_key_is_sent(browser, tmp_path: Path) -> None:
         browser.find_element(By.CSS_SELECTOR, "#key-form button").click()
         wait_until(browser, lambda d: "0 jobs" in text(d, "#count"), "the list with the key")
         assert not browser.find_element(By.ID, "notice").is_displayed()
+
+
+def test_the_api_docs_work_without_a_network(browser, embedded: Service, tmp_path: Path) -> None:
+    """Swagger UI and ReDoc render every operation from the server's own files."""
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    loaded = "return performance.getEntriesByType('resource').map(e => e.name)"
+    driver.get(embedded.url + "/docs")
+    wait_until(
+        driver,
+        lambda d: any(
+            "/jobs" in e.text for e in d.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")
+        ),
+        "Swagger UI's operations",
+    )
+    paths = {e.text for e in driver.find_elements(By.CSS_SELECTOR, ".opblock-summary-path")}
+    assert {"/jobs", "/sweeps", "/models/{job_id}/predict"} <= {
+        p.replace("\u200b", "") for p in paths
+    }
+    elsewhere = [u for u in driver.execute_script(loaded) if not u.startswith(embedded.url)]
+    assert not elsewhere, elsewhere
+    screenshot(driver, tmp_path, "api-docs")
+
+    driver.get(embedded.url + "/redoc")
+    wait_until(
+        driver,
+        lambda d: d.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']"),
+        "ReDoc's operations",
+    )
+    sections = driver.find_elements(By.CSS_SELECTOR, "[data-section-id^='operation/']")
+    assert len(sections) > 20
+    # ReDoc's sidebar asks cdn.redoc.ly for its logo and hides it when that fails; every
+    # script, style sheet and fetch is this server's.
+    entries = "return performance.getEntriesByType('resource').map(e => [e.name, e.initiatorType])"
+    elsewhere = [e for e in driver.execute_script(entries) if not e[0].startswith(embedded.url)]
+    assert elsewhere in ([], [["https://cdn.redoc.ly/redoc/logo-mini.svg", "img"]]), elsewhere
