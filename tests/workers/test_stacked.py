@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+import torch
 from sqlalchemy import select
 
 from core.db import Job, Metric, session_scope
@@ -20,7 +21,9 @@ from workers.runner import run_job
 # product per model: the same sums in another float32 order, a few ulps apart (1e-7
 # relative). Over these few epochs that drift stays near 1e-6 (measured: 2e-7 to 2e-6); a
 # stack that mixed members' data, learning rates or steps would be off by orders more.
-REL = 1e-4
+# On CUDA the batched and the single products take different cuBLAS kernels, further apart:
+# up to 5.8e-4 seen on an H200 over these epochs.
+REL = 1e-4 if not torch.cuda.is_available() else 2e-3
 
 
 def stacking(settings: Settings) -> Settings:
