@@ -6,7 +6,7 @@
     annlab predict JOB --inputs inputs.json       (or inline: --inputs '[[0, 1, ...]]')
     annlab sample JOB -n 64 -o grid.png
     annlab models | datasets | upload FILE --name NAME | health
-    annlab sweeps [--family F] | sweep submit sweep.json [--follow] | sweep show|table|cancel SWEEP
+    annlab sweep list [--family F] | submit sweep.json [--follow] | show|table|cancel SWEEP
     annlab keys create NAME [--admin] | keys revoke NAME | keys list
 
 Every command takes `--url` and `--api-key` (default: ANNLAB_URL, ANNLAB_API_KEY) and `--json`
@@ -409,7 +409,7 @@ def sweep_rows(sweeps: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
 SWEEP_COLUMNS = ["id", "family", "status", "cells", "jobs ended", "eta_seconds", "created"]
 
 
-def cmd_sweeps(api: Client, args: argparse.Namespace) -> int:
+def list_sweeps(api: Client, args: argparse.Namespace) -> int:
     page = api.list_sweeps(family=args.family, limit=args.limit)
     if args.json:
         emit_json(page)
@@ -445,6 +445,8 @@ def print_sweep_table(api: Client, sweep_id: str) -> None:
 
 
 def cmd_sweep(api: Client, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        return list_sweeps(api, args)
     if args.action == "submit":
         sweep = api.create_sweep(load_json(args.document, "sweep document"))
         if not args.follow:
@@ -644,12 +646,11 @@ def parser() -> argparse.ArgumentParser:
     upload.add_argument("--name", required=True, help="jobs use upload:<name>")
     upload.add_argument("--kind", choices=["classification", "regression"])
 
-    sweeps = command("sweeps", cmd_sweeps, "list sweeps")
-    sweeps.add_argument("--family", help="the sweeps with a cell of this family")
-    sweeps.add_argument("--limit", type=int, default=20)
-
-    sweep_actions = command("sweep", cmd_sweep, "a sweep: submit, show, table, cancel")
+    sweep_actions = command("sweep", cmd_sweep, "sweeps: list, submit, show, table, cancel")
     sweep_commands = sweep_actions.add_subparsers(dest="action", required=True)
+    sweep_list = sweep_commands.add_parser("list", parents=[common], help="sweeps, newest first")
+    sweep_list.add_argument("--family", help="the sweeps with a cell of this family")
+    sweep_list.add_argument("--limit", type=int, default=20)
     sweep_submit = sweep_commands.add_parser("submit", parents=[common], help="queue a sweep")
     sweep_submit.add_argument("document", help="a .json file, - for stdin, or inline JSON")
     following(sweep_submit, "sweep")

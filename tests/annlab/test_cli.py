@@ -139,7 +139,7 @@ def test_a_sweep_on_the_command_line(service: Service) -> None:
     cells = re.findall(cell_row, followed.stdout, re.M)
     params = {h: 64 * h + h + h * 64 + 64 + 64 * 10 + 10 for h in (8, 16)}  # 64-h-64-10
     assert cells == [("0", "8", str(params[8])), ("1", "16", str(params[16]))]
-    listed = json.loads(annlab("sweeps", "--json", url=service.url).stdout)
+    listed = json.loads(annlab("sweep", "list", "--json", url=service.url).stdout)
     assert sweep_id in {s["id"] for s in listed["items"]}
     csv = annlab("sweep", "table", sweep_id, "--csv", url=service.url).stdout.splitlines()
     assert csv[0].startswith("cell,model.hidden.0,n_params,") and len(csv) == 3
@@ -206,3 +206,14 @@ def test_the_bar_and_the_jobs_table_show_the_phase_after_training(
     assert progress_cell({"status": "running", "progress": done | {"phase": "evaluating"}}) == (
         "3/3 (100%), evaluating"
     )
+
+
+def test_one_noun_per_resource() -> None:
+    """Sweeps are `annlab sweep list|submit|show|table|cancel`; no second noun for them."""
+    from annlab.cli import parser
+
+    for argv in (["sweep", "list"], ["sweep", "show", "s1"], ["sweep", "table", "s1", "--csv"]):
+        assert parser().parse_args(argv).command == "sweep"
+    with pytest.raises(SystemExit) as refused:
+        parser().parse_args(["sweeps"])
+    assert refused.value.code == 2
