@@ -3,7 +3,8 @@
 `job_context(job_id)` marks everything logged inside it, in this thread or task, with `job_id`;
 a worker wraps each run in it and the API each request about a job, so
 `jq 'select(.job_id == "...")'` over the API's and every worker's logs follows one job.
-`ANNLAB_LOG_FORMAT=text` gives plain lines for a person at a terminal instead.
+On a terminal (`ANNLAB_LOG_FORMAT=auto`, the default) the lines are plain text for a person
+to read instead; `json` or `text` chooses one whatever stderr is.
 """
 
 import logging
@@ -11,6 +12,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
@@ -41,10 +43,33 @@ class JobIdFilter(logging.Filter):
         return True
 
 
-def configure(log_format: str = "json", level: int | str = logging.INFO) -> None:
-    """One handler on the root logger, writing to stderr; idempotent."""
-    handler = logging.StreamHandler(sys.stderr)
-    if log_format == "json":
+class TextFormatter(logging.Formatter):
+    """`12:03:04 INFO    workers.runner: message  [job 5f0c...]`, for a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        job_id = getattr(record, "job_id", None)
+        return f"{line}  [job {job_id}]" if job_id else line
+
+
+def chosen(log_format: str, stream: TextIO) -> str:
+    """`auto`: text on a terminal, JSON otherwise (a file, a pipe, a log collector)."""
+    if log_format != "auto":
+        return log_format
+    isatty = getattr(stream, "isatty", None)
+    return "text" if isatty is not None and isatty() else "json"
+
+
+def configure(
+    log_format: str = "auto", level: int | str = logging.INFO, stream: TextIO | None = None
+) -> None:
+    """One handler on the root logger, writing to `stream` (stderr); idempotent."""
+    stream = sys.stderr if stream is None else stream
+    handler = logging.StreamHandler(stream)
+    if chosen(log_format, stream) == "json":
         handler.setFormatter(
             JsonFormatter(
                 "{asctime}{levelname}{name}{message}{job_id}",
@@ -54,9 +79,7 @@ def configure(log_format: str = "json", level: int | str = logging.INFO) -> None
             )
         )
     else:
-        handler.setFormatter(
-            logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(job_id)s] %(message)s")
-        )
+        handler.setFormatter(TextFormatter())
     handler.addFilter(JobIdFilter())
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "annlab", False)]:

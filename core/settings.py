@@ -31,7 +31,7 @@ class Settings(BaseSettings):
     )
     queue: str = "annlab"
     # Logs: one JSON object per line (with the job id) for machines, or "text" for people.
-    log_format: Literal["json", "text"] = "json"
+    log_format: Literal["auto", "json", "text"] = "auto"
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     # The embedded (SQLAlchemy) broker's polling interval: the wait a job may have to start.
     broker_poll_seconds: float = Field(0.02, gt=0, le=10)

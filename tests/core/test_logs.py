@@ -1,7 +1,9 @@
 """Structured logs: one JSON object per line, and each line about a job names it."""
 
+import io
 import json
 import logging
+import re
 
 import pytest
 
@@ -62,4 +64,23 @@ def test_text_format_for_people(capsys) -> None:  # noqa: ANN001
     with logs.job_context("abc123"):
         logging.getLogger("annlab.test").warning("hello")
     err = capsys.readouterr().err
-    assert "WARNING annlab.test [abc123] hello" in err and not err.startswith("{")
+    assert "WARNING annlab.test: hello  [job abc123]" in err and not err.startswith("{")
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_auto_is_text_on_a_terminal_and_json_elsewhere() -> None:
+    terminal, pipe = Terminal(), io.StringIO()
+    for stream in (terminal, pipe):
+        logs.configure("auto", stream=stream)
+        logging.getLogger("annlab.test").info("hello")
+    assert re.fullmatch(r"\d\d:\d\d:\d\d INFO    annlab.test: hello\n", terminal.getvalue())
+    assert json.loads(pipe.getvalue())["message"] == "hello"
+    chosen = Terminal()
+    logs.configure("json", stream=chosen)  # a setting wins over the terminal
+    logging.getLogger("annlab.test").info("hello")
+    assert json.loads(chosen.getvalue())["level"] == "INFO"
+    assert Settings().log_format == "auto"
