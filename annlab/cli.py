@@ -437,7 +437,8 @@ def print_sweep_table(api: Client, sweep_id: str) -> None:
         values = [row.get(c) for c in fixed]
         for figure in shown:
             mean, std = row.get(f"{figure}_mean"), row.get(f"{figure}_std")
-            values.append("" if mean is None else f"{mean:.4g} ± {std or 0:.2g}")
+            text = "" if mean is None else f"{mean:.4g}"
+            values.append(text if std is None else f"{text} ± {std:.2g}")
         values.append(f"{row.get('succeeded')}/{row.get('repeats')}")
         rows.append(values)
     title = "mean ± std over the repeats (every figure: --json or --csv)"

@@ -1,4 +1,5 @@
-"""PNG pictures (matplotlib, no display): learning curves, forecasts, image grids."""
+"""Pictures (matplotlib, no display), PNG or SVG: learning curves, sweep figures, forecasts,
+image grids."""
 
 import io
 from collections.abc import Sequence
@@ -12,25 +13,43 @@ import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 
-def _png(figure: Any) -> bytes:
+def _png(figure: Any, fmt: str = "png") -> bytes:
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight")
+    figure.savefig(buffer, format=fmt, dpi=100, bbox_inches="tight")
     plt.close(figure)
     return buffer.getvalue()
 
 
+# Distinct (colour, line style) pairs: ten colours, then the same ten dashed, dotted...
+_COLOURS = plt.get_cmap("tab10").colors
+_STYLES = ("-", "--", ":", "-.")
+
+
+def style(index: int) -> tuple[Any, str]:
+    """The `index`th line's colour and style; no two of the first 40 are alike."""
+    return _COLOURS[index % len(_COLOURS)], _STYLES[(index // len(_COLOURS)) % len(_STYLES)]
+
+
 def learning_curves(history: list[dict[str, Any]], title: str) -> bytes:
-    """One panel per metric kind (loss, accuracy, mse, ...), train and val (and each fold)."""
-    kinds = sorted(
-        {k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))}
+    """One panel per metric kind the job records (loss, accuracy, a GAN's d_loss, g_loss,
+    d_real and d_fake, ...), train and val (and each fold), three panels a row."""
+    kinds = list(
+        dict.fromkeys(
+            k.split("_", 1)[1] for row in history for k in row if k.startswith(("train_", "val_"))
+        )
     )
-    # For regression `mse` repeats `loss`; nmse is the scale-free view.
-    kinds = [k for k in ("loss", "accuracy", "nmse") if k in kinds] or kinds[:1]
+    if "loss" in kinds and "mse" in kinds:  # regression's mse repeats its loss
+        kinds.remove("mse")
+    kinds = kinds or ["loss"]
+    columns = min(3, len(kinds))
+    rows_of_panels = -(-len(kinds) // columns)
     figure, axes = plt.subplots(
-        1, max(1, len(kinds)), figsize=(5 * max(1, len(kinds)), 3.6), squeeze=False
+        rows_of_panels, columns, figsize=(5 * columns, 3.6 * rows_of_panels), squeeze=False
     )
+    for ax in axes.flat[len(kinds) :]:
+        ax.set_visible(False)
     folds = sorted({row.get("fold", 0) for row in history})
-    for ax, kind in zip(axes[0], kinds, strict=False):
+    for ax, kind in zip(axes.flat, kinds, strict=False):
         for fold in folds:
             rows = [r for r in history if r.get("fold", 0) == fold]
             suffix = f" (fold {fold + 1})" if len(folds) > 1 else ""
@@ -82,20 +101,69 @@ def path_on_curve(
     return _finish(figure, ax, title, "x", "f(x)")
 
 
+Series = dict[str, tuple[Sequence[float], Sequence[float], Sequence[float | None]]]
+
+
+def bands_figure(
+    panels: dict[str, Series], title: str, xlabel: str, ylabel: str, log: bool = False
+) -> Any:
+    """Small multiples: one panel per key of `panels`, in each a mean curve per label with a
+    band of one standard deviation (none where the std is None: one run). Each label keeps
+    its colour and line style in every panel. A metric that is never negative has its band
+    clipped at zero. Returns the matplotlib Figure."""
+    labels = list(dict.fromkeys(label for series in panels.values() for label in series))
+    columns = min(3, max(1, len(panels)))
+    rows = -(-max(1, len(panels)) // columns)
+    figure, axes = plt.subplots(
+        rows,
+        columns,
+        figsize=(5.2 * columns, 3.8 * rows + 0.6),
+        squeeze=False,
+        sharey=True,
+        layout="constrained",
+    )
+    for ax in axes.flat[len(panels) :]:
+        ax.set_visible(False)
+    nonnegative = all(
+        m >= 0 for series in panels.values() for _, means, _ in series.values() for m in means
+    )
+    for ax, (panel, series) in zip(axes.flat, panels.items(), strict=False):
+        for label, (xs, means, stds) in series.items():
+            colour, dash = style(labels.index(label))
+            mean = np.asarray(means, dtype=float)
+            ax.plot(xs, mean, dash, color=colour, linewidth=1.3, label=label)
+            if all(s is not None for s in stds) and len(stds):
+                std = np.asarray(stds, dtype=float)
+                low = np.maximum(mean - std, 0) if nonnegative else mean - std
+                ax.fill_between(xs, low, mean + std, color=colour, alpha=0.15, linewidth=0)
+        if log:
+            ax.set_yscale("log")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        if panel:
+            ax.set_title(panel, fontsize=10)
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    for ax in list(axes.flat)[1 : len(panels)]:  # every label once, from whichever panel
+        for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
+            if name not in names:
+                handles.append(handle)
+                names.append(name)
+    figure.legend(handles, names, fontsize=8, loc="outside lower center", ncols=min(4, len(names)))
+    figure.suptitle(title)
+    return figure
+
+
 def bands(
-    series: dict[str, tuple[Sequence[float], Sequence[float], Sequence[float]]],
+    panels: dict[str, Series],
     title: str,
     xlabel: str,
     ylabel: str,
+    log: bool = False,
+    fmt: str = "png",
 ) -> bytes:
-    """Mean curves with a band of one standard deviation: label -> (xs, means, stds)."""
-    figure, ax = plt.subplots(figsize=(8, 4.5))
-    for label, (xs, means, stds) in series.items():
-        mean, std = np.asarray(means), np.asarray(stds)
-        (line,) = ax.plot(xs, mean, linewidth=1.2, label=label)
-        ax.fill_between(xs, mean - std, mean + std, color=line.get_color(), alpha=0.2)
-    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-    return _finish(figure, ax, title, xlabel, ylabel)
+    return _png(bands_figure(panels, title, xlabel, ylabel, log), fmt)
 
 
 def errorbars(
@@ -104,13 +172,16 @@ def errorbars(
     xlabel: str,
     ylabel: str,
     log: bool = False,
+    fmt: str = "png",
 ) -> bytes:
-    """label -> (xs, means, stds) with error bars; xs that are not numbers are categories."""
+    """label -> (xs, means, stds) with error bars; xs that are not numbers are categories, in
+    the order they first appear (the order the sweep gives them)."""
     figure, ax = plt.subplots(figsize=(8, 4.5))
-    categories = sorted(
-        {str(x) for _, (xs, _, _) in lines.items() for x in xs if not _is_number(x)}
+    categories = list(
+        dict.fromkeys(str(x) for _, (xs, _, _) in lines.items() for x in xs if not _is_number(x))
     )
-    for label, (xs, means, stds) in lines.items():
+    for index, (label, (xs, means, stds)) in enumerate(lines.items()):
+        colour, dash = style(index)
         # Numbers in order, then categories by name.
         order = sorted(
             range(len(xs)),
@@ -124,6 +195,8 @@ def errorbars(
             marker="o",
             capsize=3,
             linewidth=1,
+            color=colour,
+            linestyle=dash,
             label=label,
         )
     if categories:
@@ -133,16 +206,16 @@ def errorbars(
         ticks = sorted({x for xs, _, _ in lines.values() for x in xs})
         ax.set_xticks(ticks, [f"{t:g}" for t in ticks])  # the swept values, not powers of 10
         ax.minorticks_off()
-    return _finish(figure, ax, title, xlabel, ylabel)
+    return _finish(figure, ax, title, xlabel, ylabel, fmt)
 
 
-def _finish(figure: Any, ax: Any, title: str, xlabel: str, ylabel: str) -> bytes:
+def _finish(figure: Any, ax: Any, title: str, xlabel: str, ylabel: str, fmt: str = "png") -> bytes:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     ax.set_title(title)
-    return _png(figure)
+    return _png(figure, fmt)
 
 
 def _is_number(value: Any) -> bool:

@@ -520,9 +520,10 @@ def _numeric(value: Any) -> bool:
 
 
 def _mean_std(values: list[float]) -> tuple[float | None, float | None]:
+    """The mean and the sample std; no std for a single value."""
     if not values:
         return None, None
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else None
 
 
 def table(
@@ -534,7 +535,8 @@ def table(
     """One row per cell: its axis values, n_params, then for every numeric figure of the
     results, the best value of every per-epoch metric (`best`, from best_over_epochs) and the
     epoch it was reached, and `seconds` (the training time), its mean and sample standard
-    deviation over the repeats that succeeded, and how many did. Returns (columns, rows)."""
+    deviation over the repeats that succeeded (None for fewer than two), and how many did.
+    Returns (columns, rows)."""
     best = best or {}
     by_cell: dict[int, list[Job]] = defaultdict(list)
     for job in jobs:
@@ -574,3 +576,95 @@ def table(
     ]
     columns += ["seconds_mean", "seconds_std", "succeeded", "repeats"]
     return columns, rows
+
+
+def direction_of(figure: str, metrics: Mapping[str, str]) -> str | None:
+    """Whether a table figure is better high ("max") or low ("min"), from the families' metric
+    directions: best_<metric> as its metric, a final figure (test_accuracy, val_loss_mean) as
+    the per-epoch metric of the same name, seconds low; None where no side is better (an
+    epoch, a count)."""
+    if figure == "seconds":
+        return "min"
+    if figure.startswith("best_"):
+        return None if figure.endswith("_epoch") else metrics.get(figure[len("best_") :])
+    base = figure.removesuffix("_mean").removesuffix("_std")
+    for prefix in ("test_", "val_", "train_"):
+        if base.startswith(prefix):
+            name = base[len(prefix) :]
+            for split in ("val_", "train_"):
+                if f"{split}{name}" in metrics:
+                    return metrics[f"{split}{name}"]
+    return metrics.get(base)
+
+
+_LATEX = str.maketrans(
+    {c: f"\\{c}" for c in "&%$#_{}"}
+    | {"~": r"\textasciitilde{}", "^": r"\^{}", "\\": r"\textbackslash{}"}
+)
+
+
+def report_table(
+    columns: list[str],
+    rows: list[dict[str, Any]],
+    metrics: Mapping[str, str],
+    style: str,
+    precision: int = 3,
+) -> str:
+    """The table as Markdown or LaTeX (booktabs): each cell's axis values and n_params, then
+    each figure as mean ± std to `precision` significant digits (the mean alone for one run),
+    the best mean of each figure in bold, and n (succeeded / repeats)."""
+    figures = [c[: -len("_mean")] for c in columns if c.endswith("_mean")]
+    fixed = [
+        c
+        for c in columns
+        if c not in ("succeeded", "repeats") and not c.endswith(("_mean", "_std"))
+    ]
+    best: dict[str, float] = {}
+    for figure in figures:
+        means = [r[f"{figure}_mean"] for r in rows if r[f"{figure}_mean"] is not None]
+        direction = direction_of(figure, metrics)
+        if means and direction is not None and len(rows) > 1:
+            best[figure] = max(means) if direction == "max" else min(means)
+
+    def number(value: float) -> str:
+        return f"{value:.{precision}g}"
+
+    def text(value: Any) -> str:
+        shown = (
+            json.dumps(value, separators=(",", ":")) if isinstance(value, list | dict) else value
+        )
+        shown = "" if shown is None else str(shown)
+        return shown.translate(_LATEX) if style == "latex" else shown.replace("|", "\\|")
+
+    header = [*fixed, *figures, "n"]
+    lines = []
+    for row in rows:
+        cells = [text(row.get(c)) for c in fixed]
+        for figure in figures:
+            mean, std = row[f"{figure}_mean"], row[f"{figure}_std"]
+            if mean is None:
+                cells.append("")
+                continue
+            pm = r" $\pm$ " if style == "latex" else " ± "
+            shown = number(mean) + ("" if std is None else pm + number(std))
+            if best.get(figure) == mean:
+                shown = rf"\textbf{{{shown}}}" if style == "latex" else f"**{shown}**"
+            cells.append(shown)
+        cells.append(f"{row['succeeded']}/{row['repeats']}")
+        lines.append(cells)
+    if style == "latex":
+        names = [text(h) for h in header]
+        spec = "l" * len(fixed) + "r" * (len(figures) + 1)
+        body = [" & ".join(cells) + r" \\" for cells in lines]
+        return "\n".join(
+            [rf"\begin{{tabular}}{{{spec}}}", r"\toprule", " & ".join(names) + r" \\", r"\midrule"]
+            + body
+            + [r"\bottomrule", r"\end{tabular}", ""]
+        )
+    rule = ["---" if i < len(fixed) else "---:" for i in range(len(header))]
+    return (
+        "\n".join(
+            "| " + " | ".join(cells) + " |" for cells in [[text(h) for h in header], rule, *lines]
+        )
+        + "\n"
+    )

@@ -7,6 +7,7 @@ import io
 import json
 import statistics
 import uuid
+import zipfile
 from collections import defaultdict
 from typing import Annotated, Any, Literal
 
@@ -36,6 +37,7 @@ from core.sweeps import (
     jobs_of,
     of_family,
     progress,
+    report_table,
     table,
     training_seconds,
 )
@@ -310,29 +312,112 @@ def read_sweep_table(
     session: SessionDep,
     caller: CallerDep,
     request: Request,
-    format: Literal["json", "csv"] | None = Query(
-        None, description="csv, or json; by default the request's Accept header decides"
+    format: Literal["json", "csv", "markdown", "latex"] | None = Query(
+        None,
+        description="json, csv, markdown or latex (booktabs); by default the request's Accept "
+        "header decides between json and csv",
     ),
+    precision: Annotated[
+        int, Query(ge=1, le=12, description="markdown, latex: significant digits")
+    ] = 3,
 ) -> Any:
     """One row per cell: its axis values, n_params, the mean and std over its repeats of every
     final figure of the results, of each per-epoch metric's best value and the epoch it was
     reached, and of the training seconds, and how many repeats succeeded. Filled in as jobs
-    finish. In CSV, an axis value that is a list or an object (a model section) is JSON."""
+    finish (a std needs two). In CSV, an axis value that is a list or an object (a model
+    section) is JSON. Markdown and LaTeX show mean ± std per figure with the best of each
+    column in bold (highest or lowest, as the family's metric directions say) and n."""
     sweep = get_sweep(session, caller, sweep_id)
     columns, rows = _table(session, sweep)
+    if format in ("markdown", "latex"):
+        text = report_table(columns, rows, _directions(session, sweep), format, precision)
+        media = "text/markdown" if format == "markdown" else "application/x-latex"
+        return Response(text, media_type=f"{media}; charset=utf-8")
     wants_csv = format == "csv" or (
         format is None and "text/csv" in request.headers.get("accept", "")
     )
     if not wants_csv:
         return SweepTable(columns=columns, rows=rows)
+    return Response(
+        _csv(columns, rows),
+        media_type="text/csv",
+        headers={"content-disposition": f'attachment; filename="sweep-{sweep.id}.csv"'},
+    )
+
+
+def _csv(columns: list[str], rows: list[dict[str, Any]]) -> str:
     out = io.StringIO()
     writer = csv.DictWriter(out, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows({k: _scalar(v) for k, v in row.items()} for row in rows)
+    return out.getvalue()
+
+
+def _directions(session: SessionDep, sweep: Sweep) -> dict[str, str]:
+    """The per-epoch metrics of the sweep's families and whether each is better high or low."""
+    directions: dict[str, str] = {}
+    seen: set[str] = set()
+    for job in jobs_of(session, sweep.id):
+        if job.family not in seen:
+            seen.add(job.family)
+            directions |= SPECS[job.family].model_validate(job.spec, context=STORED).metrics()
+    return directions
+
+
+@router.get(
+    "/{sweep_id}/report.zip",
+    response_class=Response,
+    responses={
+        200: {
+            "description": "a zip of the table, the figures, the sweep and its jobs' provenance",
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    }
+    | answers(409),
+)
+def read_sweep_report(
+    sweep_id: Annotated[str, Path(max_length=64)],
+    session: SessionDep,
+    caller: CallerDep,
+    precision: Annotated[int, Query(ge=1, le=12, description="significant digits")] = 3,
+) -> Response:
+    """What a report needs, in one zip: the table as CSV, Markdown and LaTeX; the curves and
+    the metric figure as PNG and SVG (once a job has finished an epoch); the sweep's document
+    (`sweep.json`); and each job's status, document, result and provenance
+    (`jobs/<id>.json`)."""
+    sweep = get_sweep(session, caller, sweep_id)
+    columns, rows = _table(session, sweep)
+    directions = _directions(session, sweep)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("table.csv", _csv(columns, rows))
+        for style, suffix in (("markdown", "md"), ("latex", "tex")):
+            archive.writestr(
+                f"table.{suffix}", report_table(columns, rows, directions, style, precision)
+            )
+        for name in PLOTS:
+            for fmt in ("png", "svg"):
+                try:
+                    archive.writestr(f"{name}.{fmt}", _figure(session, sweep, name, fmt=fmt))
+                except HTTPException as exc:  # nothing to draw yet
+                    if exc.status_code != 409:
+                        raise
+        archive.writestr("sweep.json", json.dumps(sweep.spec, indent=2))
+        for job in jobs_of(session, sweep.id):
+            record = {
+                "id": job.id,
+                "cell": job.sweep_cell,
+                "status": job.status,
+                "spec": job.spec,
+                "result": job.result,
+                "error": job.error,
+                "provenance": job.provenance,
+            }
+            archive.writestr(f"jobs/{job.id}.json", json.dumps(record, indent=2, default=str))
     return Response(
-        out.getvalue(),
-        media_type="text/csv",
-        headers={"content-disposition": f'attachment; filename="sweep-{sweep.id}.csv"'},
+        buffer.getvalue(),
+        media_type="application/zip",
+        headers={"content-disposition": f'attachment; filename="sweep-{sweep.id}.zip"'},
     )
 
 
@@ -353,6 +438,130 @@ def _log_spaced(values: list[Any]) -> bool:
     return min(ratios) >= 2 and max(ratios) / min(ratios) < 1.5
 
 
+def _groups(sweep: Sweep) -> list[list[str]]:
+    """The sweep's axes as drawn: each zipped group is one axis (an optimizer with its lr)."""
+    paths = list(dict.fromkeys(p for cell in sweep.cells for p in cell))
+    zipped = [list(group) for group in sweep.spec.get("zip") or []]
+    inside = {p for group in zipped for p in group}
+    groups = [[p] for p in paths if p not in inside] + [g for g in zipped if set(g) <= set(paths)]
+    return sorted(groups, key=lambda g: paths.index(g[0]))
+
+
+def _value(row: dict[str, Any], group: list[str]) -> Any:
+    """A cell's value on an axis: the value itself, or the zipped group's values as one label."""
+    if len(group) == 1:
+        return row.get(group[0])
+    return ", ".join(f"{p.rsplit('.', 1)[-1]}={_scalar(row.get(p))}" for p in group)
+
+
+def _group_named(sweep: Sweep, name: str | None, field: str) -> list[str] | None:
+    if name is None:
+        return None
+    for group in _groups(sweep):
+        if name in group:
+            return group
+    paths = ", ".join(p for g in _groups(sweep) for p in g)
+    raise field_error(422, field, f"the sweep's axes: {paths}")
+
+
+def _curves(
+    session: SessionDep,
+    sweep: Sweep,
+    metric: str | None,
+    panel: str | None,
+    scale: str,
+) -> tuple[dict[str, plots.Series], str, str, bool]:
+    """Per-epoch means and stds over each cell's repeats, in panels by one axis (`panel`:
+    default the first of two or more), failed and cancelled runs left out (counted in the
+    title). Returns (panels, title, metric, log)."""
+    jobs = jobs_of(session, sweep.id)
+    firsts: dict[str, Job] = {}  # each family's first job
+    for job in jobs:
+        firsts.setdefault(job.family, job)
+    specs = [SPECS[j.family].model_validate(j.spec, context=STORED) for j in firsts.values()]
+    directions: dict[str, str] = {}
+    for spec in specs:
+        directions |= spec.metrics()
+    metric = metric or specs[0].selection_metric()
+    if metric not in directions:
+        verb = "reports" if len(specs) == 1 else "report"
+        raise field_error(
+            422, "metric", f"{', '.join(firsts)} {verb} per epoch: {', '.join(directions)}"
+        )
+    groups = _groups(sweep)
+    by_panel = _group_named(sweep, panel, "panel")
+    if by_panel is None and len(groups) >= 2:
+        by_panel = groups[0]
+    left_out = [j for j in jobs if j.status in ("failed", "cancelled")]
+    drawn = [j for j in jobs if j.status not in ("failed", "cancelled")]
+    rows = session.execute(
+        select(Metric.job_id, Metric.epoch, Metric.values)
+        .where(Metric.job_id.in_([j.id for j in drawn]), Metric.fold == 0)
+        .order_by(Metric.epoch)
+    ).all()
+    cell_of = {j.id: j.sweep_cell for j in drawn}
+    per_cell: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for job_id, epoch, values in rows:
+        if isinstance(values.get(metric), int | float):
+            per_cell[cell_of[job_id]][epoch].append(values[metric])
+    if not per_cell:
+        raise HTTPException(409, f"sweep {sweep.id} has no finished epoch yet")
+    panels: dict[str, plots.Series] = {}
+    others = [g for g in groups if g != by_panel]
+    for cell, epochs in sorted(per_cell.items()):
+        values = sweep.cells[cell]
+        name = "" if by_panel is None else f"{' / '.join(by_panel)} = {_value(values, by_panel)}"
+        label = ", ".join(f"{' / '.join(g)}={_value(values, g)}" for g in others) or metric
+        xs = sorted(epochs)
+        means = [statistics.fmean(epochs[e]) for e in xs]
+        stds = [statistics.stdev(epochs[e]) if len(epochs[e]) > 1 else None for e in xs]
+        panels.setdefault(name, {})[label] = (xs, means, stds)
+    positive = all(m > 0 for series in panels.values() for _, ms, _ in series.values() for m in ms)
+    log = scale == "log" or (scale == "auto" and directions[metric] == "min" and positive)
+    title = f"sweep {sweep.id[:8]} ({', '.join(families_of(sweep))}): {metric}"
+    if left_out:
+        title += f"; {len(left_out)} failed or cancelled run{'s' * (len(left_out) > 1)} left out"
+    return panels, title, metric, log
+
+
+def _metric_lines(
+    session: SessionDep, sweep: Sweep, metric: str | None, axis: str | None
+) -> tuple[dict[str, tuple[list[Any], list[float], list[float]]], str, str, bool]:
+    """A table figure's mean and std per cell against one axis (a zipped group is one axis),
+    a line per value of the other axes. Returns (lines, xlabel, metric, log)."""
+    columns, rows = _table(session, sweep)
+    groups = _groups(sweep)
+    if not groups:
+        raise HTTPException(409, f"sweep {sweep.id} has no axis to draw against")
+    group = _group_named(sweep, axis, "axis") or groups[0]
+    figures = [c[: -len("_mean")] for c in columns if c.endswith("_mean")]
+    metric = metric or next((f for f in figures if f.startswith("test_")), figures[0])
+    if metric not in figures:
+        raise field_error(422, "metric", f"the table's figures: {', '.join(figures)}")
+    others = [g for g in groups if g != group]
+    lines: dict[str, tuple[list[Any], list[float], list[float]]] = {}
+    for row in rows:
+        if row[f"{metric}_mean"] is None:
+            continue
+        label = ", ".join(f"{' / '.join(g)}={_scalar(_value(row, g))}" for g in others) or metric
+        xs, means, stds = lines.setdefault(label, ([], [], []))
+        x = _value(row, group)
+        xs.append(x if len(group) > 1 else _scalar(x))
+        means.append(row[f"{metric}_mean"])
+        stds.append(row[f"{metric}_std"] or 0.0)
+    if not lines:
+        raise HTTPException(409, f"sweep {sweep.id} has no finished job yet")
+    ranges = (sweep.spec.get("random") or {}).get("ranges", {})
+    path = group[0]
+    log = len(group) == 1 and (
+        ranges.get(path, {}).get("log", False) or _log_spaced([c.get(path) for c in sweep.cells])
+    )
+    return lines, " / ".join(group), metric, log
+
+
+Scale = Literal["auto", "linear", "log"]
+
+
 @router.get(
     "/{sweep_id}/plots/{name}.png",
     response_class=Response,
@@ -365,77 +574,43 @@ def read_sweep_plot(
     caller: CallerDep,
     metric: Annotated[str | None, Query(max_length=64)] = None,
     axis: Annotated[str | None, Query(max_length=200)] = None,
+    panel: Annotated[
+        str | None, Query(max_length=200, description="curves: one panel per value of this axis")
+    ] = None,
+    scale: Annotated[
+        Scale, Query(description="curves: the y scale; auto: log for a positive loss")
+    ] = "auto",
 ) -> Response:
-    """`curves`: a per-epoch `metric` (default: the first cell's selection metric) per cell
-    whose family reports it, the mean over repeats with a band of one std; `metric`: a figure
-    of the table (default: the first test figure) against the sweep's `axis` (default: its
-    first), mean with std error bars, one line per value of the other axes, on a log axis when
-    the values are log-spaced."""
+    """`curves`: a per-epoch `metric` (default: the first cell's selection metric), the mean
+    over each cell's repeats with a band of one std (none for a single run, clipped at zero
+    for a metric never negative), as small multiples: one panel per value of `panel`'s axis
+    (default: the first axis when there are two or more), a line per value of the others, each
+    with its own colour and line style; failed and cancelled runs are left out and counted.
+    `metric`: a figure of the table (default: the first test figure) against the sweep's
+    `axis` (default: its first; a zipped group is one axis), mean with std error bars, one line
+    per value of the other axes, values in the order the sweep gives them, on a log axis when
+    they are log-spaced."""
     sweep = get_sweep(session, caller, sweep_id)
     if name not in PLOTS:
         raise HTTPException(404, f"no plot {name!r}; plots: {', '.join(PLOTS)}")
-    jobs = jobs_of(session, sweep.id)
-    labels = [
-        ", ".join(f"{p}={_scalar(v)}" for p, v in cell.items()) or "all" for cell in sweep.cells
-    ]
-    title = f"sweep {sweep.id[:8]} ({', '.join(families_of(sweep))})"
-    if name == "curves":
-        firsts: dict[str, Job] = {}  # each family's first job
-        for job in jobs:
-            firsts.setdefault(job.family, job)
-        specs = [SPECS[j.family].model_validate(j.spec, context=STORED) for j in firsts.values()]
-        reported = list(dict.fromkeys(m for spec in specs for m in spec.metrics()))
-        metric = metric or specs[0].selection_metric()
-        if metric not in reported:
-            verb = "reports" if len(specs) == 1 else "report"
-            raise field_error(
-                422, "metric", f"{', '.join(firsts)} {verb} per epoch: {', '.join(reported)}"
-            )
-        rows = session.execute(
-            select(Metric.job_id, Metric.epoch, Metric.values)
-            .where(Metric.job_id.in_([j.id for j in jobs]), Metric.fold == 0)
-            .order_by(Metric.epoch)
-        ).all()
-        cell_of = {j.id: j.sweep_cell for j in jobs}
-        per_cell: dict[int, dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
-        for job_id, epoch, values in rows:
-            if isinstance(values.get(metric), int | float):
-                per_cell[cell_of[job_id]][epoch].append(values[metric])
-        if not per_cell:
-            raise HTTPException(409, f"sweep {sweep.id} has no finished epoch yet")
-        series = {}
-        for cell, epochs in sorted(per_cell.items()):
-            xs = sorted(epochs)
-            means = [statistics.fmean(epochs[e]) for e in xs]
-            stds = [statistics.stdev(epochs[e]) if len(epochs[e]) > 1 else 0.0 for e in xs]
-            series[labels[cell]] = (xs, means, stds)
-        png = plots.bands(series, title, xlabel="epoch", ylabel=metric)
-        return Response(png, media_type="image/png")
+    return Response(
+        _figure(session, sweep, name, metric, axis, panel, scale), media_type="image/png"
+    )
 
-    columns, rows = _table(session, sweep)
-    paths = list(dict.fromkeys(p for cell in sweep.cells for p in cell))
-    if not paths:
-        raise HTTPException(409, f"sweep {sweep.id} has no axis to draw against")
-    axis = axis or paths[0]
-    if axis not in paths:
-        raise field_error(422, "axis", f"the sweep's axes: {', '.join(paths)}")
-    figures = [c[: -len("_mean")] for c in columns if c.endswith("_mean")]
-    metric = metric or next((f for f in figures if f.startswith("test_")), figures[0])
-    if metric not in figures:
-        raise field_error(422, "metric", f"the table's figures: {', '.join(figures)}")
-    others = [p for p in paths if p != axis]
-    lines: dict[str, tuple[list[Any], list[float], list[float]]] = {}
-    for row in rows:
-        if row[f"{metric}_mean"] is None:
-            continue
-        label = ", ".join(f"{p}={_scalar(row[p])}" for p in others) or metric
-        xs, means, stds = lines.setdefault(label, ([], [], []))
-        xs.append(_scalar(row[axis]))
-        means.append(row[f"{metric}_mean"])
-        stds.append(row[f"{metric}_std"] or 0.0)
-    if not lines:
-        raise HTTPException(409, f"sweep {sweep.id} has no finished job yet")
-    ranges = (sweep.spec.get("random") or {}).get("ranges", {})
-    log = ranges.get(axis, {}).get("log", False) or _log_spaced([c.get(axis) for c in sweep.cells])
-    png = plots.errorbars(lines, title, xlabel=axis, ylabel=metric, log=log)
-    return Response(png, media_type="image/png")
+
+def _figure(
+    session: SessionDep,
+    sweep: Sweep,
+    name: str,
+    metric: str | None = None,
+    axis: str | None = None,
+    panel: str | None = None,
+    scale: str = "auto",
+    fmt: str = "png",
+) -> bytes:
+    if name == "curves":
+        panels, title, metric, log = _curves(session, sweep, metric, panel, scale)
+        return plots.bands(panels, title, xlabel="epoch", ylabel=metric, log=log, fmt=fmt)
+    lines, xlabel, metric, log = _metric_lines(session, sweep, metric, axis)
+    title = f"sweep {sweep.id[:8]} ({', '.join(families_of(sweep))})"
+    return plots.errorbars(lines, title, xlabel=xlabel, ylabel=metric, log=log, fmt=fmt)

@@ -138,7 +138,7 @@ def test_a_sweep_on_the_command_line(service: Service) -> None:
     cell_row = r"^│\s+(\d)\s+│\s+(\d+)\s+│\s+(\d+)\s+│.*│\s+1/1\s+│$"
     cells = re.findall(cell_row, followed.stdout, re.M)
     params = {h: 64 * h + h + h * 64 + 64 + 64 * 10 + 10 for h in (8, 16)}  # 64-h-64-10
-    assert cells == [("0", "8", str(params[8])), ("1", "16", str(params[16]))]
+    assert cells == [("0", "8", str(params[8])), ("1", "16", str(params[16]))], followed.stdout
     listed = json.loads(annlab("sweep", "list", "--json", url=service.url).stdout)
     assert sweep_id in {s["id"] for s in listed["items"]}
     csv = annlab("sweep", "table", sweep_id, "--csv", url=service.url).stdout.splitlines()
