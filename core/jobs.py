@@ -8,7 +8,7 @@ Claiming is one conditional UPDATE, atomic on PostgreSQL (row lock) and SQLite (
 
 import uuid
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -246,6 +246,51 @@ def save_checkpoint(
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=data)
 
 
+@dataclass
+class EpochRow:
+    """An ended epoch's metric row and artifacts, as a job records them."""
+
+    fold: int
+    epoch: int
+    seconds: float
+    values: dict[str, float]
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+
+
+def record_rows(
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    rows: list[EpochRow],
+    checkpoint: bytes | None,
+    epoch: int,
+    step: int,
+    progress: dict[str, Any],
+) -> None:
+    """Epochs' metric rows, their artifacts and the checkpoint that follows them (`latest`, at
+    (epoch, step)), in one transaction: all or none, so a resumed run records each epoch
+    once. `checkpoint` None: the rows alone (a job that ends failed)."""
+    _guarded(session, lease, lease_seconds, progress=progress)
+    for row in rows:
+        session.add(
+            Metric(
+                job_id=lease.job_id,
+                fold=row.fold,
+                epoch=row.epoch,
+                seconds=row.seconds,
+                attempt=lease.attempt,
+                values=row.values,
+            )
+        )
+        for name, data in row.artifacts.items():
+            session.add(
+                Artifact(job_id=lease.job_id, fold=row.fold, epoch=row.epoch, name=name, data=data)
+            )
+    if checkpoint is not None:
+        _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
+
+
 def record_epoch(
     session: Session,
     lease: Lease,
@@ -259,22 +304,18 @@ def record_epoch(
     progress: dict[str, Any],
     artifacts: dict[str, bytes] | None = None,
 ) -> None:
-    """The epoch's metric row, its artifacts and the checkpoint after it, in one transaction:
-    all or none."""
-    _guarded(session, lease, lease_seconds, progress=progress)
-    session.add(
-        Metric(
-            job_id=lease.job_id,
-            fold=fold,
-            epoch=epoch,
-            seconds=seconds,
-            attempt=lease.attempt,
-            values=values,
-        )
+    """One epoch's row, its artifacts and the checkpoint after it, in one transaction."""
+    row = EpochRow(fold, epoch, seconds, values, artifacts or {})
+    record_rows(
+        session,
+        lease,
+        lease_seconds=lease_seconds,
+        rows=[row],
+        checkpoint=checkpoint,
+        epoch=epoch,
+        step=0,
+        progress=progress,
     )
-    for name, data in (artifacts or {}).items():
-        session.add(Artifact(job_id=lease.job_id, fold=fold, epoch=epoch, name=name, data=data))
-    _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=0, data=checkpoint)
 
 
 @dataclass

@@ -49,8 +49,11 @@ class Settings(BaseSettings):
     # A job not marked sent for this long (its sender died, or the broker was down) is sent by
     # the reaper, at every round until the broker takes it.
     unsent_seconds: float = Field(3.0, gt=0)
-    # Mid-epoch checkpoints at most this far apart; every epoch end is checkpointed too.
+    # Mid-epoch checkpoints at most this far apart.
     checkpoint_seconds: float = Field(60.0, gt=0)
+    # Ended epochs' rows are written together with the checkpoint after them at most this far
+    # apart (and at every fold's end, stop, cancel and failure); 0: at every epoch's end.
+    record_seconds: float = Field(1.0, ge=0)
     max_attempts: int = Field(3, ge=1)
     # Sweeps: how many of a sweep's jobs may wait in the broker at once (core/sweeps.py), and
     # how many jobs one sweep may have.

@@ -21,34 +21,56 @@ log = logging.getLogger(__name__)
 
 
 class Recorder(Callback):
-    """The one callback that writes: mid-epoch checkpoints (every `checkpoint_seconds`, and
-    when the worker stops), each epoch's metric row with its checkpoint, the checkpoint
-    between folds; it also checks for a cancel or a lost lease before every batch."""
+    """The one callback that writes: ended epochs' metric rows with the checkpoint after them
+    (together, at most `record_seconds` apart, in one transaction), mid-epoch checkpoints
+    (every `checkpoint_seconds`, and when the worker stops, with the rows not yet written),
+    the checkpoint between folds; it also checks for a cancel or a lost lease before every
+    batch. Rows held back are written before the fold ends, the job stops, or it ends cancelled
+    or failed (`flush`)."""
 
     def __init__(self, run: "_Run", data: Splits, callbacks: list[Callback]):
         self.run, self.data, self.callbacks = run, data, callbacks
         self.facts_set = False
         self.last_saved = time.monotonic()
+        self.pending: list[jobs.EpochRow] = []
+        self.recorded = False
+        # The checkpoint after the last ended epoch, and that epoch: what the pending rows
+        # lead to.
+        self.latest: tuple[bytes, int] | None = None
+        # Successive halving reads its peers' rows at its rungs: a sweep's job writes each.
+        self.every_epoch = run.settings.record_seconds == 0 or run.halving_config is not None
 
     def checkpoint(self, trainer: Trainer, position: Position) -> bytes:
         state = loop.checkpoint_state(trainer, position, self.callbacks)
         return pack(state, {"spec": self.run.document})
 
-    def save(self, trainer: Trainer, position: Position, *, epoch: int, step: int) -> None:
-        """A checkpoint from which a resumed run goes on at `position`."""
-        position.read_sums()
-        blob = self.checkpoint(trainer, position)
+    def write(self, blob: bytes | None, *, epoch: int, step: int) -> None:
+        """The pending rows and `blob` (a checkpoint at (epoch, step)), in one transaction."""
+        progress = (self.run.control.progress or {}) | {"memory_bytes": memory_in_use()}
         with self.run.session() as session:
-            jobs.save_checkpoint(
+            jobs.record_rows(
                 session,
                 self.run.lease,
                 lease_seconds=self.run.settings.lease_seconds,
+                rows=self.pending,
+                checkpoint=blob,
                 epoch=epoch,
                 step=step,
-                data=blob,
-                progress=self.run.control.progress,
+                progress=progress,
             )
+        self.pending = []
         self.last_saved = time.monotonic()
+
+    def save(self, trainer: Trainer, position: Position, *, epoch: int, step: int) -> None:
+        """A checkpoint from which a resumed run goes on at `position`, with the rows before it."""
+        position.read_sums()
+        self.write(self.checkpoint(trainer, position), epoch=epoch, step=step)
+
+    def flush(self) -> None:
+        """The rows held back, with the checkpoint after the last of them."""
+        if self.pending and self.latest is not None:
+            blob, epoch = self.latest
+            self.write(blob, epoch=epoch, step=0)
 
     def on_fold_start(self, trainer: Trainer, position: Position) -> None:
         self.run.control.watch(trainer.model)
@@ -67,8 +89,10 @@ class Recorder(Callback):
 
     def on_batch_start(self, trainer: Trainer, position: Position) -> None:
         if stop_requested():
-            if position.batch > 0:  # at batch 0 the last epoch's checkpoint is this position
+            if position.batch > 0:
                 self.save(trainer, position, epoch=position.epoch, step=position.batch)
+            else:  # at batch 0 the last epoch's checkpoint is this position
+                self.flush()
             raise Stopped()
         self.run.control.check()
 
@@ -81,25 +105,27 @@ class Recorder(Callback):
         run, fold = self.run, position.fold
         artifacts = trainer.epoch_artifacts(ended.epoch)
         run.control.check(stop_after=None)  # a stop waits for the epoch's record
-        blob = self.checkpoint(trainer, position)
-        with run.session() as session:
-            jobs.record_epoch(
-                session,
-                run.lease,
-                lease_seconds=run.settings.lease_seconds,
-                fold=fold,
-                epoch=ended.epoch,
-                seconds=ended.seconds,
-                values=ended.metrics,
-                checkpoint=blob,
-                progress=(run.control.progress or {}) | {"memory_bytes": memory_in_use()},
-                artifacts={k: pack({"tensor": v}) for k, v in artifacts.items()},
+        self.pending.append(
+            jobs.EpochRow(
+                fold,
+                ended.epoch,
+                ended.seconds,
+                ended.metrics,
+                {k: pack({"tensor": v}) for k, v in artifacts.items()},
             )
+        )
+        self.latest = (self.checkpoint(trainer, position), ended.epoch)
+        # The first rows of an attempt go at once, later ones at most record_seconds apart.
+        due = time.monotonic() - self.last_saved >= run.settings.record_seconds
+        if due or self.every_epoch or not self.recorded:
+            self.recorded = True
+            self.flush()
         done = f"job {run.lease.job_id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
         log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
-        self.last_saved = time.monotonic()
         return False
 
     def on_fold_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
         if position.fold + 1 < self.run.folds:  # the next fold starts from this checkpoint
             self.save(trainer, position.next_fold(position.fold + 1), epoch=0, step=0)
+        else:
+            self.flush()

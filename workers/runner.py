@@ -138,6 +138,7 @@ class _Run:
         self.folds = self.spec.dataset.kfold or 1
         self.owner: str | None = None
         self.sweep_id: str | None = None
+        self.halving_config: sweeps.Halving | None = None  # its sweep's, once prepared
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -175,6 +176,7 @@ class _Run:
         if meta.get("spec") != self.document:
             raise RuntimeError("the stored checkpoint was made for a different job spec")
         config = sweeps.Halving.model_validate(halving) if halving else None
+        self.halving_config = config
 
         def callbacks() -> list[Callback]:
             made = loop.callbacks_for(self.spec)
@@ -197,9 +199,24 @@ class _Run:
 
         callbacks.append(quality.SampleQuality(self.settings, self.owner, scoring))
         callbacks.append(progress)
-        callbacks.append(Recorder(self, data, callbacks))
+        recorder = Recorder(self, data, callbacks)
+        callbacks.append(recorder)
         with job_threads(self.spec, data.info, self.settings, self.device):
-            result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
+            try:
+                result, model = loop.train(
+                    self.family, self.spec, data, self.device, saved, callbacks
+                )
+            except (LeaseLost, Stopped):
+                raise
+            except Exception:  # cancelled or failed: it keeps the epochs that ended
+                if not stop_requested():
+                    try:
+                        recorder.flush()
+                    except Exception:  # noqa: BLE001 - the job's own error is the one to report
+                        log.exception(
+                            "job %s: its last epochs' rows were not written", self.lease.job_id
+                        )
+                raise
         self.finish(progress, data, result, model)
 
     def finish(

@@ -92,6 +92,10 @@ class _Stacked(stack.Hooks):
         # (job, fold, epoch) -> the figures of the epoch ending now
         self.figures: dict[tuple[stack.StackJob, int, int], dict[str, float]] = {}
         self.last_saved = time.monotonic()
+        # Rows not yet written, with the checkpoint after the last of them, by job: written
+        # together at most `record_seconds` apart (as workers/recorder.py does for one job).
+        self.pending: dict[stack.StackJob, jobs.EpochWrite] = {}
+        self.recorded = False
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -130,7 +134,10 @@ class _Stacked(stack.Hooks):
         return [e for e in self.entries if e.outcome is None]
 
     def leave(self, entry: _Entry, outcome: str, error: BaseException | None = None) -> None:
-        """The job leaves the stack: ended, or back in the queue ("stopped")."""
+        """The job leaves the stack: ended, or back in the queue ("stopped"); it keeps the
+        epochs that ended."""
+        if outcome in ("stopped", "failed", "cancelled") and entry.job in self.pending:
+            self.flush([entry.job])
         entry.outcome = outcome
         self.heartbeat.drop(entry.lease)
         with job_context(entry.lease.job_id):
@@ -267,6 +274,7 @@ class _Stacked(stack.Hooks):
         return stop_requested()
 
     def stop(self) -> None:
+        self.flush()  # at an epoch's start the rows' checkpoint is where the jobs stand
         raise Stopped()
 
     def checkpoint_due(self) -> bool:
@@ -285,6 +293,8 @@ class _Stacked(stack.Hooks):
         self.last_saved = time.monotonic()
 
     def save(self, states: list[tuple[stack.StackJob, dict[str, Any], int, int]]) -> None:
+        self.flush()
+
         def write(session: Any, entry: _Entry, what: tuple[dict[str, Any], int, int]) -> None:
             state, epoch, step = what
             assert entry.run is not None
@@ -302,30 +312,47 @@ class _Stacked(stack.Hooks):
 
     def record(self, records: list[stack.EpochRecord]) -> None:
         memory = memory_in_use()
-        writes = []
         for record in records:
             entry = self.by_job[record.job]
             assert entry.run is not None
             rows = [(f, e.epoch, e.seconds, e.metrics) for f, e in record.rows]
             blob = pack(record.state, {"spec": entry.run.document})
             progress = (entry.control.progress or {}) | {"memory_bytes": memory}
-            writes.append(jobs.EpochWrite(entry.lease, rows, blob, progress))
-        with self.session() as session:
-            lost = jobs.record_epochs(session, writes, lease_seconds=self.settings.lease_seconds)
-        for lease in lost:  # the job leaves the stack at the next batch
-            next(e for e in self.entries if e.lease == lease).control.lost.set()
-        self.last_saved = time.monotonic()
+            held = self.pending.get(record.job)
+            rows = (held.rows if held is not None else []) + rows
+            self.pending[record.job] = jobs.EpochWrite(entry.lease, rows, blob, progress)
+        # Successive halving reads its peers' rows at its rungs: a sweep's stack writes each.
+        halving = any(e.run is not None and e.run.halving_config for e in self.entries)
+        # The first rows of an attempt go at once: the jobs' progress then says they stack.
+        due = time.monotonic() - self.last_saved >= self.settings.record_seconds
+        if due or halving or self.settings.record_seconds == 0 or not self.recorded:
+            self.recorded = True
+            self.flush()
         for record in records:
             with job_context(record.job.id):
                 for fold, ended in record.rows:
                     done = f"job {record.job.id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
                     log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
 
+    def flush(self, only: list[stack.StackJob] | None = None) -> None:
+        """The rows held back (every job's, or `only` these), each job's with the checkpoint
+        after them, in one transaction."""
+        chosen = [job for job in self.pending if only is None or job in only]
+        if not chosen:
+            return
+        writes = [self.pending.pop(job) for job in chosen]
+        with self.session() as session:
+            lost = jobs.record_epochs(session, writes, lease_seconds=self.settings.lease_seconds)
+        for lease in lost:  # the job leaves the stack at the next batch
+            next(e for e in self.entries if e.lease == lease).control.lost.set()
+        self.last_saved = time.monotonic()
+
     def finish(self, job: stack.StackJob, result: dict[str, Any], model: torch.nn.Module) -> None:
         entry = self.by_job[job]
         assert entry.run is not None
         with job_context(job.id):
             try:
+                self.flush([job])
                 entry.run.finish(job.progress, job.data, result, model)
                 entry.outcome = "succeeded"
             except LeaseLost:
