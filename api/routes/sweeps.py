@@ -454,6 +454,13 @@ def _value(row: dict[str, Any], group: list[str]) -> Any:
     return ", ".join(f"{p.rsplit('.', 1)[-1]}={_scalar(row.get(p))}" for p in group)
 
 
+def _named(row: dict[str, Any], group: list[str], equals: str = "=") -> str:
+    """`model.hidden.0=8`; a zipped group names its own paths: `name=sgd, lr=0.1`."""
+    if len(group) > 1:
+        return _value(row, group)
+    return f"{group[0]}{equals}{_scalar(row.get(group[0]))}"
+
+
 def _group_named(sweep: Sweep, name: str | None, field: str) -> list[str] | None:
     if name is None:
         return None
@@ -510,8 +517,8 @@ def _curves(
     others = [g for g in groups if g != by_panel]
     for cell, epochs in sorted(per_cell.items()):
         values = sweep.cells[cell]
-        name = "" if by_panel is None else f"{' / '.join(by_panel)} = {_value(values, by_panel)}"
-        label = ", ".join(f"{' / '.join(g)}={_value(values, g)}" for g in others) or metric
+        name = "" if by_panel is None else _named(values, by_panel, " = ")
+        label = ", ".join(_named(values, g) for g in others) or metric
         xs = sorted(epochs)
         means = [statistics.fmean(epochs[e]) for e in xs]
         stds = [statistics.stdev(epochs[e]) if len(epochs[e]) > 1 else None for e in xs]
@@ -543,7 +550,7 @@ def _metric_lines(
     for row in rows:
         if row[f"{metric}_mean"] is None:
             continue
-        label = ", ".join(f"{' / '.join(g)}={_scalar(_value(row, g))}" for g in others) or metric
+        label = ", ".join(_named(row, g) for g in others) or metric
         xs, means, stds = lines.setdefault(label, ([], [], []))
         x = _value(row, group)
         xs.append(x if len(group) > 1 else _scalar(x))

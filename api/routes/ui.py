@@ -49,3 +49,19 @@ def compare(request: Request) -> HTMLResponse:
 def job_page(request: Request, job_id: Annotated[str, PathParam(max_length=64)]) -> HTMLResponse:
     """One job: status, live curves, result, pictures, document."""
     return templates.TemplateResponse(request, "job.html", {"page": "job", "job_id": job_id})
+
+
+@router.get("/ui/sweeps", response_class=HTMLResponse)
+def sweep_list(request: Request) -> HTMLResponse:
+    """Sweeps with live status and progress."""
+    return templates.TemplateResponse(request, "sweeps.html", {"page": "sweeps"})
+
+
+@router.get("/ui/sweeps/{sweep_id}", response_class=HTMLResponse)
+def sweep_page(
+    request: Request, sweep_id: Annotated[str, PathParam(max_length=64)]
+) -> HTMLResponse:
+    """One sweep: progress, its table (mean ± std and n per cell), its figures, its cells."""
+    return templates.TemplateResponse(
+        request, "sweep.html", {"page": "sweep", "sweep_id": sweep_id}
+    )

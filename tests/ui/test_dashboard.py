@@ -271,3 +271,48 @@ def test_the_api_docs_work_without_a_network(browser, embedded: Service, tmp_pat
     entries = "return performance.getEntriesByType('resource').map(e => [e.name, e.initiatorType])"
     elsewhere = [e for e in driver.execute_script(entries) if not e[0].startswith(embedded.url)]
     assert elsewhere in ([], [["https://cdn.redoc.ly/redoc/logo-mini.svg", "img"]]), elsewhere
+
+
+def test_a_sweep_is_listed_and_its_page_shows_the_table_and_figures(
+    browser, embedded: Service, tmp_path: Path
+) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    document = {
+        "base": MLP | {"train": {"epochs": 3, "batch_size": 32}},
+        "axes": {"model.hidden.0": [8, 16]},
+        "zip": [{"train.optimizer.name": ["sgd", "adam"], "train.optimizer.lr": [0.1, 0.01]}],
+        "repeats": 2,
+    }
+    answer = httpx.post(embedded.url + "/sweeps", json=document, timeout=30)
+    assert answer.status_code == 202, answer.text
+    sweep_id = answer.json()["id"]
+
+    driver = browser
+    driver.get(embedded.url + "/ui/sweeps")
+    row = f'tr[data-sweep-id="{sweep_id}"]'
+    wait_until(driver, lambda d: d.find_elements(By.CSS_SELECTOR, row), "the sweep listed")
+    driver.find_element(By.CSS_SELECTOR, f"{row} a").click()
+    wait_until(driver, lambda d: "/ui/sweeps/" in d.current_url, "the sweep's page")
+    wait_until(
+        driver,
+        lambda d: text(d, "#status") == "succeeded",
+        "the sweep to succeed",
+        timeout=WAIT * 2,
+    )
+    cells = "#table tbody tr"
+    wait_until(
+        driver,
+        lambda d: (
+            [e.text for e in d.find_elements(By.CSS_SELECTOR, f"{cells} td.n")] == ["2/2"] * 4
+        ),
+        "the table's four cells, each with n = 2/2",
+    )
+    accuracy = driver.find_elements(By.CSS_SELECTOR, f'{cells} td[data-figure="test_accuracy"]')
+    assert len(accuracy) == 4 and all(" ± " in e.text for e in accuracy)
+    loaded = "return document.getElementById(arguments[0]).naturalWidth"
+    for figure in ("metric-figure", "curves-figure"):
+        wait_until(driver, lambda d, f=figure: d.execute_script(loaded, f) > 0, f"{figure} drawn")
+    assert len(driver.find_elements(By.CSS_SELECTOR, "#cells tbody tr")) == 4
+    screenshot(driver, tmp_path, "sweep")
