@@ -189,10 +189,23 @@ function curveLines(history, groups = {}, { prefix = "", colour = null } = {}) {
   return groups;
 }
 
+// An exponential moving average of a line's values (weight `a` on the past), gaps kept.
+function smoothed(values, a) {
+  if (!a) return values;
+  let last = null;
+  return values.map((v) => {
+    if (v === null) return null;
+    last = last === null ? v : a * last + (1 - a) * v;
+    return last;
+  });
+}
+
 // Draw (or update) one chart per kind in `container`; its data-epochs says the last epoch the
 // charts hold (they start at epoch 0, the initial weights, where the job has it), read from
-// the charts' own data.
+// the charts' own data. `container.view` may ask for a log scale (kinds whose values are all
+// positive) and smoothing (an exponential moving average, 0 to 0.95).
 function drawCurves(container, groups) {
+  const view = container.view || { log: false, smoothing: 0 };
   const kinds = Object.keys(groups).filter((k) => k !== "lr" || changes(groups[k])).sort(byKind);
   if (!kinds.length) return;
   container.charts = container.charts || {};
@@ -201,8 +214,10 @@ function drawCurves(container, groups) {
   for (const kind of kinds) {
     const lines = groups[kind];
     const x = [...new Set(lines.flatMap((line) => [...line.points.keys()]))].sort((a, b) => a - b);
-    const data = [x, ...lines.map((line) => x.map((e) => line.points.get(e) ?? null))];
-    const shape = lines.map((line) => line.label).join("|");
+    const raw = lines.map((line) => x.map((e) => line.points.get(e) ?? null));
+    const data = [x, ...raw.map((values) => smoothed(values, view.smoothing))];
+    const log = view.log && raw.flat().every((v) => v === null || v > 0);
+    const shape = lines.map((line) => line.label).join("|") + (log ? "|log" : "");
     let chart = container.charts[kind];
     if (chart && chart.shape !== shape) {
       chart.destroy();
@@ -211,12 +226,13 @@ function drawCurves(container, groups) {
     if (!chart) {
       const box = el("div", { class: "chart", dataset: { kind } });
       container.append(box);
-      chart = new uPlot(chartOptions(kind, lines), data, box);
+      chart = new uPlot(chartOptions(kind, lines, log), data, box);
       chart.shape = shape;
       container.charts[kind] = chart;
     } else {
       chart.setData(data);
     }
+    chart.raw = raw;
     epochs = Math.max(epochs, ...chart.data[0]);
   }
   container.dataset.epochs = String(epochs);
@@ -233,12 +249,12 @@ function byKind(a, b) {
   return rank(a) - rank(b) || a.localeCompare(b);
 }
 
-function chartOptions(kind, lines) {
+function chartOptions(kind, lines, log = false) {
   return {
-    title: kind,
+    title: log ? `${kind} (log scale)` : kind,
     width: 440,
     height: 260,
-    scales: { x: { time: false } },
+    scales: { x: { time: false }, y: log ? { distr: 3 } : {} },
     legend: { live: false },
     axes: [{ label: "epoch" }, { size: 60, values: (u, ticks) => ticks.map(tick) }],
     series: [

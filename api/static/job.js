@@ -1,10 +1,14 @@
-// One job: GET /jobs/{id} and its metrics every 1.5 s until it ends, then its pictures.
+// One job: GET /jobs/{id} and its metrics every 1.5 s until it ends; its pictures as epochs end,
+// and the model's once it exists.
 "use strict";
 
 const jobId = document.getElementById("job").dataset.jobId;
 const path = `/jobs/${encodeURIComponent(jobId)}`;
 const curves = document.getElementById("curves");
 let specShown = false;
+let picturesAt = null; // the epoch the pictures shown were drawn at
+let lastHistory = null;
+curves.view = { log: false, smoothing: 0 };
 
 function showJob(job) {
   const p = job.progress;
@@ -46,7 +50,10 @@ function showJob(job) {
 
 async function showCurves() {
   const metrics = await getJSON(`${path}/metrics`);
-  if (metrics && metrics.history.length) drawCurves(curves, curveLines(metrics.history));
+  if (metrics && metrics.history.length) {
+    lastHistory = metrics.history;
+    drawCurves(curves, curveLines(metrics.history));
+  }
 }
 
 // The API's own figure of the record, the GAN/VAE samples kept over epochs, and once the
@@ -76,7 +83,14 @@ every(1500, async () => {
   if (!job) return false; // the problem is shown; reload to try again
   showJob(job);
   await showCurves();
-  if (!FINISHED.has(job.status)) return true;
+  if (!FINISHED.has(job.status)) {
+    const epoch = Number(curves.dataset.epochs);
+    if (lastHistory && epoch !== picturesAt) {
+      picturesAt = epoch; // drawn again as epochs end, while it trains
+      await showPictures(job);
+    }
+    return true;
+  }
   await showPictures(job);
   return false; // it ended: nothing changes any more
 });
@@ -91,3 +105,13 @@ document.getElementById("rerun").addEventListener("click", async () => {
   if (response.ok) location.href = `${ROOT}/ui/jobs/${encodeURIComponent((await response.json()).id)}`;
   else notice(`run again: ${response.status} ${await problem(response)}`);
 });
+
+function redrawCurves() {
+  curves.view = {
+    log: document.getElementById("log-scale").checked,
+    smoothing: Number(document.getElementById("smoothing").value),
+  };
+  if (lastHistory) drawCurves(curves, curveLines(lastHistory));
+}
+document.getElementById("log-scale").addEventListener("change", redrawCurves);
+document.getElementById("smoothing").addEventListener("input", redrawCurves);

@@ -316,3 +316,33 @@ def test_a_sweep_is_listed_and_its_page_shows_the_table_and_figures(
         wait_until(driver, lambda d, f=figure: d.execute_script(loaded, f) > 0, f"{figure} drawn")
     assert len(driver.find_elements(By.CSS_SELECTOR, "#cells tbody tr")) == 4
     screenshot(driver, tmp_path, "sweep")
+
+
+def test_pictures_while_a_job_trains_and_curves_on_a_log_scale_smoothed(
+    browser, embedded: Service, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    job = embedded.submit(MLP | {"train": {"epochs": 60, "batch_size": 16}})
+    driver = browser
+    driver.get(f"{embedded.url}/ui/jobs/{job['id']}")
+    drawn = 'return document.querySelectorAll("#pictures img").length'
+    wait_until(driver, lambda d: d.execute_script(drawn) > 0, "a picture drawn")
+    assert embedded.job(job["id"])["status"] == "running"  # drawn while it trains
+    wait_until(driver, lambda d: text(d, "#status") == "succeeded", "the job to succeed")
+
+    chart = "document.getElementById('curves').charts.loss"
+    assert driver.execute_script(f"return {chart}.scales.y.distr") == 1
+    driver.find_element(By.ID, "log-scale").click()
+    wait_until(driver, lambda d: d.execute_script(f"return {chart}.scales.y.distr") == 3, "log")
+    driver.execute_script(
+        "const s = document.getElementById('smoothing'); s.value = '0.9';"
+        "s.dispatchEvent(new Event('input'));"
+    )
+    raw, shown = driver.execute_script(f"return [{chart}.raw[0], {chart}.data[1]]")
+    expected, last = [], None
+    for value in raw:
+        last = value if last is None else 0.9 * last + 0.1 * value
+        expected.append(last)
+    assert shown == pytest.approx(expected) and shown != pytest.approx(raw)
+    screenshot(driver, tmp_path, "dashboard-log-smoothed")
