@@ -35,7 +35,7 @@ browsers:
 
 run: venv migrate
 	@echo "annlab: API docs at http://$(HOST):$(PORT)/docs  (data in $(ANNLAB_HOME))"
-	@echo "annlab: without API keys only this machine is served; make one: $(BIN)/annlab keys create NAME"
+	@echo "annlab: without API keys only this machine is served; make one: $(BIN)/annlab key create NAME"
 	@exec $(BIN)/python -m workers.launch --host $(HOST) --port $(PORT)
 
 test: venv datasets browsers docs

@@ -1,18 +1,19 @@
 """`annlab`: the command line of annlab's API, and of its API keys on the server.
 
-    annlab submit job.json --follow      queue a job, show its progress bar, print its result
-    annlab jobs [--status S] [--family F] [--limit N]
-    annlab show JOB | metrics JOB [--plot out.png] | cancel JOB | rerun JOB
-    annlab predict JOB --inputs inputs.json       (or inline: --inputs '[[0, 1, ...]]')
-    annlab sample JOB -n 64 -o grid.png
-    annlab models | datasets | upload FILE --name NAME | health
-    annlab sweep list [--family F] | submit sweep.json [--follow] | show|table|cancel SWEEP
-    annlab keys create NAME [--admin] | keys revoke NAME | keys list
+    annlab job submit job.json --follow     queue a job, show its progress bar, print its result
+    annlab job list [--status S] [--family F] [--limit N]
+    annlab job show|cancel|rerun JOB | job metrics JOB [--plot out.png]
+    annlab model list [--family F] | model predict MODEL --inputs inputs.json | model sample MODEL
+    annlab dataset list | dataset upload FILE --name NAME
+    annlab sweep list [--family F] | sweep submit sweep.json [--follow] | sweep show|table|cancel S
+    annlab key create NAME [--admin] | key revoke NAME | key list
+    annlab health
 
-Every command takes `--url` and `--api-key` (default: ANNLAB_URL, ANNLAB_API_KEY) and `--json`
-(print the API's JSON instead of tables, for scripts). An error answer prints one line that
-names the failing field and exits 1. `keys` runs on the server: it reads the service's own
-settings (DATABASE_URL, ANNLAB_HOME) and writes the database directly, on a migrated database
+One noun per resource (job, model, dataset, sweep, key), then a verb. Every command takes
+`--url` and `--api-key` (default: ANNLAB_URL, ANNLAB_API_KEY) and `--json` (print the API's
+JSON instead of tables, for scripts). An error answer prints one line that names the failing
+field and exits 1. `key` runs on the server: it reads the service's own settings
+(DATABASE_URL, ANNLAB_HOME) and writes the database directly, on a migrated database
 (`make migrate`); only it imports the server's packages.
 """
 
@@ -192,7 +193,7 @@ def follow(api: Client, job: Mapping[str, Any], args: argparse.Namespace) -> int
     try:
         done = api.wait(job["id"], progress=True, poll=args.poll)
     except KeyboardInterrupt:
-        err.print(f"stopped following; the job goes on (annlab cancel {job['id']})")
+        err.print(f"stopped following; the job goes on (annlab job cancel {job['id']})")
         return 130
     if args.json:
         emit_json(done)
@@ -409,7 +410,7 @@ def sweep_rows(sweeps: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
 SWEEP_COLUMNS = ["id", "family", "status", "cells", "jobs ended", "eta_seconds", "created"]
 
 
-def list_sweeps(api: Client, args: argparse.Namespace) -> int:
+def cmd_sweeps(api: Client, args: argparse.Namespace) -> int:
     page = api.list_sweeps(family=args.family, limit=args.limit)
     if args.json:
         emit_json(page)
@@ -446,8 +447,6 @@ def print_sweep_table(api: Client, sweep_id: str) -> None:
 
 
 def cmd_sweep(api: Client, args: argparse.Namespace) -> int:
-    if args.action == "list":
-        return list_sweeps(api, args)
     if args.action == "submit":
         sweep = api.create_sweep(load_json(args.document, "sweep document"))
         if not args.follow:
@@ -500,7 +499,7 @@ def cmd_health(api: Client, args: argparse.Namespace) -> int:
     return 0 if health.get("status") == "ok" else 1
 
 
-def cmd_keys(args: argparse.Namespace) -> int:
+def cmd_key(args: argparse.Namespace) -> int:
     """On the server: keys in the service's database (its settings, not --url)."""
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
@@ -571,20 +570,45 @@ def global_options(parser: argparse.ArgumentParser, *, after_command: bool) -> N
     )
 
 
+# The spellings before one noun per resource: each names its replacement and exits 2.
+RENAMED = {
+    "submit": "job submit",
+    "jobs": "job list",
+    "show": "job show",
+    "cancel": "job cancel",
+    "rerun": "job rerun",
+    "metrics": "job metrics",
+    "predict": "model predict",
+    "sample": "model sample",
+    "models": "model list",
+    "datasets": "dataset list",
+    "upload": "dataset upload",
+    "sweeps": "sweep list",
+    "keys": "key",
+}
+
+
 def parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     global_options(common, after_command=True)
+    lines = __doc__.splitlines()
     top = argparse.ArgumentParser(
         prog="annlab",
-        description=__doc__.splitlines()[0],
+        description=lines[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="\n".join(__doc__.splitlines()[2:11]),
+        epilog="\n".join(lines[2 : lines.index("", 2)]),
     )
     global_options(top, after_command=False)
-    commands = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    nouns = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def command(name: str, run: Callable[..., int], help: str) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=help, description=help, parents=[common])
+    def resource(name: str, help: str) -> argparse._SubParsersAction:
+        noun = nouns.add_parser(name, help=help, description=help, parents=[common])
+        return noun.add_subparsers(dest="action", required=True)
+
+    def verb(
+        verbs: argparse._SubParsersAction, name: str, run: Callable[..., int], help: str
+    ) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help, description=help, parents=[common])
         sub.set_defaults(run=run)
         return sub
 
@@ -594,11 +618,12 @@ def parser() -> argparse.ArgumentParser:
         )
         sub.add_argument("--poll", type=float, default=1.0, help="seconds between polls (1)")
 
-    submit = command("submit", cmd_submit, "queue a job from a JSON document")
+    job = resource("job", "jobs: submit, list, show, metrics, cancel, rerun")
+    submit = verb(job, "submit", cmd_submit, "queue a job from a JSON document")
     submit.add_argument("document", help="a .json file, - for stdin, or inline JSON")
     following(submit, "job")
 
-    jobs = command("jobs", cmd_jobs, "list jobs, newest first")
+    jobs = verb(job, "list", cmd_jobs, "list jobs, newest first")
     jobs.add_argument("--status", choices=["queued", "running", *sorted(TERMINAL)])
     jobs.add_argument("--family")
     jobs.add_argument("--limit", type=int, default=20, help="at most this many (20)")
@@ -607,20 +632,25 @@ def parser() -> argparse.ArgumentParser:
         ("show", cmd_show, "a job: status, progress, result, error"),
         ("cancel", cmd_cancel, "stop a queued or running job"),
     ):
-        command(name, run, help).add_argument("job", help="the job id")
+        verb(job, name, run, help).add_argument("job", help="the job id")
 
-    rerun = command("rerun", cmd_rerun, "queue a job's document again")
+    rerun = verb(job, "rerun", cmd_rerun, "queue a job's document again")
     rerun.add_argument("job")
     following(rerun, "job")
 
-    metrics = command("metrics", cmd_metrics, "a job's per-epoch metrics")
+    metrics = verb(job, "metrics", cmd_metrics, "a job's per-epoch metrics")
     metrics.add_argument("job")
     metrics.add_argument(
         "--plot", metavar="PNG", help="also write the learning curves to this file (- for stdout)"
     )
 
-    predict = command("predict", cmd_predict, "a trained model's outputs for some inputs")
-    predict.add_argument("job")
+    model = resource("model", "trained models: list, predict, sample")
+    models = verb(model, "list", cmd_models, "trained models and their verbs")
+    models.add_argument("--family")
+    models.add_argument("--limit", type=int, default=20)
+
+    predict = verb(model, "predict", cmd_predict, "a trained model's outputs for some inputs")
+    predict.add_argument("job", metavar="MODEL", help="the model (its job's id)")
     predict.add_argument(
         "--inputs",
         required=True,
@@ -629,30 +659,27 @@ def parser() -> argparse.ArgumentParser:
     predict.add_argument("--raw", action="store_true", help="inputs in the dataset's own scale")
     predict.add_argument("--attention", action="store_true", help="ViT: attention maps too")
 
-    sample = command("sample", cmd_sample, "new examples from a generative model")
-    sample.add_argument("job")
+    sample = verb(model, "sample", cmd_sample, "new examples from a generative model")
+    sample.add_argument("job", metavar="MODEL", help="the model (its job's id)")
     sample.add_argument("-n", type=int, help="how many (the API's default: 16; a grid: 10)")
     sample.add_argument("--seed", type=int)
     sample.add_argument("--steps", type=int, help="rbm, dbm: Gibbs steps")
     sample.add_argument("-o", "--output", metavar="PNG", help="write them as a grid picture")
 
-    models = command("models", cmd_models, "trained models and their verbs")
-    models.add_argument("--family")
-    models.add_argument("--limit", type=int, default=20)
-
-    command("datasets", cmd_datasets, "built-in and uploaded datasets")
-
-    upload = command("upload", cmd_upload, "upload a dataset (.npz with X, y; or a .csv series)")
+    dataset = resource("dataset", "datasets: list, upload")
+    verb(dataset, "list", cmd_datasets, "built-in and uploaded datasets")
+    upload = verb(
+        dataset, "upload", cmd_upload, "upload a dataset (.npz with X, y; or a .csv series)"
+    )
     upload.add_argument("file")
     upload.add_argument("--name", required=True, help="jobs use upload:<name>")
     upload.add_argument("--kind", choices=["classification", "regression"])
 
-    sweep_actions = command("sweep", cmd_sweep, "sweeps: list, submit, show, table, cancel")
-    sweep_commands = sweep_actions.add_subparsers(dest="action", required=True)
-    sweep_list = sweep_commands.add_parser("list", parents=[common], help="sweeps, newest first")
-    sweep_list.add_argument("--family", help="the sweeps with a cell of this family")
-    sweep_list.add_argument("--limit", type=int, default=20)
-    sweep_submit = sweep_commands.add_parser("submit", parents=[common], help="queue a sweep")
+    sweep = resource("sweep", "sweeps: list, submit, show, table, cancel")
+    sweeps = verb(sweep, "list", cmd_sweeps, "list sweeps, newest first")
+    sweeps.add_argument("--family", help="the sweeps with a cell of this family")
+    sweeps.add_argument("--limit", type=int, default=20)
+    sweep_submit = verb(sweep, "submit", cmd_sweep, "queue a sweep")
     sweep_submit.add_argument("document", help="a .json file, - for stdin, or inline JSON")
     following(sweep_submit, "sweep")
     for action, help in (
@@ -660,32 +687,50 @@ def parser() -> argparse.ArgumentParser:
         ("table", "mean and std per cell"),
         ("cancel", "cancel every job not ended"),
     ):
-        sub = sweep_commands.add_parser(action, parents=[common], help=help)
+        sub = verb(sweep, action, cmd_sweep, help)
         sub.add_argument("sweep", help="the sweep id")
         if action == "table":
             sub.add_argument("--csv", action="store_true", help="print CSV")
 
-    command("health", cmd_health, "whether the database and the broker answer")
+    health = nouns.add_parser(
+        "health",
+        help="whether the database and the broker answer",
+        description="whether the database and the broker answer",
+        parents=[common],
+    )
+    health.set_defaults(run=cmd_health)
 
-    key_parser = command("keys", cmd_keys, "API keys (on the server: its database)")
-    key_commands = key_parser.add_subparsers(dest="action", required=True)
-    create = key_commands.add_parser("create", parents=[common], help="make a key and print it")
+    key = resource("key", "API keys (on the server: its database): create, revoke, list")
+    create = verb(key, "create", cmd_key, "make a key and print it")
     create.add_argument("name", help="the owner of what the key creates")
     create.add_argument("--admin", action="store_true", help="sees and manages everything")
-    revoke = key_commands.add_parser(
-        "revoke",
-        parents=[common],
-        help="the key stops working (within ANNLAB_KEY_CACHE_SECONDS, 1 s)",
+    revoke = verb(
+        key, "revoke", cmd_key, "the key stops working (within ANNLAB_KEY_CACHE_SECONDS, 1 s)"
     )
     revoke.add_argument("name")
-    key_commands.add_parser("list", parents=[common], help="active keys (names, never the keys)")
+    verb(key, "list", cmd_key, "active keys (names, never the keys)")
     return top
 
 
+def renamed(argv: Sequence[str]) -> tuple[str, str] | None:
+    """(old, new) for a command given in a spelling before one noun per resource, else None."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--url", "--api-key"):
+            next(words, None)
+        elif not word.startswith("-"):
+            return (word, RENAMED[word]) if word in RENAMED else None
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if spelling := renamed(argv):
+        err.print(f"annlab: `annlab {spelling[0]}` is spelled `annlab {spelling[1]}`")
+        return 2
     args = parser().parse_args(argv)
-    if args.run is cmd_keys:
-        return cmd_keys(args)
+    if args.run is cmd_key:
+        return cmd_key(args)
     api = Client(args.url, args.api_key)
     try:
         return args.run(api, args)

@@ -70,7 +70,7 @@ def identify(request: Request, session: Session, settings: Settings) -> Caller:
     raise HTTPException(
         401,
         "an API key is needed: Authorization: Bearer <key> or X-API-Key: <key> "
-        "(an admin makes one with `annlab keys create NAME`)",
+        "(an admin makes one with `annlab key create NAME`)",
         headers={"WWW-Authenticate": "Bearer"},
     )
 

@@ -76,12 +76,12 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     if not protected:
         if settings.environment == "production":
             raise RuntimeError(
-                "ANNLAB_ENVIRONMENT=production needs an API key: annlab keys create NAME"
+                "ANNLAB_ENVIRONMENT=production needs an API key: annlab key create NAME"
             )
         log.warning(
             "annlab: no API keys yet, so requests from this machine are served without one "
             "(anonymous, admin) and all others are refused; make one with "
-            "`annlab keys create NAME` to require keys"
+            "`annlab key create NAME` to require keys"
         )
     jobs.warm_up(settings)  # torch and the families, before the first request, not in it
     yield

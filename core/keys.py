@@ -1,4 +1,4 @@
-"""API keys: made and revoked by an admin command (`annlab keys ...`), stored as sha256 hashes
+"""API keys: made and revoked by an admin command (`annlab key ...`), stored as sha256 hashes
 (a key is 256 random bits, so a plain hash is enough), looked up by hash on every request."""
 
 import hashlib

@@ -1,5 +1,6 @@
 """The `annlab` command: its options and errors in process, and the README's CNN flow as a
-subprocess against the real service (submit --follow, show, jobs, metrics, predict, cancel)."""
+subprocess against the real service (job submit --follow, job show, job list, job metrics,
+model predict, job cancel)."""
 
 import json
 import re
@@ -25,10 +26,12 @@ def annlab(*args: str, url: str | None = None, timeout: float = 300) -> subproce
 
 
 def test_global_options_go_before_or_after_the_command() -> None:
-    args = parser().parse_args(["--json", "--url", "http://a:1", "jobs", "--limit", "3"])
+    args = parser().parse_args(["--json", "--url", "http://a:1", "job", "list", "--limit", "3"])
     assert (args.json, args.url, args.api_key, args.limit) == (True, "http://a:1", None, 3)
-    args = parser().parse_args(["show", "j1", "--json", "--api-key", "k"])
+    args = parser().parse_args(["job", "show", "j1", "--json", "--api-key", "k"])
     assert (args.json, args.url, args.api_key, args.job) == (True, None, "k", "j1")
+    args = parser().parse_args(["job", "--json", "cancel", "j1"])
+    assert (args.json, args.action, args.job) == (True, "cancel", "j1")
     args = parser().parse_args(["--url", "http://a:1", "sweep", "table", "s1", "--csv"])
     assert (args.json, args.url, args.action, args.csv) == (False, "http://a:1", "table", True)
 
@@ -38,23 +41,37 @@ def test_a_document_that_is_not_json_exits_2(
 ) -> None:
     document = tmp_path / "job.json"
     document.write_text('{"family": "cnn",')
-    assert main(["--url", "http://127.0.0.1:9", "submit", str(document)]) == 2
+    assert main(["--url", "http://127.0.0.1:9", "job", "submit", str(document)]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"annlab: {document} is not JSON: ") and error.count("\n") == 1
-    assert main(["submit", str(tmp_path / "missing.json")]) == 2
+    assert main(["job", "submit", str(tmp_path / "missing.json")]) == 2
     assert "no file" in capsys.readouterr().err
+
+
+def test_each_resource_is_one_noun_and_the_old_spellings_name_the_new(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    nouns = parser()._subparsers._group_actions[0].choices
+    assert set(nouns) == {"job", "model", "dataset", "sweep", "key", "health"}
+    assert main(["--url", "http://a:1", "sweeps", "--family", "mlp"]) == 2
+    assert capsys.readouterr().err == "annlab: `annlab sweeps` is spelled `annlab sweep list`\n"
+    assert main(["submit", "job.json"]) == 2
+    assert "`annlab job submit`" in capsys.readouterr().err
+    with pytest.raises(SystemExit):  # argparse's usage error, naming the verbs
+        main(["sweep"])
+    assert "list,submit,show,table,cancel" in capsys.readouterr().err
 
 
 def test_no_service_is_one_line_and_exit_1(capsys: pytest.CaptureFixture[str]) -> None:
     url = f"http://127.0.0.1:{free_port()}"
-    assert main(["--url", url, "jobs"]) == 1
+    assert main(["--url", url, "job", "list"]) == 1
     error = capsys.readouterr().err
     assert error.startswith(f"annlab: no answer from {url}") and error.count("\n") == 1
 
 
 @pytest.mark.service
 def test_the_readme_cnn_flow_on_the_command_line(service: Service, tmp_path: Path) -> None:
-    datasets = json.loads(annlab("datasets", "--json", url=service.url).stdout)["items"]
+    datasets = json.loads(annlab("dataset", "list", "--json", url=service.url).stdout)["items"]
     fashion = next(d for d in datasets if d["name"] == "fashion_mnist")
     if not fashion["available"]:
         pytest.skip("Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist)")
@@ -69,7 +86,7 @@ def test_the_readme_cnn_flow_on_the_command_line(service: Service, tmp_path: Pat
         )
     )
 
-    followed = annlab("submit", str(document), "--follow", "--poll", "0.2", url=service.url)
+    followed = annlab("job", "submit", str(document), "--follow", "--poll", "0.2", url=service.url)
     assert followed.returncode == 0, followed.stderr
     job_id = re.search(r"queued ([0-9a-f]{32})", followed.stderr).group(1)
     updates = re.split(r"[\r\n]+", followed.stderr)
@@ -83,32 +100,37 @@ def test_the_readme_cnn_flow_on_the_command_line(service: Service, tmp_path: Pat
     accuracy = float(re.search(r"result\.test_accuracy\s+│\s+([0-9.]+)", table).group(1))
     assert accuracy > 0.5
 
-    shown = json.loads(annlab("show", job_id, "--json", url=service.url).stdout)
+    shown = json.loads(annlab("job", "show", job_id, "--json", url=service.url).stdout)
     assert shown["id"] == job_id and shown["status"] == "succeeded"
     assert shown["result"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
-    listed = json.loads(annlab("--json", "jobs", "--family", "cnn", url=service.url).stdout)
+    listed = json.loads(annlab("--json", "job", "list", "--family", "cnn", url=service.url).stdout)
     assert job_id in {j["id"] for j in listed["items"]}
     assert (
-        job_id in annlab("jobs", "--status", "succeeded", "--limit", "200", url=service.url).stdout
+        job_id
+        in annlab("job", "list", "--status", "succeeded", "--limit", "200", url=service.url).stdout
     )
 
     plot = tmp_path / "curves.png"
-    metrics = annlab("metrics", job_id, "--plot", str(plot), url=service.url)
+    metrics = annlab("job", "metrics", job_id, "--plot", str(plot), url=service.url)
     assert metrics.returncode == 0 and plot.read_bytes().startswith(PNG)
     assert re.findall(r"^│\s+(\d)\s+│", metrics.stdout, re.M) == ["0", "1", "2"]
     assert "2 epochs of" in metrics.stdout  # epoch 0 trained none
-    history = json.loads(annlab("metrics", job_id, "--json", url=service.url).stdout)["history"]
+    history = json.loads(annlab("job", "metrics", job_id, "--json", url=service.url).stdout)[
+        "history"
+    ]
     assert [row["epoch"] for row in history] == [0, 1, 2]
 
     inputs = tmp_path / "inputs.json"
     inputs.write_text(json.dumps({"inputs": [[[[0.0] * 28] * 28]] * 3}))
-    predicted = annlab("predict", job_id, "--inputs", str(inputs), "--json", url=service.url)
+    predicted = annlab(
+        "model", "predict", job_id, "--inputs", str(inputs), "--json", url=service.url
+    )
     answer = json.loads(predicted.stdout)
     assert len(answer["outputs"]) == 3 and set(answer["class_names"]) <= set(fashion["classes"])
-    as_table = annlab("predict", job_id, "--inputs", str(inputs), url=service.url).stdout
+    as_table = annlab("model", "predict", job_id, "--inputs", str(inputs), url=service.url).stdout
     assert answer["class_names"][0] in as_table
 
-    refused = annlab("cancel", job_id, url=service.url)
+    refused = annlab("job", "cancel", job_id, url=service.url)
     assert refused.returncode == 1
     assert refused.stderr == f"annlab: 409: job {job_id} already ended succeeded\n"
 
@@ -119,11 +141,11 @@ def test_a_bad_document_exits_1_naming_the_field(service: Service, tmp_path: Pat
     document.write_text(
         json.dumps({"family": "cnn", "dataset": {"name": "digits"}, "train": {"epochs": 0}})
     )
-    refused = annlab("submit", str(document), "--follow", url=service.url)
+    refused = annlab("job", "submit", str(document), "--follow", url=service.url)
     assert refused.returncode == 1 and refused.stdout == ""
     assert refused.stderr.startswith("annlab: 422: train.epochs: ")
     assert refused.stderr.count("\n") == 1
-    as_json = annlab("--json", "submit", '{"family": "mlp"}', url=service.url)
+    as_json = annlab("--json", "job", "submit", '{"family": "mlp"}', url=service.url)
     assert as_json.returncode == 1 and "annlab: 422: dataset: " in as_json.stderr
 
 
@@ -138,20 +160,20 @@ def test_a_sweep_on_the_command_line(service: Service) -> None:
     cell_row = r"^│\s+(\d)\s+│\s+(\d+)\s+│\s+(\d+)\s+│.*│\s+1/1\s+│$"
     cells = re.findall(cell_row, followed.stdout, re.M)
     params = {h: 64 * h + h + h * 64 + 64 + 64 * 10 + 10 for h in (8, 16)}  # 64-h-64-10
-    assert cells == [("0", "8", str(params[8])), ("1", "16", str(params[16]))], followed.stdout
+    assert cells == [("0", "8", str(params[8])), ("1", "16", str(params[16]))]
     listed = json.loads(annlab("sweep", "list", "--json", url=service.url).stdout)
     assert sweep_id in {s["id"] for s in listed["items"]}
     csv = annlab("sweep", "table", sweep_id, "--csv", url=service.url).stdout.splitlines()
     assert csv[0].startswith("cell,model.hidden.0,n_params,") and len(csv) == 3
 
 
-def test_keys_list_as_json(tmp_path: Path) -> None:
+def test_key_list_as_json(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'keys.db'}"
     migrate(url)
     env = {"ANNLAB_HOME": str(tmp_path), "DATABASE_URL": url, "PATH": "/usr/bin:/bin"}
 
     def keys(*args: str) -> subprocess.CompletedProcess:
-        command = [sys.executable, "-m", "annlab.cli", "keys", *args]
+        command = [sys.executable, "-m", "annlab.cli", "key", *args]
         return subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True)
 
     assert keys("create", "erin").returncode == 0
@@ -206,14 +228,3 @@ def test_the_bar_and_the_jobs_table_show_the_phase_after_training(
     assert progress_cell({"status": "running", "progress": done | {"phase": "evaluating"}}) == (
         "3/3 (100%), evaluating"
     )
-
-
-def test_one_noun_per_resource() -> None:
-    """Sweeps are `annlab sweep list|submit|show|table|cancel`; no second noun for them."""
-    from annlab.cli import parser
-
-    for argv in (["sweep", "list"], ["sweep", "show", "s1"], ["sweep", "table", "s1", "--csv"]):
-        assert parser().parse_args(argv).command == "sweep"
-    with pytest.raises(SystemExit) as refused:
-        parser().parse_args(["sweeps"])
-    assert refused.value.code == 2
