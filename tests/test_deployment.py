@@ -106,6 +106,8 @@ def test_compose_keeps_secrets_in_env_and_restarts_its_services() -> None:
         assert "annlab:annlab@" not in url and "${POSTGRES_PASSWORD" in url or not url, name
         if name != "migrate":  # a one-off step
             assert service.get("restart") == "unless-stopped", name
+    for name in ("migrate", "api", "worker-cpu", "worker-gpu"):
+        assert services[name]["env_file"] == ".env", name
     example = (ROOT / ".env.example").read_text()
     for variable in set(re.findall(r"\$\{(\w+):\?", text)):
         assert re.search(rf"^{variable}=$", example, re.M), variable

@@ -29,3 +29,35 @@ def test_every_docs_page_is_in_the_site_navigation():
     nav = (ROOT / "mkdocs.yml").read_text()
     pages = {page.name for page in PAGES if page.parent.name == "docs"}
     assert pages and all(f": {name}" in nav for name in pages)
+
+
+def shell_lines(page: Path) -> list[str]:
+    """The lines of a page's fenced blocks that are not Python or JSON."""
+    lines, language = [], None
+    for line in page.read_text().splitlines():
+        if line.lstrip().startswith("```"):
+            language = None if language is not None else line.strip("` ") or "sh"
+        elif language in ("sh", "bash", "console"):
+            lines.append(line)
+    return lines
+
+
+def test_every_annlab_command_in_the_docs_parses():
+    """Each `annlab ...` the README, the docs and the recipes give (after `docker compose exec
+    api` too) is a command the CLI accepts."""
+    from annlab.cli import parser
+
+    commands = [
+        command.strip()
+        for page in [*PAGES, *sorted((ROOT / "docs").glob("*/*.md"))]
+        for line in shell_lines(page)
+        for command in re.sub(r"\s+#.*", "", line).split(";")
+        if re.match(r"(docker compose exec \w+ )?(\S*/)?annlab ", command.strip())
+    ]
+    assert len(commands) >= 20
+    for command in commands:
+        words = re.sub(r"^.*?annlab ", "", command).split(">")[0].split()
+        try:
+            parser().parse_args(words)
+        except SystemExit:
+            raise AssertionError(f"`{command}` is not a command annlab accepts") from None
