@@ -95,7 +95,7 @@ class Settings(BaseSettings):
     )
     # Per owner (API key): jobs waiting at once, and bytes of uploads kept.
     # A deployment's first key: the API makes sure an admin key "admin" with this value exists
-    # (a container cannot run `annlab keys create` before its API starts).
+    # (a container cannot run `annlab key create` before its API starts).
     admin_key: SecretStr | None = None
     # What a Prometheus scraper sends (a bearer token) to read GET /metrics without an admin
     # key; unset, /metrics needs an admin key.
