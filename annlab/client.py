@@ -311,6 +311,10 @@ class Client:
         *,
         status: str | None = None,
         family: str | None = None,
+        dataset: str | None = None,
+        sweep: str | None = None,
+        tag: str | None = None,
+        q: str | None = None,
         limit: int | None = None,
         offset: int | None = None,
         cursor: str | None = None,
@@ -318,8 +322,10 @@ class Client:
     ) -> Page:
         """One page of the caller's jobs, newest first: `{"items", "total", "next_cursor"}`;
         pass a page's `next_cursor` as `cursor` for the next. `total` is counted for a page
-        without a cursor, or with `count=True` (null otherwise: counting costs at scale)."""
-        params = {"status": status, "family": family, "limit": limit, "offset": offset}
+        without a cursor, or with `count=True` (null otherwise: counting costs at scale).
+        Filters: status, family, dataset name, sweep id, a tag, words (`q`) in id, tags, note."""
+        params = {"status": status, "family": family, "dataset": dataset, "sweep": sweep}
+        params |= {"tag": tag, "q": q, "limit": limit, "offset": offset}
         return self._json("GET", "/jobs", params={**params, "cursor": cursor, "count": count})
 
     def iter_jobs(
@@ -336,6 +342,17 @@ class Client:
             cursor = page.get("next_cursor")
             if not cursor or not page["items"]:
                 return
+
+    def update_job(
+        self, job_id: str, *, tags: Sequence[str] | None = None, note: str | None = None
+    ) -> Job:
+        """Set the job's tags (replacing them) and its note; only those given change."""
+        body: dict[str, Any] = {}
+        if tags is not None:
+            body["tags"] = list(tags)
+        if note is not None:
+            body["note"] = note
+        return self._json("PATCH", f"/jobs/{_segment(job_id)}", json=body)
 
     def read_job(self, job_id: str) -> Job:
         """The job: status, spec, progress (epoch, step, percent, eta_seconds), result..."""
@@ -439,14 +456,32 @@ class Client:
     def read_sweep_table(self, sweep_id: str, format: Literal["json"] = "json") -> JSON: ...
 
     @overload
-    def read_sweep_table(self, sweep_id: str, format: Literal["csv"]) -> str: ...
+    def read_sweep_table(
+        self,
+        sweep_id: str,
+        format: Literal["csv", "markdown", "latex"],
+        *,
+        precision: int | None = None,
+    ) -> str: ...
 
-    def read_sweep_table(self, sweep_id: str, format: str = "json") -> JSON | str:
-        """Mean and std of every figure per cell: `{"columns", "rows"}`, or CSV text."""
+    def read_sweep_table(
+        self, sweep_id: str, format: str = "json", *, precision: int | None = None
+    ) -> JSON | str:
+        """Mean and std of every figure per cell: `{"columns", "rows"}`, or CSV, Markdown or
+        LaTeX text (those two to `precision` significant digits, the best of each column in
+        bold)."""
         response = self._request(
-            "GET", f"/sweeps/{_segment(sweep_id)}/table", params={"format": format}
+            "GET",
+            f"/sweeps/{_segment(sweep_id)}/table",
+            params={"format": format, "precision": precision},
         )
-        return response.text if format == "csv" else response.json()
+        return response.json() if format == "json" else response.text
+
+    def read_sweep_report(self, sweep_id: str, *, precision: int | None = None) -> bytes:
+        """A zip: the table (CSV, Markdown, LaTeX), the figures (PNG, SVG), the sweep's
+        document and every job's provenance."""
+        path = f"/sweeps/{_segment(sweep_id)}/report.zip"
+        return self._request("GET", path, params={"precision": precision}).content
 
     def read_sweep_plot(
         self,
@@ -455,10 +490,14 @@ class Client:
         *,
         metric: str | None = None,
         axis: str | None = None,
+        panel: str | None = None,
+        scale: str | None = None,
     ) -> bytes:
-        """A PNG: `curves` (per cell, with std bands) or `metric` (a figure against `axis`)."""
+        """A PNG: `curves` (a panel per value of `panel`'s axis, a std band per line; `scale`
+        auto, linear or log) or `metric` (a figure against `axis`)."""
         path = f"/sweeps/{_segment(sweep_id)}/plots/{_segment(name)}.png"
-        return self._request("GET", path, params={"metric": metric, "axis": axis}).content
+        params = {"metric": metric, "axis": axis, "panel": panel, "scale": scale}
+        return self._request("GET", path, params=params).content
 
     def wait_sweep(
         self,

@@ -3,7 +3,7 @@
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, WithJsonSchema, field_validator
 
 from core.db import JOB_STATUSES
 from core.sweeps import SweepSpec
@@ -57,13 +57,36 @@ class JobPublic(BaseModel):
         "dataset_sha256 (the content it trained on) and every seed"
     )
     rerun_of: str | None = Field(description="the job this one reruns (POST /jobs/{id}/rerun)")
+    sweep_id: str | None = Field(description="the sweep this job is a cell's repeat of")
+    tags: list[str] = Field(description="labels its owner gave it (PATCH /jobs/{id})")
+    note: str | None = Field(description="its owner's words on it (PATCH /jobs/{id})")
     cancel_requested: bool
+
+    @field_validator("tags", mode="before")
+    @classmethod
+    def _none_is_no_tags(cls, tags: list[str] | None) -> list[str]:
+        return tags or []
+
     attempts: int
     owner_id: str | None
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
     updated_at: datetime
+
+
+Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$")]
+
+
+class JobPatch(BaseModel):
+    """What its owner may change of a job: its tags and its note (the fields given)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    tags: list[Tag] | None = Field(
+        None, max_length=32, description="replaces the job's tags (letters, digits, ._:+-)"
+    )
+    note: str | None = Field(None, max_length=10_000, description="replaces the job's note")
 
 
 class JobsPublic(BaseModel):

@@ -11,7 +11,7 @@ import numpy as np
 from fastapi import APIRouter, Body, HTTPException, Query, Response
 from fastapi.exceptions import RequestValidationError
 from pydantic import ValidationError
-from sqlalchemy import func, select, tuple_
+from sqlalchemy import String, cast, func, or_, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -24,6 +24,7 @@ from api.routing import Route
 from api.schemas import (
     PNG,
     JobComparison,
+    JobPatch,
     JobPublic,
     JobsPublic,
     JobStatus,
@@ -254,12 +255,27 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return when, job_id
 
 
+def _escaped(text: str) -> str:
+    """`text` with LIKE's wildcards taken literally."""
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
     caller: CallerDep,
     status: JobStatus | None = None,
     family: Annotated[str | None, Query(max_length=32)] = None,
+    dataset: Annotated[str | None, Query(max_length=200, description="its dataset's name")] = None,
+    sweep: Annotated[str | None, Query(max_length=64, description="the sweep's id")] = None,
+    tag: Annotated[
+        str | None,
+        Query(max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:+-]*$", description="a tag it has"),
+    ] = None,
+    q: Annotated[
+        str | None,
+        Query(min_length=1, max_length=200, description="words in its id, tags or note"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
     cursor: Annotated[
@@ -271,7 +287,8 @@ def list_jobs(
         Query(description="compute total (by default only for a request without a cursor)"),
     ] = None,
 ) -> JobsPublic:
-    """Newest first, filtered by status and family (the caller's own; an admin's: all).
+    """Newest first, filtered by status, family, dataset, sweep, a tag, and words (`q`, any
+    case) in the id, tags or note (the caller's own; an admin's: all).
 
     Two ways to page. `offset` skips that many jobs. `cursor` (keyset pagination) takes the
     `next_cursor` of the page before and answers the jobs after it: every page costs the same
@@ -286,6 +303,21 @@ def list_jobs(
         query = query.where(Job.status == status)
     if family is not None:
         query = query.where(Job.family == family)
+    if dataset is not None:
+        query = query.where(Job.spec["dataset"]["name"].as_string() == dataset)
+    if sweep is not None:
+        query = query.where(Job.sweep_id == sweep)
+    if tag is not None:  # its JSON text holds the tag in quotes (tags have no quote or escape)
+        query = query.where(cast(Job.tags, String).like(f'%"{_escaped(tag)}"%', escape="\\"))
+    if q is not None:
+        words = f"%{_escaped(q.lower())}%"
+        query = query.where(
+            or_(
+                func.lower(Job.id).like(words, escape="\\"),
+                func.lower(cast(Job.tags, String)).like(words, escape="\\"),
+                func.lower(Job.note).like(words, escape="\\"),
+            )
+        )
     if count is None:
         count = cursor is None  # a walk by cursor counts on its first page only
     total = session.scalar(select(func.count()).select_from(query.subquery())) if count else None
@@ -329,6 +361,20 @@ def compare_jobs(
                 differences[f"{section}.{key}"] = column
     public = [JobPublic.model_validate(job) for job in jobs]
     return JobComparison(jobs=public, differences=differences)
+
+
+@router.patch("/{job_id}", response_model=JobPublic)
+def update_job(job: JobDep, session: SessionDep, body: JobPatch) -> Job:
+    """Set the job's tags and note (the fields given; any status). Find jobs by tag with
+    GET /jobs?tag=, by words in their note, tags or id with GET /jobs?q=."""
+    changes = body.model_dump(exclude_unset=True)
+    if "tags" in changes:
+        job.tags = list(dict.fromkeys(changes["tags"] or []))  # in order, once each
+    if "note" in changes:
+        job.note = changes["note"]
+    session.commit()
+    session.refresh(job)
+    return job
 
 
 @router.get("/{job_id}", response_model=JobPublic)

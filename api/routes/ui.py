@@ -29,8 +29,11 @@ def root(request: Request) -> RedirectResponse:
 
 @router.get("/ui", response_class=HTMLResponse)
 def job_list(request: Request) -> HTMLResponse:
-    """Jobs with live status and progress; select some to compare."""
-    return templates.TemplateResponse(request, "list.html", {"page": "list"})
+    """Jobs with live status and progress, filtered and searched; select some to compare."""
+    from models.specs import FAMILY_NAMES
+
+    context = {"page": "list", "families": sorted(FAMILY_NAMES)}
+    return templates.TemplateResponse(request, "list.html", context)
 
 
 @router.get("/ui/new", response_class=HTMLResponse)

@@ -135,7 +135,7 @@ function number(value) {
 
 // An axis label: 4 significant digits at most (0.001, not 0.0010000000000000002).
 function tick(value) {
-  return String(Number(value.toPrecision(4)));
+  return value == null ? "" : String(Number(value.toPrecision(4)));
 }
 
 // The result's headline figure: test accuracy, else test MSE, else the first test figure.

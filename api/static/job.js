@@ -43,6 +43,8 @@ function showJob(job) {
   }
   if (!specShown) {
     document.getElementById("spec").textContent = JSON.stringify(job.spec, null, 2);
+    document.getElementById("tags").value = job.tags.join(", ");
+    document.getElementById("note").value = job.note || "";
     specShown = true;
   }
   document.getElementById("provenance").textContent = JSON.stringify(job.provenance, null, 2);
@@ -115,3 +117,17 @@ function redrawCurves() {
 }
 document.getElementById("log-scale").addEventListener("change", redrawCurves);
 document.getElementById("smoothing").addEventListener("input", redrawCurves);
+
+document.getElementById("labels").addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const tags = document.getElementById("tags").value.split(",").map((t) => t.trim()).filter(Boolean);
+  const note = document.getElementById("note").value;
+  const response = await api(path, {
+    method: "PATCH",
+    headers: { "content-type": "application/json" },
+    body: JSON.stringify({ tags, note: note || null }),
+  });
+  const saved = document.getElementById("labels-saved");
+  if (response.ok) saved.textContent = "saved";
+  else notice(`tags and note: ${response.status} ${await problem(response)}`);
+});

@@ -2,6 +2,9 @@
 "use strict";
 
 const statusFilter = document.getElementById("status");
+const familyFilter = document.getElementById("family");
+const datasetFilter = document.getElementById("dataset");
+const search = document.getElementById("search");
 const compareButton = document.getElementById("compare");
 const selected = new Set();
 
@@ -26,6 +29,8 @@ function row(job) {
     el("td", {}, [p.epochs ? `${p.epoch}/${p.epochs}` : String(p.epoch), phaseText(job)].filter(Boolean).join(", ")),
     el("td", {}, job.status === "running" ? seconds(p.eta_seconds) : ""),
     el("td", {}, job.error ? el("span", { class: "error", title: job.error }, brief(job.error)) : headline(job.result)),
+    el("td", { class: "tags" }, ...job.tags.map((t) => el("span", { class: "tag" }, t))),
+    el("td", {}, job.sweep_id ? el("a", { href: `${ROOT}/ui/sweeps/${encodeURIComponent(job.sweep_id)}` }, job.sweep_id.slice(0, 8)) : ""),
     el("td", { title: job.created_at }, new Date(job.created_at).toLocaleString()),
   );
 }
@@ -37,6 +42,9 @@ function brief(error) {
 async function refresh() {
   const query = new URLSearchParams({ limit: "50" });
   if (statusFilter.value) query.set("status", statusFilter.value);
+  if (familyFilter.value) query.set("family", familyFilter.value);
+  if (datasetFilter.value.trim()) query.set("dataset", datasetFilter.value.trim());
+  if (search.value.trim()) query.set("q", search.value.trim());
   const page = await getJSON(`/jobs?${query}`);
   if (!page) return;
   document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
@@ -46,7 +54,8 @@ async function refresh() {
     total > page.items.length ? `newest ${page.items.length} of ${total}` : `${total} jobs`;
 }
 
-statusFilter.addEventListener("change", refresh);
+for (const filter of [statusFilter, familyFilter]) filter.addEventListener("change", refresh);
+for (const box of [datasetFilter, search]) box.addEventListener("input", refresh);
 compareButton.addEventListener("click", () => {
   location.href = `${ROOT}/ui/compare?ids=${[...selected].map(encodeURIComponent).join(",")}`;
 });

@@ -85,7 +85,10 @@ def test_every_operation_has_a_method_taking_its_parameters(operation_id: str) -
 # One call per operation, every optional argument given, so each one's place is checked.
 CALLS: dict[str, Callable[[Client], Any]] = {
     "create_job": lambda c: c.create_job(JOB),
-    "list_jobs": lambda c: c.list_jobs(status="queued", family="mlp", limit=5, offset=10),
+    "list_jobs": lambda c: c.list_jobs(
+        status="queued", family="mlp", dataset="digits", tag="a", q="x", limit=5, offset=10
+    ),
+    "update_job": lambda c: c.update_job(ID, tags=["baseline"], note="Figure 2"),
     "compare_jobs": lambda c: c.compare_jobs([ID, ID[::-1]]),
     "read_job": lambda c: c.read_job(ID),
     "read_metrics": lambda c: c.read_metrics(ID),
@@ -98,9 +101,10 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "list_sweeps": lambda c: c.list_sweeps(family="lstm", limit=3, offset=1),
     "read_sweep": lambda c: c.read_sweep(ID),
     "cancel_sweep": lambda c: c.cancel_sweep(ID),
-    "read_sweep_table": lambda c: c.read_sweep_table(ID, "csv"),
+    "read_sweep_table": lambda c: c.read_sweep_table(ID, "latex", precision=4),
+    "read_sweep_report": lambda c: c.read_sweep_report(ID, precision=2),
     "read_sweep_plot": lambda c: c.read_sweep_plot(
-        ID, "metric", metric="test_accuracy", axis="model.hidden.0"
+        ID, "curves", metric="val_loss", panel="model.hidden.0", scale="log"
     ),
     "list_models": lambda c: c.list_models(family="cnn", limit=2, offset=0),
     "read_model": lambda c: c.read_model(ID),

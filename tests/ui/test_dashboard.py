@@ -346,3 +346,49 @@ def test_pictures_while_a_job_trains_and_curves_on_a_log_scale_smoothed(
         expected.append(last)
     assert shown == pytest.approx(expected) and shown != pytest.approx(raw)
     screenshot(driver, tmp_path, "dashboard-log-smoothed")
+
+
+def test_the_job_list_filters_and_searches_and_a_jobs_tags_are_edited(
+    browser, embedded: Service, tmp_path: Path
+) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    tagged = embedded.submit(MLP | {"train": {"epochs": 1}})
+    other = embedded.submit(
+        {"family": "mlp", "dataset": {"name": "function1d"}, "train": {"epochs": 1}}
+    )
+    driver = browser
+    driver.get(f"{embedded.url}/ui/jobs/{tagged['id']}")
+    wait_until(driver, lambda d: text(d, "#status") != "", "the job's page")
+    tags = driver.find_element(By.ID, "tags")
+    tags.clear()
+    tags.send_keys("figure-2, baseline")
+    driver.find_element(By.ID, "note").send_keys("the run for the report")
+    driver.find_element(By.ID, "save-labels").click()
+    wait_until(driver, lambda d: text(d, "#labels-saved") == "saved", "the tags saved")
+    saved = httpx.get(f"{embedded.url}/jobs/{tagged['id']}", timeout=30).json()
+    assert (saved["tags"], saved["note"]) == (["figure-2", "baseline"], "the run for the report")
+
+    driver.get(embedded.url + "/ui")
+    rows = 'return [...document.querySelectorAll("#jobs tbody tr")].map(r => r.dataset.jobId)'
+    wait_until(driver, lambda d: other["id"] in d.execute_script(rows), "the list")
+    driver.find_element(By.ID, "search").send_keys("FIGURE-2")
+    wait_until(driver, lambda d: d.execute_script(rows) == [tagged["id"]], "the search by tag")
+    cell = f'tr[data-job-id="{tagged["id"]}"] td.tags span.tag'
+    assert [e.text for e in driver.find_elements(By.CSS_SELECTOR, cell)] == ["figure-2", "baseline"]
+    driver.find_element(By.ID, "search").clear()
+    driver.find_element(By.ID, "dataset").send_keys("function1d")
+    on_function1d = [
+        job["id"]
+        for job in httpx.get(f"{embedded.url}/jobs", params={"limit": 200}, timeout=30).json()[
+            "items"
+        ]
+        if job["spec"]["dataset"]["name"] == "function1d"
+    ]
+    assert other["id"] in on_function1d and tagged["id"] not in on_function1d
+    wait_until(driver, lambda d: d.execute_script(rows) == on_function1d, "the dataset filter")
+    Select(driver.find_element(By.ID, "family")).select_by_visible_text("cnn")
+    wait_until(driver, lambda d: d.execute_script(rows) == [], "the family filter")
+    screenshot(driver, tmp_path, "dashboard-filters")
