@@ -45,6 +45,8 @@ async function refresh() {
   if (familyFilter.value) query.set("family", familyFilter.value);
   if (datasetFilter.value.trim()) query.set("dataset", datasetFilter.value.trim());
   if (search.value.trim()) query.set("q", search.value.trim());
+  const sweep = new URLSearchParams(location.search).get("sweep");
+  if (sweep) query.set("sweep", sweep); // /ui?sweep=ID: one sweep's jobs
   const page = await getJSON(`/jobs?${query}`);
   if (!page) return;
   document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));

@@ -5,6 +5,7 @@
 const SWEEP = document.getElementById("sweep").dataset.sweepId;
 const BASE = `/sweeps/${encodeURIComponent(SWEEP)}`;
 let shownEnded = -1;
+const SVG = "http://www.w3.org/2000/svg";
 
 function cellText(value) {
   return typeof value === "object" && value !== null ? JSON.stringify(value) : String(value ?? "");
@@ -46,6 +47,89 @@ function drawCells(sweep) {
   document.querySelector("#cells tbody").replaceChildren(...rows);
 }
 
+// --- parallel coordinates, for a random search -----------------------------------------------
+
+function svg(tag, attributes = {}, text = null) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [name, value] of Object.entries(attributes)) node.setAttribute(name, value);
+  if (text !== null) node.textContent = text;
+  return node;
+}
+
+// A scale from a column's values to [0, 1]: numbers linearly (log where `log`), anything else
+// as evenly spaced categories. Returns {at(value), ticks: [[position, label]]}.
+function scaleOf(values, log = false) {
+  const present = values.filter((v) => v !== null && v !== undefined);
+  if (present.length && present.every((v) => typeof v === "number")) {
+    const f = log && present.every((v) => v > 0) ? Math.log10 : (v) => v;
+    const low = Math.min(...present.map(f));
+    const high = Math.max(...present.map(f));
+    const at = (v) => (high > low ? (f(v) - low) / (high - low) : 0.5);
+    const min = Math.min(...present);
+    const max = Math.max(...present);
+    return { at, ticks: min === max ? [[0.5, number(min)]] : [[0, number(min)], [1, number(max)]] };
+  }
+  const categories = [...new Set(present.map((v) => JSON.stringify(v)))];
+  const at = (v) => (categories.length > 1 ? categories.indexOf(JSON.stringify(v)) / (categories.length - 1) : 0.5);
+  return { at, ticks: categories.map((c) => [at(JSON.parse(c)), c.replace(/^"|"$/g, "")]) };
+}
+
+// One polyline per cell over the axes and the metric's mean; lines coloured by the metric
+// (dark: best, which is the lowest for a loss or error, the highest otherwise).
+function drawParallel(node, rows, axes, metric, logAxes = new Set()) {
+  const width = Number(node.getAttribute("width"));
+  const height = Number(node.getAttribute("height"));
+  const top = 40;
+  const bottom = height - 30;
+  const columns = [...axes, `${metric}_mean`];
+  const xs = columns.map((_, k) => 70 + (k * (width - 140)) / Math.max(1, columns.length - 1));
+  const scales = columns.map((c) => scaleOf(rows.map((r) => r[c]), logAxes.has(c)));
+  const y = (k, value) => bottom - scales[k].at(value) * (bottom - top);
+  const lower = /loss|error|mse|mae|seconds/.test(metric);
+  const metricScale = scales[columns.length - 1];
+  node.replaceChildren();
+  for (const row of rows) {
+    const value = row[`${metric}_mean`];
+    const known = value !== null && value !== undefined;
+    const goodness = known ? (lower ? 1 - metricScale.at(value) : metricScale.at(value)) : 0;
+    const points = columns
+      .map((c, k) => (row[c] === null || row[c] === undefined ? null : `${xs[k]},${y(k, row[c])}`))
+      .filter(Boolean)
+      .join(" ");
+    const line = svg("polyline", {
+      points,
+      fill: "none",
+      stroke: known ? `hsl(210, 80%, ${75 - 50 * goodness}%)` : "#bbb",
+      "stroke-width": known ? 2 : 1,
+      "stroke-dasharray": known ? "" : "4 3",
+      "data-cell": String(row.cell),
+    });
+    line.append(svg("title", {}, `cell ${row.cell}: ${columns.map((c) => `${c}=${row[c]}`).join(", ")}`));
+    node.append(line);
+  }
+  columns.forEach((c, k) => {
+    node.append(svg("line", { x1: xs[k], x2: xs[k], y1: top, y2: bottom, stroke: "#556", "stroke-width": 1 }));
+    const name = k === columns.length - 1 ? `${metric} (mean)` : c + (logAxes.has(c) ? " (log)" : "");
+    const anchor = k === 0 ? "start" : k === columns.length - 1 ? "end" : "middle";
+    node.append(svg("text", { x: xs[k], y: top - 18, "text-anchor": anchor, class: "axis-name" }, name));
+    for (const [position, label] of scales[k].ticks) {
+      node.append(svg("text", { x: xs[k] + 4, y: bottom - position * (bottom - top) + 4, class: "tick" }, label));
+    }
+  });
+}
+
+function showParallel(sweep, table) {
+  const random = sweep.spec.random;
+  const figures = table.columns.filter((c) => c.endsWith("_mean")).map((c) => c.slice(0, -5));
+  const metric = figures.find((f) => f.startsWith("test_")) || figures[0];
+  const section = document.getElementById("parallel-section");
+  section.hidden = !random || !metric;
+  if (section.hidden) return;
+  const axes = [...new Set(sweep.cells.flatMap((cell) => Object.keys(cell.values)))];
+  const logAxes = new Set(Object.entries(random.ranges).filter(([, r]) => r.log).map(([p]) => p));
+  drawParallel(document.getElementById("parallel"), table.rows, axes, metric, logAxes);
+}
+
 async function drawFigures() {
   for (const name of ["metric", "curves"]) {
     const url = await imageURL(`${BASE}/plots/${name}.png`);
@@ -81,12 +165,16 @@ async function refresh() {
   if (ended !== shownEnded) {
     shownEnded = ended;
     const table = await getJSON(`${BASE}/table`);
-    if (table) drawTable(table);
+    if (table) {
+      drawTable(table);
+      showParallel(sweep, table);
+    }
     await drawFigures();
   }
   return !FINISHED.has(sweep.status);
 }
 
+document.getElementById("its-jobs").href = `${ROOT}/ui?sweep=${encodeURIComponent(SWEEP)}`;
 download(document.getElementById("csv"), `${BASE}/table?format=csv`, `sweep-${SWEEP}.csv`);
 download(document.getElementById("markdown"), `${BASE}/table?format=markdown`, `sweep-${SWEEP}.md`);
 download(document.getElementById("latex"), `${BASE}/table?format=latex`, `sweep-${SWEEP}.tex`);

@@ -392,3 +392,36 @@ def test_the_job_list_filters_and_searches_and_a_jobs_tags_are_edited(
     Select(driver.find_element(By.ID, "family")).select_by_visible_text("cnn")
     wait_until(driver, lambda d: d.execute_script(rows) == [], "the family filter")
     screenshot(driver, tmp_path, "dashboard-filters")
+
+
+def test_a_random_search_is_drawn_as_parallel_coordinates(
+    browser, embedded: Service, tmp_path: Path
+) -> None:
+    import httpx
+    from selenium.webdriver.common.by import By
+
+    document = {
+        "base": MLP | {"train": {"epochs": 2, "batch_size": 32}},
+        "random": {
+            "n": 4,
+            "seed": 1,
+            "ranges": {
+                "train.optimizer.lr": {"low": 1e-3, "high": 1e-1, "log": True},
+                "model.hidden.0": {"low": 4, "high": 32, "integer": True},
+            },
+        },
+    }
+    answer = httpx.post(embedded.url + "/sweeps", json=document, timeout=30)
+    assert answer.status_code == 202, answer.text
+    sweep_id = answer.json()["id"]
+    driver = browser
+    driver.get(f"{embedded.url}/ui/sweeps/{sweep_id}")
+    wait_until(driver, lambda d: text(d, "#status") == "succeeded", "the search to end", WAIT * 2)
+    lines = "#parallel polyline"
+    wait_until(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, lines)) == 4, "4 lines")
+    names = [e.text for e in driver.find_elements(By.CSS_SELECTOR, "#parallel text.axis-name")]
+    assert names == ["train.optimizer.lr (log)", "model.hidden.0", "test_loss (mean)"]
+    # Its jobs, from the link to the job list filtered by the sweep.
+    driver.find_element(By.ID, "its-jobs").click()
+    rows = 'return [...document.querySelectorAll("#jobs tbody tr")].length'
+    wait_until(driver, lambda d: d.execute_script(rows) == 4, "the sweep's 4 jobs listed")
