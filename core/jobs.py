@@ -263,14 +263,14 @@ def record_rows(
     *,
     lease_seconds: float,
     rows: list[EpochRow],
-    checkpoint: bytes | None,
+    checkpoint: bytes,
     epoch: int,
     step: int,
     progress: dict[str, Any],
 ) -> None:
     """Epochs' metric rows, their artifacts and the checkpoint that follows them (`latest`, at
     (epoch, step)), in one transaction: all or none, so a resumed run records each epoch
-    once. `checkpoint` None: the rows alone (a job that ends failed)."""
+    once."""
     _guarded(session, lease, lease_seconds, progress=progress)
     for row in rows:
         session.add(
@@ -287,8 +287,7 @@ def record_rows(
             session.add(
                 Artifact(job_id=lease.job_id, fold=row.fold, epoch=row.epoch, name=name, data=data)
             )
-    if checkpoint is not None:
-        _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
+    _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
 
 
 def record_epoch(

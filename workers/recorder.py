@@ -44,7 +44,7 @@ class Recorder(Callback):
         state = loop.checkpoint_state(trainer, position, self.callbacks)
         return pack(state, {"spec": self.run.document})
 
-    def write(self, blob: bytes | None, *, epoch: int, step: int) -> None:
+    def write(self, blob: bytes, *, epoch: int, step: int) -> None:
         """The pending rows and `blob` (a checkpoint at (epoch, step)), in one transaction."""
         progress = (self.run.control.progress or {}) | {"memory_bytes": memory_in_use()}
         with self.run.session() as session:
