@@ -372,8 +372,7 @@ def _directions(session: SessionDep, sweep: Sweep) -> dict[str, str]:
             "description": "a zip of the table, the figures, the sweep and its jobs' provenance",
             "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
         }
-    }
-    | answers(409),
+    },
 )
 def read_sweep_report(
     sweep_id: Annotated[str, Path(max_length=64)],
@@ -482,18 +481,15 @@ def _curves(
     default the first of two or more), failed and cancelled runs left out (counted in the
     title). Returns (panels, title, metric, log)."""
     jobs = jobs_of(session, sweep.id)
-    firsts: dict[str, Job] = {}  # each family's first job
-    for job in jobs:
-        firsts.setdefault(job.family, job)
-    specs = [SPECS[j.family].model_validate(j.spec, context=STORED) for j in firsts.values()]
-    directions: dict[str, str] = {}
-    for spec in specs:
-        directions |= spec.metrics()
-    metric = metric or specs[0].selection_metric()
+    families = list(dict.fromkeys(job.family for job in jobs))
+    directions = _directions(session, sweep)
+    if metric is None:
+        first = jobs[0]
+        metric = SPECS[first.family].model_validate(first.spec, context=STORED).selection_metric()
     if metric not in directions:
-        verb = "reports" if len(specs) == 1 else "report"
+        verb = "reports" if len(families) == 1 else "report"
         raise field_error(
-            422, "metric", f"{', '.join(firsts)} {verb} per epoch: {', '.join(directions)}"
+            422, "metric", f"{', '.join(families)} {verb} per epoch: {', '.join(directions)}"
         )
     groups = _groups(sweep)
     by_panel = _group_named(sweep, panel, "panel")
