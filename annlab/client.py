@@ -344,10 +344,17 @@ class Client:
                 return
 
     def update_job(
-        self, job_id: str, *, tags: Sequence[str] | None = None, note: str | None = None
+        self,
+        job_id: str,
+        *,
+        name: str | None = None,
+        tags: Sequence[str] | None = None,
+        note: str | None = None,
     ) -> Job:
-        """Set the job's tags (replacing them) and its note; only those given change."""
+        """Set the job's name, its tags (replacing them) and its note; only those given change."""
         body: dict[str, Any] = {}
+        if name is not None:
+            body["name"] = name
         if tags is not None:
             body["tags"] = list(tags)
         if note is not None:

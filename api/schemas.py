@@ -58,6 +58,7 @@ class JobPublic(BaseModel):
     )
     rerun_of: str | None = Field(description="the job this one reruns (POST /jobs/{id}/rerun)")
     sweep_id: str | None = Field(description="the sweep this job is a cell's repeat of")
+    name: str | None = Field(description="a name its owner gave it (PATCH /jobs/{id})")
     tags: list[str] = Field(description="labels its owner gave it (PATCH /jobs/{id})")
     note: str | None = Field(description="its owner's words on it (PATCH /jobs/{id})")
     cancel_requested: bool
@@ -79,10 +80,11 @@ Tag = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A
 
 
 class JobPatch(BaseModel):
-    """What its owner may change of a job: its tags and its note (the fields given)."""
+    """What its owner may change of a job: its name, tags and note (the fields given)."""
 
     model_config = ConfigDict(extra="forbid")
 
+    name: str | None = Field(None, min_length=1, max_length=200, description="names the job")
     tags: list[Tag] | None = Field(
         None, max_length=32, description="replaces the job's tags (letters, digits, ._:+-)"
     )

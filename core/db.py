@@ -123,7 +123,8 @@ class Job(Base):
     )
     sweep_cell: Mapped[int | None] = mapped_column(Integer, default=None)
     sweep_repeat: Mapped[int | None] = mapped_column(Integer, default=None)
-    # The owner's labels and words for it (PATCH /jobs/{id}); None: none yet.
+    # The owner's name, labels and words for it (PATCH /jobs/{id}); None: none yet.
+    name: Mapped[str | None] = mapped_column(String(200), default=None)
     tags: Mapped[list[str] | None] = mapped_column(JSON, default=None)
     note: Mapped[str | None] = mapped_column(Text, default=None)
     progress: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)

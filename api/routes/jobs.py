@@ -274,7 +274,7 @@ def list_jobs(
     ] = None,
     q: Annotated[
         str | None,
-        Query(min_length=1, max_length=200, description="words in its id, tags or note"),
+        Query(min_length=1, max_length=200, description="words in its name, id, tags or note"),
     ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
@@ -288,7 +288,7 @@ def list_jobs(
     ] = None,
 ) -> JobsPublic:
     """Newest first, filtered by status, family, dataset, sweep, a tag, and words (`q`, any
-    case) in the id, tags or note (the caller's own; an admin's: all).
+    case) in the name, id, tags or note (the caller's own; an admin's: all).
 
     Two ways to page. `offset` skips that many jobs. `cursor` (keyset pagination) takes the
     `next_cursor` of the page before and answers the jobs after it: every page costs the same
@@ -313,6 +313,7 @@ def list_jobs(
         words = f"%{_escaped(q.lower())}%"
         query = query.where(
             or_(
+                func.lower(Job.name).like(words, escape="\\"),
                 func.lower(Job.id).like(words, escape="\\"),
                 func.lower(cast(Job.tags, String)).like(words, escape="\\"),
                 func.lower(Job.note).like(words, escape="\\"),
@@ -365,9 +366,12 @@ def compare_jobs(
 
 @router.patch("/{job_id}", response_model=JobPublic)
 def update_job(job: JobDep, session: SessionDep, body: JobPatch) -> Job:
-    """Set the job's tags and note (the fields given; any status). Find jobs by tag with
-    GET /jobs?tag=, by words in their note, tags or id with GET /jobs?q=."""
+    """Set the job's name, tags and note (the fields given; any status; null clears the name
+    or the note). Find jobs by tag with GET /jobs?tag=, by words in their name, tags, note or
+    id with GET /jobs?q=."""
     changes = body.model_dump(exclude_unset=True)
+    if "name" in changes:
+        job.name = changes["name"]
     if "tags" in changes:
         job.tags = list(dict.fromkeys(changes["tags"] or []))  # in order, once each
     if "note" in changes:

@@ -43,6 +43,7 @@ function showJob(job) {
   }
   if (!specShown) {
     document.getElementById("spec").textContent = JSON.stringify(job.spec, null, 2);
+    document.getElementById("name").value = job.name || "";
     document.getElementById("tags").value = job.tags.join(", ");
     document.getElementById("note").value = job.note || "";
     specShown = true;
@@ -122,10 +123,11 @@ document.getElementById("labels").addEventListener("submit", async (event) => {
   event.preventDefault();
   const tags = document.getElementById("tags").value.split(",").map((t) => t.trim()).filter(Boolean);
   const note = document.getElementById("note").value;
+  const name = document.getElementById("name").value.trim();
   const response = await api(path, {
     method: "PATCH",
     headers: { "content-type": "application/json" },
-    body: JSON.stringify({ tags, note: note || null }),
+    body: JSON.stringify({ name: name || null, tags, note: note || null }),
   });
   const saved = document.getElementById("labels-saved");
   if (response.ok) saved.textContent = "saved";

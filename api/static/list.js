@@ -21,7 +21,7 @@ function row(job) {
     "tr",
     { dataset: { jobId: job.id, status: job.status } },
     el("td", {}, tick),
-    el("td", {}, jobLink(job)),
+    el("td", {}, jobLink(job), job.name ? el("span", { class: "job-name" }, ` ${job.name}`) : null),
     el("td", {}, job.family),
     el("td", {}, datasetOf(job)),
     el("td", {}, statusBadge(job.status)),

@@ -1,4 +1,5 @@
-"""jobs.tags and jobs.note: a user's labels and words for a job (PATCH /jobs/{id})
+"""jobs.name, jobs.tags and jobs.note: a user's name, labels and words for a job
+(PATCH /jobs/{id})
 
 Revision ID: 0014
 Revises: 0013
@@ -18,6 +19,7 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     # Added columns only: SQLite adds them in place (no batch rebuild, which with foreign keys
     # on would delete the jobs' rows in other tables).
+    op.add_column("jobs", sa.Column("name", sa.String(200), nullable=True))
     op.add_column("jobs", sa.Column("tags", sa.JSON(), nullable=True))
     op.add_column("jobs", sa.Column("note", sa.Text(), nullable=True))
 
@@ -25,3 +27,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     op.drop_column("jobs", "note")
     op.drop_column("jobs", "tags")
+    op.drop_column("jobs", "name")

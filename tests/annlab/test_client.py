@@ -88,7 +88,7 @@ CALLS: dict[str, Callable[[Client], Any]] = {
     "list_jobs": lambda c: c.list_jobs(
         status="queued", family="mlp", dataset="digits", tag="a", q="x", limit=5, offset=10
     ),
-    "update_job": lambda c: c.update_job(ID, tags=["baseline"], note="Figure 2"),
+    "update_job": lambda c: c.update_job(ID, name="adam", tags=["baseline"], note="Figure 2"),
     "compare_jobs": lambda c: c.compare_jobs([ID, ID[::-1]]),
     "read_job": lambda c: c.read_job(ID),
     "read_metrics": lambda c: c.read_metrics(ID),

@@ -1,5 +1,5 @@
-"""Tags and a note on a job (PATCH /jobs/{id}, migration 0014), and the listing's filters:
-dataset, sweep, tag and words in the id, tags or note."""
+"""A name, tags and a note on a job (PATCH /jobs/{id}, migration 0014), and the listing's
+filters: dataset, sweep, tag and words in the name, id, tags or note."""
 
 from collections.abc import Iterator
 
@@ -65,6 +65,11 @@ def test_an_owner_tags_and_notes_a_job_and_finds_it(owners) -> None:
     assert listed(client, alice, dataset="function1d") == [second]
     assert listed(client, alice, dataset="digits", tag="baseline") == [first]
     assert listed(client, alice, sweep="nope") == []
+    named = client.patch(f"/jobs/{second}", json={"name": "Adam, wide"}, headers=alice).json()
+    assert named["name"] == "Adam, wide" and named["note"] == "100% of the data_set"
+    assert listed(client, alice, q="adam, W") == [second]  # in the name
+    cleared = client.patch(f"/jobs/{second}", json={"name": None}, headers=alice).json()
+    assert cleared["name"] is None
 
     # Another owner's job is not there for bob, to change or to find.
     assert client.patch(f"/jobs/{first}", json={"tags": ["x"]}, headers=bob).status_code == 404
@@ -78,7 +83,9 @@ def test_an_owner_tags_and_notes_a_job_and_finds_it(owners) -> None:
         ({"tags": [""]}, "tags.0"),
         ({"tags": ["t"] * 33}, "tags"),
         ({"note": "n" * 10_001}, "note"),
-        ({"name": "x"}, "name"),
+        ({"name": ""}, "name"),
+        ({"name": "n" * 201}, "name"),
+        ({"title": "x"}, "title"),
     ],
 )
 def test_bad_tags_and_notes_are_a_422_naming_the_field(owners, body: dict, field: str) -> None:
@@ -99,11 +106,11 @@ def test_the_tags_migration_applies_and_reverts(db_settings: Settings) -> None:
             c["name"] for c in inspect(engine_for(db_settings.database_url)).get_columns("jobs")
         }
 
-    assert {"tags", "note"} <= columns()
+    assert {"name", "tags", "note"} <= columns()
     config = Config(str(ROOT / "alembic.ini"))
     config.attributes["database_url"] = db_settings.database_url
     config.attributes["configure_logger"] = False
     command.downgrade(config, "0013")
-    assert not {"tags", "note"} & columns()
+    assert not {"name", "tags", "note"} & columns()
     command.upgrade(config, "head")
-    assert {"tags", "note"} <= columns()
+    assert {"name", "tags", "note"} <= columns()

@@ -362,6 +362,7 @@ def test_the_job_list_filters_and_searches_and_a_jobs_tags_are_edited(
     driver = browser
     driver.get(f"{embedded.url}/ui/jobs/{tagged['id']}")
     wait_until(driver, lambda d: text(d, "#status") != "", "the job's page")
+    driver.find_element(By.ID, "name").send_keys("baseline digits")
     tags = driver.find_element(By.ID, "tags")
     tags.clear()
     tags.send_keys("figure-2, baseline")
@@ -369,7 +370,11 @@ def test_the_job_list_filters_and_searches_and_a_jobs_tags_are_edited(
     driver.find_element(By.ID, "save-labels").click()
     wait_until(driver, lambda d: text(d, "#labels-saved") == "saved", "the tags saved")
     saved = httpx.get(f"{embedded.url}/jobs/{tagged['id']}", timeout=30).json()
-    assert (saved["tags"], saved["note"]) == (["figure-2", "baseline"], "the run for the report")
+    assert (saved["name"], saved["tags"], saved["note"]) == (
+        "baseline digits",
+        ["figure-2", "baseline"],
+        "the run for the report",
+    )
 
     driver.get(embedded.url + "/ui")
     rows = 'return [...document.querySelectorAll("#jobs tbody tr")].map(r => r.dataset.jobId)'
