@@ -70,9 +70,10 @@ def main() -> None:
                 (OUT / f"{file}.png").write_bytes(response.content)
         # The README's sweep: its jobs run here one by one, then its two pictures.
         sweep = client.post("/sweeps", json=SWEEP).json()
+        alone = settings.model_copy(update={"stack_max": 1})  # each job's own run_job trains it
         for cell in client.get(f"/sweeps/{sweep['id']}").json()["cells"]:
             for job in cell["jobs"]:
-                assert run_job(job["id"], settings=settings, worker="pictures") == "succeeded"
+                assert run_job(job["id"], settings=alone, worker="pictures") == "succeeded"
         plots = {
             "curves": {"metric": "val_accuracy"},
             "metric": {"metric": "test_accuracy", "axis": "model.hidden.0"},

@@ -5,6 +5,8 @@ const statusFilter = document.getElementById("status");
 const familyFilter = document.getElementById("family");
 const datasetFilter = document.getElementById("dataset");
 const search = document.getElementById("search");
+const sweepFilter = document.getElementById("sweep");
+sweepFilter.value = new URLSearchParams(location.search).get("sweep") || ""; // /ui?sweep=ID
 const compareButton = document.getElementById("compare");
 const selected = new Set();
 
@@ -45,8 +47,7 @@ async function refresh() {
   if (familyFilter.value) query.set("family", familyFilter.value);
   if (datasetFilter.value.trim()) query.set("dataset", datasetFilter.value.trim());
   if (search.value.trim()) query.set("q", search.value.trim());
-  const sweep = new URLSearchParams(location.search).get("sweep");
-  if (sweep) query.set("sweep", sweep); // /ui?sweep=ID: one sweep's jobs
+  if (sweepFilter.value.trim()) query.set("sweep", sweepFilter.value.trim());
   const page = await getJSON(`/jobs?${query}`);
   if (!page) return;
   document.querySelector("#jobs tbody").replaceChildren(...page.items.map(row));
@@ -57,7 +58,7 @@ async function refresh() {
 }
 
 for (const filter of [statusFilter, familyFilter]) filter.addEventListener("change", refresh);
-for (const box of [datasetFilter, search]) box.addEventListener("input", refresh);
+for (const box of [datasetFilter, search, sweepFilter]) box.addEventListener("input", refresh);
 compareButton.addEventListener("click", () => {
   location.href = `${ROOT}/ui/compare?ids=${[...selected].map(encodeURIComponent).join(",")}`;
 });

@@ -430,3 +430,4 @@ def test_a_random_search_is_drawn_as_parallel_coordinates(
     driver.find_element(By.ID, "its-jobs").click()
     rows = 'return [...document.querySelectorAll("#jobs tbody tr")].length'
     wait_until(driver, lambda d: d.execute_script(rows) == 4, "the sweep's 4 jobs listed")
+    assert driver.find_element(By.ID, "sweep").get_attribute("value") == sweep_id
