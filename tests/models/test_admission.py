@@ -1,11 +1,22 @@
 """Admission's estimate counts every phase of a job (models/admission.py)."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from core.catalog import resolve
-from models.admission import MAX_EVAL_CHUNK, TooBig, check, estimate
-from models.registry import REGISTRY  # noqa: F401 - every family registered
-from models.specs import parse_job_spec
+from models.admission import (
+    MAX_EVAL_CHUNK,
+    CallTooBig,
+    TooBig,
+    call_bytes,
+    check,
+    check_call,
+    estimate,
+)
+from models.registry import REGISTRY
+from models.specs import SPECS, parse_job_spec
+from tests.models.counts import CONFIGS
 
 GIB = 1024**3
 FASHION = {"name": "fashion_mnist"}
@@ -74,3 +85,48 @@ def test_a_long_lstm_is_estimated_from_two_short_sequences() -> None:
     exact = measured["bytes_per_example"]
     assert per["training"] == exact["training"]
     assert exact["inference"] <= per["inference"] <= 1.2 * exact["inference"]
+
+
+def stub_body() -> SimpleNamespace:
+    """Every field a verb's request may size a call by, at 3 (inputs, codes, samples, steps)."""
+    return SimpleNamespace(
+        inputs=[[0.0]] * 3,
+        attention=False,
+        codes=None,
+        mean_of="train",
+        latents=None,
+        n=3,
+        steps=3,
+        patterns=None,
+        trajectory=False,
+        max_iterations=3,
+        grid=2,
+        n_random=0,
+    )
+
+
+@pytest.mark.parametrize("family", sorted(REGISTRY))
+def test_every_verb_of_every_family_is_estimated_and_refused_over_the_budget(
+    family: str,
+) -> None:
+    """A verb admission had no estimate for would answer a 500, not a 422 naming its field."""
+    document = next(c for c in CONFIGS if c["family"] == family)
+    spec = parse_job_spec(document)
+    served = SimpleNamespace(
+        info=resolve(spec.dataset),
+        spec=spec,
+        module=SimpleNamespace(),
+        per_input=1_000,
+        chunk_rows=1,
+        weights_bytes=0,
+    )
+    verbs = [*REGISTRY[family].verbs, *(["images"] if SPECS[family].images else [])]
+    assert verbs
+    for verb in verbs:
+        field, need = call_bytes(served, verb, stub_body())
+        assert need > 0, verb
+        with pytest.raises(CallTooBig) as refused:
+            check_call(served, verb, stub_body(), need - 1)
+        assert refused.value.field == field, verb
+        assert "ANNLAB_API_MEMORY" in str(refused.value) and "GiB" in str(refused.value)
+        assert check_call(served, verb, stub_body(), need) == need

@@ -143,6 +143,12 @@ def peaks(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
     )
     assert done.returncode == 0, done.stderr[-3000:]
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    for line in lines:  # the figures, seen with pytest -s
+        print(
+            f"{line['family']:>9}: peak {line['peak'] / MIB:7.0f} MiB, estimate"
+            f" {line['total'] / MIB:7.0f} MiB, ratio {line['peak'] / line['total']:.2f},"
+            f" {line['seconds']:.1f} s"
+        )
     return {line["family"]: line for line in lines}
 
 
