@@ -174,15 +174,15 @@ def test_the_admin_command_makes_lists_and_revokes_keys(tmp_path: Path) -> None:
             timeout=60,
         )
 
-    made = annlab("keys", "create", "dana", "--admin")
+    made = annlab("key", "create", "dana", "--admin")
     assert made.returncode == 0, made.stderr
     assert made.stdout.strip().startswith("annlab_") and "not shown again" in made.stderr
-    assert annlab("keys", "create", "dana").returncode == 2  # the name is taken
-    listed = annlab("keys", "list")
+    assert annlab("key", "create", "dana").returncode == 2  # the name is taken
+    listed = annlab("key", "list")
     assert "dana" in listed.stdout and "admin" in listed.stdout
     assert made.stdout.strip() not in listed.stdout
-    assert annlab("keys", "revoke", "dana").returncode == 0
-    assert "dana" not in annlab("keys", "list").stdout
+    assert annlab("key", "revoke", "dana").returncode == 0
+    assert "dana" not in annlab("key", "list").stdout
 
 
 def test_production_does_not_start_without_a_key(tmp_path: Path) -> None:
