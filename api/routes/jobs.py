@@ -255,11 +255,6 @@ def decode_cursor(cursor: str) -> tuple[datetime, str]:
     return when, job_id
 
 
-def _escaped(text: str) -> str:
-    """`text` with LIKE's wildcards taken literally."""
-    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-
-
 @router.get("", response_model=JobsPublic)
 def list_jobs(
     session: SessionDep,
@@ -308,15 +303,15 @@ def list_jobs(
     if sweep is not None:
         query = query.where(Job.sweep_id == sweep)
     if tag is not None:  # its JSON text holds the tag in quotes (tags have no quote or escape)
-        query = query.where(cast(Job.tags, String).like(f'%"{_escaped(tag)}"%', escape="\\"))
+        query = query.where(cast(Job.tags, String).contains(f'"{tag}"', autoescape=True))
     if q is not None:
-        words = f"%{_escaped(q.lower())}%"
+        words = q.lower()  # LIKE's wildcards in it are taken literally (autoescape)
         query = query.where(
             or_(
-                func.lower(Job.name).like(words, escape="\\"),
-                func.lower(Job.id).like(words, escape="\\"),
-                func.lower(cast(Job.tags, String)).like(words, escape="\\"),
-                func.lower(Job.note).like(words, escape="\\"),
+                *(
+                    func.lower(column).contains(words, autoescape=True)
+                    for column in (Job.name, Job.id, cast(Job.tags, String), Job.note)
+                )
             )
         )
     if count is None:
