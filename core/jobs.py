@@ -257,21 +257,7 @@ class EpochRow:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-def record_rows(
-    session: Session,
-    lease: Lease,
-    *,
-    lease_seconds: float,
-    rows: list[EpochRow],
-    checkpoint: bytes,
-    epoch: int,
-    step: int,
-    progress: dict[str, Any],
-) -> None:
-    """Epochs' metric rows, their artifacts and the checkpoint that follows them (`latest`, at
-    (epoch, step)), in one transaction: all or none, so a resumed run records each epoch
-    once."""
-    _guarded(session, lease, lease_seconds, progress=progress)
+def _add_rows(session: Session, lease: Lease, rows: Iterable[EpochRow]) -> None:
     for row in rows:
         session.add(
             Metric(
@@ -287,6 +273,24 @@ def record_rows(
             session.add(
                 Artifact(job_id=lease.job_id, fold=row.fold, epoch=row.epoch, name=name, data=data)
             )
+
+
+def record_rows(
+    session: Session,
+    lease: Lease,
+    *,
+    lease_seconds: float,
+    rows: list[EpochRow],
+    checkpoint: bytes,
+    epoch: int,
+    step: int,
+    progress: dict[str, Any],
+) -> None:
+    """Epochs' metric rows, their artifacts and the checkpoint that follows them (`latest`, at
+    (epoch, step)), in one transaction: all or none, so a resumed run records each epoch
+    once."""
+    _guarded(session, lease, lease_seconds, progress=progress)
+    _add_rows(session, lease, rows)
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
 
 
@@ -319,19 +323,21 @@ def record_epoch(
 
 @dataclass
 class EpochWrite:
-    """One job's share of a stack's epoch end: its rows (fold, epoch, seconds, values), its
-    checkpoint and its progress."""
+    """One job's share of a stack's write: its rows, the checkpoint after them (at (epoch,
+    step)) and its progress."""
 
     lease: Lease
-    rows: list[tuple[int, int, float, dict[str, float]]]
+    rows: list[EpochRow]
     checkpoint: bytes
+    epoch: int
+    step: int
     progress: dict[str, Any]
 
 
 def record_epochs(
     session: Session, writes: list[EpochWrite], *, lease_seconds: float
 ) -> list[Lease]:
-    """record_epoch for every job of a stack, in the caller's one transaction; returns the
+    """record_rows for every job of a stack, in the caller's one transaction; returns the
     leases that were lost (those jobs' rows are left out)."""
     lost, kept = [], []
     for write in writes:
@@ -341,18 +347,8 @@ def record_epochs(
             lost.append(write.lease)
             continue
         kept.append(write)
-    session.add_all(
-        Metric(
-            job_id=w.lease.job_id,
-            fold=fold,
-            epoch=epoch,
-            seconds=seconds,
-            attempt=w.lease.attempt,
-            values=values,
-        )
-        for w in kept
-        for fold, epoch, seconds, values in w.rows
-    )
+    for write in kept:
+        _add_rows(session, write.lease, write.rows)
     ids = [w.lease.job_id for w in kept]
     stored = {
         row.job_id: row
@@ -361,20 +357,19 @@ def record_epochs(
         )
     }
     for write in kept:
-        epoch = write.rows[-1][1]
         row = stored.get(write.lease.job_id)
         if row is None:
             session.add(
                 Checkpoint(
                     job_id=write.lease.job_id,
                     kind="latest",
-                    epoch=epoch,
-                    step=0,
+                    epoch=write.epoch,
+                    step=write.step,
                     data=write.checkpoint,
                 )
             )
         else:
-            row.epoch, row.step, row.data = epoch, 0, write.checkpoint
+            row.epoch, row.step, row.data = write.epoch, write.step, write.checkpoint
     return lost
 
 
@@ -400,8 +395,11 @@ def finish(
     final_checkpoint: bytes | None = None,
     epoch: int = 0,
     progress: dict[str, Any] | None = None,
+    rows: Iterable[EpochRow] = (),
 ) -> None:
-    """End the job as succeeded, failed or cancelled (guarded by the lease)."""
+    """End the job as succeeded, failed or cancelled (guarded by the lease), with the rows of
+    its ended epochs not yet written: a job that ends does not resume, so they need no
+    checkpoint after them, and in this one transaction no resumed run repeats them."""
     values: dict[str, Any] = {
         "status": status,
         "finished_at": utcnow(),
@@ -413,6 +411,7 @@ def finish(
     if progress is not None:
         values["progress"] = progress
     _guarded(session, lease, 0.0, **values)
+    _add_rows(session, lease, rows)
     if final_checkpoint is not None:
         _put_checkpoint(session, lease.job_id, "final", epoch=epoch, step=0, data=final_checkpoint)
 

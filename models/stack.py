@@ -381,11 +381,14 @@ class StackJob:
 
 @dataclasses.dataclass
 class EpochRecord:
-    """What one job writes when an epoch ends: a metric row per fold, its checkpoint."""
+    """What one job writes when an epoch ends: a metric row per fold, and its checkpoint,
+    built when called (only while the stack stands where the epoch left it, or at a later
+    epoch's start). `ends`: the job finishes with this epoch (its members leave the stack)."""
 
     job: StackJob
     rows: list[tuple[int, EpochEnd]]  # (fold, the epoch)
-    state: dict[str, Any]
+    state: Callable[[], dict[str, Any]]
+    ends: bool = False
 
 
 class Hooks:
@@ -419,7 +422,7 @@ class Hooks:
         """Mid-epoch checkpoints (job, state, epoch, step), all at once."""
 
     def record(self, records: list[EpochRecord]) -> None:
-        """Every job's epoch rows and checkpoint, all at once."""
+        """Every job's epoch rows and checkpoint; a job that `ends` must be written now."""
 
     def finish(self, job: StackJob, result: dict[str, Any], model: nn.Module) -> None:
         """The job succeeded."""
@@ -451,6 +454,10 @@ def job_state(stack: Stack, job: StackJob) -> dict[str, Any]:
         else:
             folds.append(live[fold])
     return {"folds_state": folds}
+
+
+def _state_of(stack: Stack, job: StackJob) -> Callable[[], dict[str, Any]]:
+    return lambda: job_state(stack, job)
 
 
 def build(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> list[Member]:
@@ -601,7 +608,7 @@ def _record_initial(
     for job, ends in rows.items():
         job.progress.on_epoch_end(job.members[0].trainer, proxy[job.id], ends[0][1])
     if rows:
-        hooks.record([EpochRecord(job, ends, job_state(stack, job)) for job, ends in rows.items()])
+        hooks.record([EpochRecord(job, ends, _state_of(stack, job)) for job, ends in rows.items()])
 
 
 def _jobs_of(members: Sequence[Member]) -> list[StackJob]:
@@ -753,7 +760,9 @@ def _end_epoch(
         if m.job not in failed and (m.position.stopped_epoch is not None or epoch >= total)
     ]
     records = [
-        EpochRecord(job, rows[job], job_state(stack, job))
+        EpochRecord(
+            job, rows[job], _state_of(stack, job), ends=all(m in finishing for m in job.members)
+        )
         for job in _jobs_of(members)
         if job not in failed and job in rows
     ]

@@ -7,12 +7,13 @@ import dataclasses
 import logging
 import os
 import threading
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 
 from core.db import session_scope
-from core.jobs import Lease, LeaseLost, finish, heartbeat, requeue
+from core.jobs import EpochRow, Lease, LeaseLost, finish, heartbeat, requeue
 from core.settings import Settings
 from workers.stopping import stop_requested
 
@@ -140,9 +141,16 @@ def give_back(settings: Settings, lease: Lease) -> None:
         log.exception("job %s: could not be queued again; the reaper will", lease.job_id)
 
 
-def end(settings: Settings, lease: Lease, status: str, error: str | None = None) -> None:
+def end(
+    settings: Settings,
+    lease: Lease,
+    status: str,
+    error: str | None = None,
+    rows: Sequence[EpochRow] = (),
+) -> None:
+    """The job ends `status` with the rows of its ended epochs not yet written."""
     try:
         with session_scope(settings.database_url) as session:
-            finish(session, lease, status, error=error)
+            finish(session, lease, status, error=error, rows=rows)
     except LeaseLost:
         log.warning("job %s: lease lost before it could be marked %s", lease.job_id, status)

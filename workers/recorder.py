@@ -25,8 +25,8 @@ class Recorder(Callback):
     (together, at most `record_seconds` apart, in one transaction), mid-epoch checkpoints
     (every `checkpoint_seconds`, and when the worker stops, with the rows not yet written),
     the checkpoint between folds; it also checks for a cancel or a lost lease before every
-    batch. Rows held back are written before the fold ends, the job stops, or it ends cancelled
-    or failed (`flush`)."""
+    batch. Rows held back are written before the fold ends or the job stops (`flush`); a job
+    that ends cancelled or failed writes them with its end (`held`)."""
 
     def __init__(self, run: "_Run", data: Splits, callbacks: list[Callback]):
         self.run, self.data, self.callbacks = run, data, callbacks
@@ -34,9 +34,10 @@ class Recorder(Callback):
         self.last_saved = time.monotonic()
         self.pending: list[jobs.EpochRow] = []
         self.recorded = False
-        # The checkpoint after the last ended epoch, and that epoch: what the pending rows
-        # lead to.
-        self.latest: tuple[bytes, int] | None = None
+        # Where the checkpoint after the pending rows is taken from, when they are written:
+        # the trainer and its position, which stand there until the next batch, and the last
+        # ended epoch. The checkpoint is built only then, not at every epoch's end.
+        self.after: tuple[Trainer, Position, int] | None = None
         # Successive halving reads its peers' rows at its rungs: a sweep's job writes each.
         self.every_epoch = run.settings.record_seconds == 0 or run.halving_config is not None
 
@@ -67,10 +68,17 @@ class Recorder(Callback):
         self.write(self.checkpoint(trainer, position), epoch=epoch, step=step)
 
     def flush(self) -> None:
-        """The rows held back, with the checkpoint after the last of them."""
-        if self.pending and self.latest is not None:
-            blob, epoch = self.latest
-            self.write(blob, epoch=epoch, step=0)
+        """The rows held back, with the checkpoint after the last of them. Called only where
+        the trainer still stands after that epoch: at its end, before the next one's first
+        batch, at the fold's end."""
+        if self.pending and self.after is not None:
+            trainer, position, epoch = self.after
+            self.write(self.checkpoint(trainer, position), epoch=epoch, step=0)
+
+    def held(self) -> list[jobs.EpochRow]:
+        """The rows not written yet, for the job's end to write (jobs.finish)."""
+        rows, self.pending = self.pending, []
+        return rows
 
     def on_fold_start(self, trainer: Trainer, position: Position) -> None:
         self.run.control.watch(trainer.model)
@@ -114,7 +122,7 @@ class Recorder(Callback):
                 {k: pack({"tensor": v}) for k, v in artifacts.items()},
             )
         )
-        self.latest = (self.checkpoint(trainer, position), ended.epoch)
+        self.after = (trainer, position, ended.epoch)
         # The first rows of an attempt go at once, later ones at most record_seconds apart.
         due = time.monotonic() - self.last_saved >= run.settings.record_seconds
         if due or self.every_epoch or not self.recorded:

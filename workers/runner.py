@@ -82,6 +82,7 @@ def run_job(
             return "skipped"
         log.info("job %s: attempt %d on %s", job_id, lease.attempt, worker)
         control = Control()
+        run: _Run | None = None
         try:
             if on_claimed is not None:
                 on_claimed()
@@ -94,13 +95,14 @@ def run_job(
                     if outcome is not None:
                         return outcome
             with Heartbeat(settings, [(lease, control)]):
-                _Run(lease, document, settings, control).run()
+                run = _Run(lease, document, settings, control)
+                run.run()
             return "succeeded"
         except LeaseLost:
             log.warning("job %s: lease lost; another worker owns it now", job_id)
             return "lost"
-        except Cancelled:
-            end(settings, lease, "cancelled")
+        except Cancelled:  # it keeps the epochs that ended
+            end(settings, lease, "cancelled", rows=run.held() if run is not None else [])
             return "cancelled"
         except Stopped:
             give_back(settings, lease)
@@ -118,7 +120,8 @@ def run_job(
                 raise
             if not isinstance(exc, (Diverged, DatasetUnavailable)):
                 log.exception("job %s failed", job_id)
-            end(settings, lease, "failed", error=describe(exc))
+            rows = run.held() if run is not None else []
+            end(settings, lease, "failed", error=describe(exc), rows=rows)
             return "failed"
         finally:
             if torch.cuda.is_available():
@@ -139,6 +142,12 @@ class _Run:
         self.owner: str | None = None
         self.sweep_id: str | None = None
         self.halving_config: sweeps.Halving | None = None  # its sweep's, once prepared
+        self.recorder: Recorder | None = None  # once it trains
+
+    def held(self) -> list[jobs.EpochRow]:
+        """The rows of ended epochs not written yet: a cancelled or failed job's end writes
+        them."""
+        return self.recorder.held() if self.recorder is not None else []
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -199,24 +208,10 @@ class _Run:
 
         callbacks.append(quality.SampleQuality(self.settings, self.owner, scoring))
         callbacks.append(progress)
-        recorder = Recorder(self, data, callbacks)
-        callbacks.append(recorder)
+        self.recorder = Recorder(self, data, callbacks)
+        callbacks.append(self.recorder)
         with job_threads(self.spec, data.info, self.settings, self.device):
-            try:
-                result, model = loop.train(
-                    self.family, self.spec, data, self.device, saved, callbacks
-                )
-            except (LeaseLost, Stopped):
-                raise
-            except Exception:  # cancelled or failed: it keeps the epochs that ended
-                if not stop_requested():
-                    try:
-                        recorder.flush()
-                    except Exception:  # noqa: BLE001 - the job's own error is the one to report
-                        log.exception(
-                            "job %s: its last epochs' rows were not written", self.lease.job_id
-                        )
-                raise
+            result, model = loop.train(self.family, self.spec, data, self.device, saved, callbacks)
         self.finish(progress, data, result, model)
 
     def finish(

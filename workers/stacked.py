@@ -42,6 +42,15 @@ def has_stacked_checkpoint(settings: Settings, job_id: str) -> bool:
     return blob is not None and '"folds_state"' in read_metadata(blob).get("state", "")
 
 
+@dataclasses.dataclass
+class _Held:
+    """A job's rows not written yet, and what builds the checkpoint after `epoch`, the last."""
+
+    rows: list[jobs.EpochRow]
+    state: Callable[[], dict[str, Any]]
+    epoch: int
+
+
 @dataclasses.dataclass(eq=False)
 class _Entry:
     """A claimed job of the stack."""
@@ -92,9 +101,10 @@ class _Stacked(stack.Hooks):
         # (job, fold, epoch) -> the figures of the epoch ending now
         self.figures: dict[tuple[stack.StackJob, int, int], dict[str, float]] = {}
         self.last_saved = time.monotonic()
-        # Rows not yet written, with the checkpoint after the last of them, by job: written
-        # together at most `record_seconds` apart (as workers/recorder.py does for one job).
-        self.pending: dict[stack.StackJob, jobs.EpochWrite] = {}
+        # Rows not yet written, with what builds the checkpoint after the last of them, by job:
+        # written together at most `record_seconds` apart (as workers/recorder.py does for
+        # one job); the checkpoint is built only then.
+        self.pending: dict[stack.StackJob, _Held] = {}
         self.recorded = False
 
     def session(self) -> Any:
@@ -134,17 +144,20 @@ class _Stacked(stack.Hooks):
         return [e for e in self.entries if e.outcome is None]
 
     def leave(self, entry: _Entry, outcome: str, error: BaseException | None = None) -> None:
-        """The job leaves the stack: ended, or back in the queue ("stopped"); it keeps the
-        epochs that ended."""
-        if outcome in ("stopped", "failed", "cancelled") and entry.job in self.pending:
-            self.flush([entry.job])
+        """The job leaves the stack: ended (with the rows of its epochs not yet written), or
+        back in the queue ("stopped", where the stack stops at an epoch's start or a mid-epoch
+        checkpoint has written its rows; otherwise it resumes from its last checkpoint and
+        trains those epochs again)."""
+        held = self.pending.pop(entry.job, None) if entry.job is not None else None
         entry.outcome = outcome
         self.heartbeat.drop(entry.lease)
         with job_context(entry.lease.job_id):
             if outcome == "stopped":
                 give_back(self.settings, entry.lease)
             elif outcome in ("failed", "cancelled"):
-                end(self.settings, entry.lease, outcome, error=describe(error) if error else None)
+                error_text = describe(error) if error else None
+                rows = held.rows if held is not None else []
+                end(self.settings, entry.lease, outcome, error=error_text, rows=rows)
 
     # --- who joins ------------------------------------------------------------------------
 
@@ -265,6 +278,7 @@ class _Stacked(stack.Hooks):
             return True
         except LeaseLost:
             log.warning("job %s: lease lost; another worker owns it now", job.id)
+            self.pending.pop(job, None)  # its rows are another worker's to write
             entry.outcome = "lost"
             self.heartbeat.drop(entry.lease)
             return True
@@ -280,47 +294,37 @@ class _Stacked(stack.Hooks):
     def checkpoint_due(self) -> bool:
         return time.monotonic() - self.last_saved > self.settings.checkpoint_seconds
 
-    def _each(self, writes: list[tuple[stack.StackJob, Any]], write: Any) -> None:
-        """`write(session, entry, what)` for every job, in one transaction; a job whose lease
-        was lost is left out (and leaves the stack at the next batch)."""
-        with self.session() as session:
-            for job, what in writes:
-                entry = self.by_job[job]
-                try:
-                    write(session, entry, what)
-                except LeaseLost:
-                    entry.control.lost.set()
-        self.last_saved = time.monotonic()
-
     def save(self, states: list[tuple[stack.StackJob, dict[str, Any], int, int]]) -> None:
-        self.flush()
+        """Mid-epoch checkpoints, each with its job's rows held back, in one transaction."""
+        memory = memory_in_use()
+        writes = []
+        for job, state, epoch, step in states:
+            held = self.pending.pop(job, None)
+            rows = held.rows if held is not None else []
+            writes.append(self._write(job, rows, state, epoch, step, memory))
+        self._commit(writes)
 
-        def write(session: Any, entry: _Entry, what: tuple[dict[str, Any], int, int]) -> None:
-            state, epoch, step = what
-            assert entry.run is not None
-            jobs.save_checkpoint(
-                session,
-                entry.lease,
-                lease_seconds=self.settings.lease_seconds,
-                epoch=epoch,
-                step=step,
-                data=pack(state, {"spec": entry.run.document}),
-                progress=entry.control.progress or {},
-            )
-
-        self._each([(job, (state, e, s)) for job, state, e, s in states], write)
+    def _write(
+        self,
+        job: stack.StackJob,
+        rows: list[jobs.EpochRow],
+        state: dict[str, Any],
+        epoch: int,
+        step: int,
+        memory: int | None,
+    ) -> jobs.EpochWrite:
+        entry = self.by_job[job]
+        assert entry.run is not None
+        blob = pack(state, {"spec": entry.run.document})
+        progress = (entry.control.progress or {}) | {"memory_bytes": memory}
+        return jobs.EpochWrite(entry.lease, rows, blob, epoch, step, progress)
 
     def record(self, records: list[stack.EpochRecord]) -> None:
-        memory = memory_in_use()
         for record in records:
-            entry = self.by_job[record.job]
-            assert entry.run is not None
-            rows = [(f, e.epoch, e.seconds, e.metrics) for f, e in record.rows]
-            blob = pack(record.state, {"spec": entry.run.document})
-            progress = (entry.control.progress or {}) | {"memory_bytes": memory}
+            rows = [jobs.EpochRow(f, e.epoch, e.seconds, e.metrics) for f, e in record.rows]
             held = self.pending.get(record.job)
             rows = (held.rows if held is not None else []) + rows
-            self.pending[record.job] = jobs.EpochWrite(entry.lease, rows, blob, progress)
+            self.pending[record.job] = _Held(rows, record.state, record.rows[-1][1].epoch)
         # Successive halving reads its peers' rows at its rungs: a sweep's stack writes each.
         halving = any(e.run is not None and e.run.halving_config for e in self.entries)
         # The first rows of an attempt go at once: the jobs' progress then says they stack.
@@ -328,6 +332,8 @@ class _Stacked(stack.Hooks):
         if due or halving or self.settings.record_seconds == 0 or not self.recorded:
             self.recorded = True
             self.flush()
+        else:  # a job that ends now leaves the stack: what builds its checkpoint goes too
+            self.flush([r.job for r in records if r.ends])
         for record in records:
             with job_context(record.job.id):
                 for fold, ended in record.rows:
@@ -336,11 +342,21 @@ class _Stacked(stack.Hooks):
 
     def flush(self, only: list[stack.StackJob] | None = None) -> None:
         """The rows held back (every job's, or `only` these), each job's with the checkpoint
-        after them, in one transaction."""
+        after them, in one transaction. Called only where the stack stands after the last
+        ended epoch: at an epoch's end or before the next one's first batch."""
         chosen = [job for job in self.pending if only is None or job in only]
         if not chosen:
             return
-        writes = [self.pending.pop(job) for job in chosen]
+        memory = memory_in_use()
+        writes = []
+        for job in chosen:
+            held = self.pending.pop(job)
+            writes.append(self._write(job, held.rows, held.state(), held.epoch, 0, memory))
+        self._commit(writes)
+
+    def _commit(self, writes: list[jobs.EpochWrite]) -> None:
+        if not writes:
+            return
         with self.session() as session:
             lost = jobs.record_epochs(session, writes, lease_seconds=self.settings.lease_seconds)
         for lease in lost:  # the job leaves the stack at the next batch
@@ -351,8 +367,7 @@ class _Stacked(stack.Hooks):
         entry = self.by_job[job]
         assert entry.run is not None
         with job_context(job.id):
-            try:
-                self.flush([job])
+            try:  # its rows went with its last epoch (EpochRecord.ends)
                 entry.run.finish(job.progress, job.data, result, model)
                 entry.outcome = "succeeded"
             except LeaseLost:

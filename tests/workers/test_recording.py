@@ -3,14 +3,16 @@ ANNLAB_RECORD_SECONDS apart: far fewer transactions for a job of many short epoc
 every epoch recorded once, through a stop and resume, a failure, and the job's end."""
 
 import re
+import time
 from collections.abc import Iterator
 
 import pytest
 
 from core import jobs
 from core.db import session_scope
-from core.jobs import latest_checkpoint
+from core.jobs import latest_checkpoint, request_cancel
 from core.settings import Settings
+from models import loop, stack
 from models.supervised import SupervisedTrainer
 from tests.workers.test_runner import load, submit
 from workers import stopping
@@ -111,7 +113,7 @@ def test_a_stack_writes_its_members_rows_together(
     real = jobs.record_epochs
 
     def counted(session, writes, **kwargs):  # noqa: ANN001, ANN003
-        made.append({w.lease.job_id: [epoch for _, epoch, _, _ in w.rows] for w in writes})
+        made.append({w.lease.job_id: [row.epoch for row in w.rows] for w in writes})
         return real(session, writes, **kwargs)
 
     monkeypatch.setattr(jobs, "record_epochs", counted)
@@ -125,3 +127,82 @@ def test_a_stack_writes_its_members_rows_together(
     assert sorted(sum((list(write.items()) for write in made[1:]), [])) == sorted(
         (job_id, [1, 2, 3, 4, 5]) for job_id in ids
     )
+
+
+def test_a_checkpoint_is_built_only_when_it_is_written(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, writes: list[list[int]]
+) -> None:
+    """Epochs whose rows are held back build no checkpoint: one per write."""
+    built: list[int] = []
+    real = loop.checkpoint_state
+
+    def counted(trainer, position, callbacks):  # noqa: ANN001, ANN202
+        built.append(position.epoch)
+        return real(trainer, position, callbacks)
+
+    monkeypatch.setattr(loop, "checkpoint_state", counted)
+    held = settings.model_copy(update={"record_seconds": 3600.0})
+    job_id = submit(held, DOCUMENT, stack=False)
+    assert run_job(job_id, settings=held, worker="w") == "succeeded"
+    assert writes == [[0], [1, 2, 3, 4, 5, 6]]
+    assert built == [1, 7]  # after epoch 0 and after epoch 6: where a resumed run goes on
+
+
+def test_a_stack_builds_checkpoints_only_when_it_writes_them(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tests.workers.test_stacked import regression, stacking
+    from tests.workers.test_stacked import submit as submit_stack
+
+    built: list[str] = []
+    real = stack.job_state
+
+    def counted(of: stack.Stack, job: stack.StackJob) -> dict:
+        built.append(job.id)
+        return real(of, job)
+
+    monkeypatch.setattr(stack, "job_state", counted)
+    held = stacking(settings).model_copy(update={"record_seconds": 3600.0})
+    ids = submit_stack(held, *[regression(seed, 1e-2) for seed in (1, 2, 3)])
+    assert run_job(ids[0], settings=held, worker="w") == "succeeded"
+    assert sorted(built) == sorted(ids * 2)  # epoch 0's write and the last epoch's
+
+
+@pytest.mark.parametrize("how", ["diverges", "cancelled"])
+def test_a_stack_member_that_ends_writes_its_held_rows_with_its_end(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    """Its rows of the epochs it ended, each once, in the transaction that ends it; the
+    others go on."""
+    from tests.workers.test_stacked import job_of, regression, rows_of, stacking
+    from tests.workers.test_stacked import submit as submit_stack
+
+    held = stacking(settings).model_copy(update={"record_seconds": 3600.0})
+    documents = [regression(seed, 1e-2, optimizer="sgd", epochs=30) for seed in (1, 2, 3)]
+    if how == "diverges":
+        documents[1] = regression(2, 50.0, optimizer="sgd", epochs=30)
+    ids = submit_stack(held, *documents)
+    real, steps = stack.Stack.step, []
+
+    def step(self: stack.Stack, batches: list) -> dict:
+        steps.append(len(batches))
+        if how == "cancelled" and len(steps) == 6 * 4 + 1:  # epoch 5's first batch
+            with session_scope(held.database_url) as session:
+                request_cancel(session, ids[1])
+            time.sleep(4 * held.heartbeat_seconds)
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "step", step)
+    assert run_job(ids[0], settings=held, worker="w") == "succeeded"
+    ended = job_of(held, ids[1])
+    epochs = [epoch for _, epoch, _ in rows_of(held, ids[1])]
+    if how == "diverges":
+        assert ended.status == "failed" and "diverged" in ended.error
+        where = re.search(r"(?:in epoch|at epoch|end of epoch) (\d+)", ended.error)
+        assert where is not None, ended.error
+        assert int(where.group(1)) >= 2 and epochs == list(range(int(where.group(1))))
+    else:
+        assert ended.status == "cancelled" and epochs[0] == 0 and len(epochs) >= 5
+        assert epochs == list(range(len(epochs)))
+    for job_id in (ids[0], ids[2]):
+        assert [e for _, e, _ in rows_of(held, job_id)] == list(range(31))

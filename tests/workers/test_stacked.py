@@ -211,17 +211,20 @@ class Crash(BaseException):
     """Stands in for SIGKILL: nothing in the runner catches it."""
 
 
-@pytest.mark.parametrize("killed_at", [1, 2 * 6 + 3])
+@pytest.mark.parametrize(("killed_at", "held"), [(1, False), (2 * 6 + 3, False), (2 * 6 + 3, True)])
 def test_a_stack_killed_mid_epoch_resumes_every_member(
-    db_settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: int
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch, killed_at: int, held: bool
 ) -> None:
     """Checkpoints every batch, killed at the first step (the last checkpoint is epoch 0's) or
     in epoch 3; another worker resumes all three from the same batch: every epoch's row once
-    per job, the numbers of an unbroken run."""
+    per job, the numbers of an unbroken run. `held`: no checkpoint mid-epoch and rows held
+    back: the rows of epochs 1 and 2 die with the worker, which trains them again from epoch
+    0's checkpoint."""
     documents = [regression(seed, 1e-2, noise=0.1, input_noise=0.05) for seed in (1, 2, 3)]
     reference = alone(db_settings, *documents)
     ids = submit(db_settings, *documents)
-    settings = db_settings.model_copy(update={"checkpoint_seconds": 1e-9})
+    every = {"checkpoint_seconds": 3600.0, "record_seconds": 3600.0} if held else {}
+    settings = db_settings.model_copy(update={"checkpoint_seconds": 1e-9} | every)
     real, steps = stack.Stack.step, []
 
     def crash(self: stack.Stack, batches: list) -> dict:
@@ -235,6 +238,8 @@ def test_a_stack_killed_mid_epoch_resumes_every_member(
         run_job(ids[0], settings=stacking(settings), worker="doomed")
     # What the reaper reads of a lost worker: the memory it reported was a stack's.
     assert {job_of(settings, job_id).progress["stack_jobs"] for job_id in ids} == {3}
+    if held:
+        assert all([e for _, e, _ in rows_of(settings, job_id)] == [0] for job_id in ids)
     monkeypatch.setattr(stack.Stack, "step", real)
     for job_id in ids:
         expire_lease(settings, job_id)
