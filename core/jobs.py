@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, func, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from core.db import Artifact, Checkpoint, Job, Metric, utcnow
@@ -257,22 +257,21 @@ class EpochRow:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
-def _add_rows(session: Session, lease: Lease, rows: Iterable[EpochRow]) -> None:
-    for row in rows:
-        session.add(
-            Metric(
-                job_id=lease.job_id,
-                fold=row.fold,
-                epoch=row.epoch,
-                seconds=row.seconds,
-                attempt=lease.attempt,
-                values=row.values,
+def _add_rows(session: Session, written: Iterable[tuple[Lease, Iterable[EpochRow]]]) -> None:
+    """Jobs' rows and their artifacts, each kind in one executemany (no ORM object per row)."""
+    now = utcnow()
+    metrics, artifacts = [], []
+    for lease, rows in written:
+        for row in rows:
+            at = {"job_id": lease.job_id, "fold": row.fold, "epoch": row.epoch, "created_at": now}
+            metrics.append(
+                at | {"seconds": row.seconds, "attempt": lease.attempt, "values": row.values}
             )
-        )
-        for name, data in row.artifacts.items():
-            session.add(
-                Artifact(job_id=lease.job_id, fold=row.fold, epoch=row.epoch, name=name, data=data)
-            )
+            artifacts += [at | {"name": name, "data": data} for name, data in row.artifacts.items()]
+    if metrics:
+        session.execute(insert(Metric), metrics)
+    if artifacts:
+        session.execute(insert(Artifact), artifacts)
 
 
 def record_rows(
@@ -290,7 +289,7 @@ def record_rows(
     (epoch, step)), in one transaction: all or none, so a resumed run records each epoch
     once."""
     _guarded(session, lease, lease_seconds, progress=progress)
-    _add_rows(session, lease, rows)
+    _add_rows(session, [(lease, rows)])
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
 
 
@@ -347,8 +346,7 @@ def record_epochs(
             lost.append(write.lease)
             continue
         kept.append(write)
-    for write in kept:
-        _add_rows(session, write.lease, write.rows)
+    _add_rows(session, [(w.lease, w.rows) for w in kept])
     ids = [w.lease.job_id for w in kept]
     stored = {
         row.job_id: row
@@ -411,7 +409,7 @@ def finish(
     if progress is not None:
         values["progress"] = progress
     _guarded(session, lease, 0.0, **values)
-    _add_rows(session, lease, rows)
+    _add_rows(session, [(lease, rows)])
     if final_checkpoint is not None:
         _put_checkpoint(session, lease.job_id, "final", epoch=epoch, step=0, data=final_checkpoint)
 

@@ -29,11 +29,12 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, vmap
 
-from core.datasets import Splits, fold_bounds, fold_splits
+from core.datasets import Split, Splits, fold_bounds, fold_splits
 from core.spec import FULL_BATCH, JobSpecBase
 from models import loop
 from models.base import Batch, Family, Trainer
 from models.loop import Callback, Diverged, EpochEnd, Position
+from models.supervised import SupervisedTrainer
 from models.training import make_optimizer
 
 PROGRESS_SECONDS = 0.25  # between two progress reports of a stack's jobs
@@ -212,6 +213,71 @@ class Stack:
                 for p, old in zip(self.params.values(), before, strict=True):
                     p.copy_(old + _along(self.lr_scale, p) * (p - old))
         return _sums(batches, found)
+
+    @torch.inference_mode()
+    def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:
+        """The figures of members `which` (indices into the stack) on their splits, as each
+        one's trainer.evaluate gives them: supervised members whose splits are of one size and
+        fit in one evaluation chunk in one vmapped pass (equal to their own evaluation within
+        float32 reduction order, as their stacked steps are), the others each on its own model
+        (LBFGS members, whose every figure is the one they have alone, to the bit)."""
+        found: dict[int, dict[str, float]] = {}
+        groups: dict[int, list[int]] = {}
+        for i, k in enumerate(which):
+            trainer, n = self.trainers[k], len(splits[i])
+            batched = type(trainer).evaluate is SupervisedTrainer.evaluate and not trainer.bf16
+            batched = batched and self.optimizer is not None
+            if batched and n <= trainer.eval_chunk:
+                groups.setdefault(n, []).append(i)
+            else:
+                found[i] = trainer.evaluate(splits[i])
+        for members in groups.values():
+            if len(members) == 1:
+                found[members[0]] = self.trainers[which[members[0]]].evaluate(splits[members[0]])
+                continue
+            figures = self._evaluate([which[i] for i in members], [splits[i] for i in members])
+            found |= dict(zip(members, figures, strict=True))
+        return [found[i] for i in range(len(which))]
+
+    def _evaluate(self, which: list[int], splits: list[Split]) -> list[dict[str, float]]:
+        template = self.template
+        assert isinstance(template, SupervisedTrainer)
+        device = self.params[self.names[0]].device
+        index = torch.tensor(which, device=device)
+        params = {f"model.{n}": p.detach().index_select(0, index) for n, p in self.params.items()}
+        params |= {f"model.{n}": b.index_select(0, index) for n, b in self.buffers.items()}
+
+        def member(params: dict[str, Tensor], x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+            def figures(x: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+                outputs = template.model(template.inputs(x)).float()
+                correct = (
+                    (outputs.argmax(1) == y).sum() if template.classify else outputs.new_zeros(())
+                )
+                return template.loss(outputs, y), correct
+
+            return functional_call(self.apply, params, (figures, x, y))
+
+        template.model.eval()
+        flagged = [m for m in template.model.modules() if hasattr(m, "vmapped")]
+        for module in flagged:
+            module.vmapped = True
+        try:
+            xs = torch.stack([split.x for split in splits])
+            ys = torch.stack([split.y for split in splits])
+            losses, correct = vmap(member)(params, xs, ys)
+        finally:
+            for module in flagged:
+                module.vmapped = False
+        out = []
+        for loss, right, split in zip(losses.tolist(), correct.tolist(), splits, strict=True):
+            metrics = {"loss": loss}
+            if template.classify:
+                metrics["accuracy"] = right / len(split)
+            else:
+                metrics["mse"] = loss
+                metrics["nmse"] = loss / max(split.y.float().var().item(), 1e-12)
+            out.append(metrics)
+        return out
 
     # --- a member's optimizer state, as the optimizer of a model trained alone holds it -----
 
@@ -711,7 +777,15 @@ def _end_epoch(
     _read(members, sums)
     failed: dict[StackJob, BaseException] = {}
     ends: dict[Member, EpochEnd] = {}
-    for m in members:
+    validating = [
+        k
+        for k, m in enumerate(members)
+        if m.splits.val is not None and loop.validates(m.trainer.spec, epoch, m.every)
+    ]
+    splits = [members[k].splits.val for k in validating]
+    figures = stack.evaluate(validating, [v for v in splits if v is not None])
+    validation = dict(zip(validating, figures, strict=True))
+    for k, m in enumerate(members):
         if m.job in failed:
             continue
         trainer = m.trainer
@@ -719,8 +793,8 @@ def _end_epoch(
             m.position.read_sums(f"in epoch {epoch}")
             metrics = trainer.epoch_metrics(m.position.sums)
             validated = loop.validates(trainer.spec, epoch, m.every)
-            if m.splits.val is not None and validated:
-                metrics |= {f"val_{k}": v for k, v in trainer.evaluate(m.splits.val).items()}
+            if k in validation:
+                metrics |= {f"val_{name}": v for name, v in validation[k].items()}
             loop.refuse_non_finite(metrics, f"at the end of epoch {epoch}")
         except Diverged as exc:
             failed[m.job] = exc

@@ -129,7 +129,7 @@ class Recorder(Callback):
             self.recorded = True
             self.flush()
         done = f"job {run.lease.job_id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
-        log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
+        log.info(done, extra={"fold": fold, **vars(ended)})
         return False
 
     def on_fold_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:

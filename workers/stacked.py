@@ -338,7 +338,7 @@ class _Stacked(stack.Hooks):
             with job_context(record.job.id):
                 for fold, ended in record.rows:
                     done = f"job {record.job.id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
-                    log.info(done, extra={"fold": fold, **dataclasses.asdict(ended)})
+                    log.info(done, extra={"fold": fold, **vars(ended)})
 
     def flush(self, only: list[stack.StackJob] | None = None) -> None:
         """The rows held back (every job's, or `only` these), each job's with the checkpoint

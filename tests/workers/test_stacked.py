@@ -310,6 +310,34 @@ def test_every_hyperparameter_stacks_exactly(
         assert_same_training(settings, got, want)
 
 
+def test_a_stack_validates_its_members_in_one_pass(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every epoch's validation of the members is one vmapped pass, not one per member: a
+    member's own evaluate runs only for its epoch 0 (before the stack) and its test set; the
+    figures are those of the jobs alone, within the stack's tolerance."""
+    from models.supervised import SupervisedTrainer
+
+    documents = [regression(seed, 1e-2, noise=noise) for seed, noise in ((1, 0.0), (2, 0.3))]
+    documents.append(regression(3, 1e-2) | {"model": {"hidden": [8, 16], "activation": "tanh"}})
+    reference = alone(settings, *documents)
+    calls: list[int] = []
+    real = SupervisedTrainer.evaluate
+
+    def evaluate(self: SupervisedTrainer, split: Any) -> dict[str, float]:
+        calls.append(len(split))
+        return real(self, split)
+
+    monkeypatch.setattr(SupervisedTrainer, "evaluate", evaluate)
+    ids = submit(settings, *documents)
+    assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
+    # Each member's epoch 0 (its training and validation splits) and its test set: 3 calls.
+    assert len(calls) == 3 * len(documents)
+    for got, want in zip(ids, reference, strict=True):
+        assert_same_training(settings, got, want)
+        assert "val_nmse" in rows_of(settings, got)[-1][2]
+
+
 def test_lbfgs_members_step_alone_inside_the_stack(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
