@@ -13,7 +13,18 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-FORMAT = "annlab-checkpoint/1"
+FORMAT = "annlab-checkpoint/2"  # /2 adds lists stored as one stacked tensor
+READS = frozenset({"annlab-checkpoint/1", FORMAT})
+
+
+def _alike(items: list[Any]) -> bool:
+    """A list of two or more tensors of one shape, dtype and device (LBFGS's history)."""
+    if len(items) < 2 or not all(isinstance(t, torch.Tensor) for t in items):
+        return False
+    first = items[0]
+    return all(
+        (t.shape, t.dtype, t.device) == (first.shape, first.dtype, first.device) for t in items
+    )
 
 
 def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
@@ -23,6 +34,9 @@ def _flatten(obj: Any, path: str, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(obj, dict):
         # Pairs, not a JSON object: an optimizer's state is keyed by int.
         return {"__dict__": [[k, _flatten(v, f"{path}.{k}", tensors)] for k, v in obj.items()]}
+    if isinstance(obj, list) and _alike(obj):  # one tensor in the file, not one per item
+        tensors[path] = torch.stack([t.detach() for t in obj]).to("cpu").contiguous()
+        return {"__stacked__": path}
     if isinstance(obj, (list, tuple)):
         items = [_flatten(v, f"{path}.{i}", tensors) for i, v in enumerate(obj)]
         return {"__tuple__": items} if isinstance(obj, tuple) else items
@@ -37,6 +51,8 @@ def _unflatten(node: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if isinstance(node, dict):
         if "__tensor__" in node:
             return tensors[node["__tensor__"]]
+        if "__stacked__" in node:
+            return list(tensors[node["__stacked__"]].unbind(0))
         if "__tuple__" in node:
             return tuple(_unflatten(v, tensors) for v in node["__tuple__"])
         return {k: _unflatten(v, tensors) for k, v in node["__dict__"]}
@@ -62,7 +78,7 @@ def unpack(
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The inverse of pack: (state, meta)."""
     header = read_metadata(blob)
-    if header.get("format") != FORMAT:
+    if header.get("format") not in READS:
         raise ValueError(f"not an annlab checkpoint (format {header.get('format')!r})")
     tensors = {k: v.to(device) for k, v in load_tensors(blob).items()}
     return _unflatten(json.loads(header["state"]), tensors), json.loads(header["meta"])
