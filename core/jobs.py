@@ -231,21 +231,6 @@ def _put_checkpoint(
         row.epoch, row.step, row.data = epoch, step, data
 
 
-def save_checkpoint(
-    session: Session,
-    lease: Lease,
-    *,
-    lease_seconds: float,
-    epoch: int,
-    step: int,
-    data: bytes,
-    progress: dict[str, Any],
-) -> None:
-    """A mid-epoch checkpoint: `latest` now resumes at (epoch, step)."""
-    _guarded(session, lease, lease_seconds, progress=progress)
-    _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=data)
-
-
 @dataclass
 class EpochRow:
     """An ended epoch's metric row and artifacts, as a job records them."""
@@ -291,33 +276,6 @@ def record_rows(
     _guarded(session, lease, lease_seconds, progress=progress)
     _add_rows(session, [(lease, rows)])
     _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
-
-
-def record_epoch(
-    session: Session,
-    lease: Lease,
-    *,
-    lease_seconds: float,
-    fold: int = 0,
-    epoch: int,
-    seconds: float,
-    values: dict[str, float],
-    checkpoint: bytes,
-    progress: dict[str, Any],
-    artifacts: dict[str, bytes] | None = None,
-) -> None:
-    """One epoch's row, its artifacts and the checkpoint after it, in one transaction."""
-    row = EpochRow(fold, epoch, seconds, values, artifacts or {})
-    record_rows(
-        session,
-        lease,
-        lease_seconds=lease_seconds,
-        rows=[row],
-        checkpoint=checkpoint,
-        epoch=epoch,
-        step=0,
-        progress=progress,
-    )
 
 
 @dataclass

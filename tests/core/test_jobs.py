@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 
 from core.db import Job, Metric, session_scope, utcnow
 from core.jobs import (
+    EpochRow,
     LeaseLost,
     claim,
     finish,
@@ -16,7 +17,7 @@ from core.jobs import (
     mark_sent,
     new_job,
     reap,
-    record_epoch,
+    record_rows,
     request_cancel,
 )
 from core.settings import Settings
@@ -66,13 +67,12 @@ def test_an_expired_lease_is_taken_over_and_the_old_holder_is_locked_out(
 def test_epoch_rows_are_unique_per_job_and_epoch(db_settings: Settings) -> None:
     job_id = make_job(db_settings)
     lease = take(db_settings, job_id)
-    kwargs = dict(
-        lease_seconds=30, seconds=0.1, values={"train_loss": 1.0}, checkpoint=b"x", progress={}
-    )
+    rows = [EpochRow(fold=0, epoch=1, seconds=0.1, values={"train_loss": 1.0})]
+    kwargs = dict(lease_seconds=30, rows=rows, checkpoint=b"x", epoch=1, step=0, progress={})
     with session_scope(db_settings.database_url) as session:
-        record_epoch(session, lease, epoch=1, **kwargs)
+        record_rows(session, lease, **kwargs)
     with pytest.raises(IntegrityError), session_scope(db_settings.database_url) as session:
-        record_epoch(session, lease, epoch=1, **kwargs)
+        record_rows(session, lease, **kwargs)
     with session_scope(db_settings.database_url) as session:
         assert session.query(Metric).filter_by(job_id=job_id).count() == 1
 
