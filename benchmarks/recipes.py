@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -27,8 +26,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.sweeps import free_port, healthy, wait_for  # noqa: E402
-from workers.launch import commands, stop_all  # noqa: E402
+from benchmarks.sweeps import check_alive, service  # noqa: E402
 
 RECIPES = ROOT / "docs" / "recipes"
 
@@ -95,45 +93,21 @@ def main() -> None:
         env["ANNLAB_STACK_MAX"] = str(args.stack_max)
     if args.threads is not None:
         env["ANNLAB_TORCH_THREADS"] = str(args.threads)
-    alembic = [sys.executable, "-m", "alembic", "upgrade", "head"]
-    subprocess.run(alembic, cwd=ROOT, env=env, check=True, capture_output=True)
-    port = free_port()
-    children: dict[str, subprocess.Popen] = {}
-    failed = False
-    try:
-        for name, command in commands("127.0.0.1", port).items():
-            with open(home / f"{name}.log", "ab") as log:
-                children[name] = subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    process_group=0,
-                )
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_for("the API", lambda: healthy(client))
-            wait_for("the worker", lambda: b" ready." in (home / "worker.log").read_bytes())
-            ids = {}
-            for name, body in bodies.items():
-                response = client.post("/sweeps", json=body)
-                if response.status_code != 202:
-                    raise RuntimeError(
-                        f"{name}: POST /sweeps {response.status_code} {response.text}"
-                    )
-                ids[name] = response.json()["id"]
-            posted = datetime.now(UTC)
-            while True:
-                counts = [client.get(f"/sweeps/{i}").json()["counts"] for i in ids.values()]
-                if all(c["queued"] == 0 and c["running"] == 0 for c in counts):
-                    break
-                for name, child in children.items():
-                    if child.poll() is not None:
-                        raise RuntimeError(f"{name} exited with {child.returncode}")
-                time.sleep(1.0)
-            failed = report(client, ids, posted)
-    finally:
-        stop_all(children)
+    with service(home, env) as (client, children):
+        ids = {}
+        for name, body in bodies.items():
+            response = client.post("/sweeps", json=body)
+            if response.status_code != 202:
+                raise RuntimeError(f"{name}: POST /sweeps {response.status_code} {response.text}")
+            ids[name] = response.json()["id"]
+        posted = datetime.now(UTC)
+        while True:
+            counts = [client.get(f"/sweeps/{i}").json()["counts"] for i in ids.values()]
+            if all(c["queued"] == 0 and c["running"] == 0 for c in counts):
+                break
+            check_alive(children)
+            time.sleep(1.0)
+        failed = report(client, ids, posted)
     if failed:
         print(f"logs kept in {home}")
     else:

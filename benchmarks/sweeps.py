@@ -16,6 +16,7 @@ time-series grid stacks the 5 widths x 5 folds of each lag; the regression grid 
 """
 
 import argparse
+import contextlib
 import os
 import re
 import shutil
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -81,6 +82,42 @@ def healthy(client: httpx.Client) -> bool:
         return False
 
 
+@contextlib.contextmanager
+def service(
+    home: Path, env: dict[str, str], worker_env: dict[str, str] | None = None
+) -> Iterator[tuple[httpx.Client, dict[str, subprocess.Popen]]]:
+    """The API and one worker as `make run` starts them (workers.launch.commands) over `home`,
+    its database migrated, their logs in `home`; a client of the API once both are ready, and
+    the processes. Stopped on the way out."""
+    alembic = [sys.executable, "-m", "alembic", "upgrade", "head"]
+    subprocess.run(alembic, cwd=ROOT, env=env, check=True, capture_output=True)
+    port = free_port()
+    children: dict[str, subprocess.Popen] = {}
+    try:
+        for name, command in commands("127.0.0.1", port).items():
+            with open(home / f"{name}.log", "ab") as log:
+                children[name] = subprocess.Popen(
+                    command,
+                    cwd=ROOT,
+                    env=(worker_env or env) if name == "worker" else env,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    process_group=0,
+                )
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
+            wait_for("the API", lambda: healthy(client))
+            wait_for("the worker", lambda: b" ready." in (home / "worker.log").read_bytes())
+            yield client, children
+    finally:
+        stop_all(children)
+
+
+def check_alive(children: dict[str, subprocess.Popen]) -> None:
+    for name, child in children.items():
+        if child.poll() is not None:
+            raise RuntimeError(f"{name} exited with {child.returncode}")
+
+
 def run_sweep(
     body: dict[str, Any], home: Path, stack_max: int | None, threads: int | None
 ) -> tuple[float, dict[tuple[int, int], dict[str, Any]], list[int]]:
@@ -91,52 +128,26 @@ def run_sweep(
         env.pop(name, None)
     if stack_max is not None:
         env["ANNLAB_STACK_MAX"] = str(stack_max)
-    subprocess.run(
-        [sys.executable, "-m", "alembic", "upgrade", "head"],
-        cwd=ROOT,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
-    port = free_port()
-    children: dict[str, subprocess.Popen] = {}
-    try:
-        for name, command in commands("127.0.0.1", port).items():
-            child_env = env | ({"ANNLAB_TORCH_THREADS": str(threads)} if threads else {})
-            with open(home / f"{name}.log", "ab") as log:
-                children[name] = subprocess.Popen(
-                    command,
-                    cwd=ROOT,
-                    env=child_env if name == "worker" else env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    process_group=0,
-                )
-        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as client:
-            wait_for("the API", lambda: healthy(client))
-            wait_for("the worker", lambda: b" ready." in (home / "worker.log").read_bytes())
-            response = client.post("/sweeps", json=body)
-            started = time.perf_counter()
-            if response.status_code != 202:
-                raise RuntimeError(f"POST /sweeps: {response.status_code} {response.text}")
-            sweep_id = response.json()["id"]
-            while True:
-                sweep = client.get(f"/sweeps/{sweep_id}").json()
-                counts = sweep["counts"]
-                if counts["queued"] == 0 and counts["running"] == 0:
-                    break
-                for name, child in children.items():
-                    if child.poll() is not None:
-                        raise RuntimeError(f"{name} exited with {child.returncode}")
-                time.sleep(0.5)
-            wall = time.perf_counter() - started
-            jobs = {
-                (cell["cell"], job["repeat"]): client.get(f"/jobs/{job['id']}").json()
-                for cell in sweep["cells"]
-                for job in cell["jobs"]
-            }
-    finally:
-        stop_all(children)
+    worker_env = env | ({"ANNLAB_TORCH_THREADS": str(threads)} if threads else {})
+    with service(home, env, worker_env) as (client, children):
+        response = client.post("/sweeps", json=body)
+        started = time.perf_counter()
+        if response.status_code != 202:
+            raise RuntimeError(f"POST /sweeps: {response.status_code} {response.text}")
+        sweep_id = response.json()["id"]
+        while True:
+            sweep = client.get(f"/sweeps/{sweep_id}").json()
+            counts = sweep["counts"]
+            if counts["queued"] == 0 and counts["running"] == 0:
+                break
+            check_alive(children)
+            time.sleep(0.5)
+        wall = time.perf_counter() - started
+        jobs = {
+            (cell["cell"], job["repeat"]): client.get(f"/jobs/{job['id']}").json()
+            for cell in sweep["cells"]
+            for job in cell["jobs"]
+        }
     log = (home / "worker.log").read_text(errors="replace")
     return wall, jobs, [int(n) for n in re.findall(r"trains in a stack of (\d+)", log)]
 
