@@ -18,11 +18,12 @@ No database here: the worker passes `Hooks` that write rows and checkpoints and 
 cancels and stops (workers/stacked.py).
 """
 
+import contextlib
 import dataclasses
 import math
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -85,17 +86,23 @@ class Stack:
         opt = self.template.spec.optimizer_for("model")
         return None if opt.name == "lbfgs" else make_optimizer(opt, 0.0, params)
 
-    def _vmapped(self, *args: Any) -> tuple[Tensor, dict[str, Tensor]]:
-        """The members' losses; a module with a fused op that vmap cannot batch (nn.LSTM)
-        runs its plain-operation form meanwhile (its `vmapped` flag)."""
+    @contextlib.contextmanager
+    def _unrolled(self) -> Iterator[None]:
+        """A module with a fused op that vmap cannot batch (nn.LSTM) runs its plain-operation
+        form meanwhile (its `vmapped` flag)."""
         flagged = [m for m in self.template.model.modules() if hasattr(m, "vmapped")]
         for module in flagged:
             module.vmapped = True
         try:
-            return self.loss(*args)
+            yield
         finally:
             for module in flagged:
                 module.vmapped = False
+
+    def _vmapped(self, *args: Any) -> tuple[Tensor, dict[str, Tensor]]:
+        """The members' losses."""
+        with self._unrolled():
+            return self.loss(*args)
 
     def _member_loss(
         self, params: dict[str, Tensor], x: Tensor, y: Tensor, clean: Tensor, index: Tensor
@@ -258,26 +265,14 @@ class Stack:
             return functional_call(self.apply, params, (figures, x, y))
 
         template.model.eval()
-        flagged = [m for m in template.model.modules() if hasattr(m, "vmapped")]
-        for module in flagged:
-            module.vmapped = True
-        try:
-            xs = torch.stack([split.x for split in splits])
-            ys = torch.stack([split.y for split in splits])
+        xs = torch.stack([split.x for split in splits])
+        ys = torch.stack([split.y for split in splits])
+        with self._unrolled():
             losses, correct = vmap(member)(params, xs, ys)
-        finally:
-            for module in flagged:
-                module.vmapped = False
-        out = []
-        for loss, right, split in zip(losses.tolist(), correct.tolist(), splits, strict=True):
-            metrics = {"loss": loss}
-            if template.classify:
-                metrics["accuracy"] = right / len(split)
-            else:
-                metrics["mse"] = loss
-                metrics["nmse"] = loss / max(split.y.float().var().item(), 1e-12)
-            out.append(metrics)
-        return out
+        return [
+            template.figures(loss, right, split)
+            for loss, right, split in zip(losses.tolist(), correct.tolist(), splits, strict=True)
+        ]
 
     # --- a member's optimizer state, as the optimizer of a model trained alone holds it -----
 

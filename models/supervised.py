@@ -85,13 +85,17 @@ class SupervisedTrainer(GradientTrainer):
             loss_sum += self.loss(outputs, y).item() * len(y)
             if self.classify:
                 correct += (outputs.argmax(1) == y).sum().item()
-        metrics = {"loss": loss_sum / len(split)}
+        return self.figures(loss_sum / len(split), correct, split)
+
+    def figures(self, loss: float, correct: int, split: Split) -> dict[str, float]:
+        """A split's figures from its mean loss and (classification) its correct answers."""
+        metrics = {"loss": loss}
         if self.classify:
             metrics["accuracy"] = correct / len(split)
         else:
             # NMSE: the MSE over the targets' variance (1 = no better than predicting the mean).
-            metrics["mse"] = metrics["loss"]
-            metrics["nmse"] = metrics["loss"] / max(split.y.float().var().item(), 1e-12)
+            metrics["mse"] = loss
+            metrics["nmse"] = loss / max(split.y.float().var().item(), 1e-12)
         return metrics
 
 
