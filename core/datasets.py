@@ -8,7 +8,7 @@ import tempfile
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, replace
-from functools import lru_cache
+from functools import cached_property, lru_cache
 from pathlib import Path
 from urllib.error import URLError
 
@@ -52,6 +52,11 @@ class Split:
 
     def __len__(self) -> int:
         return len(self.y)
+
+    @cached_property
+    def y_variance(self) -> float:
+        """The targets' variance (a regression's NMSE divides by it)."""
+        return self.y.float().var().item()
 
 
 @dataclass

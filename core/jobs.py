@@ -253,10 +253,11 @@ def _add_rows(session: Session, written: Iterable[tuple[Lease, Iterable[EpochRow
                 at | {"seconds": row.seconds, "attempt": lease.attempt, "values": row.values}
             )
             artifacts += [at | {"name": name, "data": data} for name, data in row.artifacts.items()]
+    # The tables' own inserts: Core's executemany, without the ORM's bulk path per row.
     if metrics:
-        session.execute(insert(Metric), metrics)
+        session.execute(insert(Metric.__table__), metrics)
     if artifacts:
-        session.execute(insert(Artifact), artifacts)
+        session.execute(insert(Artifact.__table__), artifacts)
 
 
 def record_rows(

@@ -82,7 +82,9 @@ def estimate(spec: JobSpecBase, info: DatasetInfo) -> dict[str, int]:
     """Bytes by part; `total` is the resident parts plus the largest phase; `eval_chunk` the
     examples per evaluation pass. Jobs that differ only in seeds, rates and noise (a sweep's
     repeats, a stack's members) share one estimate."""
-    key = (json.dumps(spec.shape_document(), sort_keys=True), repr(info))
+    # A series' mean and std (kept to undo its scaling) size nothing.
+    plain = dataclasses.replace(info, series_mean=None, series_std=None)
+    key = (json.dumps(spec.shape_document(), sort_keys=True), repr(plain))
     with _ESTIMATES_LOCK:
         found = _ESTIMATES.get(key)
     if found is None:

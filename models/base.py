@@ -111,14 +111,17 @@ class Trainer:
     def n_batches(self, epoch: int) -> int:
         return math.ceil(len(self.splits.train) / self.batch_size)
 
-    def batch(self, epoch: int, index: int) -> Batch:
-        # The order of an epoch depends on (seed, epoch) alone, so a run resumed mid-epoch
-        # sees exactly the batches it would have seen.
+    def order(self, epoch: int) -> Tensor:
+        """The training examples' order in `epoch`. It depends on (seed, epoch) alone, so a
+        run resumed mid-epoch sees exactly the batches it would have seen."""
         if self._order is None or self._order[0] != epoch:
             generator = torch.Generator().manual_seed(self.spec.train.seed * 100_003 + epoch)
             order = torch.randperm(len(self.splits.train), generator=generator)
             self._order = (epoch, order.to(self.device))
-        idx = self._order[1][index * self.batch_size : (index + 1) * self.batch_size]
+        return self._order[1]
+
+    def batch(self, epoch: int, index: int) -> Batch:
+        idx = self.order(epoch)[index * self.batch_size : (index + 1) * self.batch_size]
         train = self.splits.train
         clean = train.x[idx]
         if self.spec.train.augment is not None:

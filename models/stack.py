@@ -39,6 +39,7 @@ from models.supervised import SupervisedTrainer
 from models.training import make_optimizer
 
 PROGRESS_SECONDS = 0.25  # between two progress reports of a stack's jobs
+FUSED = frozenset({"gd", "sgd", "momentum", "nesterov", "adam"})  # torch has fused kernels
 
 
 class _Apply(nn.Module):
@@ -50,6 +51,72 @@ class _Apply(nn.Module):
 
     def forward(self, fn: Callable[..., Any], *args: Any) -> Any:
         return fn(*args)
+
+
+# The members' training splits are copied into one tensor for `_Feed` up to this size.
+FEED_BYTES = 256 * 1024**2
+
+
+class _Feed:
+    """Every member's batch of a step in a few indexing operations, not one per member: the
+    members' training splits in one tensor (shared ones once), each member's order of the
+    epoch as its trainer draws it (Trainer.order), and one index_select. Only for trainers that
+    take their batches as Trainer.batch does without noise or augmentation (the same
+    examples, so the same steps); `of` is None for a stack it does not serve."""
+
+    def __init__(self, x: Tensor, y: Tensor, offsets: Tensor, trainers: Sequence[Trainer]):
+        self.x, self.y, self.offsets, self.trainers = x, y, offsets, list(trainers)
+        self.sizes = [len(t.splits.train) for t in self.trainers]
+        self.batch_size = self.trainers[0].batch_size
+        self.epoch: int | None = None
+        self.orders = offsets  # replaced by the epoch's at its first batch
+
+    @classmethod
+    def of(cls, trainers: Sequence[Trainer]) -> "_Feed | None":
+        plain = all(
+            type(t).batch is Trainer.batch
+            and t.spec.train.augment is None
+            and not t.spec.train.input_noise
+            and t.batch_size == trainers[0].batch_size
+            for t in trainers
+        )
+        if not plain:
+            return None
+        splits: dict[int, Split] = {}  # distinct training splits, by their inputs' identity
+        for t in trainers:
+            splits.setdefault(id(t.splits.train.x), t.splits.train)
+        parts = list(splits.values())
+        if len(parts) > 1:
+            size = sum(p.x.numel() * p.x.element_size() for p in parts)
+            if size > FEED_BYTES or len({(p.x.shape[1:], p.y.shape[1:]) for p in parts}) > 1:
+                return None
+        x = parts[0].x if len(parts) == 1 else torch.cat([p.x for p in parts])
+        y = parts[0].y if len(parts) == 1 else torch.cat([p.y for p in parts])
+        starts, at = {}, 0
+        for key, part in splits.items():
+            starts[key] = at
+            at += len(part)
+        offsets = torch.tensor([starts[id(t.splits.train.x)] for t in trainers], device=x.device)
+        return cls(x, y, offsets, trainers)
+
+    def batch(self, epoch: int, index: int) -> Batch | None:
+        """The members' batches `index` of `epoch`, stacked; None when they are not all of one
+        size (an epoch's last batch, where the members' splits differ in size)."""
+        start = index * self.batch_size
+        stop = min(start + self.batch_size, self.sizes[0])
+        if any(min(start + self.batch_size, n) != stop for n in self.sizes):
+            return None
+        if self.epoch != epoch:
+            longest = max(self.sizes)
+            orders = [t.order(epoch) for t in self.trainers]
+            self.orders = torch.stack([nn.functional.pad(o, (0, longest - len(o))) for o in orders])
+            self.epoch = epoch
+        index_ = self.orders[:, start:stop]
+        flat = (index_ + self.offsets[:, None]).flatten()
+        k, b = index_.shape
+        x = self.x.index_select(0, flat).view(k, b, *self.x.shape[1:])
+        y = self.y.index_select(0, flat).view(k, b, *self.y.shape[1:])
+        return Batch(x=x, y=y, clean=x, index=index_)
 
 
 class Stack:
@@ -75,6 +142,7 @@ class Stack:
         self.apply = _Apply(model)
         self.loss = vmap(self._member_loss)
         self.optimizer = self._optimizer(list(self.params.values()))
+        self.feed = _Feed.of(self.trainers)
         self._point()
         self.refresh()
 
@@ -84,7 +152,12 @@ class Stack:
         float bit, so each member steps with its own optimizer on its own model, as alone
         (see `train`)."""
         opt = self.template.spec.optimizer_for("model")
-        return None if opt.name == "lbfgs" else make_optimizer(opt, 0.0, params)
+        if opt.name == "lbfgs":
+            return None
+        # On the CPU, torch's fused kernels step a stacked tensor in one pass (SGD's are the
+        # same to the bit, Adam's within a few ulps); on CUDA the default (foreach) stands.
+        fused = params[0].device.type == "cpu" and opt.name in FUSED
+        return make_optimizer(opt, 0.0, params, fused=fused)
 
     @contextlib.contextmanager
     def _unrolled(self) -> Iterator[None]:
@@ -168,43 +241,47 @@ class Stack:
             self.decay = torch.tensor(decays, device=device)
 
     def _losses(
-        self, batches: Sequence[Batch], members: list[int]
+        self, batch: Batch, members: list[int]
     ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-        """The forward pass of some members (indices into the stack) on their batches, which
-        are of one size: their losses, their sums, and their L1 penalties (on the weights, not
-        the biases)."""
-        device = batches[members[0]].x.device
+        """The forward pass of some members (indices into the stack) on their batches, stacked
+        along a first dimension: their losses, their sums, and their L1 penalties (on the
+        weights, not the biases)."""
         whole = len(members) == len(self.trainers)
-        which = None if whole else torch.tensor(members, device=device)
+        which = None if whole else torch.tensor(members, device=batch.x.device)
 
         def pick(t: Tensor) -> Tensor:
             return t if which is None else t.index_select(0, which)
 
         params = {f"model.{n}": pick(p) for n, p in self.params.items()}
         params |= {f"model.{n}": pick(b) for n, b in self.buffers.items()}
-        parts = [batches[i] for i in members]
-        losses, extra = self._vmapped(
-            params,
-            torch.stack([b.x for b in parts]),
-            torch.stack([b.y for b in parts]),
-            torch.stack([b.clean for b in parts]),
-            torch.stack([b.index for b in parts]),
-        )
+        losses, extra = self._vmapped(params, batch.x, batch.y, batch.clean, batch.index)
         penalties = torch.zeros_like(losses)
         if self.any_l1:
             weights = [pick(p) for p in self.params.values() if p.dim() > 2]
             penalties = penalties + pick(self.l1) * sum(w.abs().flatten(1).sum(1) for w in weights)
         return losses, extra, penalties
 
-    def step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
-        """One step of every member on its own batch; returns each member's sums over its
-        batch (tensors of K values: `loss` x examples, `count`, and the family's own)."""
+    def step(self, batches: Sequence[Batch] | Batch) -> dict[str, Tensor]:
+        """One step of every member on its own batch (a list, or one Batch whose tensors are
+        the members' stacked: `feed`); returns each member's sums over its batch (tensors of
+        K values: `loss` x examples, `count`, and the family's own)."""
         self.template.model.train()
         assert self.optimizer is not None  # LBFGS members step alone: see train()
         self.optimizer.zero_grad(set_to_none=True)
+        groups: list[tuple[list[int], Batch]] = []
+        if isinstance(batches, Batch):
+            groups.append((list(range(len(self.trainers))), batches))
+        else:
+            for members in _by_size(batches, range(len(batches))):
+                parts = [batches[i] for i in members]
+                stacked = {
+                    f.name: torch.stack([getattr(b, f.name) for b in parts])
+                    for f in dataclasses.fields(Batch)
+                }
+                groups.append((members, Batch(**stacked)))
         found = []
-        for members in _by_size(batches, range(len(batches))):
-            losses, extra, penalties = self._losses(batches, members)
+        for members, batch in groups:
+            losses, extra, penalties = self._losses(batch, members)
             (losses.sum() + penalties.sum()).backward()
             found.append((members, {"loss": losses.detach()} | extra))
         for name, mask in self.masks.items():  # the padding stays zero
@@ -219,7 +296,10 @@ class Stack:
             with torch.no_grad():
                 for p, old in zip(self.params.values(), before, strict=True):
                     p.copy_(old + _along(self.lr_scale, p) * (p - old))
-        return _sums(batches, found)
+        counts = torch.zeros(len(self.trainers), device=self.params[self.names[0]].device)
+        for members, batch in groups:
+            counts[members] = float(batch.y.shape[1])
+        return _sums(counts, found)
 
     @torch.inference_mode()
     def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:
@@ -353,6 +433,7 @@ class Stack:
         self.trainers = [self.trainers[k] for k in members]
         self.template = self.trainers[0]
         self.apply = _Apply(self.template.model)
+        self.feed = _Feed.of(self.trainers)
         self._point()
         self.refresh()
 
@@ -365,13 +446,11 @@ def _by_size(batches: Sequence[Batch], members: Sequence[int]) -> list[list[int]
     return list(groups.values())
 
 
-def _sums(
-    batches: Sequence[Batch], found: list[tuple[list[int], dict[str, Tensor]]]
-) -> dict[str, Tensor]:
+def _sums(counts: Tensor, found: list[tuple[list[int], dict[str, Tensor]]]) -> dict[str, Tensor]:
     """Each member's sums over its batch, K values each: loss x examples, count, and the
-    family's own, from the (members, values) of each group of one batch size."""
-    k, device = len(batches), batches[0].x.device
-    counts = torch.tensor([float(len(b.y)) for b in batches], device=device)
+    family's own, from the examples in each member's batch (`counts`) and the (members,
+    values) of each group of one batch size."""
+    k, device = len(counts), counts.device
     sums: dict[str, Tensor] = {}
     for members, values in found:
         which = None if len(members) == k else torch.tensor(members, device=device)
@@ -680,7 +759,8 @@ def _step(stack: Stack, members: Sequence[Member], epoch: int, batch: int) -> di
     """One batch of every member: as one stack, or (LBFGS) each member on its own model, whose
     parameters are views into the stack, exactly as it trains alone."""
     if stack.optimizer is not None:
-        return stack.step([_batch(m, epoch, batch) for m in members])
+        fed = stack.feed.batch(epoch, batch) if stack.feed is not None else None
+        return stack.step(fed if fed is not None else [_batch(m, epoch, batch) for m in members])
     stats = []
     for m in members:
         torch.set_rng_state(m.rng)

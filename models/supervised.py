@@ -95,7 +95,7 @@ class SupervisedTrainer(GradientTrainer):
         else:
             # NMSE: the MSE over the targets' variance (1 = no better than predicting the mean).
             metrics["mse"] = loss
-            metrics["nmse"] = loss / max(split.y.float().var().item(), 1e-12)
+            metrics["nmse"] = loss / max(split.y_variance, 1e-12)
         return metrics
 
 

@@ -13,15 +13,17 @@ from models.base import Trainer
 
 
 def make_optimizer(
-    opt: OptimizerSpec, weight_decay: float, params: list[nn.Parameter]
+    opt: OptimizerSpec, weight_decay: float, params: list[nn.Parameter], fused: bool = False
 ) -> torch.optim.Optimizer:
+    """`fused`: torch's fused implementation (gd, sgd, momentum, nesterov and adam have one)."""
     wd = weight_decay
+    kernel = {"fused": True} if fused else {}
     # eps 0: the smallest normal float instead, which leaves every other sum as it is and makes
     # the update of a parameter that has had no gradient yet 0 (the limit), not 0/0.
     eps = opt.eps or (torch.finfo(params[0].dtype).tiny if params else 0.0)
     match opt.name:
         case "gd" | "sgd":
-            return torch.optim.SGD(params, lr=opt.lr, weight_decay=wd)
+            return torch.optim.SGD(params, lr=opt.lr, weight_decay=wd, **kernel)
         case "momentum" | "nesterov":
             return torch.optim.SGD(
                 params,
@@ -30,6 +32,7 @@ def make_optimizer(
                 dampening=opt.dampening or 0.0,
                 nesterov=opt.name == "nesterov",
                 weight_decay=wd,
+                **kernel,
             )
         case "adam":
             return torch.optim.Adam(
@@ -39,6 +42,7 @@ def make_optimizer(
                 eps=eps,
                 amsgrad=bool(opt.amsgrad),
                 weight_decay=wd,
+                **kernel,
             )
         case "adadelta":
             return torch.optim.Adadelta(params, lr=opt.lr, rho=opt.rho, eps=eps, weight_decay=wd)
