@@ -136,6 +136,14 @@ class Trainer:
         for callback in self.callbacks:
             callback.on_before_optimizer_step(self, optimizer)
 
+    def stacked_batch_loss(
+        self, params: dict[str, Tensor], batch: Batch
+    ) -> tuple[Tensor, dict[str, Tensor]] | None:
+        """The training loss and sums of K models of this one's shape at once, from their
+        parameters and batches stacked on a first dimension (a stack, models/stack.py): K
+        values each. None: the stack runs the trainer's own loss under torch.func.vmap."""
+        return None
+
     def train_batch(self, epoch: int, index: int) -> dict[str, float]:
         """Train on batch `index` of `epoch`; return sums over its examples and their `count`
         (the epoch's `train_<name>` is the sum over batches divided by the count)."""

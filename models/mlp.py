@@ -5,6 +5,7 @@ Images are flattened, so the same job runs on digits, MNIST or a 2-D regression 
 
 import math
 
+import torch
 from torch import Tensor, nn
 
 from core.catalog import DatasetInfo
@@ -37,6 +38,23 @@ class MLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # (batch, *input_shape) -> (batch, n_out)
         return self.to_outputs(self.to_features(x))
+
+    def stacked(self, params: dict[str, Tensor], x: Tensor) -> Tensor | None:
+        """The forward passes of K models of this shape at once (a stack, models/stack.py):
+        `params` holds each parameter of the K models stacked on a first dimension, x is
+        (K, batch, *input_shape); (K, batch, n_out), each layer one batched product. None with
+        batch norm or dropout, which a stack never has."""
+        layers = [(f"to_features.{n}", m) for n, m in self.to_features.named_children()]
+        x = x.flatten(2)
+        for prefix, layer in [*layers, ("to_outputs", self.to_outputs)]:
+            if isinstance(layer, nn.Linear):
+                weight, bias = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
+                x = torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
+            elif isinstance(layer, nn.BatchNorm1d | nn.Dropout):
+                return None
+            elif not isinstance(layer, nn.Flatten):
+                x = layer(x)  # an activation, elementwise
+        return x
 
 
 def build(spec: MLPJob, info: DatasetInfo) -> MLP:

@@ -240,9 +240,7 @@ class Stack:
             group["weight_decay"] = 0.0
             self.decay = torch.tensor(decays, device=device)
 
-    def _losses(
-        self, batch: Batch, members: list[int]
-    ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
+    def _losses(self, batch: Batch, members: list[int]) -> tuple[Tensor, dict[str, Tensor], Tensor]:
         """The forward pass of some members (indices into the stack) on their batches, stacked
         along a first dimension: their losses, their sums, and their L1 penalties (on the
         weights, not the biases)."""
@@ -252,9 +250,13 @@ class Stack:
         def pick(t: Tensor) -> Tensor:
             return t if which is None else t.index_select(0, which)
 
-        params = {f"model.{n}": pick(p) for n, p in self.params.items()}
-        params |= {f"model.{n}": pick(b) for n, b in self.buffers.items()}
-        losses, extra = self._vmapped(params, batch.x, batch.y, batch.clean, batch.index)
+        params = {n: pick(p) for n, p in self.params.items()}
+        params |= {n: pick(b) for n, b in self.buffers.items()}
+        found = self.template.stacked_batch_loss(params, batch)
+        if found is None:
+            params = {f"model.{n}": t for n, t in params.items()}
+            found = self._vmapped(params, batch.x, batch.y, batch.clean, batch.index)
+        losses, extra = found
         penalties = torch.zeros_like(losses)
         if self.any_l1:
             weights = [pick(p) for p in self.params.values() if p.dim() > 2]
@@ -347,8 +349,17 @@ class Stack:
         template.model.eval()
         xs = torch.stack([split.x for split in splits])
         ys = torch.stack([split.y for split in splits])
-        with self._unrolled():
-            losses, correct = vmap(member)(params, xs, ys)
+        plain = {name.removeprefix("model."): t for name, t in params.items()}
+        outputs = template.stacked_outputs(plain, xs)
+        if outputs is not None:
+            outputs = outputs.float()
+            losses = template.stacked_loss(outputs, ys)
+            correct = (
+                (outputs.argmax(2) == ys).sum(1) if template.classify else torch.zeros_like(losses)
+            )
+        else:
+            with self._unrolled():
+                losses, correct = vmap(member)(params, xs, ys)
         return [
             template.figures(loss, right, split)
             for loss, right, split in zip(losses.tolist(), correct.tolist(), splits, strict=True)

@@ -96,11 +96,14 @@ def worker_name() -> str:
 
 @worker_init.connect
 @worker_process_init.connect
-def _set_torch_threads(**_: object) -> None:
-    """The worker's (or a pool process's) torch threads, before it takes a job."""
+def _prepare(**_: object) -> None:
+    """The worker's (or a pool process's) torch threads, and what its first job would import,
+    before it takes a job."""
+    from workers.runner import warm_up
     from workers.threads import apply_worker_threads
 
     apply_worker_threads(settings)
+    warm_up()
 
 
 @worker_ready.connect

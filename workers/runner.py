@@ -53,6 +53,15 @@ def annlab_version() -> str | None:
         return None
 
 
+def warm_up() -> None:
+    """Estimate one small job's memory, as a worker's first job does: its first pass on the
+    meta device imports torch's compiler stack (about a second), which a worker pays before
+    it says it is ready rather than inside its first job."""
+    admission.estimate(
+        parse_job_spec({"family": "mlp", "dataset": {"name": "digits"}}), CATALOG["digits"]
+    )
+
+
 def run_job(
     job_id: str,
     *,
