@@ -1,15 +1,17 @@
 """Training many small models as one: a stack.
 
 Jobs with the same stack key (core.spec.JobSpecBase.stack_key: one model shape, data shape,
-optimizer, batch size and epochs) train together, each fold of each job a member. The
-members' parameters are stacked along a new first dimension and one call of torch.func.vmap
-runs every member's forward and loss on its own batch; the gradient of the summed losses is
-each member's own gradient (the members share no parameter), and one optimizer steps the
-stacked tensors, whose update is elementwise. What a member has of its own is applied per
-member: its learning rate (every optimizer here moves a parameter by lr x an update that does
-not depend on lr, so the update is scaled per member), its weight decay and L1 penalty, its
-data order and noise (its own trainer draws its batches, with its own random stream), its
-early stopping and successive halving (its own callbacks), its evaluation (its own trainer,
+optimizer, batch size and epochs) train together, each fold of each job a member. The members'
+parameters are stacked along a new first dimension and one pass runs every member's forward and
+loss on its own batch (the trainer's stacked_batch_loss where it has one, an MLP's batched
+products; else torch.func.vmap of its batch_loss); the gradient of the summed losses is each
+member's own gradient (the members share no parameter), and one optimizer steps the stacked
+tensors, whose update is elementwise. What a member has of its own is applied per member: its
+learning rate (every optimizer here moves a parameter by lr x an update that does not depend on
+lr, so the update is scaled per member), its weight decay and L1 penalty, its data order and
+noise (its own trainer's order of the epoch; `_Feed` takes every member's batch in one indexing
+operation where none draws noise, else its own trainer draws it, with its own random stream),
+its early stopping and successive halving (its own callbacks), its evaluation (its own trainer,
 whose parameters are views into the stack; its epoch 0 on its own model, before the stack is
 built) and its checkpoint, in the format of a job trained alone, so either kind of run resumes
 the other's.
@@ -307,9 +309,10 @@ class Stack:
     def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:
         """The figures of members `which` (indices into the stack) on their splits, as each
         one's trainer.evaluate gives them: supervised members whose splits are of one size and
-        fit in one evaluation chunk in one vmapped pass (equal to their own evaluation within
-        float32 reduction order, as their stacked steps are), the others each on its own model
-        (LBFGS members, whose every figure is the one they have alone, to the bit)."""
+        fit in one evaluation chunk in one pass (stacked or vmapped; equal to their own
+        evaluation within float32 reduction order, as their stacked steps are), the others each
+        on its own model (LBFGS members, whose every figure is the one they have alone, to the
+        bit)."""
         found: dict[int, dict[str, float]] = {}
         groups: dict[int, list[int]] = {}
         for i, k in enumerate(which):

@@ -313,7 +313,7 @@ def test_every_hyperparameter_stacks_exactly(
 def test_a_stack_validates_its_members_in_one_pass(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Every epoch's validation of the members is one vmapped pass, not one per member: a
+    """Every epoch's validation of the members is one stacked pass, not one per member: a
     member's own evaluate runs only for its epoch 0 (before the stack) and its test set; the
     figures are those of the jobs alone, within the stack's tolerance."""
     from models.supervised import SupervisedTrainer

@@ -1,5 +1,6 @@
-"""A stack's batches taken for all members at once (models/stack.py, _Feed) are each member's
-own batches, as its trainer takes them alone."""
+"""The parts of a stack that stand in for each member's own (models/stack.py): its batches
+taken for all members at once (_Feed) are each member's own, and an MLP's stacked forward
+pass, loss and sums are each member's own within float32 summation order."""
 
 from typing import Any
 
@@ -8,7 +9,7 @@ import torch
 
 from core.datasets import fold_splits, load_dataset
 from core.settings import Settings
-from models.base import Trainer
+from models.base import Batch, Trainer
 from models.registry import get_family
 from models.stack import Stack, _Feed
 
@@ -77,3 +78,51 @@ def test_noise_takes_per_member_batches(tmp_path: Any, change: str) -> None:
         documents[1]["train"]["input_noise"] = 0.1
     stack = Stack(trainers(Settings(home=tmp_path), documents))
     assert (stack.feed is None) == (change == "input_noise")
+
+
+def digits(seed: int, hidden: list[int], **model: Any) -> dict[str, Any]:
+    return {
+        "family": "mlp",
+        "dataset": {"name": "digits"},
+        "model": {"hidden": hidden, "activation": "tanh", **model},
+        "train": {"seed": seed, "batch_size": 16, "label_smoothing": 0.1},
+    }
+
+
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_an_mlp_stack_is_each_members_own_model(tmp_path: Any, task: str) -> None:
+    """Three MLPs of one shape with their own weights and batches: the stacked outputs, loss
+    (label smoothing included) and sums are each model's own, within float32 summation
+    order; so are the gradients."""
+    if task == "classification":
+        documents = [digits(seed, [12, 9]) for seed in (1, 2, 3)]
+    else:
+        documents = [series(seed, 12, kfold=None) for seed in (1, 2, 3)]
+    members = trainers(Settings(home=tmp_path), documents)
+    for k, t in enumerate(members):
+        torch.manual_seed(k)
+        for p in t.model.parameters():
+            torch.nn.init.normal_(p, std=0.3)
+    stack = Stack(members)
+    own = [t.batch(1, k) for k, t in enumerate(members)]
+    batch = Batch(**{f: torch.stack([getattr(b, f) for b in own]) for f in Batch.__annotations__})
+    template = members[0]
+    found = template.stacked_batch_loss(dict(stack.params), batch)
+    assert found is not None
+    losses, sums = found
+    losses.sum().backward()
+    for k, t in enumerate(members):  # its own model, whose weights are views of the stack
+        t.model.zero_grad(set_to_none=True)
+        loss, own_sums = t.batch_loss(own[k])
+        assert losses[k].item() == pytest.approx(loss.item(), rel=1e-6)
+        for name, value in own_sums.items():
+            assert sums[name][k].item() == pytest.approx(float(value), rel=1e-6)
+        loss.backward()
+        for name, p in t.model.named_parameters():
+            torch.testing.assert_close(stack.params[name].grad[k], p.grad, rtol=1e-5, atol=1e-7)
+
+
+def test_an_mlp_with_dropout_has_no_stacked_forward(tmp_path: Any) -> None:
+    (trainer,) = trainers(Settings(home=tmp_path), [digits(1, [12], dropout=0.2)])
+    params = {n: p.detach()[None] for n, p in trainer.model.named_parameters()}
+    assert trainer.model.stacked(params, torch.zeros(1, 4, 64)) is None
