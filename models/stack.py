@@ -55,8 +55,9 @@ class _Apply(nn.Module):
         return fn(*args)
 
 
-# The members' training splits are copied into one tensor for `_Feed` up to this size.
-FEED_BYTES = 256 * 1024**2
+# The members' training splits are copied into one tensor for `_Feed` up to this size (a copy
+# beside what models/admission.py counts for them).
+FEED_BYTES = 64 * 1024**2
 
 
 class _Feed:
@@ -71,7 +72,7 @@ class _Feed:
         self.sizes = [len(t.splits.train) for t in self.trainers]
         self.batch_size = self.trainers[0].batch_size
         self.epoch: int | None = None
-        self.orders = offsets  # replaced by the epoch's at its first batch
+        self.orders: Tensor | None = None  # each member's order of `epoch`, padded
 
     @classmethod
     def of(cls, trainers: Sequence[Trainer]) -> "_Feed | None":
@@ -108,17 +109,17 @@ class _Feed:
         stop = min(start + self.batch_size, self.sizes[0])
         if any(min(start + self.batch_size, n) != stop for n in self.sizes):
             return None
-        if self.epoch != epoch:
+        if self.orders is None or self.epoch != epoch:
             longest = max(self.sizes)
             orders = [t.order(epoch) for t in self.trainers]
             self.orders = torch.stack([nn.functional.pad(o, (0, longest - len(o))) for o in orders])
             self.epoch = epoch
-        index_ = self.orders[:, start:stop]
-        flat = (index_ + self.offsets[:, None]).flatten()
-        k, b = index_.shape
+        positions = self.orders[:, start:stop]  # in each member's own split
+        flat = (positions + self.offsets[:, None]).flatten()
+        k, b = positions.shape
         x = self.x.index_select(0, flat).view(k, b, *self.x.shape[1:])
         y = self.y.index_select(0, flat).view(k, b, *self.y.shape[1:])
-        return Batch(x=x, y=y, clean=x, index=index_)
+        return Batch(x=x, y=y, clean=x, index=positions)
 
 
 class Stack:

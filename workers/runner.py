@@ -56,10 +56,13 @@ def annlab_version() -> str | None:
 def warm_up() -> None:
     """Estimate one small job's memory, as a worker's first job does: its first pass on the
     meta device imports torch's compiler stack (about a second), which a worker pays before
-    it says it is ready rather than inside its first job."""
-    admission.estimate(
-        parse_job_spec({"family": "mlp", "dataset": {"name": "digits"}}), CATALOG["digits"]
-    )
+    it says it is ready rather than inside its first job. A failure here is only logged: the
+    first job would meet it again and fail with its reason."""
+    try:
+        spec = parse_job_spec({"family": "mlp", "dataset": {"name": "digits"}})
+        admission.estimate(spec, CATALOG["digits"])
+    except Exception:  # noqa: BLE001 - the worker starts anyway
+        log.exception("warming up failed")
 
 
 def run_job(
