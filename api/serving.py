@@ -35,6 +35,7 @@ from functools import cache, partial
 from itertools import accumulate, pairwise
 from typing import Any
 
+from fastapi import HTTPException
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -53,9 +54,11 @@ FORWARD = ThreadPoolExecutor(max_workers=1, thread_name_prefix="annlab-forward")
 
 
 def final_weights(session: Session, job_id: str) -> bytes:
+    """A succeeded job's trained weights; 409 where they are not stored (a database restored
+    without its checkpoints), which no retry mends."""
     checkpoint = latest_checkpoint(session, job_id, kind="final")
     if checkpoint is None:
-        raise LookupError(f"job {job_id} has no final checkpoint")
+        raise HTTPException(409, f"job {job_id} succeeded but its trained weights are not stored")
     return checkpoint.data
 
 

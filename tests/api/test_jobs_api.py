@@ -13,12 +13,16 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from sqlalchemy import delete
 
 from core.catalog import CATALOG, resolve
+from core.db import Checkpoint, session_scope
+from core.settings import get_settings
 from models.base import get_family
 from models.specs import SPECS, parse_job_spec
 from tests.conftest import api_client
 from tests.models.counts import CONFIGS
+from workers.runner import run_job
 
 DIGITS = {"name": "digits"}
 MINIMAL = {"family": "mlp", "dataset": DIGITS}
@@ -433,6 +437,23 @@ def test_model_routes_on_a_missing_job_are_404(client: TestClient) -> None:
     for response in model_calls(client, "nope"):
         assert response.status_code == 404, response.text
         assert response.json()["detail"] == "no job 'nope'"
+
+
+def test_model_routes_refuse_a_model_whose_weights_are_gone(client: TestClient) -> None:
+    """A succeeded job whose final checkpoint is missing (a database restored without it):
+    409 saying so, not a server error."""
+    job_id = queue_job(client)["id"]
+    settings = get_settings()
+    assert run_job(job_id, settings=settings, worker="here") == "succeeded"
+    with session_scope(settings.database_url) as session:
+        session.execute(delete(Checkpoint).where(Checkpoint.job_id == job_id))
+    info, checkpoint, predict = model_calls(client, job_id)
+    assert info.status_code == 200
+    for response in (checkpoint, predict):
+        assert response.status_code == 409, response.text
+        assert response.json()["detail"] == (
+            f"job {job_id} succeeded but its trained weights are not stored"
+        )
 
 
 def test_predict_checks_the_job_before_the_body(client: TestClient) -> None:
