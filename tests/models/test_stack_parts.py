@@ -70,7 +70,7 @@ def test_fed_batches_are_each_members_own(tmp_path: Any) -> None:
 
 
 @pytest.mark.parametrize("change", ["input_noise", "widths"])
-def test_noise_takes_per_member_batches(tmp_path: Any, change: str) -> None:
+def test_a_stack_is_fed_unless_a_member_draws_noise(tmp_path: Any, change: str) -> None:
     """Input noise is drawn from each member's own stream: no feed. Members of different
     widths (a padded stack) are fed."""
     documents = [series(1, 8), series(2, 16 if change == "widths" else 8)]
