@@ -18,7 +18,8 @@ JOB = {
     "family": "mlp",
     "dataset": {"name": "digits"},
     "model": {"hidden": [256, 256]},
-    "train": {"epochs": 12, "batch_size": 16},
+    # About 0.07 s an epoch on a 2-core CPU: the stop comes at epoch 2, seconds before the end.
+    "train": {"epochs": 80, "batch_size": 16},
 }
 
 
