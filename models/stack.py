@@ -354,13 +354,10 @@ class Stack:
         xs = torch.stack([split.x for split in splits])
         ys = torch.stack([split.y for split in splits])
         plain = {name.removeprefix("model."): t for name, t in params.items()}
-        outputs = template.stacked_outputs(plain, xs)
-        if outputs is not None:
-            outputs = outputs.float()
-            losses = template.stacked_loss(outputs, ys)
-            correct = (
-                (outputs.argmax(2) == ys).sum(1) if template.classify else torch.zeros_like(losses)
-            )
+        found = template.stacked_figures(plain, xs, ys)
+        if found is not None:
+            losses, right = found
+            correct = right if right is not None else torch.zeros_like(losses)
         else:
             with self._unrolled():
                 losses, correct = vmap(member)(params, xs, ys)

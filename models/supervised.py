@@ -71,36 +71,40 @@ class SupervisedTrainer(GradientTrainer):
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         if type(self).batch_loss is not SupervisedTrainer.batch_loss:
             return None  # a subclass's own loss: vmapped
-        outputs = self.stacked_outputs(params, batch.x)
-        if outputs is None:
-            return None
         smoothing = self.spec.train.label_smoothing
-        losses = self.stacked_loss(outputs, batch.y, smoothing)
-        if self.classify:
-            return losses, {"accuracy": (outputs.argmax(2) == batch.y).sum(1)}
+        found = self.stacked_figures(params, batch.x, batch.y, smoothing)
+        if found is None:
+            return None
+        losses, correct = found
+        if correct is not None:
+            return losses, {"accuracy": correct}
         return losses, {"mse": losses.detach() * batch.y.shape[1]}
 
-    def stacked_outputs(
-        self, params: dict[str, torch.Tensor], x: torch.Tensor
-    ) -> torch.Tensor | None:
-        """K models' outputs on their stacked inputs, where the model has a stacked forward
-        (an MLP's) and the trainer runs it plainly (not compiled, not channels-last)."""
+    def stacked_figures(
+        self,
+        params: dict[str, torch.Tensor],
+        x: torch.Tensor,
+        y: torch.Tensor,
+        smoothing: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
+        """K models' `loss` on their stacked inputs x (K, n, ...) and targets y (K, n, ...),
+        and (classification) their right answers, K values each. None where the model has no
+        stacked forward (an MLP's has one) or the trainer does not run it plainly (compiled,
+        channels-last)."""
         stacked = getattr(self.model, "stacked", None)
         if stacked is None or self.forward is not self.model or self.channels_last:
             return None
-        return stacked(params, x)
-
-    def stacked_loss(
-        self, outputs: torch.Tensor, y: torch.Tensor, smoothing: float = 0.0
-    ) -> torch.Tensor:
-        """`loss` of each of K models: outputs (K, n, ...) against y (K, n, ...)."""
+        outputs = stacked(params, x)
+        if outputs is None:
+            return None
+        outputs = outputs.float()
         k, n = outputs.shape[:2]
         if self.classify:
             flat = F.cross_entropy(
                 outputs.flatten(0, 1), y.flatten(), label_smoothing=smoothing, reduction="none"
             )
-            return flat.view(k, n).mean(1)
-        return F.mse_loss(outputs, y, reduction="none").flatten(1).mean(1)
+            return flat.view(k, n).mean(1), (outputs.argmax(2) == y).sum(1)
+        return F.mse_loss(outputs, y, reduction="none").flatten(1).mean(1), None
 
     def train_batch(self, epoch: int, index: int) -> Sums:
         batch = self.batch(epoch, index)
