@@ -16,12 +16,18 @@ whose parameters are views into the stack; its epoch 0 on its own model, before 
 built) and its checkpoint, in the format of a job trained alone, so either kind of run resumes
 the other's.
 
+LBFGS, whose line search turns a last-bit difference into another run, steps a stack as
+models/lbfgs.py's `Batched`: each member's loss and gradient come from its own trainer's
+closure on its own model, the optimizer's vector arithmetic runs for all members at once, and
+a member's every number is the one it has alone, to the bit.
+
 No database here: the worker passes `Hooks` that write rows and checkpoints and hear of
 cancels and stops (workers/stacked.py).
 """
 
 import contextlib
 import dataclasses
+import functools
 import math
 import time
 import warnings
@@ -36,6 +42,7 @@ from core.datasets import Split, Splits, fold_bounds, fold_splits
 from core.spec import FULL_BATCH, JobSpecBase
 from models import loop
 from models.base import Batch, Family, Trainer
+from models.lbfgs import LBFGS, Batched, flat_grad
 from models.loop import Callback, Diverged, EpochEnd, Position
 from models.supervised import SupervisedTrainer
 from models.training import make_optimizer
@@ -145,15 +152,13 @@ class Stack:
         self.apply = _Apply(model)
         self.loss = vmap(self._member_loss)
         self.optimizer = self._optimizer(list(self.params.values()))
+        self.lbfgs = self._lbfgs()
         self.feed = _Feed.of(self.trainers)
         self._point()
         self.refresh()
 
     def _optimizer(self, params: list[Tensor]) -> torch.optim.Optimizer | None:
-        """One optimizer over the stacked tensors; None for LBFGS: its line search evaluates
-        each member a number of times of its own and amplifies any difference in the last
-        float bit, so each member steps with its own optimizer on its own model, as alone
-        (see `train`)."""
+        """One optimizer over the stacked tensors; None for LBFGS (`_lbfgs`)."""
         opt = self.template.spec.optimizer_for("model")
         if opt.name == "lbfgs":
             return None
@@ -161,6 +166,15 @@ class Stack:
         # same to the bit, Adam's within a few ulps); on CUDA the default (foreach) stands.
         fused = params[0].device.type == "cpu" and opt.name in FUSED
         return make_optimizer(opt, 0.0, params, fused=fused)
+
+    def _lbfgs(self) -> Batched | None:
+        """LBFGS's state of every member, stepped as one on the CPU. On CUDA, whose sums may
+        split a row by how many rows there are, each member steps its own optimizer (None)."""
+        own = self.template.optimizers["model"]
+        on_cpu = self.params[self.names[0]].device.type == "cpu"
+        if not isinstance(own, LBFGS) or not on_cpu or self.masks:
+            return None
+        return own.batched(len(self.trainers))
 
     @contextlib.contextmanager
     def _unrolled(self) -> Iterator[None]:
@@ -271,7 +285,7 @@ class Stack:
         the members' stacked: `feed`); returns each member's sums over its batch (tensors of
         K values: `loss` x examples, `count`, and the family's own)."""
         self.template.model.train()
-        assert self.optimizer is not None  # LBFGS members step alone: see train()
+        assert self.optimizer is not None  # LBFGS: lbfgs_step
         self.optimizer.zero_grad(set_to_none=True)
         groups: list[tuple[list[int], Batch]] = []
         if isinstance(batches, Batch):
@@ -305,6 +319,48 @@ class Stack:
         for members, batch in groups:
             counts[members] = float(batch.y.shape[1])
         return _sums(counts, found)
+
+    def lbfgs_step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
+        """One LBFGS step of every member on its own batch: each one's loss and gradient from
+        its trainer's closure on its own model (as alone), the optimizer's vector arithmetic
+        for all at once (`lbfgs`). Returns each member's sums, as `step` does."""
+        assert self.lbfgs is not None
+        k = len(self.trainers)
+        closures, firsts = [], []
+        for trainer, batch in zip(self.trainers, batches, strict=True):
+            trainer.model.train()
+            closure, first = trainer.closure("model", functools.partial(trainer.batch_loss, batch))
+            closures.append(torch.enable_grad()(closure))
+            firsts.append(first)
+        own = [list(t.model.parameters()) for t in self.trainers]
+        sizes = [self.params[n][0].numel() for n in self.names]
+
+        def evaluate(which: list[int]) -> tuple[list[float | None], Tensor]:
+            losses: list[float | None] = [None] * k
+            grads = self.params[self.names[0]].new_zeros(k, sum(sizes))
+            for i in which:
+                losses[i] = float(closures[i]())
+                grads[i] = flat_grad(own[i])
+            return losses, grads
+
+        def put(x: Tensor) -> None:
+            for name, part in zip(self.names, x.split(sizes, 1), strict=True):
+                self.params[name].data.copy_(part.reshape(self.params[name].shape))
+
+        x = torch.cat([self.params[n].detach().reshape(k, -1) for n in self.names], 1)
+        lrs = [t.optimizers["model"].param_groups[0]["lr"] for t in self.trainers]
+        self.lbfgs.step(lrs, x, put, evaluate)
+        stats = []
+        for trainer, batch, first in zip(self.trainers, batches, firsts, strict=True):
+            trainer.after_step("model")
+            loss, sums = first[0]
+            n = len(batch.y)
+            stats.append({"loss": loss * n, "count": float(n), **sums})
+        device = x.device
+        return {
+            name: torch.stack([torch.as_tensor(s[name], device=device).float() for s in stats])
+            for name in stats[0]
+        }
 
     @torch.inference_mode()
     def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:
@@ -371,6 +427,9 @@ class Stack:
     def optimizer_state(self, k: int) -> dict[str, Any]:
         """Member k's optimizer state_dict, the same as a job trained alone saves."""
         saved = self.trainers[k].optimizers["model"].state_dict()
+        if self.lbfgs is not None:
+            state = self.lbfgs.export(k)
+            return saved | {"state": {0: state}} if state else saved
         if self.optimizer is None:  # its own optimizer, which holds its own state
             return saved
         state: dict[int, dict[str, Any]] = {}
@@ -388,7 +447,15 @@ class Stack:
 
     def absorb_optimizer_states(self) -> None:
         """Move the state the members' own optimizers were loaded with (a resumed run) into
-        the stacked optimizer (LBFGS: each member's own keeps it)."""
+        the stacked optimizer (or LBFGS's `lbfgs`; on CUDA each member's own keeps it)."""
+        if self.lbfgs is not None:
+            for k, trainer in enumerate(self.trainers):
+                own = trainer.optimizers["model"]
+                saved = own.state.get(own.param_groups[0]["params"][0])
+                if saved:
+                    self.lbfgs.load(k, saved)
+                own.state.clear()
+            return
         if self.optimizer is None:
             return
         for name, stacked in self.params.items():
@@ -424,6 +491,8 @@ class Stack:
         if not members:
             self.trainers = []
             return
+        if self.lbfgs is not None:
+            self.lbfgs.keep(members)
         device = self.params[self.names[0]].device
         which = torch.tensor(list(members), device=device)
         old = self.optimizer.state if self.optimizer is not None else {}
@@ -768,11 +837,14 @@ def _jobs_of(members: Sequence[Member]) -> list[StackJob]:
 
 
 def _step(stack: Stack, members: Sequence[Member], epoch: int, batch: int) -> dict[str, Tensor]:
-    """One batch of every member: as one stack, or (LBFGS) each member on its own model, whose
-    parameters are views into the stack, exactly as it trains alone."""
+    """One batch of every member: as one stack, LBFGS's as one (`Stack.lbfgs_step`), or (LBFGS
+    on CUDA) each member on its own model, whose parameters are views into the stack, exactly
+    as it trains alone."""
     if stack.optimizer is not None:
         fed = stack.feed.batch(epoch, batch) if stack.feed is not None else None
         return stack.step(fed if fed is not None else [_batch(m, epoch, batch) for m in members])
+    if stack.lbfgs is not None:
+        return stack.lbfgs_step([_batch(m, epoch, batch) for m in members])
     stats = []
     for m in members:
         torch.set_rng_state(m.rng)

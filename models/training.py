@@ -10,6 +10,7 @@ from torch import Tensor, nn
 from core.datasets import Splits
 from core.spec import JobSpecBase, OptimizerSpec, ScheduleSpec
 from models.base import Trainer
+from models.lbfgs import LBFGS
 
 
 def make_optimizer(
@@ -57,7 +58,7 @@ def make_optimizer(
                 weight_decay=wd,
             )
         case "lbfgs":  # no weight_decay argument: penalty() adds the L2 term to the loss
-            return torch.optim.LBFGS(
+            return LBFGS(
                 params,
                 lr=opt.lr,
                 max_iter=opt.max_iter,
@@ -174,17 +175,20 @@ class GradientTrainer(Trainer):
     def on_stage(self, stage: int) -> None:
         self.build_optimizers()  # each stage starts with fresh optimizers over what it trains
 
-    def step(self, name: str, loss_fn: LossFn) -> tuple[Tensor, Sums]:
-        """One step of optimizer `name` on loss_fn's loss plus the penalties; returns the
-        (detached) loss and sums of the (first) evaluation. LBFGS evaluates loss_fn several
-        times."""
+    def closure(
+        self, name: str, loss_fn: LossFn
+    ) -> tuple[Callable[[], Tensor], list[tuple[Tensor, Sums]]]:
+        """What optimizer `name` steps on: a closure that computes loss_fn's loss plus the
+        penalties and their gradients, and the list that gets the (detached) loss and sums of
+        its first call. LBFGS calls it several times a step."""
         optimizer = self.optimizers[name]
         params = [p for group in optimizer.param_groups for p in group["params"]]
         opt_spec = self.spec.optimizer_for(name)
-        first: list[tuple[Tensor, dict[str, float]]] = []
+        first: list[tuple[Tensor, Sums]] = []
 
         def closure() -> Tensor:
-            optimizer.zero_grad(set_to_none=True)
+            for p in params:  # optimizer.zero_grad(set_to_none=True), without its profiling
+                p.grad = None
             with self.autocast():
                 loss, sums = loss_fn()
             # LBFGS's line search needs the value whose gradient it gets: penalties included.
@@ -195,7 +199,14 @@ class GradientTrainer(Trainer):
                 first.append((loss.detach(), sums))
             return total
 
-        if isinstance(optimizer, torch.optim.LBFGS):
+        return closure, first
+
+    def step(self, name: str, loss_fn: LossFn) -> tuple[Tensor, Sums]:
+        """One step of optimizer `name` on loss_fn's loss plus the penalties; returns the
+        (detached) loss and sums of the (first) evaluation."""
+        optimizer = self.optimizers[name]
+        closure, first = self.closure(name, loss_fn)
+        if isinstance(optimizer, LBFGS):
             optimizer.step(closure)
         else:
             closure()
