@@ -1,9 +1,9 @@
 """How far LBFGS carries a last-bit difference: torch.optim.LBFGS (strong Wolfe, history 100,
 20 iterations a step) fits a 1-50-1 tanh MLP to 150 noisy sine points twice, the second time
 with one first-layer weight moved by one float32 ulp, and prints the loss of both runs after
-each step and their relative difference. This is why LBFGS members of a stack step with their
-own optimizer on their own model (models/stack.py): a stack's batched products differ from a
-model's own in the last bit.
+each step and their relative difference. This is why LBFGS members of a stack step with
+arithmetic that gives each member what it gets alone (models/lbfgs.py), not with a stack's
+batched products, which may differ from a model's own in the last bit.
 
     .venv/bin/python benchmarks/lbfgs_sensitivity.py [--steps 20]
 """

@@ -9,7 +9,7 @@ seconds and the ratio off / on, and the worst relative difference between a job'
 stacked and alone (jobs matched by (cell, repeat)), which should be under 1e-3. A stack's key
 leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the
 time-series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x
-4 repeats of each optimizer and width (LBFGS members step one by one inside their stack).
+4 repeats of each optimizer and width (LBFGS's stacks by width: padding would change its sums).
 
     .venv/bin/python benchmarks/sweeps.py [--grid ts|regression|both] [--scale 1.0]
         [--threads N] [--stack-max N]

@@ -410,10 +410,11 @@ class _Run:
     def _remember(self, rows: list[int], s: Tensor, y: Tensor, ys: Tensor) -> None:
         """Each model of `rows` keeps its pair (s, y), the oldest of a full history dropped."""
         st = self.state
-        hist_s, hist_y = st._history()
+        index = torch.tensor(rows, device=s.device)
+        for history, new in zip(st._history(), (s, y), strict=True):
+            history[index, :-1] = history[index, 1:]  # a copy of these rows' history at most
+            history[index, -1] = new.index_select(0, index)
         mask = self._mask(rows)
-        st.s = torch.where(mask[:, :, None], torch.cat([hist_s[:, 1:], s[:, None]], 1), hist_s)
-        st.y = torch.where(mask[:, :, None], torch.cat([hist_y[:, 1:], y[:, None]], 1), hist_y)
         shifted = torch.cat([st.ro[:, 1:], (1.0 / ys)[:, None]], 1)
         st.ro = torch.where(mask, shifted, st.ro)
         st.h_diag = torch.where(mask[:, 0], ys / _dot(y, y), st.h_diag)

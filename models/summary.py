@@ -26,8 +26,11 @@ from core.spec import JobSpecBase
 from models.base import get_family, n_params
 
 FLOAT_BYTES = 4
-# Tensors an optimizer keeps per parameter (LBFGS: its history, two vectors per entry).
+# Tensors an optimizer keeps per parameter (LBFGS: _optimizer_state).
 OPTIMIZER_STATE = {"gd": 0, "sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2, "adadelta": 2}
+# LBFGS's besides its history: direction, last gradient, and in a step the parameters, where
+# the line search started, the gradient, three line-search gradients and a trial point.
+LBFGS_STEP_VECTORS = 9
 CONVS = nn.Conv1d | nn.Conv2d
 POOLS = nn.MaxPool1d | nn.MaxPool2d | nn.AvgPool1d | nn.AvgPool2d
 MAX_COUNTS = 4096  # architectures whose count is kept
@@ -43,8 +46,9 @@ def _optimizer_state(spec: JobSpecBase) -> int:
             counts.append(1 + (opt.momentum > 0) + bool(opt.centered))
         elif opt.name == "adam":
             counts.append(2 + bool(opt.amsgrad))
-        elif opt.name == "lbfgs":
-            counts.append(2 * opt.history_size + 2)
+        elif opt.name == "lbfgs":  # models/lbfgs.py: its pairs (and a copy of one half as it
+            # drops its oldest pair), and a step's vectors
+            counts.append(3 * opt.history_size + LBFGS_STEP_VECTORS)
         else:
             counts.append(OPTIMIZER_STATE[opt.name])
     return max(counts)
