@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     single_thread_flops: int = Field(SINGLE_THREAD_FLOPS, ge=0)
     # Jobs a worker trains as one stack at most (models/stack.py): the one it was sent and
     # queued jobs with the same stack key. 1: every job trains alone.
-    stack_max: int = Field(32, ge=1, le=1024)
+    stack_max: int = Field(64, ge=1, le=1024)
 
     @field_validator("admin_key", "metrics_key")
     @classmethod

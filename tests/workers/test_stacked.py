@@ -338,22 +338,75 @@ def test_a_stack_validates_its_members_in_one_pass(
         assert "val_nmse" in rows_of(settings, got)[-1][2]
 
 
-def test_lbfgs_members_step_alone_inside_the_stack(
+def test_lbfgs_members_step_as_one_and_equal_their_runs_alone(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """LBFGS's line search would turn a last-bit difference into another run (a 1e-7 change of
-    one target moved a run's fourth epoch by 30%), so each member steps its own optimizer on
-    its own model inside the stack: the very numbers it has alone, to the bit; the stack
-    shares its data, its epoch writes and its claim."""
+    """LBFGS's line search turns a last-bit difference into another run (a 1e-7 change of one
+    target moved a run's fourth epoch by 30%). Its members step as one (models/lbfgs.py), each
+    with its own loss, weight decay, L1 and input noise, and have the very numbers they have
+    alone, to the bit."""
     documents = [
-        regression(seed, 1.0, optimizer="lbfgs", noise=noise, weight_decay=wd)
-        for seed, noise, wd in ((1, 0.0, 0.0), (2, 0.1, 1e-3), (3, 0.3, 0.0))
+        regression(seed, 1.0, optimizer="lbfgs", noise=noise, **train)
+        for seed, noise, train in (
+            (1, 0.0, {}),
+            (2, 0.1, {"weight_decay": 1e-3}),
+            (3, 0.3, {"l1": 1e-4, "input_noise": 0.05}),
+        )
     ]
     reference = alone(settings, *documents)
+    sizes: list[int] = []
+    real = stack.Stack.lbfgs_step
+
+    def lbfgs_step(self: stack.Stack, batches: list) -> dict:
+        sizes.append(len(self.trainers))
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "lbfgs_step", lbfgs_step)
     ids = submit(settings, *documents)
     assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
+    assert sizes == [3] * 5  # one full-batch step an epoch, all three at once
     for got, want in zip(ids, reference, strict=True):
         assert job_of(settings, got).provenance["stack_jobs"] == 3
+        assert [r[2] for r in rows_of(settings, got)] == [r[2] for r in rows_of(settings, want)]
+        assert job_of(settings, got).result == job_of(settings, want).result
+
+
+@pytest.mark.parametrize("resumed_by", ["a stack", "each alone"])
+def test_killed_lbfgs_members_resume_to_the_bit(
+    db_settings: Settings, monkeypatch: pytest.MonkeyPatch, resumed_by: str
+) -> None:
+    """A member's checkpoint holds its LBFGS state as the job alone saves it (torch's keys):
+    killed in epoch 3, the members resume, as a stack or each alone, to the very numbers of
+    the jobs trained alone without a break."""
+    documents = [
+        regression(seed, 1.0, optimizer="lbfgs", noise=noise)
+        for seed, noise in ((1, 0.0), (2, 0.1), (3, 0.3))
+    ]
+    reference = alone(db_settings, *documents)
+    ids = submit(db_settings, *documents)
+    settings = db_settings.model_copy(update={"record_seconds": 0.0})
+    real, steps = stack.Stack.lbfgs_step, []
+
+    def crash(self: stack.Stack, batches: list) -> dict:
+        steps.append(len(self.trainers))
+        if len(steps) == 3:
+            raise Crash()
+        return real(self, batches)
+
+    monkeypatch.setattr(stack.Stack, "lbfgs_step", crash)
+    with pytest.raises(Crash):
+        run_job(ids[0], settings=stacking(settings), worker="doomed")
+    monkeypatch.setattr(stack.Stack, "lbfgs_step", real)
+    for job_id in ids:
+        assert [e for _, e, _ in rows_of(settings, job_id)] == [0, 1, 2]
+        expire_lease(settings, job_id)
+    if resumed_by == "a stack":
+        assert run_job(ids[1], settings=stacking(settings), worker="rescuer") == "succeeded"
+    else:
+        for job_id in ids:
+            assert run_job(job_id, settings=settings, worker="rescuer") == "succeeded"
+    for got, want in zip(ids, reference, strict=True):
+        assert job_of(settings, got).attempts == 2
         assert [r[2] for r in rows_of(settings, got)] == [r[2] for r in rows_of(settings, want)]
         assert job_of(settings, got).result == job_of(settings, want).result
 
