@@ -1,12 +1,14 @@
 """L-BFGS for one model or for many at once, with the same arithmetic either way.
 
-The algorithm is torch.optim.LBFGS's: the two-loop recursion over the last `history_size`
-pairs, steps of lr (the first one scaled by the gradient), torch's strong-Wolfe line search
-and its stopping rules, per step at most max_iter iterations and max_eval evaluations. Here it
-runs for K models whose flat parameter vectors are the rows of one (K, P) tensor. Every vector
-operation acts on all rows at once and gives each row what that row gives alone: elementwise
-operations, and dot products that torch sums one row at a time (`_dot`); each model's scalars
-(its losses, step lengths, the line search's choices) are its own Python floats. A model
+The algorithm is torch.optim.LBFGS's: directions from the inverse Hessian of the last
+`history_size` pairs (computed in compact form, which gives the two-loop recursion's result in
+a few operations instead of a few per pair), steps of lr (the first one scaled by the
+gradient), torch's strong-Wolfe line search and its stopping rules, per step at most max_iter
+iterations and max_eval evaluations. Here it runs for K models whose flat parameter vectors
+are the rows of one (K, P) tensor. Every operation acts on all rows at once and gives each row
+what that row gives alone: elementwise operations, dot products that torch sums one row at a
+time (`_dot`), sums over the pairs and triangular solves of one matrix per row; each model's
+scalars (its losses, step lengths, the line search's choices) are its own Python floats. A model
 stepped among K is therefore the model stepped alone, to the bit, which a stack of jobs needs
 (models/stack.py): L-BFGS turns a last-bit difference into another run
 (benchmarks/lbfgs_sensitivity.py). `LBFGS`, the optimizer of one model, is this with K = 1;
@@ -216,11 +218,12 @@ class Batched:
         self.prev_loss: list[float] = [0.0] * k
         self.d = like.new_zeros(k, numel)
         self.prev_flat_grad = like.new_zeros(k, numel)
-        # Each model's pairs (s, y) with the newest last; a model with fewer than H has zeros
-        # (and 1/ys = 0) before them, which leave the recursion's vectors as they are, exactly.
+        # Each model's pairs (s, y), H of them with the newest last (a model with fewer has
+        # zeros before them), and their products s_i.y_j (i <= j) and y_i.y_j.
         self.s: Tensor | None = None
         self.y: Tensor | None = None
-        self.ro = like.new_zeros(k, settings.history_size)
+        self.sy: Tensor | None = None
+        self.yy: Tensor | None = None
         self.n_old = [0] * k
         self.h_diag = like.new_ones(k)
 
@@ -269,13 +272,14 @@ class Batched:
         if self.n_iter[k] == 0:
             return state
         h, n = self.settings.history_size, self.n_old[k]
+        s, y, sy, _ = self._history()
         pairs = range(h - n, h)
         return state | {
             "d": self.d[k].clone(),
             "t": self.t[k],
-            "old_dirs": [self.y[k, i].clone() for i in pairs] if self.y is not None else [],
-            "old_stps": [self.s[k, i].clone() for i in pairs] if self.s is not None else [],
-            "ro": [self.ro[k, i].clone() for i in pairs],
+            "old_dirs": [y[k, i].clone() for i in pairs],
+            "old_stps": [s[k, i].clone() for i in pairs],
+            "ro": [1.0 / sy[k, i, i] for i in pairs],
             "H_diag": self.h_diag[k].clone(),
             "prev_flat_grad": self.prev_flat_grad[k].clone(),
             "prev_loss": self.prev_loss[k],
@@ -294,14 +298,17 @@ class Batched:
         self.prev_loss[k] = float(state["prev_loss"])
         self.h_diag[k] = float(state["H_diag"])
         dirs, stps = state["old_dirs"][-h:], state["old_stps"][-h:]
-        ro = [float(v) for v in state["ro"][-h:]]
-        s, y = self._history()
+        s, y, sy, yy = self._history()
         n = len(dirs)
-        s[k], y[k], self.ro[k] = 0.0, 0.0, 0.0
+        s[k], y[k], sy[k], yy[k] = 0.0, 0.0, 0.0, 0.0
         if n:
             y[k, h - n :] = torch.stack(list(dirs))
             s[k, h - n :] = torch.stack(list(stps))
-            self.ro[k, h - n :] = torch.tensor(ro, dtype=self.ro.dtype)
+            # The products as the steps took them: each a row's dot product, whatever the
+            # other rows (`_dot`), so the same numbers.
+            for j in range(h - n, h):
+                sy[k, : j + 1, j] = _dot(s[k, : j + 1], y[k, j][None])
+                yy[k, :, j] = yy[k, j, :] = _dot(y[k], y[k, j][None])
         self.n_old[k] = n
 
     def keep(self, rows: Sequence[int]) -> None:
@@ -311,16 +318,20 @@ class Batched:
         for name in ("func_evals", "n_iter", "t", "prev_loss", "n_old"):
             values = getattr(self, name)
             setattr(self, name, [values[r] for r in rows])
-        for name in ("d", "prev_flat_grad", "ro", "h_diag", "s", "y"):
+        for name in ("d", "prev_flat_grad", "h_diag", "s", "y", "sy", "yy"):
             value = getattr(self, name)
             if value is not None:
                 setattr(self, name, value.index_select(0, index))
 
-    def _history(self) -> tuple[Tensor, Tensor]:
-        if self.s is None or self.y is None:
-            shape = (self.k, self.settings.history_size, self.numel)
-            self.s, self.y = self.like.new_zeros(shape), self.like.new_zeros(shape)
-        return self.s, self.y
+    def _history(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """s, y (K, H, P) and their products s.y, y.y (K, H, H)."""
+        if self.s is None or self.y is None or self.sy is None or self.yy is None:
+            h = self.settings.history_size
+            self.s = self.like.new_zeros(self.k, h, self.numel)
+            self.y = self.like.new_zeros(self.k, h, self.numel)
+            self.sy = self.like.new_zeros(self.k, h, h)
+            self.yy = self.like.new_zeros(self.k, h, h)
+        return self.s, self.y, self.sy, self.yy
 
 
 class _Run:
@@ -355,13 +366,11 @@ class _Run:
             st.n_iter[k] += 1
             (fresh if st.n_iter[k] == 1 else going).append(k)
         direction = self.g.neg()
-        if fresh and st.s is not None:  # a model's first iteration forgets its pairs
+        if fresh:  # a model's first iteration forgets its pairs
             index = torch.tensor(fresh, device=st.d.device)
-            st.s.index_fill_(0, index, 0.0)
-            st.y.index_fill_(0, index, 0.0)
-        if fresh:
-            index = torch.tensor(fresh, device=st.d.device)
-            st.ro.index_fill_(0, index, 0.0)
+            if st.s is not None:
+                for history in st._history():
+                    history.index_fill_(0, index, 0.0)
             st.h_diag.index_fill_(0, index, 1.0)
             for k in fresh:
                 st.n_old[k] = 0
@@ -373,7 +382,7 @@ class _Run:
             added = [k for k in going if values[k] > 1e-10]
             if added:
                 self._remember(added, s, y, ys)
-            direction = torch.where(self._mask(going), self._recursion(going), direction)
+            direction = torch.where(self._mask(going), self._direction(), direction)
         chosen = self._mask(rows)
         st.d = torch.where(chosen, direction, st.d)
         st.prev_flat_grad = torch.where(chosen, self.g, st.prev_flat_grad)
@@ -411,36 +420,41 @@ class _Run:
         """Each model of `rows` keeps its pair (s, y), the oldest of a full history dropped."""
         st = self.state
         index = torch.tensor(rows, device=s.device)
-        for history, new in zip(st._history(), (s, y), strict=True):
+        hist_s, hist_y, sy, yy = st._history()
+        for history, new in ((hist_s, s), (hist_y, y)):
             history[index, :-1] = history[index, 1:]  # a copy of these rows' history at most
             history[index, -1] = new.index_select(0, index)
-        mask = self._mask(rows)
-        shifted = torch.cat([st.ro[:, 1:], (1.0 / ys)[:, None]], 1)
-        st.ro = torch.where(mask, shifted, st.ro)
-        st.h_diag = torch.where(mask[:, 0], ys / _dot(y, y), st.h_diag)
+        for products in (sy, yy):
+            products[index, :-1, :-1] = products[index, 1:, 1:]
+        column = _dot(hist_s, y[:, None]).index_select(0, index)  # s_i.y for every i
+        sy[index, :, -1] = column
+        sy[index, -1, :-1] = 0.0
+        column = _dot(hist_y, y[:, None]).index_select(0, index)
+        yy[index, :, -1] = column
+        yy[index, -1, :] = column
+        st.h_diag = torch.where(self._mask(rows)[:, 0], ys / yy[:, -1, -1], st.h_diag)
         h = st.settings.history_size
         for k in rows:
             st.n_old[k] = min(st.n_old[k] + 1, h)
 
-    def _recursion(self, rows: list[int]) -> Tensor:
-        """The two-loop recursion: -H g for every row (those of `rows` are wanted)."""
+    def _direction(self) -> Tensor:
+        """-H g for every row, H the inverse Hessian of the pairs in compact form (Byrd,
+        Nocedal and Schnabel 1994; Nocedal and Wright 7.24) with H0 = h_diag I: the two-loop
+        recursion's result in a few operations over all H pairs instead of a few per pair. A
+        row's missing pairs are zeros whose solves give zeros, and every row solves H by H, so
+        the arithmetic is a row's own."""
         st = self.state
-        assert st.s is not None and st.y is not None
+        s, y, sy, yy = st._history()
         h = st.settings.history_size
-        n = max(st.n_old[k] for k in rows)
-        pairs = range(h - 1, h - 1 - n, -1)  # newest first
-        dot = torch.linalg.vecdot if self.g.shape[-1] <= SPAN else _dot
-        s, y, ro = st.s.unbind(1), st.y.unbind(1), st.ro.unsqueeze(2).unbind(1)
-        q = self.g.neg()
-        al: dict[int, Tensor] = {}
-        for i in pairs:
-            al[i] = dot(s[i], q).unsqueeze(1) * ro[i]
-            q = q - al[i] * y[i]
-        r = q * st.h_diag[:, None]
-        for i in reversed(pairs):
-            be = dot(y[i], r).unsqueeze(1) * ro[i]
-            r = r + s[i] * (al[i] - be)
-        return r
+        g, gamma = self.g, st.h_diag[:, None]
+        missing = torch.tensor([[i < h - n for i in range(h)] for n in st.n_old])
+        r = sy.triu() + torch.diag_embed(missing.to(sy))  # R, with 1 where a pair is missing
+        p = torch.linalg.solve_triangular(r, _dot(s, g[:, None])[..., None], upper=True)
+        middle = torch.diag_embed(sy.diagonal(dim1=1, dim2=2)) + gamma[..., None] * yy
+        w = _dot(middle, p.transpose(1, 2)) - gamma * _dot(y, g[:, None])
+        c = torch.linalg.solve_triangular(r.transpose(1, 2), w[..., None], upper=False)
+        hg = gamma * g + (s * c).sum(1) - gamma * (y * p).sum(1)
+        return hg.neg()
 
     def evaluate(self, rows: list[int], put: Callable[[Tensor], None], evaluate: Evaluate) -> None:
         """Every searching model at its next point, the stepping ones where they stand."""
