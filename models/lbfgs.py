@@ -447,8 +447,9 @@ class _Run:
         s, y, sy, yy = st._history()
         h = st.settings.history_size
         g, gamma = self.g, st.h_diag[:, None]
-        missing = torch.tensor([[i < h - n for i in range(h)] for n in st.n_old])
-        r = sy.triu() + torch.diag_embed(missing.to(sy))  # R, with 1 where a pair is missing
+        first = torch.tensor([h - n for n in st.n_old], device=sy.device)  # of a row's pairs
+        missing = torch.arange(h, device=sy.device) < first[:, None]
+        r = sy.triu() + torch.diag_embed(missing.to(sy.dtype))  # R, 1 where a pair is missing
         p = torch.linalg.solve_triangular(r, _dot(s, g[:, None])[..., None], upper=True)
         middle = torch.diag_embed(sy.diagonal(dim1=1, dim2=2)) + gamma[..., None] * yy
         w = _dot(middle, p.transpose(1, 2)) - gamma * _dot(y, g[:, None])

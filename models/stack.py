@@ -27,7 +27,6 @@ cancels and stops (workers/stacked.py).
 
 import contextlib
 import dataclasses
-import functools
 import math
 import time
 import warnings
@@ -42,10 +41,10 @@ from core.datasets import Split, Splits, fold_bounds, fold_splits
 from core.spec import FULL_BATCH, JobSpecBase
 from models import loop
 from models.base import Batch, Family, Trainer
-from models.lbfgs import LBFGS, Batched, flat_grad
+from models.lbfgs import LBFGS, Batched
 from models.loop import Callback, Diverged, EpochEnd, Position
 from models.supervised import SupervisedTrainer
-from models.training import make_optimizer
+from models.training import make_optimizer, penalty
 
 PROGRESS_SECONDS = 0.25  # between two progress reports of a stack's jobs
 FUSED = frozenset({"gd", "sgd", "momentum", "nesterov", "adam"})  # torch has fused kernels
@@ -150,6 +149,7 @@ class Stack:
             self.buffers = {n: self._stacked(n) for n in self.buffer_names}
         self.masks = self._masks()
         self.apply = _Apply(model)
+        self.holders = [_slots(t.model, self.names) for t in self.trainers]
         self.loss = vmap(self._member_loss)
         self.optimizer = self._optimizer(list(self.params.values()))
         self.lbfgs = self._lbfgs()
@@ -321,44 +321,56 @@ class Stack:
         return _sums(counts, found)
 
     def lbfgs_step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
-        """One LBFGS step of every member on its own batch: each one's loss and gradient from
-        its trainer's closure on its own model (as alone), the optimizer's vector arithmetic
-        for all at once (`lbfgs`). Returns each member's sums, as `step` does."""
+        """One LBFGS step of every member on its own batch. An evaluation runs each member's
+        loss (its trainer's batch_loss and penalties) on its own views of the stacked
+        parameters, the very operations it runs alone, and one backward pass gives every
+        member's gradient; the optimizer's arithmetic runs for all at once (`lbfgs`). Returns
+        each member's sums, as `step` does."""
         assert self.lbfgs is not None
-        k = len(self.trainers)
-        closures, firsts = [], []
-        for trainer, batch in zip(self.trainers, batches, strict=True):
+        k, names = len(self.trainers), self.names
+        opt = self.template.spec.optimizer_for("model")
+        firsts: list[tuple[Tensor, dict[str, Any]] | None] = [None] * k
+        for trainer in self.trainers:
             trainer.model.train()
-            closure, first = trainer.closure("model", functools.partial(trainer.batch_loss, batch))
-            closures.append(torch.enable_grad()(closure))
-            firsts.append(first)
-        own = [list(t.model.parameters()) for t in self.trainers]
-        sizes = [self.params[n][0].numel() for n in self.names]
 
         def evaluate(which: list[int]) -> tuple[list[float | None], Tensor]:
+            for p in self.params.values():
+                p.grad = None
+            with torch.enable_grad():
+                views = {n: self.params[n].unbind(0) for n in names}
+                totals = []
+                for i in which:
+                    trainer, own = self.trainers[i], [views[n][i] for n in names]
+                    with _swapped(self.holders[i], own):
+                        loss, sums = trainer.batch_loss(batches[i])
+                    totals.append(loss + penalty(own, opt, trainer.spec))
+                    if firsts[i] is None:
+                        firsts[i] = (loss.detach(), sums)
+                stacked = torch.stack(totals)
+                stacked.sum().backward()
+            grads = torch.cat([p.grad.reshape(k, -1) for p in self.params.values()], 1)
             losses: list[float | None] = [None] * k
-            grads = self.params[self.names[0]].new_zeros(k, sum(sizes))
-            for i in which:
-                losses[i] = float(closures[i]())
-                grads[i] = flat_grad(own[i])
+            for i, value in zip(which, stacked.tolist(), strict=True):
+                losses[i] = value
             return losses, grads
 
         def put(x: Tensor) -> None:
-            for name, part in zip(self.names, x.split(sizes, 1), strict=True):
+            sizes = [self.params[n][0].numel() for n in names]
+            for name, part in zip(names, x.split(sizes, 1), strict=True):
                 self.params[name].data.copy_(part.reshape(self.params[name].shape))
 
-        x = torch.cat([self.params[n].detach().reshape(k, -1) for n in self.names], 1)
+        x = torch.cat([self.params[n].detach().reshape(k, -1) for n in names], 1)
         lrs = [t.optimizers["model"].param_groups[0]["lr"] for t in self.trainers]
         self.lbfgs.step(lrs, x, put, evaluate)
         stats = []
         for trainer, batch, first in zip(self.trainers, batches, firsts, strict=True):
             trainer.after_step("model")
-            loss, sums = first[0]
+            assert first is not None
+            loss, sums = first
             n = len(batch.y)
             stats.append({"loss": loss * n, "count": float(n), **sums})
-        device = x.device
         return {
-            name: torch.stack([torch.as_tensor(s[name], device=device).float() for s in stats])
+            name: torch.stack([torch.as_tensor(s[name], device=x.device).float() for s in stats])
             for name in stats[0]
         }
 
@@ -514,6 +526,7 @@ class Stack:
         self.trainers = [self.trainers[k] for k in members]
         self.template = self.trainers[0]
         self.apply = _Apply(self.template.model)
+        self.holders = [self.holders[k] for k in members]
         self.feed = _Feed.of(self.trainers)
         self._point()
         self.refresh()
@@ -542,6 +555,29 @@ def _sums(counts: Tensor, found: list[tuple[list[int], dict[str, Tensor]]]) -> d
             else:
                 into.index_add_(0, which, value.detach().float())
     return sums | {"loss": sums["loss"] * counts, "count": counts}
+
+
+def _slots(model: nn.Module, names: Sequence[str]) -> list[tuple[nn.Module, str]]:
+    """Where each named parameter of `model` is held: (its module, its name there)."""
+    found = []
+    for name in names:
+        module, _, leaf = name.rpartition(".")
+        found.append((model.get_submodule(module) if module else model, leaf))
+    return found
+
+
+@contextlib.contextmanager
+def _swapped(slots: Sequence[tuple[nn.Module, str]], tensors: Sequence[Tensor]) -> Iterator[None]:
+    """The modules' parameters are these tensors meanwhile (torch.func.functional_call's
+    effect, without its checks, which cost more than a small model's forward pass)."""
+    saved = [module._parameters[leaf] for module, leaf in slots]
+    for (module, leaf), tensor in zip(slots, tensors, strict=True):
+        module._parameters[leaf] = tensor  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        for (module, leaf), parameter in zip(slots, saved, strict=True):
+            module._parameters[leaf] = parameter
 
 
 def _tensor(model: nn.Module, name: str) -> Tensor:
