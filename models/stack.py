@@ -17,9 +17,10 @@ built) and its checkpoint, in the format of a job trained alone, so either kind 
 the other's.
 
 LBFGS, whose line search turns a last-bit difference into another run, steps a stack as
-models/lbfgs.py's `Batched`: each member's loss and gradient come from its own trainer's
-closure on its own model, the optimizer's vector arithmetic runs for all members at once, and
-a member's every number is the one it has alone, to the bit.
+models/lbfgs.py's `Batched`: each member's loss is its own trainer's on its own views of the
+stacked parameters (the operations it runs alone), one backward pass gives every member's
+gradient, the optimizer's arithmetic runs for all members at once, and a member's every
+number is the one it has alone, to the bit.
 
 No database here: the worker passes `Hooks` that write rows and checkpoints and hear of
 cancels and stops (workers/stacked.py).
@@ -149,7 +150,7 @@ class Stack:
             self.buffers = {n: self._stacked(n) for n in self.buffer_names}
         self.masks = self._masks()
         self.apply = _Apply(model)
-        self.holders = [_slots(t.model, self.names) for t in self.trainers]
+        self.holders = [_holders(t.model, self.names) for t in self.trainers]
         self.loss = vmap(self._member_loss)
         self.optimizer = self._optimizer(list(self.params.values()))
         self.lbfgs = self._lbfgs()
@@ -557,7 +558,7 @@ def _sums(counts: Tensor, found: list[tuple[list[int], dict[str, Tensor]]]) -> d
     return sums | {"loss": sums["loss"] * counts, "count": counts}
 
 
-def _slots(model: nn.Module, names: Sequence[str]) -> list[tuple[nn.Module, str]]:
+def _holders(model: nn.Module, names: Sequence[str]) -> list[tuple[nn.Module, str]]:
     """Where each named parameter of `model` is held: (its module, its name there)."""
     found = []
     for name in names:
@@ -567,16 +568,16 @@ def _slots(model: nn.Module, names: Sequence[str]) -> list[tuple[nn.Module, str]
 
 
 @contextlib.contextmanager
-def _swapped(slots: Sequence[tuple[nn.Module, str]], tensors: Sequence[Tensor]) -> Iterator[None]:
+def _swapped(holders: Sequence[tuple[nn.Module, str]], tensors: Sequence[Tensor]) -> Iterator[None]:
     """The modules' parameters are these tensors meanwhile (torch.func.functional_call's
     effect, without its checks, which cost more than a small model's forward pass)."""
-    saved = [module._parameters[leaf] for module, leaf in slots]
-    for (module, leaf), tensor in zip(slots, tensors, strict=True):
+    saved = [module._parameters[leaf] for module, leaf in holders]
+    for (module, leaf), tensor in zip(holders, tensors, strict=True):
         module._parameters[leaf] = tensor  # type: ignore[assignment]
     try:
         yield
     finally:
-        for (module, leaf), parameter in zip(slots, saved, strict=True):
+        for (module, leaf), parameter in zip(holders, saved, strict=True):
             module._parameters[leaf] = parameter
 
 

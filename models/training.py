@@ -175,16 +175,14 @@ class GradientTrainer(Trainer):
     def on_stage(self, stage: int) -> None:
         self.build_optimizers()  # each stage starts with fresh optimizers over what it trains
 
-    def closure(
-        self, name: str, loss_fn: LossFn
-    ) -> tuple[Callable[[], Tensor], list[tuple[Tensor, Sums]]]:
-        """What optimizer `name` steps on: a closure that computes loss_fn's loss plus the
-        penalties and their gradients, and the list that gets the (detached) loss and sums of
-        its first call. LBFGS calls it several times a step."""
+    def step(self, name: str, loss_fn: LossFn) -> tuple[Tensor, Sums]:
+        """One step of optimizer `name` on loss_fn's loss plus the penalties; returns the
+        (detached) loss and sums of the (first) evaluation. LBFGS evaluates loss_fn several
+        times."""
         optimizer = self.optimizers[name]
         params = [p for group in optimizer.param_groups for p in group["params"]]
         opt_spec = self.spec.optimizer_for(name)
-        first: list[tuple[Tensor, Sums]] = []
+        first: list[tuple[Tensor, dict[str, float]]] = []
 
         def closure() -> Tensor:
             for p in params:  # optimizer.zero_grad(set_to_none=True), without its profiling
@@ -199,13 +197,6 @@ class GradientTrainer(Trainer):
                 first.append((loss.detach(), sums))
             return total
 
-        return closure, first
-
-    def step(self, name: str, loss_fn: LossFn) -> tuple[Tensor, Sums]:
-        """One step of optimizer `name` on loss_fn's loss plus the penalties; returns the
-        (detached) loss and sums of the (first) evaluation."""
-        optimizer = self.optimizers[name]
-        closure, first = self.closure(name, loss_fn)
         if isinstance(optimizer, LBFGS):
             optimizer.step(closure)
         else:
