@@ -61,9 +61,9 @@ def test_mlp_on_digits_trains_records_and_serves(service: Service) -> None:
         parsed = [json.loads(line) for line in lines if line.startswith("{")]
         return [line for line in parsed if line.get("job_id") == job["id"]]
 
-    assert [line["epoch"] for line in about_job("worker1.log") if "epoch" in line] == list(
-        range(21)
-    )
+    # Its epochs' lines: the first and the last, and between them at most one a second.
+    logged = [line["epoch"] for line in about_job("worker1.log") if "epoch" in line]
+    assert logged[0] == 0 and logged[-1] == 20 and logged == sorted(set(logged))
     assert {line.get("route") for line in about_job("api.log")} >= {
         "/jobs/{job_id}",
         "/models/{job_id}/predict",

@@ -3,11 +3,13 @@
 import dataclasses
 import logging
 import time
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from core import jobs
 from core.checkpoint import pack
 from core.datasets import Splits
+from core.logs import job_context
 from models import loop
 from models.base import Trainer, n_params
 from models.loop import Callback, EpochEnd, Position
@@ -18,6 +20,41 @@ if TYPE_CHECKING:
     from workers.runner import _Run
 
 log = logging.getLogger(__name__)
+
+# A job's "epoch done" log lines at most this far apart (a small model's epochs take
+# milliseconds: a line each cost more than the epoch), its first of an attempt always.
+EPOCH_LINE_SECONDS = 1.0
+
+
+class EpochLines:
+    """The "epoch done" log lines of a worker's jobs: each job's first of the attempt, then at
+    most one every EPOCH_LINE_SECONDS, and the last epoch of a fold."""
+
+    def __init__(self) -> None:
+        self.last: dict[str, float] = {}
+        self.unsaid: dict[str, Sequence[tuple[int, EpochEnd]]] = {}
+
+    def ended(self, job_id: str, rows: Sequence[tuple[int, EpochEnd]], last: bool = False) -> None:
+        """The job's epoch ended (a row per fold that trained in it); `last`: a fold's end."""
+        now = time.monotonic()
+        if not last and now - self.last.get(job_id, -EPOCH_LINE_SECONDS) < EPOCH_LINE_SECONDS:
+            self.unsaid[job_id] = rows
+            return
+        self.last[job_id] = now
+        self.unsaid.pop(job_id, None)
+        self._log(job_id, rows)
+
+    def fold_ended(self, job_id: str) -> None:
+        """A fold ended: its last epoch's line, unless it was logged."""
+        rows = self.unsaid.pop(job_id, None)
+        if rows:
+            self._log(job_id, rows)
+
+    def _log(self, job_id: str, rows: Sequence[tuple[int, EpochEnd]]) -> None:
+        with job_context(job_id):
+            for fold, ended in rows:
+                done = f"job {job_id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
+                log.info(done, extra={"fold": fold, **vars(ended)})
 
 
 class Recorder(Callback):
@@ -34,6 +71,7 @@ class Recorder(Callback):
         self.last_saved = time.monotonic()
         self.pending: list[jobs.EpochRow] = []
         self.recorded = False
+        self.lines = EpochLines()
         # Where the checkpoint after the pending rows is taken from, when they are written:
         # the trainer and its position, which stand there until the next batch, and the last
         # ended epoch. The checkpoint is built only then, not at every epoch's end.
@@ -128,11 +166,11 @@ class Recorder(Callback):
         if due or self.every_epoch or not self.recorded:
             self.recorded = True
             self.flush()
-        done = f"job {run.lease.job_id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
-        log.info(done, extra={"fold": fold, **vars(ended)})
+        self.lines.ended(run.lease.job_id, [(fold, ended)])
         return False
 
     def on_fold_end(self, trainer: Trainer, position: Position, result: dict[str, Any]) -> None:
+        self.lines.fold_ended(self.run.lease.job_id)
         if position.fold + 1 < self.run.folds:  # the next fold starts from this checkpoint
             self.save(trainer, position.next_fold(position.fold + 1), epoch=0, step=0)
         else:

@@ -27,6 +27,7 @@ from models import admission, loop, stack
 from models.base import n_params
 from models.loop import Diverged, Position
 from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
+from workers.recorder import EpochLines
 from workers.runner import _Run, describe
 from workers.stopping import stop_requested
 from workers.threads import job_threads
@@ -106,6 +107,7 @@ class _Stacked(stack.Hooks):
         # one job); the checkpoint is built only then.
         self.pending: dict[stack.StackJob, _Held] = {}
         self.recorded = False
+        self.lines = EpochLines()
 
     def session(self) -> Any:
         return session_scope(self.settings.database_url)
@@ -335,10 +337,7 @@ class _Stacked(stack.Hooks):
         else:  # a job that ends now leaves the stack: what builds its checkpoint goes too
             self.flush([r.job for r in records if r.ends])
         for record in records:
-            with job_context(record.job.id):
-                for fold, ended in record.rows:
-                    done = f"job {record.job.id}: epoch {ended.epoch} done in {ended.seconds:.2f} s"
-                    log.info(done, extra={"fold": fold, **vars(ended)})
+            self.lines.ended(record.job.id, record.rows, last=record.ends)
 
     def flush(self, only: list[stack.StackJob] | None = None) -> None:
         """The rows held back (every job's, or `only` these), each job's with the checkpoint
