@@ -67,7 +67,7 @@ def _cubic(
     """The minimizer of the cubic through two points with their slopes, within bounds."""
     lo, hi = bounds if bounds is not None else ((x1, x2) if x1 <= x2 else (x2, x1))
     d1 = g1 + g2 - 3 * _div(f1 - f2, x1 - x2)
-    d2_square = d1**2 - g1 * g2
+    d2_square = d1 * d1 - g1 * g2  # d1**2 would raise OverflowError, not give inf
     if d2_square >= 0:
         d2 = math.sqrt(d2_square)
         if x1 <= x2:
@@ -251,7 +251,7 @@ class Batched:
         if not live:
             return first
         run = _Run(self, lrs, x, g, loss)
-        # An iteration of every model still stepping at once: one recursion finds all their
+        # An iteration of every model still stepping at once: one pass finds all their
         # directions; their line searches, of different lengths, take rounds of evaluations.
         waiting = live
         while waiting:
@@ -272,14 +272,14 @@ class Batched:
         if self.n_iter[k] == 0:
             return state
         h, n = self.settings.history_size, self.n_old[k]
-        s, y, sy, _ = self._history()
-        pairs = range(h - n, h)
+        pairs = range(h - n, h) if self.s is not None else range(0)
+        s, y, sy, _ = self._history() if self.s is not None else (None,) * 4
         return state | {
             "d": self.d[k].clone(),
             "t": self.t[k],
-            "old_dirs": [y[k, i].clone() for i in pairs],
-            "old_stps": [s[k, i].clone() for i in pairs],
-            "ro": [1.0 / sy[k, i, i] for i in pairs],
+            "old_dirs": [y[k, i].clone() for i in pairs],  # type: ignore[index]
+            "old_stps": [s[k, i].clone() for i in pairs],  # type: ignore[index]
+            "ro": [1.0 / sy[k, i, i] for i in pairs],  # type: ignore[index]
             "H_diag": self.h_diag[k].clone(),
             "prev_flat_grad": self.prev_flat_grad[k].clone(),
             "prev_loss": self.prev_loss[k],

@@ -41,38 +41,44 @@ def train_together(
     problems: list[tuple[nn.Module, torch.Tensor, torch.Tensor]],
     steps: int,
     lrs: list[float],
+    keep: tuple[int, list[int]] | None = None,
     **kw: object,
 ) -> tuple[list[list[float]], Batched]:
-    """The models stepped as one `Batched`, each loss and gradient from its own model."""
+    """The models stepped as one `Batched`, each loss and gradient from its own model; `keep`
+    (after step n, these models): the others leave then, as a stack's stopped members do."""
+    live = list(range(len(problems)))
     params = [list(m.parameters()) for m, _, _ in problems]
     sizes = [p.numel() for p in params[0]]
-    k = len(problems)
-    state = LBFGS(params[0], **kw).batched(k)
+    state = LBFGS(params[0], **kw).batched(len(problems))
 
     def put(x: torch.Tensor) -> None:
-        for own, row in zip(params, x, strict=True):
-            for p, value in zip(own, row.split(sizes), strict=True):
+        for i, row in zip(live, x, strict=True):
+            for p, value in zip(params[i], row.split(sizes), strict=True):
                 p.copy_(value.view_as(p))
 
     def evaluate(which: list[int]) -> tuple[list[float | None], torch.Tensor]:
-        losses: list[float | None] = [None] * k
-        grads = torch.zeros(k, sum(sizes))
-        for i in which:
-            model, x, y = problems[i]
+        losses: list[float | None] = [None] * len(live)
+        grads = torch.zeros(len(live), sum(sizes))
+        for row in which:
+            model, x, y = problems[live[row]]
             model.zero_grad()
             with torch.enable_grad():
                 loss = nn.functional.mse_loss(model(x), y)
                 loss.backward()
-            losses[i], grads[i] = loss.item(), flat_grad(params[i])
+            losses[row], grads[row] = loss.item(), flat_grad(params[live[row]])
         return losses, grads
 
     curves: list[list[float]] = [[] for _ in problems]
-    for _ in range(steps):
-        x = torch.stack([torch.cat([p.detach().reshape(-1) for p in own]) for own in params])
-        state.step(lrs, x, put, evaluate)
+    for step in range(steps):
+        if keep is not None and step == keep[0]:
+            state.keep([live.index(i) for i in keep[1]])
+            live = list(keep[1])
+        x = torch.stack([torch.cat([p.detach().reshape(-1) for p in params[i]]) for i in live])
+        state.step([lrs[i] for i in live], x, put, evaluate)
         with torch.no_grad():
-            for curve, (model, x, y) in zip(curves, problems, strict=True):
-                curve.append(nn.functional.mse_loss(model(x), y).item())
+            for i in live:
+                model, x, y = problems[i]
+                curves[i].append(nn.functional.mse_loss(model(x), y).item())
     return curves, state
 
 
@@ -174,3 +180,17 @@ def test_its_state_is_torchs_and_resumes_to_the_bit() -> None:
             assert torch.equal(exported[key], value)
         else:
             assert exported[key] == value
+
+
+def test_models_that_leave_leave_the_others_as_they_were() -> None:
+    """Two of three models go on after the third leaves (a stopped or cancelled member): each
+    still the model alone, to the bit."""
+    settings = {"line_search_fn": "strong_wolfe", "history_size": 6}
+    alone = []
+    for seed in (0, 2):
+        model, x, y = problem(seed)
+        alone.append(train_alone(model, x, y, 6, **settings)[0])
+    curves, _ = train_together(
+        [problem(seed) for seed in range(3)], 6, [1.0] * 3, keep=(3, [0, 2]), **settings
+    )
+    assert [curves[0], curves[2]] == alone and len(curves[1]) == 3

@@ -89,16 +89,16 @@ def assert_same_training(settings: Settings, got: str, want: str) -> None:
         assert fold == pytest.approx(reference_fold, rel=REL, abs=1e-7)
 
 
-def count_steps(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The number of members in each stacked step."""
+def count_steps(monkeypatch: pytest.MonkeyPatch, method: str = "step") -> list[int]:
+    """The number of members in each stacked step (`Stack.step`, or LBFGS's `lbfgs_step`)."""
     sizes: list[int] = []
-    real = stack.Stack.step
+    real = getattr(stack.Stack, method)
 
     def step(self: stack.Stack, batches: Any) -> dict:
         sizes.append(len(self.trainers))
         return real(self, batches)
 
-    monkeypatch.setattr(stack.Stack, "step", step)
+    monkeypatch.setattr(stack.Stack, method, step)
     return sizes
 
 
@@ -354,14 +354,7 @@ def test_lbfgs_members_step_as_one_and_equal_their_runs_alone(
         )
     ]
     reference = alone(settings, *documents)
-    sizes: list[int] = []
-    real = stack.Stack.lbfgs_step
-
-    def lbfgs_step(self: stack.Stack, batches: list) -> dict:
-        sizes.append(len(self.trainers))
-        return real(self, batches)
-
-    monkeypatch.setattr(stack.Stack, "lbfgs_step", lbfgs_step)
+    sizes = count_steps(monkeypatch, "lbfgs_step")
     ids = submit(settings, *documents)
     assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
     assert sizes == [3] * 5  # one full-batch step an epoch, all three at once
