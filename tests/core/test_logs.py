@@ -38,7 +38,8 @@ def test_a_workers_lines_about_a_job_carry_its_id(settings: Settings, capsys) ->
     outside = [line for line in lines if line["message"] == "before the job"]
     assert outside and outside[0]["job_id"] is None
     epochs = [line for line in lines if line["job_id"] == job_id and "epoch" in line]
-    assert [line["epoch"] for line in epochs] == [0, 1, 2]
+    said = [line["epoch"] for line in epochs]  # the first and last, at most one a second between
+    assert said[0] == 0 and said[-1] == 2 and said == sorted(set(said))
     assert epochs[-1]["metrics"]["val_accuracy"] > 0.5 and epochs[-1]["level"] == "INFO"
 
 
