@@ -563,7 +563,7 @@ class LBFGS(torch.optim.Optimizer):
         super().__init__(params, defaults)
         if len(self.param_groups) != 1:
             raise ValueError("LBFGS doesn't support per-parameter options (parameter groups)")
-        Settings.of(self.param_groups[0])
+        Settings.of(self.param_groups[0])  # an unknown line search is refused here
         self._params: list[Tensor] = self.param_groups[0]["params"]
         self._batched: Batched | None = None
 
