@@ -355,8 +355,9 @@ class Stack:
                 losses[i] = value
             return losses, grads
 
+        sizes = [self.params[n][0].numel() for n in names]
+
         def put(x: Tensor) -> None:
-            sizes = [self.params[n][0].numel() for n in names]
             for name, part in zip(names, x.split(sizes, 1), strict=True):
                 self.params[name].data.copy_(part.reshape(self.params[name].shape))
 
@@ -370,10 +371,7 @@ class Stack:
             loss, sums = first
             n = len(batch.y)
             stats.append({"loss": loss * n, "count": float(n), **sums})
-        return {
-            name: torch.stack([torch.as_tensor(s[name], device=x.device).float() for s in stats])
-            for name in stats[0]
-        }
+        return _by_member(stats, x.device)
 
     @torch.inference_mode()
     def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:
@@ -887,7 +885,11 @@ def _step(stack: Stack, members: Sequence[Member], epoch: int, batch: int) -> di
         torch.set_rng_state(m.rng)
         stats.append(m.trainer.train_batch(epoch, batch))
         m.rng = torch.get_rng_state()
-    device = stack.params[stack.names[0]].device
+    return _by_member(stats, stack.params[stack.names[0]].device)
+
+
+def _by_member(stats: Sequence[dict[str, Any]], device: torch.device) -> dict[str, Tensor]:
+    """Each member's sums over its batch (one dict per member) as tensors of K values."""
     return {
         name: torch.stack([torch.as_tensor(s[name], device=device).float() for s in stats])
         for name in stats[0]
