@@ -251,12 +251,14 @@ class Batched:
         if not live:
             return first
         run = _Run(self, lrs, x, g, loss)
-        # An iteration of every model still stepping at once: one pass finds all their
-        # directions; their line searches, of different lengths, take rounds of evaluations.
+        # Rounds: the models whose iteration ended start their next one (one pass finds their
+        # directions), then every model in an iteration is evaluated at its next point. A model
+        # does not wait for the others' line searches, which differ in length.
         waiting = live
-        while waiting:
-            run.directions(waiting)
-            while run.searching or run.stepping:
+        while waiting or run.searching or run.stepping:
+            if waiting:
+                run.directions(waiting)
+            if run.searching or run.stepping:
                 run.evaluate(sorted(run.searching.keys() | run.stepping), put, evaluate)
             waiting = run.finish_iterations()
         put(run.x)
@@ -350,9 +352,8 @@ class _Run:
         self.ended: list[int] = []  # whose iteration's evaluation is done
 
     def _mask(self, rows: Iterable[int]) -> Tensor:
-        mask = torch.zeros(self.state.k, 1, dtype=torch.bool)
-        mask[list(rows)] = True
-        return mask.to(self.x.device)
+        chosen = set(rows)
+        return torch.tensor([[k in chosen] for k in range(self.state.k)], device=self.x.device)
 
     def _column(self, values: Sequence[float]) -> Tensor:
         return torch.tensor(values, dtype=self.x.dtype).to(self.x.device).unsqueeze(1)
@@ -382,7 +383,8 @@ class _Run:
             added = [k for k in going if values[k] > 1e-10]
             if added:
                 self._remember(added, s, y, ys)
-            direction = torch.where(self._mask(going), self._direction(), direction)
+            index = torch.tensor(going, device=direction.device)
+            direction.index_copy_(0, index, self._direction(going, index))
         chosen = self._mask(rows)
         st.d = torch.where(chosen, direction, st.d)
         st.prev_flat_grad = torch.where(chosen, self.g, st.prev_flat_grad)
@@ -426,10 +428,11 @@ class _Run:
             history[index, -1] = new.index_select(0, index)
         for products in (sy, yy):
             products[index, :-1, :-1] = products[index, 1:, 1:]
-        column = _dot(hist_s, y[:, None]).index_select(0, index)  # s_i.y for every i
+        new_y = y.index_select(0, index)[:, None]
+        column = _dot(hist_s.index_select(0, index), new_y)  # s_i.y for every i
         sy[index, :, -1] = column
         sy[index, -1, :-1] = 0.0
-        column = _dot(hist_y, y[:, None]).index_select(0, index)
+        column = _dot(hist_y.index_select(0, index), new_y)
         yy[index, :, -1] = column
         yy[index, -1, :] = column
         st.h_diag = torch.where(self._mask(rows)[:, 0], ys / yy[:, -1, -1], st.h_diag)
@@ -437,17 +440,17 @@ class _Run:
         for k in rows:
             st.n_old[k] = min(st.n_old[k] + 1, h)
 
-    def _direction(self) -> Tensor:
-        """-H g for every row, H the inverse Hessian of the pairs in compact form (Byrd,
-        Nocedal and Schnabel 1994; Nocedal and Wright 7.24) with H0 = h_diag I: the two-loop
-        recursion's result in a few operations over all H pairs instead of a few per pair. A
-        row's missing pairs are zeros whose solves give zeros, and every row solves H by H, so
-        the arithmetic is a row's own."""
+    def _direction(self, rows: list[int], index: Tensor) -> Tensor:
+        """-H g for rows `rows` (`index`), H the inverse Hessian of the pairs in compact form
+        (Byrd, Nocedal and Schnabel 1994; Nocedal and Wright 7.24) with H0 = h_diag I: the
+        two-loop recursion's result in a few operations over all H pairs instead of a few per
+        pair. A row's missing pairs are zeros whose solves give zeros, and every row solves H
+        by H, so the arithmetic is a row's own."""
         st = self.state
-        s, y, sy, yy = st._history()
+        s, y, sy, yy = (t.index_select(0, index) for t in st._history())
         h = st.settings.history_size
-        g, gamma = self.g, st.h_diag[:, None]
-        first = torch.tensor([h - n for n in st.n_old], device=sy.device)  # of a row's pairs
+        g, gamma = self.g.index_select(0, index), st.h_diag.index_select(0, index)[:, None]
+        first = torch.tensor([h - st.n_old[k] for k in rows], device=sy.device)  # of its pairs
         missing = torch.arange(h, device=sy.device) < first[:, None]
         r = sy.triu() + torch.diag_embed(missing.to(sy.dtype))  # R, 1 where a pair is missing
         p = torch.linalg.solve_triangular(r, _dot(s, g[:, None])[..., None], upper=True)

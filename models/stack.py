@@ -118,8 +118,17 @@ class _Feed:
             return None
         if self.orders is None or self.epoch != epoch:
             longest = max(self.sizes)
-            orders = [t.order(epoch) for t in self.trainers]
-            self.orders = torch.stack([nn.functional.pad(o, (0, longest - len(o))) for o in orders])
+            # Trainer.order depends on the seed and the split's size alone: members that share
+            # both (a sweep's cells of one repeat) share one draw.
+            drawn: dict[tuple[int, int], int] = {}
+            orders, rows = [], []
+            for t, size in zip(self.trainers, self.sizes, strict=True):
+                key = (t.spec.train.seed, size) if type(t).order is Trainer.order else (t,)
+                if key not in drawn:
+                    drawn[key] = len(orders)
+                    orders.append(nn.functional.pad(t.order(epoch), (0, longest - size)))
+                rows.append(drawn[key])
+            self.orders = torch.stack(orders)[rows]
             self.epoch = epoch
         positions = self.orders[:, start:stop]  # in each member's own split
         flat = (positions + self.offsets[:, None]).flatten()
@@ -784,13 +793,13 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
     total = members[0].trainer.spec.total_epochs()
     sums: dict[str, Tensor] = _stacked_sums(members, device)
     epoch = members[0].position.epoch
+    told = -math.inf
     while members and epoch <= total:
         for m in members:
             m.trainer.begin_epoch(epoch)
         stack.refresh()  # the members' schedules moved their learning rates
         steps = members[0].trainer.n_batches(epoch)
         started = time.perf_counter() - members[0].position.seconds
-        told = -PROGRESS_SECONDS
         for batch in range(members[0].position.batch, steps):
             members, sums = _check(stack, members, sums, hooks)
             if not members:
@@ -806,9 +815,11 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
             for m in members:
                 m.position.batch, m.position.seconds = batch + 1, now
             # Progress is read by the heartbeat every few seconds: told a few times a second
-            # and at an epoch's last batch, not after every batch of every job.
-            if batch + 1 == steps or now - told > PROGRESS_SECONDS:
-                told = now
+            # and at the last batch, not after every batch of every job. Told at an epoch's
+            # last batch, it marks the validation that follows (the ETA measures it).
+            clock = time.perf_counter()
+            if clock - told > PROGRESS_SECONDS or (batch + 1 == steps and epoch == total):
+                told = clock
                 for job in _jobs_of(members):
                     proxy[job.id].epoch, proxy[job.id].batch = epoch, batch + 1
                     job.progress.on_batch_end(job.members[0].trainer, proxy[job.id], steps)
@@ -983,25 +994,25 @@ def _end_epoch(
     splits = [members[k].splits.val for k in validating]
     figures = stack.evaluate(validating, [v for v in splits if v is not None])
     validation = dict(zip(validating, figures, strict=True))
-    for k, m in enumerate(members):
-        if m.job in failed:
-            continue
-        trainer = m.trainer
-        try:
-            m.position.read_sums(f"in epoch {epoch}")
-            metrics = trainer.epoch_metrics(m.position.sums)
-            validated = loop.validates(trainer.spec, epoch, m.every)
-            if k in validation:
-                metrics |= {f"val_{name}": v for name, v in validation[k].items()}
-            loop.refuse_non_finite(metrics, f"at the end of epoch {epoch}")
-        except Diverged as exc:
-            failed[m.job] = exc
-            continue
-        trainer.validated = validated
-        with warnings.catch_warnings():  # its own optimizer never steps: the stack's does
-            warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+    with warnings.catch_warnings():  # a member's own optimizer never steps: the stack's does
+        warnings.filterwarnings("ignore", "Detected call of `lr_scheduler.step()`")
+        for k, m in enumerate(members):
+            if m.job in failed:
+                continue
+            trainer = m.trainer
+            try:
+                m.position.read_sums(f"in epoch {epoch}")
+                metrics = trainer.epoch_metrics(m.position.sums)
+                validated = loop.validates(trainer.spec, epoch, m.every)
+                if k in validation:
+                    metrics |= {f"val_{name}": v for name, v in validation[k].items()}
+                loop.refuse_non_finite(metrics, f"at the end of epoch {epoch}")
+            except Diverged as exc:
+                failed[m.job] = exc
+                continue
+            trainer.validated = validated
             trainer.end_epoch(epoch, metrics)
-        ends[m] = EpochEnd(epoch, metrics, seconds, validated)
+            ends[m] = EpochEnd(epoch, metrics, seconds, validated)
     # Every member's figures first, then the callbacks: a halving member judges against its
     # siblings' figures of this epoch too, as if they had trained before it.
     hooks.epoch_ended(
