@@ -97,12 +97,13 @@ def worker_name() -> str:
 @worker_init.connect
 @worker_process_init.connect
 def _prepare(**_: object) -> None:
-    """The worker's (or a pool process's) torch threads, and what its first job would import,
-    before it takes a job."""
+    """The worker's (or a pool process's) torch threads, allocator thresholds and what its
+    first job would import, before it takes a job."""
     from workers.runner import warm_up
-    from workers.threads import apply_worker_threads
+    from workers.threads import apply_worker_threads, tune_allocator
 
     apply_worker_threads(settings)
+    tune_allocator()
     warm_up()
 
 
