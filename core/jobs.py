@@ -6,6 +6,7 @@ or the job was taken up again elsewhere) can no longer change the job: its write
 Claiming is one conditional UPDATE, atomic on PostgreSQL (row lock) and SQLite (BEGIN IMMEDIATE).
 """
 
+import functools
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
 from core.db import Artifact, Checkpoint, Job, Metric, utcnow
@@ -242,20 +244,48 @@ class EpochRow:
     artifacts: dict[str, bytes] = field(default_factory=dict)
 
 
+METRIC_COLUMNS = ("job_id", "fold", "epoch", "seconds", "attempt", "values", "created_at")
+
+
+@functools.cache
+def _metric_insert(dialect: Dialect) -> tuple[str, tuple[str, ...] | None, Any, Any]:
+    """The metrics table's INSERT in the dialect's own parameter style, the order of its
+    parameters (None: by name), and the bind processors of its JSON and time columns."""
+    table = Metric.__table__
+    columns = list(METRIC_COLUMNS)
+    compiled = insert(table).compile(dialect=dialect, column_keys=columns, for_executemany=True)
+    order = compiled.positiontup
+    processors = [
+        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
+        for name in ("values", "created_at")
+    ]
+    return str(compiled), tuple(order) if order is not None else None, *processors
+
+
+def _bound(fields: tuple, order: tuple[str, ...] | None) -> tuple | dict[str, Any]:
+    """A row's parameters (in METRIC_COLUMNS' order) as the statement takes them."""
+    named = dict(zip(METRIC_COLUMNS, fields, strict=True))
+    return named if order is None else tuple(named[name] for name in order)
+
+
 def _add_rows(session: Session, written: Iterable[tuple[Lease, Iterable[EpochRow]]]) -> None:
-    """Jobs' rows and their artifacts, each kind in one executemany (no ORM object per row)."""
+    """Jobs' rows and their artifacts, each kind in one executemany. A stack writes thousands
+    of metric rows at once: their parameters go to the driver as the column types bind them,
+    without Core's processing of each row."""
     now = utcnow()
     metrics, artifacts = [], []
+    connection = session.connection()
+    sql, order, as_json, as_time = _metric_insert(connection.dialect)
+    created = as_time(now)
     for lease, rows in written:
         for row in rows:
+            fields = (lease.job_id, row.fold, row.epoch, row.seconds, lease.attempt)
+            fields += (as_json(row.values), created)
+            metrics.append(fields if order == METRIC_COLUMNS else _bound(fields, order))
             at = {"job_id": lease.job_id, "fold": row.fold, "epoch": row.epoch, "created_at": now}
-            metrics.append(
-                at | {"seconds": row.seconds, "attempt": lease.attempt, "values": row.values}
-            )
             artifacts += [at | {"name": name, "data": data} for name, data in row.artifacts.items()]
-    # The tables' own inserts: Core's executemany, without the ORM's bulk path per row.
     if metrics:
-        session.execute(insert(Metric.__table__), metrics)
+        connection.exec_driver_sql(sql, metrics)
     if artifacts:
         session.execute(insert(Artifact.__table__), artifacts)
 
