@@ -151,8 +151,9 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_a_worker_reuses_freed_memory_for_a_stacks_tensors() -> None:
     """With the worker's allocator thresholds, tensors of a few MB allocated and freed each
-    step reuse the heap: next to no page faults (glibc's defaults: about one per page)."""
+    step reuse the heap: few page faults (measured: 0 to 1,900; with glibc's defaults about
+    50,000, most of the pages)."""
     found = subprocess.run(
         [sys.executable, "-c", FAULTS], capture_output=True, text=True, check=True, cwd=ROOT
     )
-    assert int(found.stdout) < 800  # under 1% of the pages the steps allocate
+    assert int(found.stdout) < 8_000  # a tenth of the pages the steps allocate
