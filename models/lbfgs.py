@@ -5,10 +5,11 @@ The algorithm is torch.optim.LBFGS's: directions from the inverse Hessian of the
 a few operations instead of a few per pair), steps of lr (the first one scaled by the
 gradient), torch's strong-Wolfe line search and its stopping rules, per step at most max_iter
 iterations and max_eval evaluations. Here it runs for K models whose flat parameter vectors
-are the rows of one (K, P) tensor. Every operation acts on all rows at once and gives each row
-what that row gives alone: elementwise operations, dot products that torch sums one row at a
-time (`_dot`), sums over the pairs and triangular solves of one matrix per row; each model's
-scalars (its losses, step lengths, the line search's choices) are its own Python floats. A model
+are the rows of one (K, P) tensor. Every operation acts on all the rows, or on those of the
+models it concerns, at once and gives each row what that row gives alone: elementwise
+operations, dot products that torch sums one row at a time (`_dot`), sums over the pairs and
+triangular solves of one matrix per row; each model's scalars (its losses, step lengths, the
+line search's choices) are its own Python floats. A model
 stepped among K is therefore the model stepped alone, to the bit, which a stack of jobs needs
 (models/stack.py): L-BFGS turns a last-bit difference into another run
 (benchmarks/lbfgs_sensitivity.py). `LBFGS`, the optimizer of one model, is this with K = 1;
