@@ -811,13 +811,13 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
             found = _step(stack, members, epoch, batch)
             for name, value in found.items():
                 sums[name] = sums.get(name, torch.zeros_like(value)) + value
-            now = time.perf_counter() - started
+            clock = time.perf_counter()
+            now = clock - started
             for m in members:
                 m.position.batch, m.position.seconds = batch + 1, now
             # Progress is read by the heartbeat every few seconds: told a few times a second
             # and at the last batch, not after every batch of every job. Told at an epoch's
             # last batch, it marks the validation that follows (the ETA measures it).
-            clock = time.perf_counter()
             if clock - told > PROGRESS_SECONDS or (batch + 1 == steps and epoch == total):
                 told = clock
                 for job in _jobs_of(members):
