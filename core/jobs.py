@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, insert, or_, select, update
+from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
 
@@ -188,6 +188,8 @@ def _guarded(session: Session, lease: Lease, lease_seconds: float, **values: Any
         update(Job)
         .where(Job.id == lease.job_id, Job.lease_token == lease.token, Job.status == "running")
         .values({"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds), **values})
+        # No loaded Job is kept in step: the caller's session holds none it reads again.
+        .execution_options(synchronize_session=False)
     ).rowcount
     if not renewed:
         raise LeaseLost(lease.job_id)
@@ -326,37 +328,74 @@ def record_epochs(
     session: Session, writes: list[EpochWrite], *, lease_seconds: float
 ) -> list[Lease]:
     """record_rows for every job of a stack, in the caller's one transaction; returns the
-    leases that were lost (those jobs' rows are left out)."""
-    lost, kept = [], []
-    for write in writes:
-        try:
-            _guarded(session, write.lease, lease_seconds, progress=write.progress)
-        except LeaseLost:
-            lost.append(write.lease)
-            continue
-        kept.append(write)
-    _add_rows(session, [(w.lease, w.rows) for w in kept])
-    ids = [w.lease.job_id for w in kept]
-    stored = {
-        row.job_id: row
-        for row in session.scalars(
-            select(Checkpoint).where(Checkpoint.job_id.in_(ids), Checkpoint.kind == "latest")
+    leases that were lost (those jobs' rows are left out). Each kind of statement goes once,
+    with every job's parameters (executemany)."""
+    if not writes:
+        return []
+    jobs_table, stored = Job.__table__, Checkpoint.__table__
+    ids = [w.lease.job_id for w in writes]
+    session.execute(
+        update(jobs_table)
+        .where(
+            jobs_table.c.id == bindparam("b_id"),
+            jobs_table.c.lease_token == bindparam("b_token"),
+            jobs_table.c.status == "running",
         )
-    }
-    for write in kept:
-        row = stored.get(write.lease.job_id)
-        if row is None:
-            session.add(
-                Checkpoint(
-                    job_id=write.lease.job_id,
-                    kind="latest",
-                    epoch=write.epoch,
-                    step=write.step,
-                    data=write.checkpoint,
-                )
+        .values(
+            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
+            progress=bindparam("b_progress"),
+        ),
+        [
+            {"b_id": w.lease.job_id, "b_token": w.lease.token, "b_progress": w.progress}
+            for w in writes
+        ],
+    )
+    # The rows renewed above are locked until the commit: their tokens read back as ours.
+    holders = dict(
+        session.execute(
+            select(jobs_table.c.id, jobs_table.c.lease_token).where(
+                jobs_table.c.id.in_(ids), jobs_table.c.status == "running"
             )
-        else:
-            row.epoch, row.step, row.data = write.epoch, write.step, write.checkpoint
+        ).all()
+    )
+    kept = [w for w in writes if holders.get(w.lease.job_id) == w.lease.token]
+    lost = [w.lease for w in writes if holders.get(w.lease.job_id) != w.lease.token]
+    _add_rows(session, [(w.lease, w.rows) for w in kept])
+    present = set(
+        session.scalars(
+            select(stored.c.job_id).where(
+                stored.c.job_id.in_([w.lease.job_id for w in kept]), stored.c.kind == "latest"
+            )
+        )
+    )
+    now = utcnow()
+    fields = [
+        {"epoch": w.epoch, "step": w.step, "data": w.checkpoint, "created_at": now} for w in kept
+    ]
+    changed = [
+        f | {"b_job": w.lease.job_id}
+        for w, f in zip(kept, fields, strict=True)
+        if w.lease.job_id in present
+    ]
+    if changed:
+        session.execute(
+            update(stored)
+            .where(stored.c.job_id == bindparam("b_job"), stored.c.kind == "latest")
+            .values(
+                epoch=bindparam("epoch"),
+                step=bindparam("step"),
+                data=bindparam("data"),
+                created_at=bindparam("created_at"),
+            ),
+            changed,
+        )
+    added = [
+        f | {"job_id": w.lease.job_id, "kind": "latest"}
+        for w, f in zip(kept, fields, strict=True)
+        if w.lease.job_id not in present
+    ]
+    if added:
+        session.execute(insert(stored), added)
     return lost
 
 

@@ -662,6 +662,9 @@ class Hooks:
     def started(self, job: StackJob, model: nn.Module) -> None:
         """The job's first fold is built at its initial weights."""
 
+    def built(self) -> None:
+        """Every job's members are built (each job `started`), before any trains."""
+
     def gone(self, job: StackJob) -> bool:
         """Whether the job must leave the stack now (cancelled, lease lost); the hook has
         ended it."""
@@ -689,8 +692,8 @@ class Hooks:
     def record(self, records: list[EpochRecord]) -> None:
         """Every job's epoch rows and checkpoint; a job that `ends` must be written now."""
 
-    def finish(self, job: StackJob, result: dict[str, Any], model: nn.Module) -> None:
-        """The job succeeded."""
+    def finish(self, done: list[tuple[StackJob, dict[str, Any], nn.Module]]) -> None:
+        """These jobs succeeded (job, result, the model it serves), all at the same point."""
 
     def fail(self, job: StackJob, error: BaseException) -> None:
         """The job failed (its loss diverged); the others go on."""
@@ -772,9 +775,9 @@ def train(jobs: Sequence[StackJob], device: torch.device, hooks: Hooks) -> None:
     """Train the jobs' members as one stack until every job has ended. Every member must stand
     at the same epoch and batch, with as many batches per epoch (the caller checks)."""
     members = build(jobs, device, hooks)
-    for job in jobs:
-        if not job.members:  # every fold had ended: only the finish was left
-            _finish(job, hooks)
+    hooks.built()
+    # Jobs whose every fold had ended: only the finish was left.
+    _finish([job for job in jobs if not job.members], hooks)
     if not members:
         return
     proxy = {job.id: Position() for job in jobs}
@@ -1071,34 +1074,37 @@ def _end_epoch(
     for k, m in enumerate(members):
         if m.job.ended or m not in m.job.members:
             leaving.add(k)
-    for job in _jobs_of(members):
-        if not job.ended and not job.members:
-            _finish(job, hooks)
+    _finish([job for job in _jobs_of(members) if not job.ended and not job.members], hooks)
     if leaving:
         members, _ = _drop(stack, members, {}, leaving)
     return members
 
 
-def _finish(job: StackJob, hooks: Hooks) -> None:
-    """Every fold has ended: the job's result, and the model it serves (the best fold's)."""
-    job.ended = True
-    results = [job.done[f][0] for f in range(job.folds)]
-    spec = job.spec
-    if job.folds == 1:
-        result, weights = job.done[0]
-    else:
-        stopping = spec.train.early_stopping
-        metric = stopping.monitor if stopping else spec.selection_metric()
-        direction = spec.metrics()[metric]
-        best = 0
-        for fold in range(1, job.folds):
-            if loop.better(direction, results[fold][metric], results[best][metric]):
-                best = fold
-        weights = job.done[best][1]
-        result = loop.mean_std(results) | {"folds": results, "best_fold": best + 1}
-    model = job.family.build(spec, job.data.info)
-    model.load_state_dict(weights)
-    hooks.finish(job, result, model)
+def _finish(jobs: Sequence[StackJob], hooks: Hooks) -> None:
+    """Every fold of these jobs has ended: their results, and the models they serve (each
+    one's best fold's), told at once."""
+    done = []
+    for job in jobs:
+        job.ended = True
+        results = [job.done[f][0] for f in range(job.folds)]
+        spec = job.spec
+        if job.folds == 1:
+            result, weights = job.done[0]
+        else:
+            stopping = spec.train.early_stopping
+            metric = stopping.monitor if stopping else spec.selection_metric()
+            direction = spec.metrics()[metric]
+            best = 0
+            for fold in range(1, job.folds):
+                if loop.better(direction, results[fold][metric], results[best][metric]):
+                    best = fold
+            weights = job.done[best][1]
+            result = loop.mean_std(results) | {"folds": results, "best_fold": best + 1}
+        model = job.family.build(spec, job.data.info)
+        model.load_state_dict(weights)
+        done.append((job, result, model))
+    if done:
+        hooks.finish(done)
 
 
 def n_batches_of(spec: JobSpecBase, data: Splits) -> set[int]:

@@ -14,12 +14,13 @@ from typing import Any
 
 import numpy as np
 import torch
+from sqlalchemy import select
 
 from core import jobs, sweeps
 from core.catalog import CATALOG, DatasetUnavailable, resolve
 from core.checkpoint import pack_weights, unpack, weights_hash
 from core.datasets import Splits, content_hash, load_dataset
-from core.db import Job, Sweep, session_scope
+from core.db import Checkpoint, Job, Sweep, session_scope
 from core.jobs import Lease, LeaseLost
 from core.logs import job_context
 from core.settings import Settings
@@ -140,6 +141,50 @@ def run_job(
                 torch.cuda.empty_cache()
 
 
+@dataclasses.dataclass
+class Stored:
+    """What an attempt reads of its job before it trains."""
+
+    document: dict[str, Any]
+    owner: str | None
+    sweep_id: str | None
+    progress: dict[str, Any]  # where a resumed job stood
+    checkpoint: bytes | None  # its latest
+    halving: dict[str, Any] | None  # its sweep's successive halving
+    uploads: dict[str, Any] | None  # the owner's upload it names (None: a built-in dataset)
+
+
+def read_stored(session: Any, job_ids: list[str]) -> dict[str, Stored]:
+    """Each job's Stored, in a few queries however many jobs there are."""
+    found = list(session.scalars(select(Job).where(Job.id.in_(job_ids))))
+    checkpoints = dict(
+        session.execute(
+            select(Checkpoint.job_id, Checkpoint.data).where(
+                Checkpoint.job_id.in_(job_ids), Checkpoint.kind == "latest"
+            )
+        ).all()
+    )
+    sweep_ids = {job.sweep_id for job in found if job.sweep_id}
+    halving = {
+        sweep.id: sweep.spec.get("halving")
+        for sweep in session.scalars(select(Sweep).where(Sweep.id.in_(sweep_ids)))
+    }
+    stored = {}
+    for job in found:
+        name = job.spec["dataset"]["name"]
+        uploads = None if name in CATALOG else upload_infos(session, [name], job.owner_id)
+        stored[job.id] = Stored(
+            document=job.spec,
+            owner=job.owner_id,
+            sweep_id=job.sweep_id,
+            progress=dict(job.progress or {}),
+            checkpoint=checkpoints.get(job.id),
+            halving=halving.get(job.sweep_id) if job.sweep_id else None,
+            uploads=uploads,
+        )
+    return stored
+
+
 class _Run:
     """One attempt at a job: its data, its checkpoint, the loop, the finish."""
 
@@ -165,22 +210,24 @@ class _Run:
         return session_scope(self.settings.database_url)
 
     def prepare(
-        self, shared: dict[tuple[str, str | None], Splits] | None = None
+        self,
+        shared: dict[tuple[str, str | None], Splits] | None = None,
+        stored: Stored | None = None,
     ) -> tuple[Splits, dict[str, Any] | None, Callable[[], list[Callback]]]:
         """Load the job's data and its checkpoint; what makes the callbacks its document asks
         for (a fold's own, where folds train at once). `shared`: splits already loaded for the
-        jobs it trains with, by dataset section and owner (no job changes its splits)."""
-        name = self.spec.dataset.name
-        with self.session() as session:
-            job = session.get(Job, self.lease.job_id)
-            self.owner, sweep_id = job.owner_id, job.sweep_id  # whose upload it names
-            self.sweep_id = sweep_id
-            shown = dict(job.progress or {})  # where a resumed job stood
-            uploads = None if name in CATALOG else upload_infos(session, [name], self.owner)
+        jobs it trains with, by dataset section and owner (no job changes its splits).
+        `stored`: what was read of the job already (read_stored)."""
+        if stored is None:
+            with self.session() as session:
+                stored = read_stored(session, [self.lease.job_id])[self.lease.job_id]
+        self.owner, sweep_id = stored.owner, stored.sweep_id  # whose upload it names
+        self.sweep_id = sweep_id
         # Again here, before anything is loaded: the budget may differ from the API's.
-        info = resolve(self.spec.dataset, uploads)
+        info = resolve(self.spec.dataset, stored.uploads)
         if info is not None:
             admission.check(self.spec, info, self.settings.worker_memory_bytes)
+        shown = stored.progress
         self.publish(shown | {"phase": "loading", "phase_percent": 0.0, "eta_seconds": None})
         section = (self.spec.dataset.model_dump_json(), self.owner)
         data = shared.get(section) if shared is not None else None
@@ -188,11 +235,7 @@ class _Run:
             data = load_dataset(self.spec.dataset, self.settings, self.device, self.owner)
             if shared is not None:
                 shared[section] = data
-        with self.session() as session:
-            stored = jobs.latest_checkpoint(session, self.lease.job_id)
-            blob = stored.data if stored is not None else None
-            sweep = session.get(Sweep, sweep_id) if sweep_id else None
-            halving = sweep.spec.get("halving") if sweep is not None else None
+        blob, halving = stored.checkpoint, stored.halving
         saved, meta = unpack(blob) if blob is not None else (None, {"spec": self.document})
         if meta.get("spec") != self.document:
             raise RuntimeError("the stored checkpoint was made for a different job spec")
@@ -232,8 +275,10 @@ class _Run:
         data: Splits,
         result: dict[str, Any],
         model: torch.nn.Module,
+        session: Any = None,
     ) -> None:
-        """The job succeeded: its result and the weights it serves."""
+        """The job succeeded: its result and the weights it serves (in `session`'s
+        transaction where one is given, else in its own)."""
         progress.phase("saving")
         weights = pack_weights(
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
@@ -241,9 +286,12 @@ class _Run:
         epochs = self.spec.total_epochs()
         done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
         done |= {"phase": "saving", "phase_percent": 100.0, "memory_bytes": memory_in_use()}
-        with self.session() as session:
-            finished = {"result": result, "final_checkpoint": weights, "epoch": epochs}
+        finished = {"result": result, "final_checkpoint": weights, "epoch": epochs}
+        if session is not None:
             jobs.finish(session, self.lease, "succeeded", progress=done, **finished)
+            return
+        with self.session() as own:
+            jobs.finish(own, self.lease, "succeeded", progress=done, **finished)
 
     def publish(self, progress: dict[str, Any]) -> None:
         self.control.progress = progress  # the heartbeat sends it

@@ -28,7 +28,7 @@ from models.base import n_params
 from models.loop import Diverged, Position
 from workers.lease import Cancelled, Control, Heartbeat, Stopped, end, give_back, memory_in_use
 from workers.recorder import EpochLines
-from workers.runner import _Run, describe
+from workers.runner import _Run, describe, read_stored
 from workers.stopping import stop_requested
 from workers.threads import job_threads
 
@@ -106,6 +106,7 @@ class _Stacked(stack.Hooks):
         # written together at most `record_seconds` apart (as workers/recorder.py does for
         # one job); the checkpoint is built only then.
         self.pending: dict[stack.StackJob, _Held] = {}
+        self.facts: dict[stack.StackJob, dict[str, Any]] = {}  # set_model_facts's, by job
         self.recorded = False
         self.lines = EpochLines()
 
@@ -170,16 +171,17 @@ class _Stacked(stack.Hooks):
         shape: tuple[Any, ...] | None = None
         shared: dict[tuple[str, str | None], Splits] = {}  # one copy of each dataset section
         held = 0  # bytes the stack's members will hold, by models/admission.py
+        with self.session() as session:
+            stored = read_stored(session, [e.lease.job_id for e in self.entries])
         for entry in self.entries:
             with job_context(entry.lease.job_id):
                 try:
-                    with self.session() as session:
-                        document = session.get(jobs.Job, entry.lease.job_id).spec
+                    found = stored[entry.lease.job_id]
                     run = _StackedRun(
-                        entry.lease, document, self.settings, entry.control, self.siblings
+                        entry.lease, found.document, self.settings, entry.control, self.siblings
                     )
                     loaded = len(shared)
-                    data, saved, callbacks = run.prepare(shared)
+                    data, saved, callbacks = run.prepare(shared, found)
                 except Exception as exc:  # noqa: BLE001 - this job fails, the others go on
                     if stop_requested():
                         self.leave(entry, "stopped")
@@ -260,16 +262,29 @@ class _Stacked(stack.Hooks):
     def started(self, job: stack.StackJob, model: torch.nn.Module) -> None:
         run = self.by_job[job].run
         assert run is not None
+        # Taken now, at the initial weights; written with every job's in `built`.
+        self.facts[job] = {
+            "n_params": n_params(model),
+            "data_info": dataclasses.asdict(job.data.info),
+            # How many jobs this attempt trained as one stack (itself included).
+            "provenance": run.provenance(job.data, model) | {"stack_jobs": len(self.by_job)},
+        }
+
+    def built(self) -> None:
+        """Every job's model facts, in one transaction; a job whose lease was lost leaves the
+        stack at the next batch."""
+        facts, self.facts = self.facts, {}
+        if not facts:
+            return
         with self.session() as session:
-            jobs.set_model_facts(
-                session,
-                run.lease,
-                n_params=n_params(model),
-                data_info=dataclasses.asdict(job.data.info),
-                # How many jobs this attempt trained as one stack (itself included).
-                provenance=run.provenance(job.data, model) | {"stack_jobs": len(self.by_job)},
-                lease_seconds=self.settings.lease_seconds,
-            )
+            for job, values in facts.items():
+                entry = self.by_job[job]
+                try:
+                    jobs.set_model_facts(
+                        session, entry.lease, lease_seconds=self.settings.lease_seconds, **values
+                    )
+                except LeaseLost:
+                    entry.control.lost.set()
 
     def gone(self, job: stack.StackJob) -> bool:
         entry = self.by_job[job]
@@ -362,17 +377,24 @@ class _Stacked(stack.Hooks):
             next(e for e in self.entries if e.lease == lease).control.lost.set()
         self.last_saved = time.monotonic()
 
-    def finish(self, job: stack.StackJob, result: dict[str, Any], model: torch.nn.Module) -> None:
-        entry = self.by_job[job]
-        assert entry.run is not None
-        with job_context(job.id):
-            try:  # its rows went with its last epoch (EpochRecord.ends)
-                entry.run.finish(job.progress, job.data, result, model)
-                entry.outcome = "succeeded"
-            except LeaseLost:
-                log.warning("job %s: lease lost before it could finish", job.id)
-                entry.outcome = "lost"
-        self.heartbeat.drop(entry.lease)
+    def finish(self, done: list[tuple[stack.StackJob, dict[str, Any], torch.nn.Module]]) -> None:
+        """The jobs succeeded (their rows went with their last epoch, EpochRecord.ends): their
+        results and weights, in one transaction."""
+        outcomes = {}
+        with self.session() as session:
+            for job, result, model in done:
+                entry = self.by_job[job]
+                assert entry.run is not None
+                with job_context(job.id):
+                    try:
+                        entry.run.finish(job.progress, job.data, result, model, session=session)
+                        outcomes[entry] = "succeeded"
+                    except LeaseLost:
+                        log.warning("job %s: lease lost before it could finish", job.id)
+                        outcomes[entry] = "lost"
+        for entry, outcome in outcomes.items():
+            entry.outcome = outcome
+            self.heartbeat.drop(entry.lease)
 
     def fail(self, job: stack.StackJob, error: BaseException) -> None:
         with job_context(job.id):
