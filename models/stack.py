@@ -77,6 +77,7 @@ class _Feed:
     def __init__(self, x: Tensor, y: Tensor, offsets: Tensor, trainers: Sequence[Trainer]):
         self.x, self.y, self.offsets, self.trainers = x, y, offsets, list(trainers)
         self.sizes = [len(t.splits.train) for t in self.trainers]
+        self.alike = len(set(self.sizes)) == 1  # every batch of one size across the stack
         self.batch_size = self.trainers[0].batch_size
         self.epoch: int | None = None
         self.orders: Tensor | None = None  # each member's order of `epoch`, padded
@@ -114,7 +115,7 @@ class _Feed:
         size (an epoch's last batch, where the members' splits differ in size)."""
         start = index * self.batch_size
         stop = min(start + self.batch_size, self.sizes[0])
-        if any(min(start + self.batch_size, n) != stop for n in self.sizes):
+        if not self.alike and any(min(start + self.batch_size, n) != stop for n in self.sizes):
             return None
         if self.orders is None or self.epoch != epoch:
             longest = max(self.sizes)
@@ -294,9 +295,11 @@ class Stack:
         """One step of every member on its own batch (a list, or one Batch whose tensors are
         the members' stacked: `feed`); returns each member's sums over its batch (tensors of
         K values: `loss` x examples, `count`, and the family's own)."""
-        self.template.model.train()
+        if not self.template.model.training:
+            self.template.model.train()
         assert self.optimizer is not None  # LBFGS: lbfgs_step
-        self.optimizer.zero_grad(set_to_none=True)
+        for p in self.params.values():  # zero_grad(set_to_none=True), without its profiling
+            p.grad = None
         groups: list[tuple[list[int], Batch]] = []
         if isinstance(batches, Batch):
             groups.append((list(range(len(self.trainers))), batches))
@@ -325,9 +328,15 @@ class Stack:
             with torch.no_grad():
                 for p, old in zip(self.params.values(), before, strict=True):
                     p.copy_(old + _along(self.lr_scale, p) * (p - old))
-        counts = torch.zeros(len(self.trainers), device=self.params[self.names[0]].device)
-        for members, batch in groups:
-            counts[members] = float(batch.y.shape[1])
+        device = self.params[self.names[0]].device
+        if len(groups) == 1:
+            counts = torch.full(
+                (len(self.trainers),), float(groups[0][1].y.shape[1]), device=device
+            )
+        else:
+            counts = torch.zeros(len(self.trainers), device=device)
+            for members, batch in groups:
+                counts[members] = float(batch.y.shape[1])
         return _sums(counts, found)
 
     def lbfgs_step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
