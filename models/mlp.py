@@ -61,9 +61,11 @@ def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """K linear layers at once: x (K, batch, in), weight (K, out, in), bias (K, out). A layer
     of one input or one output is a broadcast product or a sum of products: a batched matrix
     product of an inner or outer size 1, and its backward pass, take several times longer
-    (36 MLPs 1-50-1 on 64 examples: 0.50 ms a step as products, 0.32 ms so)."""
+    (36 MLPs 1-50-1 on 64 examples: 0.50 ms a step as products, 0.34 ms so). One input: the
+    product, then the bias, rounded apart as nn.Linear's are (addcmul's fused rounding is
+    not)."""
     if weight.shape[2] == 1:
-        return torch.addcmul(bias.unsqueeze(1), x, weight.transpose(1, 2))
+        return x * weight.transpose(1, 2) + bias.unsqueeze(1)
     if weight.shape[1] == 1:
         return (x * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
