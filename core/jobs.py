@@ -195,13 +195,66 @@ def _guarded(session: Session, lease: Lease, lease_seconds: float, **values: Any
         raise LeaseLost(lease.job_id)
 
 
+def _renew_all(
+    session: Session, leases: list[tuple[Lease, dict[str, Any] | None]], lease_seconds: float
+) -> dict[str, tuple[str | None, bool]]:
+    """Renew each lease (and write its progress, where given) with one executemany per kind;
+    returns each of these jobs still running as (its lease token, whether a cancel was asked
+    for). A job whose token is not its lease's was not renewed: its lease is lost."""
+    table = Job.__table__
+    renewed = {"lease_expires_at": utcnow() + timedelta(seconds=lease_seconds)}
+    for with_progress in (True, False):
+        chosen = [(lease, p) for lease, p in leases if (p is not None) == with_progress]
+        if not chosen:
+            continue
+        values = renewed | ({"progress": bindparam("b_progress")} if with_progress else {})
+        session.execute(
+            update(table)
+            .where(
+                table.c.id == bindparam("b_id"),
+                table.c.lease_token == bindparam("b_token"),
+                table.c.status == "running",
+            )
+            .values(values),
+            [
+                {"b_id": lease.job_id, "b_token": lease.token}
+                | ({"b_progress": p} if with_progress else {})
+                for lease, p in chosen
+            ],
+        )
+    # The rows renewed above are locked until the commit: their tokens read back as ours.
+    found = session.execute(
+        select(table.c.id, table.c.lease_token, table.c.cancel_requested).where(
+            table.c.id.in_([lease.job_id for lease, _ in leases]), table.c.status == "running"
+        )
+    )
+    return {job_id: (token, bool(cancel)) for job_id, token, cancel in found}
+
+
+def heartbeats(
+    session: Session, beats: list[tuple[Lease, dict[str, Any] | None]], *, lease_seconds: float
+) -> tuple[list[Lease], list[Lease]]:
+    """heartbeat for many jobs (a stack's) at once: the leases lost, and those whose jobs
+    were asked to cancel."""
+    found = _renew_all(session, beats, lease_seconds)
+    lost, cancelled = [], []
+    for lease, _ in beats:
+        token, cancel = found.get(lease.job_id, (None, False))
+        if token != lease.token:
+            lost.append(lease)
+        elif cancel:
+            cancelled.append(lease)
+    return lost, cancelled
+
+
 def heartbeat(
     session: Session, lease: Lease, *, lease_seconds: float, progress: dict[str, Any] | None = None
 ) -> bool:
     """Renew the lease (and publish progress); returns whether a cancel was asked for."""
-    values = {"progress": progress} if progress is not None else {}
-    _guarded(session, lease, lease_seconds, **values)
-    return bool(session.scalar(select(Job.cancel_requested).where(Job.id == lease.job_id)))
+    lost, cancelled = heartbeats(session, [(lease, progress)], lease_seconds=lease_seconds)
+    if lost:
+        raise LeaseLost(lease.job_id)
+    return bool(cancelled)
 
 
 def set_model_facts(
@@ -332,34 +385,13 @@ def record_epochs(
     with every job's parameters (executemany)."""
     if not writes:
         return []
-    jobs_table, stored = Job.__table__, Checkpoint.__table__
-    ids = [w.lease.job_id for w in writes]
-    session.execute(
-        update(jobs_table)
-        .where(
-            jobs_table.c.id == bindparam("b_id"),
-            jobs_table.c.lease_token == bindparam("b_token"),
-            jobs_table.c.status == "running",
-        )
-        .values(
-            lease_expires_at=utcnow() + timedelta(seconds=lease_seconds),
-            progress=bindparam("b_progress"),
-        ),
-        [
-            {"b_id": w.lease.job_id, "b_token": w.lease.token, "b_progress": w.progress}
-            for w in writes
-        ],
-    )
-    # The rows renewed above are locked until the commit: their tokens read back as ours.
-    holders = dict(
-        session.execute(
-            select(jobs_table.c.id, jobs_table.c.lease_token).where(
-                jobs_table.c.id.in_(ids), jobs_table.c.status == "running"
-            )
-        ).all()
-    )
-    kept = [w for w in writes if holders.get(w.lease.job_id) == w.lease.token]
-    lost = [w.lease for w in writes if holders.get(w.lease.job_id) != w.lease.token]
+    stored = Checkpoint.__table__
+    found = _renew_all(session, [(w.lease, w.progress) for w in writes], lease_seconds)
+    ours = {
+        w.lease.job_id for w in writes if found.get(w.lease.job_id, (None,))[0] == w.lease.token
+    }
+    kept = [w for w in writes if w.lease.job_id in ours]
+    lost = [w.lease for w in writes if w.lease.job_id not in ours]
     _add_rows(session, [(w.lease, w.rows) for w in kept])
     present = set(
         session.scalars(

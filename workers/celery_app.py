@@ -98,13 +98,15 @@ def worker_name() -> str:
 @worker_process_init.connect
 def _prepare(**_: object) -> None:
     """The worker's (or a pool process's) torch threads, allocator thresholds and what its
-    first job would import, before it takes a job."""
+    first job would import, before it takes a job; then what it holds from start is frozen
+    out of the garbage collector's passes."""
     from workers.runner import warm_up
-    from workers.threads import apply_worker_threads, tune_allocator
+    from workers.threads import apply_worker_threads, freeze_startup_objects, tune_allocator
 
     apply_worker_threads(settings)
     tune_allocator()
     warm_up()
+    log.info("objects kept out of the collector's passes: %d", freeze_startup_objects())
 
 
 @worker_ready.connect

@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from core.db import session_scope
-from core.jobs import EpochRow, Lease, LeaseLost, finish, heartbeat, requeue
+from core.jobs import EpochRow, Lease, LeaseLost, finish, heartbeats, requeue
 from core.settings import Settings
 from workers.stopping import stop_requested
 
@@ -93,27 +93,25 @@ class Heartbeat:
                 held = list(self.held.items())
             if not held:
                 continue
+            memory = memory_in_use()
+            beats = [
+                (lease, {**c.progress, "memory_bytes": memory} if c.progress is not None else None)
+                for lease, c in held
+            ]
             try:
                 with session_scope(self.settings.database_url) as session:
-                    for lease, control in held:
-                        self._beat(session, lease, control)
+                    lost, cancelled = heartbeats(
+                        session, beats, lease_seconds=self.settings.lease_seconds
+                    )
             except Exception:  # noqa: BLE001 - a database blip; the lease has slack for it
                 log.exception("heartbeat for job(s) %s failed", [h[0].job_id for h in held])
-
-    def _beat(self, session: Any, lease: Lease, control: Control) -> None:
-        progress = control.progress
-        if progress is not None:  # with the memory the run holds now
-            progress = {**progress, "memory_bytes": memory_in_use()}
-        try:
-            cancelled = heartbeat(
-                session, lease, lease_seconds=self.settings.lease_seconds, progress=progress
-            )
-        except LeaseLost:
-            control.lost.set()
-            self.drop(lease)
-            return
-        if cancelled:
-            control.cancel.set()
+                continue
+            controls = dict(held)
+            for lease in lost:
+                controls[lease].lost.set()
+                self.drop(lease)
+            for lease in cancelled:
+                controls[lease].cancel.set()
 
 
 def memory_in_use() -> int:
