@@ -1,15 +1,16 @@
 """Two seed grids through the real service, stacked against one job at a time: the API under
-uvicorn and one Celery worker, started as `make run` starts them (workers.launch.commands),
-on the embedded defaults (SQLite and kombu's SQLite broker) in a fresh temporary ANNLAB_HOME
-for each (grid, mode) run, with ANNLAB_STACK_MAX=1 (off: every job trains alone) and then the
+uvicorn and one Celery worker, started as `make run` starts them (workers.launch.commands), on
+the embedded defaults (SQLite and kombu's SQLite broker) in a fresh temporary ANNLAB_HOME for
+each (grid, mode) run, with ANNLAB_STACK_MAX=1 (off: every job trains alone) and then the
 service's default or --stack-max (on). A fresh service per run means the worker's dataset cache
-starts empty each time, in both modes. Wall time runs from the POST /sweeps response to the
-moment GET /sweeps/{id} (polled every 0.5 s) counts every job ended. Prints a table of wall
+starts empty each time, in both modes. Wall time runs from the POST /sweeps response to the last
+job's end as the service recorded it (its finished_at; GET /sweeps/{id}, polled every 0.5 s,
+tells when every job has ended, but would add up to a poll's interval). Prints a table of wall
 seconds and the ratio off / on, and the worst relative difference between a job's test figures
 stacked and alone (jobs matched by (cell, repeat)), which should be under 1e-3. A stack's key
-leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the
-time-series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x
-4 repeats of each optimizer and width (LBFGS's stacks by width: padding would change its sums).
+leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the time-
+series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x 4
+repeats of each optimizer and width (LBFGS's stacks by width: padding would change its sums).
 
     .venv/bin/python benchmarks/sweeps.py [--grid ts|regression|both] [--scale 1.0]
         [--threads N] [--stack-max N]
@@ -27,6 +28,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -131,7 +133,7 @@ def run_sweep(
     worker_env = env | ({"ANNLAB_TORCH_THREADS": str(threads)} if threads else {})
     with service(home, env, worker_env) as (client, children):
         response = client.post("/sweeps", json=body)
-        started = time.perf_counter()
+        started = time.time()  # the worker's clock too: finished_at is on this machine's
         if response.status_code != 202:
             raise RuntimeError(f"POST /sweeps: {response.status_code} {response.text}")
         sweep_id = response.json()["id"]
@@ -142,12 +144,13 @@ def run_sweep(
                 break
             check_alive(children)
             time.sleep(0.5)
-        wall = time.perf_counter() - started
         jobs = {
             (cell["cell"], job["repeat"]): client.get(f"/jobs/{job['id']}").json()
             for cell in sweep["cells"]
             for job in cell["jobs"]
         }
+        ended = [datetime.fromisoformat(j["finished_at"]) for j in jobs.values()]
+        wall = max(e.timestamp() for e in ended) - started
     log = (home / "worker.log").read_text(errors="replace")
     return wall, jobs, [int(n) for n in re.findall(r"trains in a stack of (\d+)", log)]
 
