@@ -8,8 +8,8 @@ job's end as the service recorded it (its finished_at; GET /sweeps/{id}, polled 
 tells when every job has ended, but would add up to a poll's interval). Prints a table of wall
 seconds and the ratio off / on, and the worst relative difference between a job's test figures
 stacked and alone (jobs matched by (cell, repeat)), which should be under 1e-3. A stack's key
-leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the time-
-series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x 4
+leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the
+time-series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x 4
 repeats of each optimizer and width (LBFGS's stacks by width: padding would change its sums).
 
     .venv/bin/python benchmarks/sweeps.py [--grid ts|regression|both] [--scale 1.0]
