@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+import orjson
 from sqlalchemy import and_, bindparam, func, insert, or_, select, update
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import Session
@@ -276,16 +277,46 @@ def set_model_facts(
     )
 
 
-def _put_checkpoint(
-    session: Session, job_id: str, kind: str, *, epoch: int, step: int, data: bytes
+def _put_checkpoints(
+    session: Session, kind: str, written: list[tuple[str, int, int, bytes]]
 ) -> None:
-    row = session.scalar(
-        select(Checkpoint).where(Checkpoint.job_id == job_id, Checkpoint.kind == kind)
+    """Each job's checkpoint of this kind, (job id, epoch, step, data), in place of the one it
+    had: one executemany for those replaced, one for those new."""
+    if not written:
+        return
+    table = Checkpoint.__table__
+    present = set(
+        session.scalars(
+            select(table.c.job_id).where(
+                table.c.job_id.in_([job_id for job_id, *_ in written]), table.c.kind == kind
+            )
+        )
     )
-    if row is None:
-        session.add(Checkpoint(job_id=job_id, kind=kind, epoch=epoch, step=step, data=data))
-    else:
-        row.epoch, row.step, row.data = epoch, step, data
+    now = utcnow()
+    rows = [
+        {"b_job": job_id, "epoch": epoch, "step": step, "data": data, "created_at": now}
+        for job_id, epoch, step, data in written
+    ]
+    changed = [row for row in rows if row["b_job"] in present]
+    if changed:
+        session.execute(
+            update(table)
+            .where(table.c.job_id == bindparam("b_job"), table.c.kind == kind)
+            .values(
+                epoch=bindparam("epoch"),
+                step=bindparam("step"),
+                data=bindparam("data"),
+                created_at=bindparam("created_at"),
+            ),
+            changed,
+        )
+    added = [
+        {"job_id": row["b_job"], "kind": kind} | {k: v for k, v in row.items() if k != "b_job"}
+        for row in rows
+        if row["b_job"] not in present
+    ]
+    if added:
+        session.execute(insert(table), added)
 
 
 @dataclass
@@ -305,16 +336,19 @@ METRIC_COLUMNS = ("job_id", "fold", "epoch", "seconds", "attempt", "values", "cr
 @functools.cache
 def _metric_insert(dialect: Dialect) -> tuple[str, tuple[str, ...] | None, Any, Any]:
     """The metrics table's INSERT in the dialect's own parameter style, the order of its
-    parameters (None: by name), and the bind processors of its JSON and time columns."""
+    parameters (None: by name), and what binds its JSON values (orjson: the values are finite
+    numbers, refused otherwise before any row is written) and its time column."""
     table = Metric.__table__
     columns = list(METRIC_COLUMNS)
     compiled = insert(table).compile(dialect=dialect, column_keys=columns, for_executemany=True)
     order = compiled.positiontup
-    processors = [
-        table.c[name].type.dialect_impl(dialect).bind_processor(dialect) or (lambda v: v)
-        for name in ("values", "created_at")
-    ]
-    return str(compiled), tuple(order) if order is not None else None, *processors
+    as_time = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
+    order = tuple(order) if order is not None else None
+    return str(compiled), order, _json_text, as_time or (lambda v: v)
+
+
+def _json_text(values: dict[str, Any]) -> str:
+    return orjson.dumps(values).decode()
 
 
 def _bound(fields: tuple, order: tuple[str, ...] | None) -> tuple | dict[str, Any]:
@@ -361,7 +395,7 @@ def record_rows(
     once."""
     _guarded(session, lease, lease_seconds, progress=progress)
     _add_rows(session, [(lease, rows)])
-    _put_checkpoint(session, lease.job_id, "latest", epoch=epoch, step=step, data=checkpoint)
+    _put_checkpoints(session, "latest", [(lease.job_id, epoch, step, checkpoint)])
 
 
 @dataclass
@@ -385,7 +419,6 @@ def record_epochs(
     with every job's parameters (executemany)."""
     if not writes:
         return []
-    stored = Checkpoint.__table__
     found = _renew_all(session, [(w.lease, w.progress) for w in writes], lease_seconds)
     ours = {
         w.lease.job_id for w in writes if found.get(w.lease.job_id, (None,))[0] == w.lease.token
@@ -393,41 +426,9 @@ def record_epochs(
     kept = [w for w in writes if w.lease.job_id in ours]
     lost = [w.lease for w in writes if w.lease.job_id not in ours]
     _add_rows(session, [(w.lease, w.rows) for w in kept])
-    present = set(
-        session.scalars(
-            select(stored.c.job_id).where(
-                stored.c.job_id.in_([w.lease.job_id for w in kept]), stored.c.kind == "latest"
-            )
-        )
+    _put_checkpoints(
+        session, "latest", [(w.lease.job_id, w.epoch, w.step, w.checkpoint) for w in kept]
     )
-    now = utcnow()
-    fields = [
-        {"epoch": w.epoch, "step": w.step, "data": w.checkpoint, "created_at": now} for w in kept
-    ]
-    changed = [
-        f | {"b_job": w.lease.job_id}
-        for w, f in zip(kept, fields, strict=True)
-        if w.lease.job_id in present
-    ]
-    if changed:
-        session.execute(
-            update(stored)
-            .where(stored.c.job_id == bindparam("b_job"), stored.c.kind == "latest")
-            .values(
-                epoch=bindparam("epoch"),
-                step=bindparam("step"),
-                data=bindparam("data"),
-                created_at=bindparam("created_at"),
-            ),
-            changed,
-        )
-    added = [
-        f | {"job_id": w.lease.job_id, "kind": "latest"}
-        for w, f in zip(kept, fields, strict=True)
-        if w.lease.job_id not in present
-    ]
-    if added:
-        session.execute(insert(stored), added)
     return lost
 
 
@@ -471,7 +472,64 @@ def finish(
     _guarded(session, lease, 0.0, **values)
     _add_rows(session, [(lease, rows)])
     if final_checkpoint is not None:
-        _put_checkpoint(session, lease.job_id, "final", epoch=epoch, step=0, data=final_checkpoint)
+        _put_checkpoints(session, "final", [(lease.job_id, epoch, 0, final_checkpoint)])
+
+
+@dataclass
+class Success:
+    """A job that succeeded: its result, the weights it serves (after `epoch`) and its last
+    progress."""
+
+    lease: Lease
+    result: dict[str, Any]
+    final_checkpoint: bytes
+    epoch: int
+    progress: dict[str, Any]
+
+
+def succeed(session: Session, ends: list[Success]) -> list[Lease]:
+    """finish(..., "succeeded") for every job of `ends` (a stack's that end at one epoch), in
+    the caller's transaction, one statement of each kind for all; returns the leases that were
+    lost (those jobs are left as they stand)."""
+    table = Job.__table__
+    ids = [e.lease.job_id for e in ends]
+    # Locked until the commit (PostgreSQL; SQLite's writer holds the database): still ours.
+    held = dict(
+        session.execute(
+            select(table.c.id, table.c.lease_token)
+            .where(table.c.id.in_(ids), table.c.status == "running")
+            .with_for_update()
+        ).all()
+    )
+    kept = [e for e in ends if held.get(e.lease.job_id) == e.lease.token]
+    if kept:
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"), table.c.lease_token == bindparam("b_token"))
+            .values(
+                status="succeeded",
+                finished_at=utcnow(),
+                lease_token=None,
+                lease_expires_at=None,
+                result=bindparam("b_result"),
+                error=None,
+                progress=bindparam("b_progress"),
+            ),
+            [
+                {
+                    "b_id": e.lease.job_id,
+                    "b_token": e.lease.token,
+                    "b_result": e.result,
+                    "b_progress": e.progress,
+                }
+                for e in kept
+            ],
+        )
+        _put_checkpoints(
+            session, "final", [(e.lease.job_id, e.epoch, 0, e.final_checkpoint) for e in kept]
+        )
+    ours = {e.lease.job_id for e in kept}
+    return [e.lease for e in ends if e.lease.job_id not in ours]
 
 
 def requeue(session: Session, lease: Lease) -> None:

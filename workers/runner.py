@@ -275,10 +275,20 @@ class _Run:
         data: Splits,
         result: dict[str, Any],
         model: torch.nn.Module,
-        session: Any = None,
     ) -> None:
-        """The job succeeded: its result and the weights it serves (in `session`'s
-        transaction where one is given, else in its own)."""
+        """The job succeeded: its result and the weights it serves."""
+        with self.session() as session:
+            if jobs.succeed(session, [self.success(progress, data, result, model)]):
+                raise LeaseLost(self.lease.job_id)
+
+    def success(
+        self,
+        progress: loop.Progress,
+        data: Splits,
+        result: dict[str, Any],
+        model: torch.nn.Module,
+    ) -> jobs.Success:
+        """What the job's success writes: its result, its weights, its last progress."""
         progress.phase("saving")
         weights = pack_weights(
             model, {"spec": self.document, "data_info": dataclasses.asdict(data.info)}
@@ -286,12 +296,7 @@ class _Run:
         epochs = self.spec.total_epochs()
         done = {"epoch": epochs, "epochs": epochs, "percent": 100.0, "eta_seconds": 0.0}
         done |= {"phase": "saving", "phase_percent": 100.0, "memory_bytes": memory_in_use()}
-        finished = {"result": result, "final_checkpoint": weights, "epoch": epochs}
-        if session is not None:
-            jobs.finish(session, self.lease, "succeeded", progress=done, **finished)
-            return
-        with self.session() as own:
-            jobs.finish(own, self.lease, "succeeded", progress=done, **finished)
+        return jobs.Success(self.lease, result, weights, epochs, done)
 
     def publish(self, progress: dict[str, Any]) -> None:
         self.control.progress = progress  # the heartbeat sends it

@@ -380,20 +380,18 @@ class _Stacked(stack.Hooks):
     def finish(self, done: list[tuple[stack.StackJob, dict[str, Any], torch.nn.Module]]) -> None:
         """The jobs succeeded (their rows went with their last epoch, EpochRecord.ends): their
         results and weights, in one transaction."""
-        outcomes = {}
+        ends = {}
+        for job, result, model in done:
+            run = self.by_job[job].run
+            assert run is not None
+            ends[job] = run.success(job.progress, job.data, result, model)
         with self.session() as session:
-            for job, result, model in done:
-                entry = self.by_job[job]
-                assert entry.run is not None
-                with job_context(job.id):
-                    try:
-                        entry.run.finish(job.progress, job.data, result, model, session=session)
-                        outcomes[entry] = "succeeded"
-                    except LeaseLost:
-                        log.warning("job %s: lease lost before it could finish", job.id)
-                        outcomes[entry] = "lost"
-        for entry, outcome in outcomes.items():
-            entry.outcome = outcome
+            lost = set(jobs.succeed(session, list(ends.values())))
+        for job, success in ends.items():
+            entry = self.by_job[job]
+            entry.outcome = "lost" if success.lease in lost else "succeeded"
+            if success.lease in lost:
+                log.warning("job %s: lease lost before it could finish", job.id)
             self.heartbeat.drop(entry.lease)
 
     def fail(self, job: stack.StackJob, error: BaseException) -> None:
