@@ -116,14 +116,14 @@ def claim(
             lease_expires_at=now + timedelta(seconds=lease_seconds),
             attempts=Job.attempts + 1,
             error=None,
+            started_at=func.coalesce(Job.started_at, now),  # its first attempt's start
         )
+        .execution_options(synchronize_session=False)
     ).rowcount
     if not taken:
         return None
-    job = session.get(Job, job_id, populate_existing=True)
-    if job.started_at is None:
-        job.started_at = now
-    return Lease(job_id=job_id, token=token, attempt=job.attempts)
+    attempts = session.scalar(select(Job.attempts).where(Job.id == job_id))
+    return Lease(job_id=job_id, token=token, attempt=attempts)
 
 
 def claim_stack(
