@@ -7,18 +7,23 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.exc import IntegrityError
 
-from core.db import Job, Metric, session_scope, utcnow
+from core.db import Checkpoint, Job, Metric, session_scope, utcnow
 from core.jobs import (
     EpochRow,
+    EpochWrite,
     LeaseLost,
+    Success,
     claim,
     finish,
     heartbeat,
+    heartbeats,
     mark_sent,
     new_job,
     reap,
+    record_epochs,
     record_rows,
     request_cancel,
+    succeed,
 )
 from core.settings import Settings
 from tests.conftest import expire_lease
@@ -87,6 +92,55 @@ def test_a_finished_job_cannot_be_claimed_or_written(db_settings: Settings) -> N
         heartbeat(session, lease, lease_seconds=30)
     row = job_row(db_settings, job_id)
     assert row.status == "succeeded" and row.lease_token is None and row.finished_at
+
+
+def test_a_stacks_writes_go_to_the_jobs_it_still_holds(db_settings: Settings) -> None:
+    """A stack's renewals, rows, checkpoints and successes are written for all its jobs at once
+    (one statement of each kind); a job whose lease another worker took over is left as that
+    worker has it, and its lease comes back as lost."""
+    ids = [make_job(db_settings) for _ in range(3)]
+    leases = [take(db_settings, job_id, "stack") for job_id in ids]
+    expire_lease(db_settings, ids[2])
+    other = take(db_settings, ids[2], "other")
+    with session_scope(db_settings.database_url) as session:
+        request_cancel(session, ids[1])
+
+    def write(epoch: int) -> list:
+        rows = [EpochRow(fold=0, epoch=epoch, seconds=0.1, values={"train_loss": 1.0 / epoch})]
+        writes = [
+            EpochWrite(lease, rows, f"{lease.job_id}:{epoch}".encode(), epoch, 0, {"epoch": epoch})
+            for lease in leases
+        ]
+        with session_scope(db_settings.database_url) as session:
+            return record_epochs(session, writes, lease_seconds=30)
+
+    assert write(1) == [leases[2]]
+    assert write(2) == [leases[2]]  # the checkpoints written at epoch 1 are replaced
+    with session_scope(db_settings.database_url) as session:
+        lost, cancelled = heartbeats(
+            session, [(lease, {"epoch": 2}) for lease in leases], lease_seconds=30
+        )
+        assert (lost, cancelled) == ([leases[2]], [leases[1]])
+        stored = {
+            c.job_id: (c.epoch, c.data) for c in session.query(Checkpoint).filter_by(kind="latest")
+        }
+        assert stored == {j: (2, f"{j}:2".encode()) for j in ids[:2]}
+        assert session.query(Metric).filter_by(job_id=ids[0]).count() == 2
+        assert session.query(Metric).filter_by(job_id=ids[2]).count() == 0
+    ends = [
+        Success(lease, {"test_loss": 0.5}, b"weights", 3, {"percent": 100.0}) for lease in leases
+    ]
+    with session_scope(db_settings.database_url) as session:
+        assert succeed(session, ends) == [leases[2]]
+    for job_id in ids[:2]:
+        row = job_row(db_settings, job_id)
+        assert row.status == "succeeded" and row.lease_token is None and row.finished_at
+        assert row.result == {"test_loss": 0.5} and row.progress == {"percent": 100.0}
+    row = job_row(db_settings, ids[2])
+    assert row.status == "running" and row.worker == "other" and row.lease_token == other.token
+    with session_scope(db_settings.database_url) as session:
+        finals = session.query(Checkpoint).filter_by(kind="final").all()
+        assert sorted(c.job_id for c in finals) == sorted(ids[:2])
 
 
 def test_cancel_ends_a_queued_job_and_flags_a_running_one(db_settings: Settings) -> None:
