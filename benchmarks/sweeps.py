@@ -7,10 +7,11 @@ starts empty each time, in both modes. Wall time runs from the POST /sweeps resp
 job's end as the service recorded it (its finished_at; GET /sweeps/{id}, polled every 0.5 s,
 tells when every job has ended, but would add up to a poll's interval). Prints a table of wall
 seconds and the ratio off / on, and the worst relative difference between a job's test figures
-stacked and alone (jobs matched by (cell, repeat)), which should be under 1e-3. A stack's key
-leaves out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the
-time-series grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x 4
-repeats of each optimizer and width (LBFGS's stacks by width: padding would change its sums).
+stacked and alone (jobs matched by (cell, repeat); a std over folds against the folds' mean),
+which should be under 1e-3. A stack's key leaves out a job's seeds, noise and hidden widths
+(core.spec, stack_key), not its lag: the time-series grid stacks the 5 widths x 5 folds of each
+lag; the regression grid the 3 noises x 4 repeats of each optimizer and width (LBFGS's stacks by
+width: padding would change its sums).
 
     .venv/bin/python benchmarks/sweeps.py [--grid ts|regression|both] [--scale 1.0]
         [--threads N] [--stack-max N]
@@ -155,8 +156,8 @@ def run_sweep(
     return wall, jobs, [int(n) for n in re.findall(r"trains in a stack of (\d+)", log)]
 
 
-def relative(a: float, b: float) -> float:
-    scale = max(abs(a), abs(b))
+def relative(a: float, b: float, *scales: float) -> float:
+    scale = max(abs(a), abs(b), *(abs(s) for s in scales))
     return abs(a - b) / scale if scale else 0.0
 
 
@@ -178,7 +179,15 @@ def compare(
             if not isinstance(other, int | float):
                 problems.append(f"{key}: {figure} missing when stacked")
                 continue
-            difference = relative(float(value), float(other))
+            # A spread over folds is measured against the figure it spreads: the folds' mean
+            # (the std of five nearly equal numbers is itself near 0).
+            means = [
+                r.get(figure.removesuffix("_std") + "_mean", 0.0)
+                if figure.endswith("_std")
+                else 0.0
+                for r in (alone.get("result") or {}, stacked.get("result") or {})
+            ]
+            difference = relative(float(value), float(other), *map(float, means))
             if difference > worst or where == "-":
                 worst, where = difference, f"cell {key[0]} repeat {key[1]} {figure}"
             if difference > TOLERANCE:
