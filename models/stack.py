@@ -362,7 +362,9 @@ class Stack:
                     trainer, own = self.trainers[i], [views[n][i] for n in names]
                     with _swapped(self.holders[i], own):
                         loss, sums = trainer.batch_loss(batches[i])
-                    totals.append(loss + penalty(own, opt, trainer.spec))
+                    extra = penalty(own, opt, trainer.spec)
+                    # A penalty of 0.0 adds nothing to any bit of the loss or its gradient.
+                    totals.append(loss if isinstance(extra, float) and not extra else loss + extra)
                     if firsts[i] is None:
                         firsts[i] = (loss.detach(), sums)
                 stacked = torch.stack(totals)
