@@ -86,8 +86,10 @@ def test_a_job_submitted_while_the_broker_is_down_starts_soon_after_it_returns(
 def test_two_workers_and_two_apis_share_one_database_and_broker(tmp_path: Path) -> None:
     """Workers with homes of their own, as on two machines: the one running a job is killed
     (-9) and the other resumes the job from its checkpoint, every epoch recorded once; a second
-    API, with its own home, lists and serves the model the first one does."""
-    epochs = 12
+    API, with its own home, lists and serves the model the first one does. Long enough (40
+    epochs of about 0.1 s) to be still training when its fourth row shows: rows go in at most
+    a second apart, the first at once."""
+    epochs = 40
     with running("postgres", tmp_path / "api", worker=False) as svc:
         workers = [svc.start_worker(home=tmp_path / f"worker{n}") for n in (1, 2)]
         job = svc.submit(
