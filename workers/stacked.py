@@ -288,8 +288,6 @@ class _Stacked(stack.Hooks):
 
     def gone(self, job: stack.StackJob) -> bool:
         entry = self.by_job[job]
-        if not (entry.control.cancel.is_set() or entry.control.lost.is_set()):
-            return False  # what check(stop_after=None) would find, without its call
         try:
             entry.control.check(stop_after=None)
         except Cancelled:
