@@ -334,21 +334,16 @@ METRIC_COLUMNS = ("job_id", "fold", "epoch", "seconds", "attempt", "values", "cr
 
 
 @functools.cache
-def _metric_insert(dialect: Dialect) -> tuple[str, tuple[str, ...] | None, Any, Any]:
+def _metric_insert(dialect: Dialect) -> tuple[str, tuple[str, ...] | None, Any]:
     """The metrics table's INSERT in the dialect's own parameter style, the order of its
-    parameters (None: by name), and what binds its JSON values (orjson: the values are finite
-    numbers, refused otherwise before any row is written) and its time column."""
+    parameters (None: by name), and the bind processor of its time column."""
     table = Metric.__table__
     columns = list(METRIC_COLUMNS)
     compiled = insert(table).compile(dialect=dialect, column_keys=columns, for_executemany=True)
     order = compiled.positiontup
     as_time = table.c.created_at.type.dialect_impl(dialect).bind_processor(dialect)
     order = tuple(order) if order is not None else None
-    return str(compiled), order, _json_text, as_time or (lambda v: v)
-
-
-def _json_text(values: dict[str, Any]) -> str:
-    return orjson.dumps(values).decode()
+    return str(compiled), order, as_time or (lambda v: v)
 
 
 def _bound(fields: tuple, order: tuple[str, ...] | None) -> tuple | dict[str, Any]:
@@ -364,12 +359,14 @@ def _add_rows(session: Session, written: Iterable[tuple[Lease, Iterable[EpochRow
     now = utcnow()
     metrics, artifacts = [], []
     connection = session.connection()
-    sql, order, as_json, as_time = _metric_insert(connection.dialect)
+    sql, order, as_time = _metric_insert(connection.dialect)
     created = as_time(now)
     for lease, rows in written:
         for row in rows:
             fields = (lease.job_id, row.fold, row.epoch, row.seconds, lease.attempt)
-            fields += (as_json(row.values), created)
+            # JSON text by orjson: the values are finite numbers (refused otherwise before any
+            # row is written).
+            fields += (orjson.dumps(row.values).decode(), created)
             metrics.append(fields if order == METRIC_COLUMNS else _bound(fields, order))
             at = {"job_id": lease.job_id, "fold": row.fold, "epoch": row.epoch, "created_at": now}
             artifacts += [at | {"name": name, "data": data} for name, data in row.artifacts.items()]
