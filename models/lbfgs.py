@@ -420,23 +420,34 @@ class _Run:
                 self.ended.append(k)
 
     def _remember(self, rows: list[int], s: Tensor, y: Tensor, ys: Tensor) -> None:
-        """Each model of `rows` keeps its pair (s, y), the oldest of a full history dropped."""
+        """Each model of `rows` keeps its pair (s, y), the oldest of a full history dropped:
+        these rows' history, rolled one place (the oldest comes last), gets the new pair and
+        its products there."""
         st = self.state
+        everyone = rows == list(range(st.k))
         index = torch.tensor(rows, device=s.device)
-        hist_s, hist_y, sy, yy = st._history()
-        for history, new in ((hist_s, s), (hist_y, y)):
-            history[index, :-1] = history[index, 1:]  # a copy of these rows' history at most
-            history[index, -1] = new.index_select(0, index)
-        for products in (sy, yy):
-            products[index, :-1, :-1] = products[index, 1:, 1:]
-        new_y = y.index_select(0, index)[:, None]
-        column = _dot(hist_s.index_select(0, index), new_y)  # s_i.y for every i
-        sy[index, :, -1] = column
-        sy[index, -1, :-1] = 0.0
-        column = _dot(hist_y.index_select(0, index), new_y)
-        yy[index, :, -1] = column
-        yy[index, -1, :] = column
-        st.h_diag = torch.where(self._mask(rows)[:, 0], ys / yy[:, -1, -1], st.h_diag)
+
+        def pick(t: Tensor) -> Tensor:
+            return t if everyone else t.index_select(0, index)
+
+        old_s, old_y, old_sy, old_yy = st._history()
+        hist_s, hist_y = (pick(t).roll(-1, 1) for t in (old_s, old_y))
+        sy, yy = (pick(t).roll((-1, -1), (1, 2)) for t in (old_sy, old_yy))
+        hist_s[:, -1], new_y = pick(s), pick(y)
+        hist_y[:, -1] = new_y
+        sy[:, :, -1] = _dot(hist_s, new_y[:, None])  # s_i.y for every i
+        sy[:, -1, :-1] = 0.0
+        column = _dot(hist_y, new_y[:, None])
+        yy[:, :, -1] = column
+        yy[:, -1, :] = column
+        if everyone:
+            st.s, st.y, st.sy, st.yy = hist_s, hist_y, sy, yy
+            st.h_diag = ys / column[:, -1]
+        else:
+            news = (hist_s, hist_y, sy, yy)
+            for old, new in zip((old_s, old_y, old_sy, old_yy), news, strict=True):
+                old.index_copy_(0, index, new)
+            st.h_diag = st.h_diag.index_copy(0, index, ys.index_select(0, index) / column[:, -1])
         h = st.settings.history_size
         for k in rows:
             st.n_old[k] = min(st.n_old[k] + 1, h)
@@ -448,7 +459,9 @@ class _Run:
         pair. A row's missing pairs are zeros whose solves give zeros, and every row solves H
         by H, so the arithmetic is a row's own."""
         st = self.state
-        s, y, sy, yy = (t.index_select(0, index) for t in st._history())
+        history = st._history()
+        everyone = rows == list(range(st.k))
+        s, y, sy, yy = history if everyone else (t.index_select(0, index) for t in history)
         h = st.settings.history_size
         g, gamma = self.g.index_select(0, index), st.h_diag.index_select(0, index)[:, None]
         first = torch.tensor([h - st.n_old[k] for k in rows], device=sy.device)  # of its pairs

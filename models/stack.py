@@ -51,6 +51,9 @@ PROGRESS_SECONDS = 0.25  # between two progress reports of a stack's jobs
 FUSED = frozenset({"gd", "sgd", "momentum", "nesterov", "adam"})  # torch has fused kernels
 
 
+FIELDS = dataclasses.fields(Batch)
+
+
 class _Apply(nn.Module):
     """Runs a function with `model`'s parameters swapped for a member's (functional_call)."""
 
@@ -306,10 +309,7 @@ class Stack:
         else:
             for members in _by_size(batches, range(len(batches))):
                 parts = [batches[i] for i in members]
-                stacked = {
-                    f.name: torch.stack([getattr(b, f.name) for b in parts])
-                    for f in dataclasses.fields(Batch)
-                }
+                stacked = {f.name: torch.stack([getattr(b, f.name) for b in parts]) for f in FIELDS}
                 groups.append((members, Batch(**stacked)))
         found = []
         for members, batch in groups:
@@ -340,29 +340,63 @@ class Stack:
         return _sums(counts, found)
 
     def lbfgs_step(self, batches: Sequence[Batch]) -> dict[str, Tensor]:
-        """One LBFGS step of every member on its own batch. An evaluation runs each member's
-        loss (its trainer's batch_loss and penalties) on its own views of the stacked
-        parameters, the very operations it runs alone, and one backward pass gives every
-        member's gradient; the optimizer's arithmetic runs for all at once (`lbfgs`). Returns
-        each member's sums, as `step` does."""
+        """One LBFGS step of every member on its own batch. An evaluation computes the
+        members' losses as their trainers do (batch_loss, which for LBFGS is the stacked form
+        of a stack of one, and the penalties), and one backward pass gives every member's
+        gradient; the optimizer's arithmetic runs for all at once (`lbfgs`). Returns each
+        member's sums, as `step` does."""
         assert self.lbfgs is not None
         k, names = len(self.trainers), self.names
         opt = self.template.spec.optimizer_for("model")
         firsts: list[tuple[Tensor, dict[str, Any]] | None] = [None] * k
         for trainer in self.trainers:
             trainer.model.train()
+        fed = self._one_batch(batches)
+        penalized = any(t.spec.train.l1 or t.spec.train.weight_decay for t in self.trainers)
+
+        def own(i: int, views: dict[str, tuple[Tensor, ...]]) -> list[Tensor]:
+            return [views[n][i] for n in names]
+
+        def apart(which: list[int]) -> list[tuple[Tensor, Any]]:
+            """Each member's loss on its own views of the stacked parameters."""
+            views = {n: self.params[n].unbind(0) for n in names}
+            found = []
+            for i in which:
+                with _swapped(self.holders[i], own(i, views)):
+                    found.append(self.trainers[i].batch_loss(batches[i]))
+            return found
+
+        def together(which: list[int], fed: Batch) -> list[tuple[Tensor, Any]] | None:
+            """The members' losses in one stacked pass: with one thread, each member's to
+            the bit as its stack of one computes them (the sums of a batched product or a
+            reduction run member by member)."""
+            params = {**self.params, **self.buffers}
+            if len(which) < k:
+                index = torch.tensor(which, device=fed.x.device)
+                fed = Batch(*(getattr(fed, f.name).index_select(0, index) for f in FIELDS))
+                params = {n: t.index_select(0, index) for n, t in params.items()}
+            found = self.template.stacked_batch_loss(params, fed)
+            if found is None:
+                return None
+            losses, sums = found
+            return [
+                (losses[j], {name: value[j] for name, value in sums.items()})
+                for j in range(len(which))
+            ]
 
         def evaluate(which: list[int]) -> tuple[list[float | None], Tensor]:
+            nonlocal fed
             for p in self.params.values():
                 p.grad = None
             with torch.enable_grad():
-                views = {n: self.params[n].unbind(0) for n in names}
+                found = together(which, fed) if fed is not None else None
+                if found is None:
+                    fed = None
+                    found = apart(which)
                 totals = []
-                for i in which:
-                    trainer, own = self.trainers[i], [views[n][i] for n in names]
-                    with _swapped(self.holders[i], own):
-                        loss, sums = trainer.batch_loss(batches[i])
-                    extra = penalty(own, opt, trainer.spec)
+                views = {n: self.params[n].unbind(0) for n in names} if penalized else {}
+                for i, (loss, sums) in zip(which, found, strict=True):
+                    extra = penalty(own(i, views), opt, self.trainers[i].spec) if penalized else 0.0
                     # A penalty of 0.0 adds nothing to any bit of the loss or its gradient.
                     totals.append(loss if isinstance(extra, float) and not extra else loss + extra)
                     if firsts[i] is None:
@@ -392,6 +426,15 @@ class Stack:
             n = len(batch.y)
             stats.append({"loss": loss * n, "count": float(n), **sums})
         return _by_member(stats, x.device)
+
+    @staticmethod
+    def _one_batch(batches: Sequence[Batch]) -> Batch | None:
+        """The members' batches stacked, where one stacked pass gives each member the bits of
+        its own: on one thread (more may split a member's sums by how many members there
+        are), batches of one shape."""
+        if torch.get_num_threads() != 1 or len({(b.x.shape, b.y.shape) for b in batches}) > 1:
+            return None
+        return Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in FIELDS))
 
     @torch.inference_mode()
     def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:

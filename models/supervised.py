@@ -21,6 +21,7 @@ from models.base import (
     to_channels_last,
 )
 from models.configs.verbs import MAX_FORECAST_STEPS, ForecastRequest, PredictRequest
+from models.lbfgs import LBFGS
 from models.training import GradientTrainer, Sums
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {
@@ -59,12 +60,32 @@ class SupervisedTrainer(GradientTrainer):
         return F.mse_loss(outputs, y)
 
     def batch_loss(self, batch: Batch) -> tuple[torch.Tensor, Sums]:
+        if isinstance(self.optimizers.get("model"), LBFGS):
+            found = self.member_loss(batch)
+            if found is not None:
+                return found
         outputs = self.forward(self.inputs(batch.x))
         # Smoothing shapes the training loss only; evaluation reports the plain cross-entropy.
         loss = self.loss(outputs, batch.y, self.spec.train.label_smoothing)
         if self.classify:
             return loss, {"accuracy": (outputs.argmax(1) == batch.y).sum()}
         return loss, {"mse": loss.detach() * len(batch.y)}
+
+    def member_loss(self, batch: Batch) -> tuple[torch.Tensor, Sums] | None:
+        """The loss and sums as a stack of models computes them (`stacked_batch_loss`), for a
+        stack of this one model; None where the model has no stacked form. An LBFGS model
+        trains on this loss: LBFGS turns a last-bit difference into another run, and a stack
+        of one thread gives each of its models these very bits (models/stack.py)."""
+        params = {n: p.unsqueeze(0) for n, p in self.model.named_parameters()}
+        params |= {n: b.unsqueeze(0) for n, b in self.model.named_buffers()}
+        one = Batch(
+            x=batch.x[None], y=batch.y[None], clean=batch.clean[None], index=batch.index[None]
+        )
+        found = self.stacked_batch_loss(params, one)
+        if found is None:
+            return None
+        losses, sums = found
+        return losses[0], {name: value[0] for name, value in sums.items()}
 
     def stacked_batch_loss(
         self, params: dict[str, torch.Tensor], batch: Batch

@@ -122,6 +122,45 @@ def test_an_mlp_stack_is_each_members_own_model(tmp_path: Any, task: str) -> Non
             torch.testing.assert_close(stack.params[name].grad[k], p.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.mark.parametrize("task", ["classification", "regression"])
+def test_an_lbfgs_members_loss_in_a_stacked_pass_is_its_own_to_the_bit(
+    tmp_path: Any, task: str
+) -> None:
+    """An LBFGS model trains on the stacked form of its loss for a stack of one
+    (SupervisedTrainer.member_loss); on one thread, one pass over a stack gives each member
+    these very bits: its loss, sums and gradients (models/stack.py's LBFGS steps rely on it)."""
+    if task == "classification":
+        documents = [digits(seed, [12, 9]) for seed in (1, 2, 3)]
+    else:
+        documents = [series(seed, 12, kfold=None) for seed in (1, 2, 3)]
+    for document in documents:
+        document["train"] |= {"optimizer": {"name": "lbfgs"}, "label_smoothing": 0.0}
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        members = trainers(Settings(home=tmp_path), documents)
+        stack = Stack(members)
+        own = [t.batch(1, 0) for t in members]
+        batch = Batch(
+            **{f: torch.stack([getattr(b, f) for b in own]) for f in Batch.__annotations__}
+        )
+        found = members[0].stacked_batch_loss(dict(stack.params), batch)
+        assert found is not None
+        losses, sums = found
+        losses.sum().backward()
+        for k, t in enumerate(members):
+            t.model.zero_grad(set_to_none=True)
+            loss, own_sums = t.batch_loss(own[k])
+            assert torch.equal(losses[k], loss)
+            for name, value in own_sums.items():
+                assert torch.equal(sums[name][k], value)
+            loss.backward()
+            for name, p in t.model.named_parameters():
+                assert torch.equal(stack.params[name].grad[k], p.grad)
+    finally:
+        torch.set_num_threads(threads)
+
+
 def test_an_mlp_with_dropout_has_no_stacked_forward(tmp_path: Any) -> None:
     (trainer,) = trainers(Settings(home=tmp_path), [digits(1, [12], dropout=0.2)])
     params = {n: p.detach()[None] for n, p in trainer.model.named_parameters()}

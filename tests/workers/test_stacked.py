@@ -14,6 +14,7 @@ from core.jobs import new_job, request_cancel
 from core.settings import Settings
 from models import stack
 from models.specs import parse_job_spec
+from models.supervised import SupervisedTrainer
 from tests.conftest import expire_lease
 from workers.runner import run_job
 
@@ -355,9 +356,15 @@ def test_lbfgs_members_step_as_one_and_equal_their_runs_alone(
     ]
     reference = alone(settings, *documents)
     sizes = count_steps(monkeypatch, "lbfgs_step")
+    apart: list[int] = []  # members whose loss was evaluated on their own model
+    real_loss = SupervisedTrainer.batch_loss
+    monkeypatch.setattr(
+        SupervisedTrainer, "batch_loss", lambda t, batch: apart.append(1) or real_loss(t, batch)
+    )
     ids = submit(settings, *documents)
     assert run_job(ids[0], settings=stacking(settings), worker="w") == "succeeded"
     assert sizes == [3] * 5  # one full-batch step an epoch, all three at once
+    assert not apart  # one stacked pass for every evaluation (the stack has one thread)
     for got, want in zip(ids, reference, strict=True):
         assert job_of(settings, got).provenance["stack_jobs"] == 3
         assert [r[2] for r in rows_of(settings, got)] == [r[2] for r in rows_of(settings, want)]
