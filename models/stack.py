@@ -17,10 +17,12 @@ built) and its checkpoint, in the format of a job trained alone, so either kind 
 the other's.
 
 LBFGS, whose line search turns a last-bit difference into another run, steps a stack as
-models/lbfgs.py's `Batched`: each member's loss is its own trainer's on its own views of the
-stacked parameters (the operations it runs alone), one backward pass gives every member's
-gradient, the optimizer's arithmetic runs for all members at once, and a member's every
-number is the one it has alone, to the bit.
+models/lbfgs.py's `Batched`, and a member's every number is the one it has alone, to the bit.
+An LBFGS model alone trains on its stacked loss for a stack of one (an MLP's:
+SupervisedTrainer.member_loss); on one thread a stacked pass sums each member's products and
+reductions as its stack of one does, so one pass gives every member its loss (else each
+member's trainer computes its own on its views of the stacked parameters), one backward pass
+every member's gradient, and the optimizer's arithmetic runs for all members at once.
 
 No database here: the worker passes `Hooks` that write rows and checkpoints and hear of
 cancels and stops (workers/stacked.py).
