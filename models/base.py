@@ -137,11 +137,13 @@ class Trainer:
             callback.on_before_optimizer_step(self, optimizer)
 
     def stacked_batch_loss(
-        self, params: dict[str, Tensor], batch: Batch
+        self, params: dict[str, Tensor], batch: Batch, products: bool = False
     ) -> tuple[Tensor, dict[str, Tensor]] | None:
         """The training loss and sums of K models of this one's shape at once, from their
         parameters and batches stacked on a first dimension (a stack, models/stack.py): K
-        values each. None: the stack runs the trainer's own loss under torch.func.vmap."""
+        values each. `products`: every layer a batched matrix product (an MLP's layers of one
+        input or output are otherwise other forms of the same sums). None: the stack runs the
+        trainer's own loss under torch.func.vmap."""
         return None
 
     def train_batch(self, epoch: int, index: int) -> dict[str, float]:

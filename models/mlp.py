@@ -39,17 +39,20 @@ class MLP(nn.Module):
     def forward(self, x: Tensor) -> Tensor:  # (batch, *input_shape) -> (batch, n_out)
         return self.to_outputs(self.to_features(x))
 
-    def stacked(self, params: dict[str, Tensor], x: Tensor) -> Tensor | None:
+    def stacked(
+        self, params: dict[str, Tensor], x: Tensor, products: bool = False
+    ) -> Tensor | None:
         """The forward passes of K models of this shape at once (a stack, models/stack.py):
         `params` holds each parameter of the K models stacked on a first dimension, x is
-        (K, batch, *input_shape); (K, batch, n_out), each layer one batched product. None with
-        batch norm or dropout, which a stack never has."""
+        (K, batch, *input_shape); (K, batch, n_out), each layer one batched product (or, unless
+        `products`, a broadcast product or a sum of products where it has one input or one
+        output). None with batch norm or dropout, which a stack never has."""
         layers = [(f"to_features.{n}", m) for n, m in self.to_features.named_children()]
         x = x.flatten(2)
         for prefix, layer in [*layers, ("to_outputs", self.to_outputs)]:
             if isinstance(layer, nn.Linear):
                 weight, bias = params[f"{prefix}.weight"], params[f"{prefix}.bias"]
-                x = _stacked_linear(x, weight, bias)
+                x = _stacked_linear(x, weight, bias, products)
             elif isinstance(layer, nn.BatchNorm1d | nn.Dropout):
                 return None
             elif not isinstance(layer, nn.Flatten):
@@ -57,16 +60,16 @@ class MLP(nn.Module):
         return x
 
 
-def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
-    """K linear layers at once: x (K, batch, in), weight (K, out, in), bias (K, out). A layer
-    of one input or one output is a broadcast product or a sum of products: a batched matrix
-    product of an inner or outer size 1, and its backward pass, take several times longer
-    (36 MLPs 1-50-1 on 64 examples: 0.50 ms a step as products, 0.34 ms so). One input: the
-    product, then the bias, rounded apart as nn.Linear's are (addcmul's fused rounding is
-    not)."""
-    if weight.shape[2] == 1:
+def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor, products: bool = False) -> Tensor:
+    """K linear layers at once: x (K, batch, in), weight (K, out, in), bias (K, out). Unless
+    `products`, a layer of one input or one output is a broadcast product or a sum of
+    products: on some machines a batched matrix product of an inner or outer size 1, and its
+    backward pass, take several times longer, on others less (models/stack.py times both).
+    One input: the product, then the bias, rounded apart as nn.Linear's are (addcmul's fused
+    rounding is not)."""
+    if not products and weight.shape[2] == 1:
         return x * weight.transpose(1, 2) + bias.unsqueeze(1)
-    if weight.shape[1] == 1:
+    if not products and weight.shape[1] == 1:
         return (x * weight).sum(-1, keepdim=True) + bias.unsqueeze(1)
     return torch.baddbmm(bias.unsqueeze(1), x, weight.transpose(1, 2))
 

@@ -170,6 +170,10 @@ class Stack:
         self.optimizer = self._optimizer(list(self.params.values()))
         self.lbfgs = self._lbfgs()
         self.feed = _Feed.of(self.trainers)
+        # Whether an MLP's layers of one input or output run as batched products: timed at
+        # the first step (`_choose_products`). LBFGS's members take the other form, in which
+        # one computes its loss alone.
+        self.products: bool | None = None if self.optimizer is not None else False
         self._point()
         self.refresh()
 
@@ -285,7 +289,7 @@ class Stack:
 
         params = {n: pick(p) for n, p in self.params.items()}
         params |= {n: pick(b) for n, b in self.buffers.items()}
-        found = self.template.stacked_batch_loss(params, batch)
+        found = self.template.stacked_batch_loss(params, batch, bool(self.products))
         if found is None:
             params = {f"model.{n}": t for n, t in params.items()}
             found = self._vmapped(params, batch.x, batch.y, batch.clean, batch.index)
@@ -313,6 +317,8 @@ class Stack:
                 parts = [batches[i] for i in members]
                 stacked = {f.name: torch.stack([getattr(b, f.name) for b in parts]) for f in FIELDS}
                 groups.append((members, Batch(**stacked)))
+        if self.products is None:
+            self.products = self._choose_products(*groups[0])
         found = []
         for members, batch in groups:
             losses, extra, penalties = self._losses(batch, members)
@@ -429,6 +435,25 @@ class Stack:
             stats.append({"loss": loss * n, "count": float(n), **sums})
         return _by_member(stats, x.device)
 
+    def _choose_products(self, members: list[int], batch: Batch) -> bool:
+        """Whether the stack's forward and backward passes take less time with every layer a
+        batched matrix product than with its layers of one input or output as broadcast
+        products or sums of products (which is faster depends on the machine's CPU and its
+        math library): both timed, alternately, on the first batch. Their figures differ in
+        float32 summation order only."""
+        took: dict[bool, float] = {False: math.inf, True: math.inf}
+        if self.template.stacked_batch_loss(dict(self.params), batch, True) is None:
+            return False  # no stacked forward: vmapped
+        for form in (False, True, False, True, False, True):
+            self.products = form
+            start = time.perf_counter()
+            losses, _, penalties = self._losses(batch, members)
+            (losses.sum() + penalties.sum()).backward()
+            took[form] = min(took[form], time.perf_counter() - start)
+        for p in self.params.values():
+            p.grad = None
+        return took[True] < took[False]
+
     @staticmethod
     def _one_batch(batches: Sequence[Batch]) -> Batch | None:
         """The members' batches stacked, where one stacked pass gives each member the bits of
@@ -486,7 +511,7 @@ class Stack:
         xs = torch.stack([split.x for split in splits])
         ys = torch.stack([split.y for split in splits])
         plain = {name.removeprefix("model."): t for name, t in params.items()}
-        found = template.stacked_figures(plain, xs, ys)
+        found = template.stacked_figures(plain, xs, ys, products=bool(self.products))
         if found is not None:
             losses, right = found
             correct = right if right is not None else torch.zeros_like(losses)

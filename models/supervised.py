@@ -88,12 +88,12 @@ class SupervisedTrainer(GradientTrainer):
         return losses[0], {name: value[0] for name, value in sums.items()}
 
     def stacked_batch_loss(
-        self, params: dict[str, torch.Tensor], batch: Batch
+        self, params: dict[str, torch.Tensor], batch: Batch, products: bool = False
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]] | None:
         if type(self).batch_loss is not SupervisedTrainer.batch_loss:
             return None  # a subclass's own loss: vmapped
         smoothing = self.spec.train.label_smoothing
-        found = self.stacked_figures(params, batch.x, batch.y, smoothing)
+        found = self.stacked_figures(params, batch.x, batch.y, smoothing, products)
         if found is None:
             return None
         losses, correct = found
@@ -107,6 +107,7 @@ class SupervisedTrainer(GradientTrainer):
         x: torch.Tensor,
         y: torch.Tensor,
         smoothing: float = 0.0,
+        products: bool = False,
     ) -> tuple[torch.Tensor, torch.Tensor | None] | None:
         """K models' `loss` on their stacked inputs x (K, n, ...) and targets y (K, n, ...),
         and (classification) their right answers, K values each. None where the model has no
@@ -115,7 +116,7 @@ class SupervisedTrainer(GradientTrainer):
         stacked = getattr(self.model, "stacked", None)
         if stacked is None or self.forward is not self.model or self.channels_last:
             return None
-        outputs = stacked(params, x)
+        outputs = stacked(params, x, products)
         if outputs is None:
             return None
         outputs = outputs.float()
