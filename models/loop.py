@@ -600,7 +600,10 @@ def callbacks_for(spec: JobSpecBase) -> list[Callback]:
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
-    torch.manual_seed(seed)
+    if torch.accelerator.is_available():
+        torch.manual_seed(seed)
+    else:  # the CPU's alone: torch.manual_seed queues a seed, and a stack trace, per device kind
+        torch.default_generator.manual_seed(seed)
 
 
 def pick_device(wanted: str) -> torch.device:

@@ -6,6 +6,7 @@ one callback that writes checkpoints and metric rows (workers/recorder.py).
 """
 
 import dataclasses
+import functools
 import importlib.metadata
 import logging
 import platform
@@ -46,6 +47,7 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+@functools.cache
 def annlab_version() -> str | None:
     """The installed package's version; None when the code runs from a tree never installed."""
     try:
