@@ -3,18 +3,20 @@ uvicorn and one Celery worker, started as `make run` starts them (workers.launch
 the embedded defaults (SQLite and kombu's SQLite broker) in a fresh temporary ANNLAB_HOME for
 each (grid, mode) run, with ANNLAB_STACK_MAX=1 (off: every job trains alone) and then the
 service's default or --stack-max (on). A fresh service per run means the worker's dataset cache
-starts empty each time, in both modes. Wall time runs from the POST /sweeps response to the last
-job's end as the service recorded it (its finished_at; GET /sweeps/{id}, polled every 0.5 s,
-tells when every job has ended, but would add up to a poll's interval). Prints a table of wall
-seconds and the ratio off / on, and the worst relative difference between a job's test figures
-stacked and alone (jobs matched by (cell, repeat); a std over folds against the folds' mean),
-which should be under 1e-3. A stack's key leaves out a job's seeds, noise and hidden widths
-(core.spec, stack_key), not its lag: the time-series grid stacks the 5 widths x 5 folds of each
-lag; the regression grid the 3 noises x 4 repeats of each optimizer and width (LBFGS's stacks by
-width: padding would change its sums).
+starts empty each time, in both modes. Wall time runs from the POST /sweeps response to the
+last job's end as the service recorded it (its finished_at; GET /sweeps/{id}, polled every 0.5
+s, tells when every job has ended, but would add up to a poll's interval). Prints a table of
+wall seconds and the ratio off / on, and the worst relative difference between a job's test
+figures stacked and alone (jobs matched by (cell, repeat); a std over folds against the folds'
+mean), which should be under 1e-3. With --repeat N the two modes run N times each, alternately
+(off, on, off, on, ...), and the ratio printed is the median of each pair's (a host whose speed
+drifts moves both runs of a pair alike); the wall times are the medians. A stack's key leaves
+out a job's seeds, noise and hidden widths (core.spec, stack_key), not its lag: the time-series
+grid stacks the 5 widths x 5 folds of each lag; the regression grid the 3 noises x 4 repeats of
+each optimizer and width (LBFGS's stacks by width: padding would change its sums).
 
     .venv/bin/python benchmarks/sweeps.py [--grid ts|regression|both] [--scale 1.0]
-        [--threads N] [--stack-max N]
+        [--threads N] [--stack-max N] [--repeat N]
 """
 
 import argparse
@@ -24,6 +26,7 @@ import re
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -201,11 +204,12 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0, help="epochs x this (default 1)")
     parser.add_argument("--threads", type=int, help="ANNLAB_TORCH_THREADS for the worker")
     parser.add_argument("--stack-max", type=int, help="ANNLAB_STACK_MAX when on (default: unset)")
+    parser.add_argument("--repeat", type=int, default=1, help="runs of each mode, alternately")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # the services stop in `finally`
     grids = list(GRIDS) if args.grid == "both" else [args.grid]
     print(f"epochs x {args.scale}, threads {args.threads or 'default'}, stack max {args.stack_max}")
-    rows: list[tuple[str, int, float, float, float, str]] = []
+    rows: list[tuple[str, int, float, float, float, float, str]] = []
     for grid in grids:
         body = GRIDS[grid]
         default = DATASET_EPOCHS.get(body["base"]["dataset"]["name"], DEFAULT_EPOCHS)
@@ -213,31 +217,37 @@ def main() -> None:
         print(f"{grid}: {epochs} epochs")
         if args.scale != 1.0:
             body = {**body, "base": {**body["base"], "train": {"epochs": epochs}}}
-        walls: dict[str, float] = {}
+        walls: dict[str, list[float]] = {"off": [], "on": []}
         results: dict[str, dict[tuple[int, int], dict[str, Any]]] = {}
-        for mode, stack_max in (("off", 1), ("on", args.stack_max)):
-            home = Path(tempfile.mkdtemp(prefix=f"annlab-sweeps-{grid}-{mode}-"))
-            try:
-                walls[mode], results[mode], stacks = run_sweep(body, home, stack_max, args.threads)
-            except BaseException:
-                print(f"{grid} {mode}: stopped; logs in {home}", file=sys.stderr)
-                raise
-            failed = [k for k, j in results[mode].items() if j["status"] != "succeeded"]
-            n, largest = len(results[mode]), max(stacks, default=0)
-            stacked = f"{sum(stacks)} in {len(stacks)} stacks of jobs (largest {largest})"
-            print(f"{grid} {mode}: {n} jobs in {walls[mode]:.1f} s; {stacked}")
-            if failed:
-                print(f"  {len(failed)} did not succeed; logs kept in {home}")
-            else:
-                shutil.rmtree(home, ignore_errors=True)
+        for _ in range(args.repeat):
+            for mode, stack_max in (("off", 1), ("on", args.stack_max)):
+                home = Path(tempfile.mkdtemp(prefix=f"annlab-sweeps-{grid}-{mode}-"))
+                try:
+                    wall, results[mode], stacks = run_sweep(body, home, stack_max, args.threads)
+                except BaseException:
+                    print(f"{grid} {mode}: stopped; logs in {home}", file=sys.stderr)
+                    raise
+                walls[mode].append(wall)
+                failed = [k for k, j in results[mode].items() if j["status"] != "succeeded"]
+                n, largest = len(results[mode]), max(stacks, default=0)
+                stacked = f"{sum(stacks)} in {len(stacks)} stacks of jobs (largest {largest})"
+                print(f"{grid} {mode}: {n} jobs in {wall:.1f} s; {stacked}", flush=True)
+                if failed:
+                    print(f"  {len(failed)} did not succeed; logs kept in {home}")
+                else:
+                    shutil.rmtree(home, ignore_errors=True)
         worst, where, problems = compare(results["off"], results["on"])
         for problem in problems:
             print(f"  {grid}: {problem}")
-        rows.append((grid, len(results["off"]), walls["off"], walls["on"], worst, where))
+        ratios = [off / on for off, on in zip(walls["off"], walls["on"], strict=True)]
+        if len(ratios) > 1:
+            print(f"{grid}: ratios " + ", ".join(f"{r:.2f}" for r in ratios))
+        off, on = statistics.median(walls["off"]), statistics.median(walls["on"])
+        rows.append((grid, len(results["off"]), off, on, statistics.median(ratios), worst, where))
     header = f"{'grid':10} {'jobs':>5} {'off s':>8} {'on s':>8} {'off/on':>7} {'worst rel':>10}"
     print(f"{header}  where")
-    for grid, n, off, on, worst, where in rows:
-        print(f"{grid:10} {n:>5} {off:8.1f} {on:8.1f} {off / on:7.2f} {worst:10.2e}  {where}")
+    for grid, n, off, on, ratio, worst, where in rows:
+        print(f"{grid:10} {n:>5} {off:8.1f} {on:8.1f} {ratio:7.2f} {worst:10.2e}  {where}")
 
 
 if __name__ == "__main__":
