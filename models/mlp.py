@@ -63,8 +63,8 @@ class MLP(nn.Module):
 def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor, products: bool = False) -> Tensor:
     """K linear layers at once: x (K, batch, in), weight (K, out, in), bias (K, out). Unless
     `products`, a layer of one input or one output is a broadcast product or a sum of
-    products: on some machines a batched matrix product of an inner or outer size 1, and its
-    backward pass, take several times longer, on others less (models/stack.py times both).
+    products: on some machines a batched matrix product of an inner or outer size 1 and its
+    backward pass take longer than these, on others less (models/stack.py times both).
     One input: the product, then the bias, rounded apart as nn.Linear's are (addcmul's fused
     rounding is not)."""
     if not products and weight.shape[2] == 1:

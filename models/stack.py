@@ -171,8 +171,8 @@ class Stack:
         self.lbfgs = self._lbfgs()
         self.feed = _Feed.of(self.trainers)
         # Whether an MLP's layers of one input or output run as batched products: timed at
-        # the first step (`_choose_products`). LBFGS's members take the other form, in which
-        # one computes its loss alone.
+        # the first step (`_choose_products`). An LBFGS stack keeps the other form, the one an
+        # LBFGS model computes alone (SupervisedTrainer.member_loss).
         self.products: bool | None = None if self.optimizer is not None else False
         self._point()
         self.refresh()
@@ -442,8 +442,11 @@ class Stack:
         math library): both timed, alternately, on the first batch. Their figures differ in
         float32 summation order only."""
         took: dict[bool, float] = {False: math.inf, True: math.inf}
-        if self.template.stacked_batch_loss(dict(self.params), batch, True) is None:
-            return False  # no stacked forward: vmapped
+        index = torch.tensor(members, device=batch.x.device)
+        params = {n: t.index_select(0, index) for n, t in {**self.params, **self.buffers}.items()}
+        with torch.no_grad():
+            if self.template.stacked_batch_loss(params, batch, True) is None:
+                return False  # no stacked forward: vmapped
         for form in (False, True, False, True, False, True):
             self.products = form
             start = time.perf_counter()
