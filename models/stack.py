@@ -281,14 +281,11 @@ class Stack:
         """The forward pass of some members (indices into the stack) on their batches, stacked
         along a first dimension: their losses, their sums, and their L1 penalties (on the
         weights, not the biases)."""
-        whole = len(members) == len(self.trainers)
-        which = None if whole else torch.tensor(members, device=batch.x.device)
+        which, params = self._of(members, batch.x.device)
 
         def pick(t: Tensor) -> Tensor:
             return t if which is None else t.index_select(0, which)
 
-        params = {n: pick(p) for n, p in self.params.items()}
-        params |= {n: pick(b) for n, b in self.buffers.items()}
         found = self.template.stacked_batch_loss(params, batch, bool(self.products))
         if found is None:
             params = {f"model.{n}": t for n, t in params.items()}
@@ -299,6 +296,15 @@ class Stack:
             weights = [pick(p) for p in self.params.values() if p.dim() > 2]
             penalties = penalties + pick(self.l1) * sum(w.abs().flatten(1).sum(1) for w in weights)
         return losses, extra, penalties
+
+    def _of(self, members: Sequence[int], device: torch.device) -> tuple[Tensor | None, dict]:
+        """The index of some members (None: every member) and their stacked parameters and
+        buffers."""
+        tensors = {**self.params, **self.buffers}
+        if len(members) == len(self.trainers):
+            return None, tensors
+        which = torch.tensor(list(members), device=device)
+        return which, {n: t.index_select(0, which) for n, t in tensors.items()}
 
     def step(self, batches: Sequence[Batch] | Batch) -> dict[str, Tensor]:
         """One step of every member on its own batch (a list, or one Batch whose tensors are
@@ -314,9 +320,7 @@ class Stack:
             groups.append((list(range(len(self.trainers))), batches))
         else:
             for members in _by_size(batches, range(len(batches))):
-                parts = [batches[i] for i in members]
-                stacked = {f.name: torch.stack([getattr(b, f.name) for b in parts]) for f in FIELDS}
-                groups.append((members, Batch(**stacked)))
+                groups.append((members, _stacked_batch([batches[i] for i in members])))
         if self.products is None:
             self.products = self._choose_products(*groups[0])
         found = []
@@ -378,11 +382,9 @@ class Stack:
             """The members' losses in one stacked pass: with one thread, each member's to
             the bit as its stack of one computes them (the sums of a batched product or a
             reduction run member by member)."""
-            params = {**self.params, **self.buffers}
-            if len(which) < k:
-                index = torch.tensor(which, device=fed.x.device)
+            index, params = self._of(which, fed.x.device)
+            if index is not None:
                 fed = Batch(*(getattr(fed, f.name).index_select(0, index) for f in FIELDS))
-                params = {n: t.index_select(0, index) for n, t in params.items()}
             found = self.template.stacked_batch_loss(params, fed)
             if found is None:
                 return None
@@ -442,8 +444,7 @@ class Stack:
         math library): both timed, alternately, on the first batch. Their figures differ in
         float32 summation order only."""
         took: dict[bool, float] = {False: math.inf, True: math.inf}
-        index = torch.tensor(members, device=batch.x.device)
-        params = {n: t.index_select(0, index) for n, t in {**self.params, **self.buffers}.items()}
+        _, params = self._of(members, batch.x.device)
         with torch.no_grad():
             if self.template.stacked_batch_loss(params, batch, True) is None:
                 return False  # no stacked forward: vmapped
@@ -464,7 +465,7 @@ class Stack:
         are), batches of one shape."""
         if torch.get_num_threads() != 1 or len({(b.x.shape, b.y.shape) for b in batches}) > 1:
             return None
-        return Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in FIELDS))
+        return _stacked_batch(batches)
 
     @torch.inference_mode()
     def evaluate(self, which: Sequence[int], splits: Sequence[Split]) -> list[dict[str, float]]:
@@ -622,6 +623,11 @@ class Stack:
         self.feed = _Feed.of(self.trainers)
         self._point()
         self.refresh()
+
+
+def _stacked_batch(batches: Sequence[Batch]) -> Batch:
+    """Batches of one size as one, stacked along a first dimension."""
+    return Batch(*(torch.stack([getattr(b, f.name) for b in batches]) for f in FIELDS))
 
 
 def _by_size(batches: Sequence[Batch], members: Sequence[int]) -> list[list[int]]:
