@@ -430,10 +430,10 @@ class _Run:
         its products there."""
         st = self.state
         everyone = rows == list(range(st.k))
-        index = torch.tensor(rows, device=s.device)
+        index = None if everyone else torch.tensor(rows, device=s.device)
 
         def pick(t: Tensor) -> Tensor:
-            return t if everyone else t.index_select(0, index)
+            return t if index is None else t.index_select(0, index)
 
         old_s, old_y, old_sy, old_yy = st._history()
         hist_s, hist_y = (pick(t).roll(-1, 1) for t in (old_s, old_y))
@@ -445,7 +445,7 @@ class _Run:
         column = _dot(hist_y, new_y[:, None])
         yy[:, :, -1] = column
         yy[:, -1, :] = column
-        if everyone:
+        if index is None:
             st.s, st.y, st.sy, st.yy = hist_s, hist_y, sy, yy
             st.h_diag = ys / column[:, -1]
         else:
