@@ -59,6 +59,16 @@ class MLP(nn.Module):
                 x = layer(x)  # an activation, elementwise
         return x
 
+    def stacks_exactly(self) -> bool:
+        """Whether `stacked` (without products) gives each model the bits it gets in a stack of
+        one, whatever the stack's size and the model's place in it (on one thread): every layer
+        has one input or one output, so every operation is elementwise or a reduction over a
+        model's own rows. A batched matrix product does not promise it: on an AMD EPYC, MKL's
+        kernels summed some models' products in another order by the batch's size and the
+        model's place in it."""
+        linears = [m for m in self.modules() if isinstance(m, nn.Linear)]
+        return all(1 in (m.in_features, m.out_features) for m in linears)
+
 
 def _stacked_linear(x: Tensor, weight: Tensor, bias: Tensor, products: bool = False) -> Tensor:
     """K linear layers at once: x (K, batch, in), weight (K, out, in), bias (K, out). Unless

@@ -18,11 +18,13 @@ the other's.
 
 LBFGS, whose line search turns a last-bit difference into another run, steps a stack as
 models/lbfgs.py's `Batched`, and a member's every number is the one it has alone, to the bit.
-An LBFGS model alone trains on its stacked loss for a stack of one (an MLP's:
-SupervisedTrainer.member_loss); on one thread a stacked pass sums each member's products and
-reductions as its stack of one does, so one pass gives every member its loss (else each
-member's trainer computes its own on its views of the stacked parameters), one backward pass
-every member's gradient, and the optimizer's arithmetic runs for all members at once.
+An LBFGS model whose stacked form gives each model its own bits in a stack of any size (an
+MLP whose layers each have one input or one output: elementwise operations and reductions over
+a model's own rows) trains alone on that form for a stack of one
+(SupervisedTrainer.member_loss), so on one thread one pass gives every member of its stack its
+loss and one backward pass every member's gradient. Other LBFGS members each compute their loss
+on their own trainer, on views of the stacked parameters. The optimizer's arithmetic runs for
+all members at once.
 
 No database here: the worker passes `Hooks` that write rows and checkpoints and hear of
 cancels and stops (workers/stacked.py).
@@ -379,9 +381,8 @@ class Stack:
             return found
 
         def together(which: list[int], fed: Batch) -> list[tuple[Tensor, Any]] | None:
-            """The members' losses in one stacked pass: with one thread, each member's to
-            the bit as its stack of one computes them (the sums of a batched product or a
-            reduction run member by member)."""
+            """The members' losses in one stacked pass: each member's to the bit as its
+            stack of one computes them (`_one_batch` says where)."""
             index, params = self._of(which, fed.x.device)
             if index is not None:
                 fed = Batch(*(getattr(fed, f.name).index_select(0, index) for f in FIELDS))
@@ -458,12 +459,15 @@ class Stack:
             p.grad = None
         return took[True] < took[False]
 
-    @staticmethod
-    def _one_batch(batches: Sequence[Batch]) -> Batch | None:
+    def _one_batch(self, batches: Sequence[Batch]) -> Batch | None:
         """The members' batches stacked, where one stacked pass gives each member the bits of
-        its own: on one thread (more may split a member's sums by how many members there
-        are), batches of one shape."""
-        if torch.get_num_threads() != 1 or len({(b.x.shape, b.y.shape) for b in batches}) > 1:
+        its own: a model whose stacked form promises them (an MLP's `stacks_exactly`), on one
+        thread (more may split a member's sums by how many members there are), batches of
+        one shape."""
+        exact = getattr(self.template.model, "stacks_exactly", None)
+        if exact is None or not exact() or torch.get_num_threads() != 1:
+            return None
+        if len({(b.x.shape, b.y.shape) for b in batches}) > 1:
             return None
         return _stacked_batch(batches)
 

@@ -73,9 +73,13 @@ class SupervisedTrainer(GradientTrainer):
 
     def member_loss(self, batch: Batch) -> tuple[torch.Tensor, Sums] | None:
         """The loss and sums as a stack of models computes them (`stacked_batch_loss`), for a
-        stack of this one model; None where the model has no stacked form. An LBFGS model
-        trains on this loss: LBFGS turns a last-bit difference into another run, and a stack
-        of one thread gives each of its models these very bits (models/stack.py)."""
+        stack of this one model; None where the model has no stacked form that gives each
+        model of a stack its own bits (`stacks_exactly`). An LBFGS model trains on this loss:
+        LBFGS turns a last-bit difference into another run, and a stack on one thread then
+        gives each of its models these very bits in one pass (models/stack.py)."""
+        exact = getattr(self.model, "stacks_exactly", None)
+        if exact is None or not exact():
+            return None
         params = {n: p.unsqueeze(0) for n, p in self.model.named_parameters()}
         params |= {n: b.unsqueeze(0) for n, b in self.model.named_buffers()}
         one = Batch(
