@@ -15,7 +15,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.stats import norm
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -228,7 +227,7 @@ def latent_grid_picture(served: Served, query: ImageQuery) -> ImageGrid:
             f"latent_grid needs a 2-D latent space; this vae's has {served.spec.model.latent}",
         )
     side = max(2, query.n)
-    values = torch.tensor(norm.ppf(np.linspace(0.05, 0.95, side)), dtype=torch.float32)
+    values = torch.special.ndtri(torch.tensor(np.linspace(0.05, 0.95, side))).float()
     z1, z2 = torch.meshgrid(values, values.flip(0), indexing="xy")  # (side, side) each
     z = torch.stack([z1, z2], dim=-1).reshape(side * side, 2).to(served.device)
     images = decode_all(served.module, z).view(side, side, *served.info.input_shape)

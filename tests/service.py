@@ -169,8 +169,13 @@ class Service:
             str(port),
         ]
 
-    def start_api(self) -> None:
+    def start_api(self, wait: bool = True) -> None:
+        """The API process; unless not `wait`, once it answers (else `wait_for_api`)."""
         self.api = self._spawn(self._uvicorn(self.port), "api.log")
+        if wait:
+            self.wait_for_api()
+
+    def wait_for_api(self) -> None:
         self.wait_for(lambda: self._healthy(self.client), 90, "the API to answer /healthz")
 
     def start_another_api(self, home: Path) -> httpx.Client:
@@ -309,9 +314,10 @@ def running(
     svc.env |= env or {}
     try:
         svc.migrate()
-        svc.start_api()
+        svc.start_api(wait=False)  # the API and the worker start side by side
         if worker:
             svc.start_worker()
+        svc.wait_for_api()
         yield svc
     finally:
         svc.stop()

@@ -58,3 +58,24 @@ def test_a_worker_stopped_mid_job_gives_it_to_another(tmp_path: Path, signum: in
         assert done["attempts"] == 1  # the stopped attempt is not counted
         epochs = [row["epoch"] for row in svc.metrics(job["id"])]
         assert epochs == list(range(JOB["train"]["epochs"] + 1))
+
+
+@pytest.mark.parametrize("backend", ["embedded", "postgres"])
+def test_an_idle_worker_ends_within_2s_of_sigterm(tmp_path: Path, backend: str) -> None:
+    """Waiting for work, a worker looks for a stop at least every quarter second: on the
+    embedded broker Celery's loop waited 2 s for a message first (about 3 s in all)."""
+    from tests.service import postgres_and_redis_reason
+
+    if backend == "postgres" and (reason := postgres_and_redis_reason()):
+        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with running(backend, tmp_path) as svc:
+        (worker,) = svc.workers
+        time.sleep(1.0)  # well into its waits for a message
+        at = time.monotonic()
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(10)
+        gone_after = time.monotonic() - at
+        print(f"{backend}: gone after {gone_after:.2f} s")
+        assert worker.returncode == 0 and gone_after < 2.0, gone_after
