@@ -2,6 +2,7 @@
 taken for all members at once (_Feed) are each member's own, and an MLP's stacked forward
 pass, loss and sums are each member's own within float32 summation order."""
 
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -122,9 +123,23 @@ def test_an_mlp_stack_is_each_members_own_model(tmp_path: Any, task: str) -> Non
             torch.testing.assert_close(stack.params[name].grad[k], p.grad, rtol=1e-5, atol=1e-7)
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def stacked(settings: Settings, documents: list[dict[str, Any]]) -> tuple:
+    """The documents' trainers, their stack and each one's first batch of epoch 1."""
+    members = trainers(settings, documents)
+    return members, Stack(members), [t.batch(1, 0) for t in members]
+
+
 @pytest.mark.parametrize("hidden", [10, 50])
 def test_an_lbfgs_members_loss_in_a_stacked_pass_is_its_own_to_the_bit(
-    tmp_path: Any, hidden: int
+    tmp_path: Any, hidden: int, one_thread: None
 ) -> None:
     """An LBFGS MLP whose layers each have one input or one output trains on the stacked form
     of its loss for a stack of one (SupervisedTrainer.member_loss); on one thread, a pass over
@@ -139,44 +154,35 @@ def test_an_lbfgs_members_loss_in_a_stacked_pass_is_its_own_to_the_bit(
         }
         for seed, noise in ((1, 0.0), (2, 0.15), (3, 0.5), (4, 0.0), (5, 0.15), (6, 0.5))
     ]
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        members = trainers(Settings(home=tmp_path), documents)
-        stack = Stack(members)
-        own = [t.batch(1, 0) for t in members]
-        fed = stack._one_batch(own)
-        assert fed is not None
-        for which in ([0, 1, 2, 3, 4, 5], [3], [5, 0], [1, 2, 4], [0, 2, 3, 5], [1, 2, 3, 4, 5]):
-            index, params = stack._of(which, fed.x.device)
-            batch = fed
-            if index is not None:
-                batch = Batch(
-                    *(getattr(fed, f).index_select(0, index) for f in Batch.__annotations__)
-                )
-            for p in stack.params.values():
-                p.grad = None
-            found = members[0].stacked_batch_loss(params, batch)
-            assert found is not None
-            losses, sums = found
-            losses.sum().backward()
-            grads = {name: p.grad.clone() for name, p in stack.params.items()}
-            for j, k in enumerate(which):
-                t = members[k]
-                t.model.zero_grad(set_to_none=True)
-                loss, own_sums = t.batch_loss(own[k])
-                assert torch.equal(losses[j], loss)
-                for name, value in own_sums.items():
-                    assert torch.equal(sums[name][j], value)
-                loss.backward()
-                for name, p in t.model.named_parameters():
-                    assert torch.equal(grads[name][k], p.grad)
-    finally:
-        torch.set_num_threads(threads)
+    members, stack, own = stacked(Settings(home=tmp_path), documents)
+    fed = stack._one_batch(own)
+    assert fed is not None
+    for which in ([0, 1, 2, 3, 4, 5], [3], [5, 0], [1, 2, 4], [0, 2, 3, 5], [1, 2, 3, 4, 5]):
+        index, params = stack._of(which, fed.x.device)
+        batch = fed
+        if index is not None:
+            batch = Batch(*(getattr(fed, f).index_select(0, index) for f in Batch.__annotations__))
+        for p in stack.params.values():
+            p.grad = None
+        found = members[0].stacked_batch_loss(params, batch)
+        assert found is not None
+        losses, sums = found
+        losses.sum().backward()
+        grads = {name: p.grad.clone() for name, p in stack.params.items()}
+        for j, k in enumerate(which):
+            t = members[k]
+            t.model.zero_grad(set_to_none=True)
+            loss, own_sums = t.batch_loss(own[k])
+            assert torch.equal(losses[j], loss)
+            for name, value in own_sums.items():
+                assert torch.equal(sums[name][j], value)
+            loss.backward()
+            for name, p in t.model.named_parameters():
+                assert torch.equal(grads[name][k], p.grad)
 
 
 def test_an_lbfgs_mlp_with_a_layer_of_many_inputs_and_outputs_evaluates_on_its_own(
-    tmp_path: Any,
+    tmp_path: Any, one_thread: None
 ) -> None:
     """A batched matrix product may sum a member's products in another order by the stack's
     size and the member's place in it (seen with MKL on an AMD EPYC), so an MLP with a layer
@@ -185,16 +191,9 @@ def test_an_lbfgs_mlp_with_a_layer_of_many_inputs_and_outputs_evaluates_on_its_o
     documents = [digits(seed, [12, 9]) for seed in (1, 2, 3)]
     for document in documents:
         document["train"] |= {"optimizer": {"name": "lbfgs"}}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        members = trainers(Settings(home=tmp_path), documents)
-        stack = Stack(members)
-        own = [t.batch(1, 0) for t in members]
-        assert members[0].member_loss(own[0]) is None
-        assert stack._one_batch(own) is None
-    finally:
-        torch.set_num_threads(threads)
+    members, stack, own = stacked(Settings(home=tmp_path), documents)
+    assert members[0].member_loss(own[0]) is None
+    assert stack._one_batch(own) is None
 
 
 def test_an_mlp_with_dropout_has_no_stacked_forward(tmp_path: Any) -> None:
