@@ -48,7 +48,7 @@ from models import loop
 from models.base import Batch, Family, Trainer
 from models.lbfgs import LBFGS, Batched
 from models.loop import Callback, Diverged, EpochEnd, Position
-from models.supervised import SupervisedTrainer
+from models.supervised import SupervisedTrainer, stacks_exactly
 from models.training import make_optimizer, penalty
 
 PROGRESS_SECONDS = 0.25  # between two progress reports of a stack's jobs
@@ -464,8 +464,7 @@ class Stack:
         its own: a model whose stacked form promises them (an MLP's `stacks_exactly`), on one
         thread (more may split a member's sums by how many members there are), batches of
         one shape."""
-        exact = getattr(self.template.model, "stacks_exactly", None)
-        if exact is None or not exact() or torch.get_num_threads() != 1:
+        if not stacks_exactly(self.template.model) or torch.get_num_threads() != 1:
             return None
         if len({(b.x.shape, b.y.shape) for b in batches}) > 1:
             return None

@@ -40,6 +40,13 @@ def activation(name: str) -> nn.Module:
     return ACTIVATIONS[name]()
 
 
+def stacks_exactly(model: nn.Module) -> bool:
+    """Whether the model's stacked form gives each model of a stack of any size the bits of
+    its stack of one (an MLP's `stacks_exactly`); False for a model without one."""
+    exact = getattr(model, "stacks_exactly", None)
+    return exact is not None and exact()
+
+
 class SupervisedTrainer(GradientTrainer):
     """Inputs to labels (cross-entropy) or to values (MSE)."""
 
@@ -50,6 +57,7 @@ class SupervisedTrainer(GradientTrainer):
         # Training steps go through the compiled module (same parameters); evaluation, whose
         # batches differ in size, through the plain one.
         self.forward = torch.compile(model) if spec.train.compile else model
+        self.exact_stack = stacks_exactly(model)  # see member_loss
 
     def inputs(self, x: torch.Tensor) -> torch.Tensor:
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
@@ -77,8 +85,7 @@ class SupervisedTrainer(GradientTrainer):
         model of a stack its own bits (`stacks_exactly`). An LBFGS model trains on this loss:
         LBFGS turns a last-bit difference into another run, and a stack on one thread then
         gives each of its models these very bits in one pass (models/stack.py)."""
-        exact = getattr(self.model, "stacks_exactly", None)
-        if exact is None or not exact():
+        if not self.exact_stack:
             return None
         params = {n: p.unsqueeze(0) for n, p in self.model.named_parameters()}
         params |= {n: b.unsqueeze(0) for n, b in self.model.named_buffers()}
