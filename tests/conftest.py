@@ -71,12 +71,9 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sett
     if request.param == "sqlite":
         yield request.getfixturevalue("settings")
         return
-    from tests.service import PostgresDatabase, postgres_and_redis_reason
+    from tests.service import PostgresDatabase, postgres_and_redis_reason, require
 
-    if reason := postgres_and_redis_reason():
-        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require(postgres_and_redis_reason())
     database = PostgresDatabase()
     try:
         s = Settings(home=tmp_path, database_url=database.url, lease_seconds=5)
@@ -91,11 +88,9 @@ def db_settings(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Sett
 def service(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     """The real API and a Celery worker as processes, on one backend; shared by the service
     test modules (a test that kills a process starts a new one before it ends)."""
-    from tests.service import postgres_and_redis_reason, running
+    from tests.service import postgres_and_redis_reason, require, running
 
-    if request.param == "postgres" and (reason := postgres_and_redis_reason()):
-        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    if request.param == "postgres":
+        require(postgres_and_redis_reason())
     with running(request.param, tmp_path_factory.mktemp(request.param)) as svc:
         yield svc

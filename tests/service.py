@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PG_ADMIN_URL = os.environ.get("ANNLAB_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
@@ -44,6 +45,16 @@ def postgres_and_redis_reason() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"Redis at {REDIS_URL} does not answer: {exc}"
     return None
+
+
+def require(reason: str | None) -> None:
+    """Where `reason` says a service is missing: the test fails under ANNLAB_REQUIRE_SERVICES=1
+    (`.ci/run`, where the services must run), else it is skipped."""
+    if reason is None:
+        return
+    if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
 
 
 class PostgresDatabase:

@@ -1,7 +1,6 @@
 """Deployments of several processes on PostgreSQL and Redis: a broker outage, two workers with
 homes of their own taking over each other's jobs, two APIs serving the same models."""
 
-import os
 import shutil
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from sklearn.datasets import load_digits
 from sqlalchemy import select
 
 from core.db import Job, engine_for, session_scope
-from tests.service import PrivateRedis, Service, postgres_and_redis_reason, running
+from tests.service import PrivateRedis, Service, postgres_and_redis_reason, require, running
 
 pytestmark = pytest.mark.service
 
@@ -22,10 +21,7 @@ def _postgres_and_redis() -> None:
     reason = postgres_and_redis_reason()
     if reason is None and shutil.which("redis-server") is None:
         reason = "redis-server is not installed"
-    if reason is not None:
-        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    require(reason)
 
 
 def log_of(svc: Service, name: str) -> str:

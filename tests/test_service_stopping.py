@@ -10,7 +10,7 @@ import pytest
 
 from core.db import Job, session_scope
 from core.settings import Settings
-from tests.service import Service, postgres_and_redis_reason, running
+from tests.service import Service, postgres_and_redis_reason, require, running
 
 pytestmark = pytest.mark.service
 
@@ -64,10 +64,8 @@ def test_a_worker_stopped_mid_job_gives_it_to_another(tmp_path: Path, signum: in
 def test_an_idle_worker_ends_within_2s_of_sigterm(tmp_path: Path, backend: str) -> None:
     """An idle worker stops at once on either broker: on the embedded one Celery's loop
     waited up to 2 s for a message before it looked for a stop (about 3 s in all)."""
-    if backend == "postgres" and (reason := postgres_and_redis_reason()):
-        if os.environ.get("ANNLAB_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
+    if backend == "postgres":
+        require(postgres_and_redis_reason())
     with running(backend, tmp_path) as svc:
         (worker,) = svc.workers
         time.sleep(1.0)  # well into its waits for a message
